@@ -1,0 +1,40 @@
+"""A lease in MongoDB: whoever holds it does the work that must run once across replicas (the outbox
+relay, agreement expiry, reminders). It is renewed while held and taken over when it runs out, so a
+replica that dies hands the work on within `seconds`."""
+import socket
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from pymongo.errors import DuplicateKeyError
+
+
+def holder_id():
+    return "{}-{}".format(socket.gethostname(), uuid.uuid4().hex[:8])
+
+
+class Lease:
+    def __init__(self, collection, name, holder, seconds):
+        self.collection = collection
+        self.name = name
+        self.holder = holder
+        self.seconds = seconds
+
+    def acquire(self):
+        """Take or renew the lease; True while we hold it."""
+        now = datetime.now(timezone.utc)
+        try:
+            self.collection.update_one(
+                {"_id": self.name, "$or": [{"holder": self.holder}, {"expires_at": {"$lt": now}}]},
+                {"$set": {"holder": self.holder, "expires_at": now + timedelta(seconds=self.seconds)}},
+                upsert=True,
+            )
+        except DuplicateKeyError:
+            # The upsert found someone else's live lease and tried to insert a second one.
+            return False
+        return True
+
+    def release(self):
+        self.collection.update_one(
+            {"_id": self.name, "holder": self.holder},
+            {"$set": {"expires_at": datetime.fromtimestamp(0, timezone.utc)}},
+        )

@@ -1,0 +1,119 @@
+"""JSON log lines with the correlation id of the request or event being handled, and no personal data:
+phone numbers and email addresses are masked in every line, whatever logged them."""
+import json
+import logging
+import re
+import time
+import uuid
+from datetime import datetime, timezone
+
+from eventlet.corolocal import local
+from nameko.extensions import DependencyProvider
+
+# One per green thread: nameko runs each worker in its own, so this is per request or per event.
+_context = local()
+
+EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
+# Vietnamese numbers as people write them: +84/84/0 then 8-10 digits, maybe split by spaces, dots or dashes.
+PHONE = re.compile(r"(?<![\w+])(\+?84|0)((?:[\s.-]?\d){8,10})(?![\w])")
+
+
+def _mask_phone(match):
+    digits = re.sub(r"\D", "", match.group(2))
+    return "{}{}***{}".format(match.group(1), digits[:2], digits[-3:])
+
+
+def mask(text):
+    """Mask emails (`a***@example.vn`) and phones (`+8490***567`) in any text."""
+    text = EMAIL.sub(lambda m: "{}***@{}".format(m.group(1), m.group(2)), text)
+    return PHONE.sub(_mask_phone, text)
+
+
+def mask_email(address):
+    return mask(address or "")
+
+
+def new_correlation_id():
+    return uuid.uuid4().hex
+
+
+def current(key, default=None):
+    return getattr(_context, key, default)
+
+
+def bind(**values):
+    for key, value in values.items():
+        setattr(_context, key, value)
+
+
+def clear():
+    _context.__dict__.clear()
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, service, logger, message, correlation id and whatever
+    the caller passed in `extra={"fields": {...}}`, all masked."""
+
+    def format(self, record):
+        line = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "service": current("service"),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "correlation_id": current("correlation_id"),
+        }
+        event_type = current("event_type")
+        if event_type:
+            line["event_type"] = event_type
+        line.update(getattr(record, "fields", None) or {})
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return mask(json.dumps(line, ensure_ascii=False, default=str))
+
+
+_worker_log = logging.getLogger("trainops.worker")
+
+
+class Tracing(DependencyProvider):
+    """Every service declares `tracing = Tracing()`. It gives each worker a correlation id (the caller's,
+    carried in nameko's context data through RPC and events, or a new one at the edge), binds it for the
+    log lines, and writes one line per request or event with its outcome and duration."""
+
+    @staticmethod
+    def _correlation_id(worker_ctx):
+        context = worker_ctx.context_data
+        if not context.get("correlation_id"):
+            context["correlation_id"] = new_correlation_id()
+        return context["correlation_id"]
+
+    def worker_setup(self, worker_ctx):
+        context = worker_ctx.context_data
+        self._correlation_id(worker_ctx)
+        clear()
+        bind(
+            service=self.container.service_name,
+            correlation_id=context["correlation_id"],
+            event_type=context.get("event_type"),
+            started=time.monotonic(),
+        )
+
+    def get_dependency(self, worker_ctx):
+        return self._correlation_id(worker_ctx)
+
+    def worker_result(self, worker_ctx, result=None, exc_info=None):
+        started = current("started") or time.monotonic()
+        outcome = "ok"
+        if exc_info is not None:
+            outcome = getattr(exc_info[1], "code", None) or type(exc_info[1]).__name__
+        _worker_log.info(
+            "%s %s", worker_ctx.entrypoint.method_name, outcome,
+            extra={"fields": {
+                "entrypoint": worker_ctx.entrypoint.method_name,
+                "outcome": outcome,
+                "duration_ms": round((time.monotonic() - started) * 1000, 2),
+            }},
+        )
+
+    def worker_teardown(self, worker_ctx):
+        clear()

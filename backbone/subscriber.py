@@ -1,0 +1,278 @@
+"""The event-handler entrypoint: `@subscribe("offering_withdrawn")`.
+
+What nameko's own `@event_handler` does not: one durable queue per service (declared before anything
+publishes), a contract check on every event, idempotency (a handled event id is recorded and a repeat
+is skipped), retries with growing delays through the service's delay queues, and after the last retry
+a dead letter in the service's `dead_letters` collection with the error and the original message, for
+operators to inspect and replay. The consumer keeps taking other messages meanwhile.
+
+A handler receives the envelope (a dict) with its `payload` already validated and loaded. A handler that
+changes state should do it in `self.store.transaction(...)`: the handled-event record is then written in
+the same transaction, so a repeat has no effect at all. A handler whose effect is outside MongoDB (an
+email) must make that effect idempotent itself.
+"""
+import json
+import logging
+import traceback
+import uuid
+from functools import partial
+
+import eventlet
+
+from eventlet.green import threading as green_threading
+from kombu import Connection
+from kombu.mixins import ConsumerMixin
+from marshmallow import ValidationError
+from nameko import config
+from nameko.exceptions import ContainerBeingKilled
+from nameko.extensions import Entrypoint, ProviderCollector, SharedExtension
+from pymongo.errors import DuplicateKeyError
+
+from backbone import topology
+from backbone.contracts import read_envelope
+from backbone.store import AlreadyHandled, ConfirmedPublisher, Store, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class PermanentFailure(Exception):
+    """Raised by a handler for an event that can never succeed: dead-lettered without retries."""
+
+
+class _QueueConsumer(ConsumerMixin):
+    def __init__(self, amqp_uri, queues, on_message, prefetch_count):
+        self._amqp_uri = amqp_uri
+        self.queues = queues
+        self._on_message = on_message
+        self.prefetch_count = prefetch_count
+        self.ready = green_threading.Event()
+
+    @property
+    def connection(self):
+        return Connection(self._amqp_uri)
+
+    def get_consumers(self, consumer_cls, channel):
+        # on_message (not callbacks): we want the raw body, so malformed JSON is dead-lettered by us
+        # instead of raising inside kombu's decoder.
+        consumer = consumer_cls(queues=self.queues, on_message=self._on_message, no_ack=False)
+        consumer.qos(prefetch_count=self.prefetch_count)
+        return [consumer]
+
+    def on_connection_revived(self):
+        topology.declare(self.connection)
+
+    def on_consume_ready(self, connection, channel, consumers, **kwargs):
+        self.ready.set()
+
+    def on_connection_error(self, exc, interval):
+        log.warning("event consumer: broker unreachable (%s), retrying in %ss", exc, interval)
+
+
+class EventSubscriptions(SharedExtension, ProviderCollector):
+    """The one consumer of `trainops.<service>` in a container; dispatches by event type."""
+
+    def start(self):
+        # In start, not setup: extensions are set up concurrently, so only now have all the
+        # @subscribe entrypoints registered.
+        self.service_name = self.container.service_name
+        handled = sorted(p.event_type for p in self._providers)
+        expected = sorted(topology.SUBSCRIPTIONS.get(self.service_name, []))
+        if handled != expected:
+            raise RuntimeError(
+                "{} handles {} but backbone.topology.SUBSCRIPTIONS says {}".format(
+                    self.service_name, handled, expected))
+        stores = [d for d in self.container.dependencies if isinstance(d, Store)]
+        if not stores:
+            raise RuntimeError("a service with @subscribe handlers needs a Store dependency")
+        self.store = stores[0]
+        self.delays = topology.retry_delays_ms()
+        self.retry_publisher = None
+        with Connection(config["AMQP_URI"]) as connection:
+            topology.declare(connection)
+        self.consumer = _QueueConsumer(
+            config["AMQP_URI"], topology.service_queues(self.service_name)[:1], self.on_message,
+            prefetch_count=int(config.get("max_workers", 10)),
+        )
+        self.container.spawn_managed_thread(self.consumer.run, identifier="event-consumer")
+        self.consumer.ready.wait()
+
+    def stop(self):
+        if hasattr(self, "consumer"):
+            self.consumer.should_stop = True
+        super().stop()
+
+    def kill(self):
+        if hasattr(self, "consumer"):
+            self.consumer.should_stop = True
+
+    # -- per message ----------------------------------------------------------------------------
+
+    def on_message(self, message):
+        # Off the consumer's thread at once: a full worker pool or a slow database must never block
+        # the consumer (and its heartbeats).
+        self.container.spawn_managed_thread(partial(self._dispatch, message), identifier="dispatch-event")
+
+    def _dispatch(self, message):
+        try:
+            self._dispatch_or_park(message)
+        except ContainerBeingKilled:
+            message.requeue()
+        except Exception:
+            log.exception("could not dispatch an event; returning it to the queue shortly")
+            eventlet.sleep(1)
+            message.requeue()
+
+    def _dispatch_or_park(self, message):
+        attempts = int((message.headers or {}).get("x-attempts", 0))
+        try:
+            envelope, payload = read_envelope(json.loads(message.body))
+        except (ValueError, ValidationError) as exc:
+            # A poison message: no retry can fix it.
+            self.park(message, attempts + 1, "unreadable event: {}".format(_describe(exc)))
+            return
+        provider = self._handler_for(envelope["type"])
+        if provider is None:
+            self.park(message, attempts + 1, "no handler for {}".format(envelope["type"]))
+            return
+        if self.store.db.handled_events.find_one({"_id": envelope["event_id"]}, {"_id": 1}):
+            self._ack(message)
+            return
+        event = dict(envelope, payload=payload)
+        self.container.spawn_worker(
+            provider, (event,), {},
+            context_data={"correlation_id": envelope["correlation_id"], "event_type": envelope["type"]},
+            handle_result=partial(self.on_result, message, event, attempts))
+
+    def _handler_for(self, event_type):
+        for provider in self._providers:
+            if provider.event_type == event_type:
+                return provider
+        return None
+
+    def on_result(self, message, event, attempts, worker_ctx, result=None, exc_info=None):
+        try:
+            if exc_info is None:
+                self._record_handled(event)
+            elif isinstance(exc_info[1], AlreadyHandled):
+                pass
+            elif isinstance(exc_info[1], PermanentFailure) or attempts >= len(self.delays):
+                self.park(message, attempts + 1, _describe(exc_info[1]), exc_info)
+                return result, exc_info
+            else:
+                self.retry(message, attempts + 1, _describe(exc_info[1]))
+                return result, exc_info
+            self._ack(message)
+        except Exception:
+            # Could not record the outcome (database or broker away): give the message back so it
+            # is delivered again; the handled-event record makes that safe.
+            log.exception("could not settle event %s; returning it to the queue", event["event_id"])
+            eventlet.sleep(1)
+            message.requeue()
+        return result, exc_info
+
+    def _record_handled(self, event):
+        try:
+            self.store.db.handled_events.insert_one({"_id": event["event_id"], "handled_at": utcnow()})
+        except DuplicateKeyError:
+            pass  # the handler's own transaction recorded it
+
+    def retry(self, message, attempts, error):
+        delay = self.delays[attempts - 1]
+        log.warning("event %s failed (attempt %d), retrying in %d ms: %s",
+                    message.properties.get("message_id"), attempts, delay, error)
+        headers = dict(message.headers or {}, **{"x-attempts": attempts, "x-last-error": error[:500]})
+        self._republish("", topology.retry_queue_name(self.service_name, delay), message, headers)
+        self._ack(message)
+
+    def park(self, message, attempts, error, exc_info=None):
+        """Dead-letter: keep the original message and why it failed, for operators to replay."""
+        body = message.body.decode("utf-8", "replace") if isinstance(message.body, bytes) else message.body
+        try:
+            original = json.loads(body)
+        except ValueError:
+            original = None
+        event_id = (original or {}).get("event_id") if isinstance(original, dict) else None
+        log.error("event %s dead-lettered after %d attempts: %s", event_id, attempts, error)
+        self.store.db.dead_letters.update_one(
+            {"_id": "{}:{}".format(self.service_name, event_id or uuid.uuid4().hex)},
+            {"$set": {
+                "consumer": self.service_name,
+                "event_id": event_id,
+                "event_type": (original or {}).get("type") if isinstance(original, dict) else None,
+                "correlation_id": (original or {}).get("correlation_id") if isinstance(original, dict) else None,
+                "body": body,
+                "headers": {k: v for k, v in (message.headers or {}).items() if isinstance(v, (str, int))},
+                "error": error,
+                "traceback": "".join(traceback.format_exception(*exc_info)) if exc_info else None,
+                "attempts": attempts,
+                "status": "parked",
+                "parked_at": utcnow(),
+            }},
+            upsert=True,
+        )
+        self._ack(message)
+
+    def _republish(self, exchange, routing_key, message, headers):
+        if self.retry_publisher is None:
+            self.retry_publisher = ConfirmedPublisher(config["AMQP_URI"])
+        properties = {k: v for k, v in message.properties.items()
+                      if k in ("content_type", "content_encoding", "message_id", "type", "correlation_id")}
+        try:
+            self.retry_publisher.publish_batch(
+                [(exchange, routing_key, message.body, dict(properties, application_headers=headers))])
+        except Exception:
+            self.retry_publisher.close()
+            self.retry_publisher = None
+            raise
+
+    @staticmethod
+    def _ack(message):
+        if message.channel.connection:
+            message.ack()
+
+
+def _describe(exc):
+    if isinstance(exc, ValidationError):
+        return "invalid: {}".format(json.dumps(exc.messages, ensure_ascii=False, default=str))
+    return "{}: {}".format(type(exc).__name__, exc)
+
+
+class Subscriber(Entrypoint):
+    marks_handled = True
+    subscriptions = EventSubscriptions()
+
+    def __init__(self, event_type, **kwargs):
+        self.event_type = event_type
+        super().__init__(**kwargs)
+
+    def setup(self):
+        self.subscriptions.register_provider(self)
+
+    def stop(self):
+        self.subscriptions.unregister_provider(self)
+        super().stop()
+
+
+subscribe = Subscriber.decorator
+
+
+def replay_dead_letter(db, dead_letter_id):
+    """Send a parked message back to its consumer's queue, attempts reset. Replaying an event that
+    was since handled does nothing more: the consumer sees its handled-event record and skips it."""
+    letter = db.dead_letters.find_one({"_id": dead_letter_id})
+    if letter is None:
+        return None
+    publisher = ConfirmedPublisher(config["AMQP_URI"])
+    try:
+        properties = {"content_type": "application/json", "content_encoding": "utf-8",
+                      "application_headers": {"x-attempts": 0, "x-replay-of": dead_letter_id}}
+        if letter.get("event_id"):
+            properties["message_id"] = letter["event_id"]
+        publisher.publish_batch(
+            [("", topology.queue_name(letter["consumer"]), letter["body"].encode("utf-8"), properties)])
+    finally:
+        publisher.close()
+    db.dead_letters.update_one(
+        {"_id": dead_letter_id},
+        {"$set": {"status": "replayed", "replayed_at": utcnow()}, "$inc": {"replays": 1}})
+    return letter

@@ -1,0 +1,106 @@
+"""Who listens to what, and the RabbitMQ objects that make it durable.
+
+Every consumer service has one durable queue, `trainops.<service>`, bound to the topic exchange with
+one routing key per event type it handles (routing key = event type). A failed event goes to one of the
+service's delay queues, `trainops.<service>.retry.<ms>ms`, whose TTL sends it back to the service queue
+when it runs out. Anything published that no service subscribes to lands in `trainops.unrouted` rather
+than vanishing.
+
+Every producer declares the whole topology before it publishes (and `python -m backbone.topology` does
+it at deploy time), so an event published while its consumer is down waits in the consumer's queue.
+"""
+from kombu import Connection, Exchange, Queue, binding
+from nameko import config
+
+from backbone.config import events_setting
+
+# The subscription contract. A service's handlers must match its line here (checked at start).
+SUBSCRIPTIONS = {
+    "partners": [],
+    "scheduling": [
+        "offering_published", "offering_updated", "offering_withdrawn",
+        "agreement_expired", "agreement_terminated",
+    ],
+    "registration": [
+        "session_scheduled", "session_rescheduled", "session_capacity_changed", "session_cancelled",
+    ],
+    "notifications": [
+        "registration_confirmed", "registration_waitlisted", "registration_promoted",
+        "registration_cancelled",
+    ],
+}
+
+UNROUTED = "trainops.unrouted"
+
+
+def exchange_name():
+    return events_setting("exchange", "trainops.events")
+
+
+def retry_delays_ms():
+    return [int(float(seconds) * 1000) for seconds in events_setting("retry_delays", [1, 5, 30])]
+
+
+def queue_name(service):
+    return "trainops.{}".format(service)
+
+
+def retry_queue_name(service, delay_ms):
+    return "{}.retry.{}ms".format(queue_name(service), delay_ms)
+
+
+def _queue_arguments():
+    kind = config.get("QUEUE_TYPE", "classic")
+    return {"x-queue-type": kind} if kind != "classic" else {}
+
+
+def events_exchange():
+    return Exchange(
+        exchange_name(), type="topic", durable=True,
+        arguments={"alternate-exchange": UNROUTED},
+    )
+
+
+def service_queues(service):
+    """The service's queue with its bindings, then its delay queues (one per retry step)."""
+    exchange = events_exchange()
+    main = Queue(
+        queue_name(service), durable=True, queue_arguments=_queue_arguments(),
+        bindings=[binding(exchange, routing_key=type_) for type_ in SUBSCRIPTIONS[service]],
+    )
+    delays = [
+        Queue(
+            retry_queue_name(service, delay), durable=True,
+            queue_arguments=dict(_queue_arguments(), **{
+                "x-message-ttl": delay,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": queue_name(service),
+            }),
+        )
+        for delay in retry_delays_ms()
+    ]
+    return [main] + delays
+
+
+def declare(connection):
+    """Declare the exchange and every subscriber's queues (idempotent)."""
+    channel = connection.default_channel
+    Exchange(UNROUTED, type="fanout", durable=True)(channel).declare()
+    Queue(UNROUTED, exchange=Exchange(UNROUTED, type="fanout"), durable=True)(channel).declare()
+    events_exchange()(channel).declare()
+    for service, types in SUBSCRIPTIONS.items():
+        if types:
+            for queue in service_queues(service):
+                queue(channel).declare()
+
+
+def main():
+    from backbone.config import install
+    install()
+    with Connection(config["AMQP_URI"]) as connection:
+        declare(connection)
+    print("topology declared on {}".format(exchange_name()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Test fixtures: the real things, started once per run.
+
+Monkey-patch first: nameko runs on eventlet and plain pytest hangs without it.
+
+When to replace and when to use the real thing: unit tests of one service replace its dependencies
+with nameko's `worker_factory`; everything that crosses a process boundary in production (RabbitMQ,
+MongoDB over TCP, SMTP, the SMS gateway) is real here: the local RabbitMQ in a vhost of this run,
+SecantusDB started for the run, the aiosmtpd sink and the local SMS gateway. Each test gets its own
+database names, and the vhost's trainops queues are emptied before each test.
+"""
+import warnings
+
+warnings.filterwarnings("ignore", message="\nEventlet is deprecated", category=DeprecationWarning)
+
+import eventlet  # noqa: E402
+
+eventlet.monkey_patch()
+
+import os
+import uuid
+
+import pytest
+
+
+
+AMQP_BASE = os.environ.get("TEST_AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672/")
+TEST_VHOST = "trainops-test-{}".format(os.getpid())
+
+
+@pytest.fixture(scope="session")
+def mongo(tmp_path_factory):
+    if os.environ.get("TEST_MONGO_URI"):
+        yield os.environ["TEST_MONGO_URI"]
+        return
+    from devstack.mongo import EmbeddedMongo
+    server = EmbeddedMongo(log_path=str(tmp_path_factory.mktemp("mongo") / "secantusd.log"))
+    server.start()
+    yield server.uri
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def amqp_uri():
+    from devstack.rabbit import delete_vhost, ensure_rabbitmq, make_vhost
+    ensure_rabbitmq(AMQP_BASE)
+    make_vhost(TEST_VHOST)
+    yield AMQP_BASE.rstrip("/") + "/" + TEST_VHOST
+    delete_vhost(TEST_VHOST)
+
+
+@pytest.fixture(scope="session")
+def smtp_sink(tmp_path_factory):
+    from devstack.smtp_sink import SmtpSink
+    sink = SmtpSink(directory=str(tmp_path_factory.mktemp("mail")))
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture(scope="session")
+def sms_gateway(tmp_path_factory):
+    from devstack.sms_gateway import SmsGateway
+    gateway = SmsGateway(directory=str(tmp_path_factory.mktemp("sms")))
+    gateway.start()
+    yield gateway
+    gateway.stop()
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def app_config(mongo, amqp_uri, smtp_sink, sms_gateway):
+    """nameko's global config for one test: the repo's config.yml with this run's servers, fresh
+    database names, fast retries, and an empty set of trainops queues."""
+    import nameko
+    from backbone.config import load
+    port = free_port()
+    data = load(
+        AMQP_URI=amqp_uri,
+        MONGO_URI=mongo,
+        DATABASE_PREFIX="t{}".format(uuid.uuid4().hex[:10]),
+        WEB_SERVER_ADDRESS="127.0.0.1:{}".format(port),
+        OPERATOR_TOKEN="test-operator-token",
+    )
+    data["EVENTS"].update(retry_delays=[0.2, 0.4, 0.8], relay_poll_seconds=0.1, lease_seconds=2)
+    data["SMTP"].update(host="127.0.0.1", port=smtp_sink.port)
+    data["SMS"].update(gateway_url=sms_gateway.url)
+    data["GATEWAY_URL"] = "http://127.0.0.1:{}".format(port)
+    with nameko.config.patch(data, clear=True):
+        _empty_queues(amqp_uri)
+        yield data
+
+
+def _empty_queues(amqp_uri):
+    from kombu import Connection
+    from backbone import topology
+    with Connection(amqp_uri) as connection:
+        channel = connection.channel()
+        for service in topology.SUBSCRIPTIONS:
+            for queue in [topology.queue_name(service)] + [
+                    topology.retry_queue_name(service, d) for d in topology.retry_delays_ms()]:
+                channel.queue_delete(queue)
+        channel.queue_delete(topology.UNROUTED)
+        channel.close()
+
+
+@pytest.fixture
+def db(app_config):
+    """Read-only access to any service's database, for asserting outcomes."""
+    from backbone.store import mongo_client
+    client = mongo_client(app_config["MONGO_URI"])
+    yield lambda service: client["{}_{}".format(app_config["DATABASE_PREFIX"], service)]
+    client.close()

@@ -1,0 +1,211 @@
+"""The event backbone's promises, proven with real RabbitMQ and a real MongoDB-protocol server:
+outbox + relay, durable subscriptions, idempotent consumers, retry with backoff and dead letters."""
+import json
+import time
+
+import eventlet
+import pytest
+from kombu import Connection
+from nameko.rpc import rpc
+from nameko.testing.services import entrypoint_hook
+
+from backbone import topology
+from backbone.logs import Tracing
+from backbone.store import ConfirmedPublisher, Store, event_message
+from backbone.contracts import make_envelope
+from backbone.subscriber import replay_dead_letter, subscribe
+
+WITHDRAWN = "offering_withdrawn"
+
+
+def withdrawn_payload(n):
+    return {"offering_id": "off-{}".format(n), "partner_id": "p-1", "reason": "test {}".format(n)}
+
+
+class Producer:
+    name = "probe_producer"
+    store = Store()
+    tracing = Tracing()
+
+    @rpc
+    def withdraw(self, n):
+        def work(tx):
+            tx.offerings.insert_one({"_id": "off-{}".format(n), "status": "withdrawn"})
+            tx.emit(WITHDRAWN, withdrawn_payload(n))
+        self.store.transaction(work)
+
+    @rpc
+    def withdraw_many(self, start, count):
+        def work(tx):
+            for n in range(start, start + count):
+                tx.emit(WITHDRAWN, withdrawn_payload(n))
+        self.store.transaction(work)
+
+
+attempt_times = []
+poisoned = set()
+
+
+class Consumer:
+    name = "probe_consumer"
+    store = Store()
+    tracing = Tracing()
+
+    @subscribe(WITHDRAWN)
+    def on_withdrawn(self, event):
+        offering_id = event["payload"]["offering_id"]
+        if offering_id in poisoned:
+            attempt_times.append(time.monotonic())
+            raise RuntimeError("cannot handle {}".format(offering_id))
+        self.store.transaction(lambda tx: tx.effects.insert_one(
+            {"offering_id": offering_id, "event_id": event["event_id"]}))
+
+
+@pytest.fixture(autouse=True)
+def probe_topology(monkeypatch):
+    monkeypatch.setattr(topology, "SUBSCRIPTIONS", {"probe_producer": [], "probe_consumer": [WITHDRAWN]})
+    attempt_times.clear()
+    poisoned.clear()
+
+
+def wait_for(predicate, timeout=30, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        eventlet.sleep(interval)
+    raise AssertionError("condition not met within {}s".format(timeout))
+
+
+def publish_raw(app_config, messages):
+    publisher = ConfirmedPublisher(app_config["AMQP_URI"])
+    try:
+        publisher.publish_batch(messages)
+    finally:
+        publisher.close()
+
+
+def test_events_published_while_the_consumer_is_down_are_all_handled_once_it_returns(
+        container_factory, app_config, db):
+    producer = container_factory(Producer)
+    producer.start()
+    with entrypoint_hook(producer, "withdraw_many") as withdraw_many:
+        for start in range(0, 500, 50):
+            withdraw_many(start, 50)
+    outbox = db("probe_producer").outbox
+    wait_for(lambda: outbox.count_documents({"state": "published"}) == 500)
+
+    consumer = container_factory(Consumer)
+    consumer.start()
+    effects = db("probe_consumer").effects
+    wait_for(lambda: effects.count_documents({}) >= 500, timeout=90)
+    eventlet.sleep(0.5)
+    assert effects.count_documents({}) == 500
+    assert len(effects.distinct("offering_id")) == 500
+
+
+def test_the_same_event_delivered_twice_has_one_effect(container_factory, app_config, db):
+    consumer = container_factory(Consumer)
+    consumer.start()
+    envelope = make_envelope(WITHDRAWN, withdrawn_payload(7), "probe_producer", "corr-1")
+    message = event_message(envelope, topology.exchange_name())
+    publish_raw(app_config, [message, message])
+    effects = db("probe_consumer").effects
+    wait_for(lambda: db("probe_consumer").handled_events.count_documents({}) == 1)
+    publish_raw(app_config, [message])
+    eventlet.sleep(0.5)
+    assert effects.count_documents({"offering_id": "off-7"}) == 1
+
+
+def test_a_failing_handler_is_retried_with_growing_delays_then_dead_lettered_while_others_flow(
+        container_factory, app_config, db):
+    poisoned.add("off-bad")
+    consumer = container_factory(Consumer)
+    consumer.start()
+    bad = make_envelope(WITHDRAWN, {"offering_id": "off-bad", "partner_id": "p-1"}, "probe_producer", "corr-bad")
+    good = [make_envelope(WITHDRAWN, withdrawn_payload(n), "probe_producer", "c") for n in range(20)]
+    exchange = topology.exchange_name()
+    publish_raw(app_config, [event_message(bad, exchange)] + [event_message(e, exchange) for e in good])
+
+    effects = db("probe_consumer").effects
+    # The good ones do not wait for the bad one's retries.
+    wait_for(lambda: effects.count_documents({}) == 20, timeout=5)
+    assert len(attempt_times) < 4
+
+    letters = db("probe_consumer").dead_letters
+    letter = wait_for(lambda: letters.find_one({"event_id": bad["event_id"]}), timeout=20)
+    assert letter["attempts"] == 4  # the first try and one per configured delay (3)
+    assert "cannot handle off-bad" in letter["error"]
+    assert json.loads(letter["body"]) == bad
+    gaps = [b - a for a, b in zip(attempt_times, attempt_times[1:])]
+    assert [round(g, 1) >= d for g, d in zip(gaps, [0.2, 0.4, 0.8])] == [True, True, True]
+    assert gaps[0] < gaps[1] < gaps[2]
+
+    # After the fix, a replay is handled once, and replaying again changes nothing.
+    poisoned.clear()
+    replay_dead_letter(db("probe_consumer"), letter["_id"])
+    wait_for(lambda: effects.count_documents({"offering_id": "off-bad"}) == 1)
+    replay_dead_letter(db("probe_consumer"), letter["_id"])
+    eventlet.sleep(0.5)
+    assert effects.count_documents({"offering_id": "off-bad"}) == 1
+
+
+def test_a_poison_message_is_dead_lettered_with_the_reason(container_factory, app_config, db):
+    consumer = container_factory(Consumer)
+    consumer.start()
+    exchange = topology.exchange_name()
+    broken = {"event_id": "e-1", "type": WITHDRAWN, "version": 1, "producer": "x",
+              "occurred_at": "2025-03-22T08:00:00+07:00", "correlation_id": "c",
+              "payload": {"partner_id": "p-1"}}  # no offering_id
+    publish_raw(app_config, [
+        (exchange, WITHDRAWN, b"{not json", {"content_type": "application/json"}),
+        (exchange, WITHDRAWN, json.dumps(broken).encode(), {"content_type": "application/json"}),
+    ])
+    letters = db("probe_consumer").dead_letters
+    wait_for(lambda: letters.count_documents({}) == 2)
+    errors = {letter["event_id"]: letter["error"] for letter in letters.find()}
+    assert errors["e-1"].startswith("unreadable event: invalid")
+    assert "offering_id" in errors["e-1"]
+    assert errors[None].startswith("unreadable event: JSONDecodeError")
+
+
+def test_an_event_committed_before_the_relay_died_is_published_once_after_restart(
+        container_factory, app_config, db):
+    from backbone import store as store_module
+    original = store_module.OutboxRelay.publish_pending
+    store_module.OutboxRelay.publish_pending = lambda self: 0  # the relay "dies" before publishing
+    try:
+        producer = container_factory(Producer)
+        producer.start()
+        with entrypoint_hook(producer, "withdraw") as withdraw:
+            withdraw(1)
+        producer.kill()
+    finally:
+        store_module.OutboxRelay.publish_pending = original
+    outbox = db("probe_producer").outbox
+    assert outbox.count_documents({"state": "pending"}) == 1
+    assert db("probe_producer").offerings.count_documents({}) == 1
+
+    consumer = container_factory(Consumer)
+    consumer.start()
+    eventlet.sleep(0.3)
+    assert db("probe_consumer").effects.count_documents({}) == 0
+
+    restarted = container_factory(Producer)
+    restarted.start()
+    wait_for(lambda: db("probe_consumer").effects.count_documents({}) == 1)
+    eventlet.sleep(0.5)
+    assert db("probe_consumer").effects.count_documents({}) == 1
+    assert outbox.count_documents({"state": "published"}) == 1
+
+
+def test_a_change_that_fails_writes_neither_state_nor_event(container_factory, app_config, db):
+    producer = container_factory(Producer)
+    producer.start()
+    with entrypoint_hook(producer, "withdraw") as withdraw:
+        withdraw(3)
+        with pytest.raises(Exception):
+            withdraw(3)  # duplicate _id: the transaction aborts
+    assert db("probe_producer").offerings.count_documents({}) == 1
+    assert db("probe_producer").outbox.count_documents({}) == 1
