@@ -116,3 +116,29 @@ def db(app_config):
     client = mongo_client(app_config["MONGO_URI"])
     yield lambda service: client["{}_{}".format(app_config["DATABASE_PREFIX"], service)]
     client.close()
+
+
+@pytest.fixture
+def system(runner_factory, app_config):
+    """All four services and the gateway, as real containers on the real broker and database."""
+    from gateway.service import GatewayService
+    from services.notifications.service import NotificationsService
+    from services.partners.service import PartnersService
+    from services.registration.service import RegistrationService
+    from services.scheduling.service import SchedulingService
+    runner = runner_factory(
+        PartnersService, SchedulingService, RegistrationService, NotificationsService, GatewayService)
+    runner.start()
+    return runner
+
+
+@pytest.fixture
+def operator(system, app_config):
+    from tests.helpers import Client
+    return Client(app_config["GATEWAY_URL"], app_config["OPERATOR_TOKEN"])
+
+
+@pytest.fixture
+def anonymous(system, app_config):
+    from tests.helpers import Client
+    return Client(app_config["GATEWAY_URL"])

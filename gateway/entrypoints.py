@@ -1,0 +1,151 @@
+"""The gateway's HTTP entrypoint: JSON in and out, the one place where errors become the public error
+shape, and where `Idempotency-Key` is honoured for every POST."""
+import hashlib
+import json
+import logging
+from functools import partial
+
+import eventlet
+from eventlet.event import Event
+from nameko.exceptions import RemoteError, UnknownService
+from nameko.web.handlers import HttpRequestHandler
+from pymongo.errors import DuplicateKeyError
+from werkzeug.exceptions import HTTPException
+from werkzeug.wrappers import Response
+
+from backbone.errors import DomainError
+from backbone.store import Store, utcnow
+
+log = logging.getLogger(__name__)
+
+# How long the gateway waits for a service before answering 503 rather than hanging.
+RPC_TIMEOUT = 15
+
+
+def json_response(status, body, headers=None):
+    return Response(json.dumps(body, ensure_ascii=False, default=str), status=status,
+                    headers=headers, mimetype="application/json")
+
+
+def error_response(status, code, message, fields=None):
+    return json_response(status, {"error": {"code": code, "message": message, "fields": fields or {}}})
+
+
+def read_json(request):
+    """The request body as a JSON object, or 400 `malformed_json`."""
+    raw = request.get_data()
+    try:
+        body = json.loads(raw.decode("utf-8")) if raw else None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise DomainError("malformed_json", "The body is not valid JSON: {}".format(exc), {}, 400)
+    if not isinstance(body, dict):
+        raise DomainError("malformed_json", "The body must be a JSON object.", {}, 400)
+    return body
+
+
+class Api(HttpRequestHandler):
+    """`@api("POST", "/partners")`: the handler returns a dict/list (200), `(status, body)`, or a
+    werkzeug Response; raising DomainError gives its status and the error shape."""
+
+    def handle_request(self, request):
+        request.shallow = False
+        if request.method == "POST" and request.headers.get("Idempotency-Key"):
+            return self._idempotent(request)
+        return self._run(request)
+
+    def _run(self, request):
+        try:
+            args, kwargs = self.get_entrypoint_parameters(request)
+            done = Event()
+            self.container.spawn_worker(
+                self, args, kwargs, context_data=self._context(request),
+                handle_result=partial(self.handle_result, done))
+            with eventlet.Timeout(RPC_TIMEOUT):
+                result, exc_info, correlation_id = done.wait()
+            if exc_info is not None:
+                response = self.response_from_exception(exc_info[1])
+            else:
+                response = self.response_from_result(result)
+            # Quoted in support requests, it finds every log line, event and notice of this request.
+            response.headers["X-Correlation-Id"] = correlation_id
+            return response
+        except Exception as exc:
+            return self.response_from_exception(exc)
+
+    @staticmethod
+    def _context(request):
+        correlation_id = request.headers.get("X-Correlation-Id", "")[:64]
+        return {"correlation_id": correlation_id} if correlation_id else {}
+
+    def handle_result(self, done, worker_ctx, result, exc_info):
+        done.send((result, exc_info, worker_ctx.context_data.get("correlation_id", "")))
+        return result, exc_info
+
+    def response_from_result(self, result):
+        if isinstance(result, Response):
+            return result
+        if isinstance(result, tuple):
+            status, body = result
+            return json_response(status, body)
+        return json_response(200, result)
+
+    def response_from_exception(self, exc):
+        if isinstance(exc, DomainError):
+            return json_response(exc.status, exc.as_body())
+        if isinstance(exc, HTTPException):
+            return error_response(exc.code, exc.name.lower().replace(" ", "_"), exc.description)
+        if isinstance(exc, (eventlet.Timeout, UnknownService)):
+            return error_response(503, "service_unavailable", "A service did not answer in time.")
+        if isinstance(exc, RemoteError):
+            log.error("remote error: %s", exc)
+        else:
+            log.exception("unhandled error", exc_info=exc)
+        return error_response(500, "internal_error", "Something went wrong; it has been logged.")
+
+    # -- Idempotency-Key ----------------------------------------------------------------------------
+
+    def _idempotent(self, request):
+        """The same key with the same body returns the first result; with another body it is refused.
+        Keys are scoped to the caller (a hash of the bearer token) and the path."""
+        store = next(d for d in self.container.dependencies if isinstance(d, Store))
+        caller = hashlib.sha256(request.headers.get("Authorization", "").encode()).hexdigest()[:32]
+        key = "{}:{}:{}".format(caller, request.path, request.headers["Idempotency-Key"][:200])
+        body_hash = hashlib.sha256(request.get_data()).hexdigest()
+        records = store.db.idempotency
+        try:
+            records.insert_one({"_id": key, "body_hash": body_hash, "state": "in_progress",
+                                "created_at": utcnow()})
+        except DuplicateKeyError:
+            first = records.find_one({"_id": key}) or {}
+            if first.get("body_hash") != body_hash:
+                return error_response(422, "idempotency_key_reused",
+                                      "This Idempotency-Key was used with another body.",
+                                      {"Idempotency-Key": ["Already used with a different body."]})
+            if first.get("state") != "done":
+                return error_response(409, "request_in_progress",
+                                      "A request with this Idempotency-Key is still being handled.")
+            return Response(first["body"], status=first["status"], mimetype="application/json",
+                            headers={"Idempotent-Replay": "true"})
+        response = self._run(request)
+        if response.status_code >= 500:
+            records.delete_one({"_id": key})  # let the caller retry with the same key
+        else:
+            records.update_one({"_id": key}, {"$set": {
+                "state": "done", "status": response.status_code,
+                "body": replayable_body(response.get_data(as_text=True))}})
+        return response
+
+
+def replayable_body(text):
+    """What a replay may show: a secret that is shown once (a new API key) is not kept."""
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text
+    if isinstance(body, dict) and "api_key" in body:
+        body["api_key"] = None
+        body["api_key_note"] = "Shown only in the first response."
+    return json.dumps(body, ensure_ascii=False)
+
+
+api = Api.decorator

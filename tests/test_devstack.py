@@ -1,0 +1,150 @@
+"""The embedded dev stack's own pieces, against the real things, under eventlet like every test."""
+import logging
+import smtplib
+from email.message import EmailMessage
+from unittest.mock import ANY
+
+import eventlet
+import pymongo
+import pytest
+import requests
+from pymongo.errors import ServerSelectionTimeoutError
+
+from devstack.mongo import EmbeddedMongo
+from devstack.sms_gateway import SmsGateway, segments
+from devstack.smtp_sink import SmtpSink
+
+LEARNER = "nguyen.van.anh@example.vn"
+PHONE = "+84901234567"
+
+
+def test_embedded_mongo_round_trips_a_document_and_stops():
+    with EmbeddedMongo() as server:
+        client = pymongo.MongoClient(server.uri)
+        client.devstack.learners.insert_one({"_id": 1, "name": "Nguyễn Văn Ánh"})
+        assert client.devstack.learners.find_one({"_id": 1})["name"] == "Nguyễn Văn Ánh"
+        client.close()
+    with pytest.raises(ServerSelectionTimeoutError):
+        pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=300).admin.command("ping")
+
+
+@pytest.fixture
+def sink(tmp_path):
+    with SmtpSink(directory=tmp_path / "mail") as sink:
+        yield sink
+
+
+def confirmation():
+    message = EmailMessage()
+    message["From"] = "Trung tâm Chuyển đổi số TP.HCM <daotao-ai@trainops.local>"
+    message["To"] = LEARNER
+    message["Subject"] = "Xác nhận đăng ký: Ứng dụng AI trong công vụ"
+    message.set_content("Chào anh Ánh,\nĐăng ký của anh đã được xác nhận.\n")
+    return message
+
+
+def send(sink, message):
+    with smtplib.SMTP("127.0.0.1", sink.port, timeout=5) as smtp:
+        smtp.send_message(message)
+
+
+def test_smtp_sink_keeps_a_utf8_message_as_a_file(sink, caplog):
+    caplog.set_level(logging.INFO, logger="devstack")
+    send(sink, confirmation())
+    [received] = sink.messages()
+    assert received["Subject"] == "Xác nhận đăng ký: Ứng dụng AI trong công vụ"
+    assert received.get_content() == "Chào anh Ánh,\nĐăng ký của anh đã được xác nhận.\n"
+    assert received["X-Envelope-To"] == LEARNER
+    assert [path.suffix for path in sink.directory.iterdir()] == [".eml"]
+    assert "n***@example.vn" in caplog.text and LEARNER not in caplog.text
+
+
+@pytest.mark.parametrize("code", [451, 550])
+def test_smtp_sink_refuses_recipients_until_it_accepts_again(sink, code):
+    sink.refuse(code)
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+        send(sink, confirmation())
+    assert refused.value.recipients == {LEARNER: (code, ANY)}
+    sink.accept()
+    send(sink, confirmation())
+    assert len(sink.messages()) == 1
+
+
+def test_smtp_sink_refusing_after_rcpt_answers_the_data(sink):
+    with smtplib.SMTP("127.0.0.1", sink.port, timeout=5) as smtp:
+        smtp.ehlo()
+        smtp.mail("daotao-ai@trainops.local")
+        smtp.rcpt(LEARNER)
+        sink.refuse(451)
+        assert smtp.data(confirmation().as_bytes())[0] == 451
+    assert sink.messages() == []
+
+
+@pytest.fixture
+def gateway(tmp_path):
+    with SmsGateway(directory=tmp_path / "sms") as gateway:
+        yield gateway
+
+
+def test_sms_gateway_records_what_it_accepts(gateway, caplog):
+    caplog.set_level(logging.INFO, logger="devstack")
+    text = "Lịch học: 08:00 thứ Hai tại Trung tâm"
+    answer = requests.post(gateway.url, json={"to": PHONE, "text": text, "sender": "TRAINOPS"}, timeout=5)
+    assert answer.status_code == 200
+    assert answer.json() == {"id": ANY, "status": "accepted", "segments": 1}
+    [message] = gateway.messages()
+    assert message == {"id": answer.json()["id"], "received_at": ANY, "to": PHONE, "sender": "TRAINOPS",
+                       "text": text, "segments": 1}
+    assert requests.get(gateway.url, timeout=5).json() == [message]
+    assert "+8490***567" in caplog.text and PHONE not in caplog.text
+
+
+def test_sms_gateway_answers_503_while_failing(gateway):
+    gateway.fail()
+    sms = {"to": PHONE, "text": "Nhắc lịch học"}
+    assert requests.post(gateway.url, json=sms, timeout=5).status_code == 503
+    gateway.recover()
+    assert requests.post(gateway.url, json=sms, timeout=5).status_code == 200
+    assert len(gateway.messages()) == 1
+
+
+@pytest.mark.parametrize("body", [
+    b"{not json",
+    b'{"text": "no recipient"}',
+    b'{"to": "+84901234567", "text": "  "}',
+    b'{"to": "call me", "text": "hi"}',
+    b'["+84901234567", "hi"]',
+])
+def test_sms_gateway_rejects_bad_requests(gateway, body):
+    answer = requests.post(gateway.url, data=body, headers={"Content-Type": "application/json"}, timeout=5)
+    assert answer.status_code == 400
+    assert answer.json()["error"]
+    assert gateway.messages() == []
+
+
+def test_two_sms_gateways_play_primary_and_fallback(tmp_path):
+    with SmsGateway(directory=tmp_path / "primary", path_prefix="/primary") as primary, \
+            SmsGateway(directory=tmp_path / "fallback", path_prefix="/fallback") as fallback:
+        primary.fail()
+        sms = {"to": PHONE, "text": "Nhắc lịch học"}
+        assert requests.post(primary.url, json=sms, timeout=5).status_code == 503
+        assert requests.post(fallback.url, json=sms, timeout=5).status_code == 200
+        assert fallback.url.endswith("/fallback/sms")
+        assert (primary.messages(), len(fallback.messages())) == ([], 1)
+
+
+def test_sms_gateway_takes_a_burst_of_concurrent_senders(gateway):
+    def post(number):
+        sms = {"to": "+849012345{:02d}".format(number), "text": "Nhắc lịch học"}
+        return requests.post(gateway.url, json=sms, timeout=5).status_code
+
+    assert set(eventlet.GreenPool(50).imap(post, range(50))) == {200}
+    assert len(gateway.messages()) == 50
+
+
+@pytest.mark.parametrize("text, count", [
+    ("a" * 160, 1), ("a" * 161, 2), ("{" * 80, 1), ("{" * 81, 2),
+    ("Lịch học" * 8 + "ABCDEF", 1), ("Lịch học" * 8 + "ABCDEFG", 2), ("ạ" * 135, 3),
+])
+def test_sms_segments_follow_gsm7_and_ucs2_sizes(text, count):
+    assert segments(text) == count
