@@ -94,6 +94,17 @@ def declare(connection):
                 queue(channel).declare()
 
 
+def delete_queues(connection):
+    """Remove every trainops queue (tests and the benchmark start each scenario empty)."""
+    channel = connection.channel()
+    for service in SUBSCRIPTIONS:
+        channel.queue_delete(queue_name(service))
+        for delay in retry_delays_ms():
+            channel.queue_delete(retry_queue_name(service, delay))
+    channel.queue_delete(UNROUTED)
+    channel.close()
+
+
 def main():
     from backbone.config import install
     install()

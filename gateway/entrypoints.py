@@ -3,7 +3,9 @@ shape, and where `Idempotency-Key` is honoured for every POST."""
 import hashlib
 import json
 import logging
+from datetime import date, datetime
 from functools import partial
+from zoneinfo import ZoneInfo
 
 import eventlet
 from eventlet.event import Event
@@ -22,8 +24,20 @@ log = logging.getLogger(__name__)
 RPC_TIMEOUT = 15
 
 
+LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
+
+
+def _jsonable(value):
+    """Times leave as ISO 8601 in the programme's local time, with the offset (stored in UTC)."""
+    if isinstance(value, datetime):
+        return value.astimezone(LOCAL).isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return str(value)
+
+
 def json_response(status, body, headers=None):
-    return Response(json.dumps(body, ensure_ascii=False, default=str), status=status,
+    return Response(json.dumps(body, ensure_ascii=False, default=_jsonable), status=status,
                     headers=headers, mimetype="application/json")
 
 
@@ -127,8 +141,10 @@ class Api(HttpRequestHandler):
             return Response(first["body"], status=first["status"], mimetype="application/json",
                             headers={"Idempotent-Replay": "true"})
         response = self._run(request)
-        if response.status_code >= 500:
-            records.delete_one({"_id": key})  # let the caller retry with the same key
+        if response.status_code >= 300:
+            # Only a success is replayed: after a refusal the caller fixes things (or waits for an
+            # event to arrive) and retries with the same key.
+            records.delete_one({"_id": key})
         else:
             records.update_one({"_id": key}, {"$set": {
                 "state": "done", "status": response.status_code,

@@ -100,13 +100,7 @@ def _empty_queues(amqp_uri):
     from kombu import Connection
     from backbone import topology
     with Connection(amqp_uri) as connection:
-        channel = connection.channel()
-        for service in topology.SUBSCRIPTIONS:
-            for queue in [topology.queue_name(service)] + [
-                    topology.retry_queue_name(service, d) for d in topology.retry_delays_ms()]:
-                channel.queue_delete(queue)
-        channel.queue_delete(topology.UNROUTED)
-        channel.close()
+        topology.delete_queues(connection)
 
 
 @pytest.fixture
