@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import eventlet
 from eventlet.event import Event
 from nameko.exceptions import RemoteError, UnknownService
+from nameko.extensions import DependencyProvider
 from nameko.web.handlers import HttpRequestHandler
 from pymongo.errors import DuplicateKeyError
 from werkzeug.exceptions import HTTPException
@@ -58,8 +59,16 @@ def read_json(request):
 
 
 class Api(HttpRequestHandler):
-    """`@api("POST", "/partners")`: the handler returns a dict/list (200), `(status, body)`, or a
-    werkzeug Response; raising DomainError gives its status and the error shape."""
+    """`@api("POST", "/partners", body="PartnerIn", auth="operator", summary="...")`: the handler
+    returns a dict/list (200), `(status, body)`, or a werkzeug Response; raising DomainError gives its
+    status and the error shape. `body`, `auth`, `summary` and `status` describe the route in OpenAPI."""
+
+    def __init__(self, method, url, summary="", body=None, auth="operator", status=200, **kwargs):
+        self.summary = summary
+        self.body = body
+        self.auth = auth
+        self.status = status
+        super().__init__(method, url, **kwargs)
 
     def handle_request(self, request):
         request.shallow = False
@@ -165,3 +174,10 @@ def replayable_body(text):
 
 
 api = Api.decorator
+
+
+class Routes(DependencyProvider):
+    """The gateway's own routes, for describing them (OpenAPI)."""
+
+    def get_dependency(self, worker_ctx):
+        return [e for e in self.container.entrypoints if isinstance(e, Api)]

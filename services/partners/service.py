@@ -15,6 +15,7 @@ from pymongo.errors import DuplicateKeyError
 from backbone import auth
 from backbone.errors import conflict, forbidden, not_found, rule_broken, validated
 from backbone.logs import Tracing
+from backbone.openapi import schema_components
 from backbone.store import Store, new_id, utcnow
 from services.partners import schemas
 
@@ -215,6 +216,11 @@ class PartnersService:
         elif partner_id:
             query["partner_id"] = partner_id
         return [public_offering(d) for d in self.store.offerings.find(query).sort("created_at", ASCENDING)]
+
+    @rpc
+    def api_schemas(self):
+        """JSON schemas of what this service accepts, for the gateway's OpenAPI document."""
+        return schema_components({"PartnerIn": schemas.PartnerIn, "AgreementIn": schemas.AgreementIn, "OfferingIn": schemas.OfferingIn})
 
     @rpc
     def health(self):

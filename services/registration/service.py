@@ -12,6 +12,7 @@ from pymongo.errors import DuplicateKeyError
 from backbone import auth
 from backbone.errors import conflict, not_found, rule_broken, validated
 from backbone.logs import Tracing
+from backbone.openapi import schema_components
 from backbone.store import Store, new_id, utcnow
 from backbone.subscriber import subscribe
 from services.registration import schemas
@@ -184,6 +185,11 @@ class RegistrationService:
         doc = self.store.sessions.find_one({"_id": session_id}, {"seats_taken": 1, "waitlist_length": 1})
         return {"seats_taken": (doc or {}).get("seats_taken", 0),
                 "waitlist_length": (doc or {}).get("waitlist_length", 0)}
+
+    @rpc
+    def api_schemas(self):
+        """JSON schemas of what this service accepts, for the gateway's OpenAPI document."""
+        return schema_components({"UnitIn": schemas.UnitIn, "OfficialIn": schemas.OfficialIn, "RegistrationIn": schemas.RegistrationIn})
 
     @rpc
     def health(self):

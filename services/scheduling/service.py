@@ -11,6 +11,7 @@ from pymongo import ASCENDING, IndexModel
 from backbone import auth
 from backbone.errors import conflict, not_found, rule_broken, validated
 from backbone.logs import Tracing
+from backbone.openapi import schema_components
 from backbone.store import Store, new_id, utcnow
 from backbone.subscriber import subscribe
 from services.scheduling import schemas
@@ -156,6 +157,11 @@ class SchedulingService:
         if doc is None:
             raise not_found("session", session_id)
         return public_session(doc)
+
+    @rpc
+    def api_schemas(self):
+        """JSON schemas of what this service accepts, for the gateway's OpenAPI document."""
+        return schema_components({"VenueIn": schemas.VenueIn, "SessionIn": schemas.SessionIn})
 
     @rpc
     def health(self):

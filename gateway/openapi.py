@@ -1,0 +1,78 @@
+"""The OpenAPI document of the public API: paths from the gateway's routes, request schemas from the
+services' marshmallow schemas (each service describes its own by RPC)."""
+import re
+
+from backbone.openapi import new_spec
+
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object",
+        "required": ["code", "message", "fields"],
+        "properties": {
+            "code": {"type": "string", "example": "no_active_agreement"},
+            "message": {"type": "string"},
+            "fields": {"type": "object", "additionalProperties": True,
+                       "description": "Field name → list of problems (nested for nested fields)."},
+        },
+    }},
+}
+
+AUTH_TEXT = {
+    "operator": "Operator token only.",
+    "partner": "A partner's API key (own records only) or the operator token.",
+    "any": "Operator token or a partner's API key.",
+    None: "No authentication.",
+}
+
+ERRORS = {
+    "400": "Malformed JSON.",
+    "401": "No token, or an unknown or revoked one.",
+    "403": "A valid token acting outside its rights.",
+    "404": "Unknown id.",
+    "409": "Conflict (for example `room_conflict`, `already_registered`).",
+    "422": "Invalid fields or a broken business rule (for example `no_active_agreement`).",
+}
+
+
+def build(routes, components):
+    """`routes`: the gateway's Api entrypoints; `components`: JSON schemas from the services."""
+    spec = new_spec(title="trainops public API", version="1.0.0")
+    spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
+    spec.components.schema("Error", ERROR)
+    for name, schema in sorted(components.items()):
+        if name not in spec.components.schemas:
+            spec.components.schema(name, schema)
+    paths = {}
+    for route in sorted(routes, key=lambda r: (r.url, r.method)):
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route.url)
+        parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+                      for name in re.findall(r"{(\w+)}", path)]
+        responses = {str(route.status): {"description": "Success."}}
+        for status, text in ERRORS.items():
+            if route.auth is None and status in ("401", "403"):
+                continue
+            responses[status] = {"description": text,
+                                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+        operation = {
+            "summary": route.summary or route.method_name.replace("_", " "),
+            "description": AUTH_TEXT[route.auth],
+            "operationId": route.method_name,
+            "responses": responses,
+        }
+        if parameters:
+            operation["parameters"] = parameters
+        if route.auth:
+            operation["security"] = [{"bearer": []}]
+        if route.method == "POST":
+            operation["parameters"] = operation.get("parameters", []) + [{
+                "name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
+                "description": "The same key with the same body returns the first successful result."}]
+        if route.body:
+            operation["requestBody"] = {"required": True, "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/" + route.body}}}}
+        paths.setdefault(path, {})[route.method.lower()] = operation
+    for path, operations in paths.items():
+        spec.path(path=path, operations=operations)
+    return spec.to_dict()
