@@ -105,9 +105,48 @@ def delete_queues(connection):
     channel.close()
 
 
+def definitions(vhost="/"):
+    """The same topology as a RabbitMQ definitions file (deploy/rabbitmq/definitions.json), for a
+    broker that should have every queue before the first service starts."""
+    def queue(name, arguments):
+        return {"name": name, "vhost": vhost, "durable": True, "auto_delete": False, "arguments": arguments}
+
+    exchange = events_exchange()
+    out = {
+        "exchanges": [
+            {"name": UNROUTED, "vhost": vhost, "type": "fanout", "durable": True, "auto_delete": False,
+             "internal": False, "arguments": {}},
+            {"name": exchange.name, "vhost": vhost, "type": "topic", "durable": True, "auto_delete": False,
+             "internal": False, "arguments": dict(exchange.arguments)},
+        ],
+        "queues": [queue(UNROUTED, {})],
+        "bindings": [{"source": UNROUTED, "vhost": vhost, "destination": UNROUTED, "destination_type": "queue",
+                      "routing_key": "", "arguments": {}}],
+    }
+    for service, types in sorted(SUBSCRIPTIONS.items()):
+        if not types:
+            continue
+        for declared in service_queues(service):
+            out["queues"].append(queue(declared.name, dict(declared.queue_arguments or {})))
+            for bound in sorted(declared.bindings or (), key=lambda b: b.routing_key):
+                out["bindings"].append({
+                    "source": bound.exchange.name, "vhost": vhost, "destination": declared.name,
+                    "destination_type": "queue", "routing_key": bound.routing_key, "arguments": {}})
+    return out
+
+
 def main():
+    import argparse
+    import json
     from backbone.config import install
+    parser = argparse.ArgumentParser(description="Declare the trainops RabbitMQ topology.")
+    parser.add_argument("--definitions", action="store_true",
+                        help="print it as a RabbitMQ definitions file instead of declaring it")
+    args = parser.parse_args()
     install()
+    if args.definitions:
+        print(json.dumps(definitions(), indent=2, ensure_ascii=False))
+        return
     with Connection(config["AMQP_URI"]) as connection:
         declare(connection)
     print("topology declared on {}".format(exchange_name()))
