@@ -24,8 +24,9 @@ def test_embedded_mongo_round_trips_a_document_and_stops():
         client.devstack.learners.insert_one({"_id": 1, "name": "Nguyễn Văn Ánh"})
         assert client.devstack.learners.find_one({"_id": 1})["name"] == "Nguyễn Văn Ánh"
         client.close()
-    with pytest.raises(ServerSelectionTimeoutError):
-        pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=300).admin.command("ping")
+    with pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=300) as client:
+        with pytest.raises(ServerSelectionTimeoutError):
+            client.admin.command("ping")
 
 
 @pytest.fixture
@@ -48,15 +49,17 @@ def send(sink, message):
         smtp.send_message(message)
 
 
-def test_smtp_sink_keeps_a_utf8_message_as_a_file(sink, caplog):
-    caplog.set_level(logging.INFO, logger="devstack")
-    send(sink, confirmation())
+def test_smtp_sink_keeps_a_utf8_message_as_a_file(capfd, tmp_path):
+    # Started here, not by the fixture: only then does the server's stderr go to capfd.
+    with SmtpSink(directory=tmp_path / "mail") as sink:
+        send(sink, confirmation())
     [received] = sink.messages()
     assert received["Subject"] == "Xác nhận đăng ký: Ứng dụng AI trong công vụ"
     assert received.get_content() == "Chào anh Ánh,\nĐăng ký của anh đã được xác nhận.\n"
     assert received["X-Envelope-To"] == LEARNER
     assert [path.suffix for path in sink.directory.iterdir()] == [".eml"]
-    assert "n***@example.vn" in caplog.text and LEARNER not in caplog.text
+    logged = capfd.readouterr().err
+    assert "n***@example.vn" in logged and LEARNER not in logged
 
 
 @pytest.mark.parametrize("code", [451, 550])
@@ -78,6 +81,14 @@ def test_smtp_sink_refusing_after_rcpt_answers_the_data(sink):
         sink.refuse(451)
         assert smtp.data(confirmation().as_bytes())[0] == 451
     assert sink.messages() == []
+
+
+def test_two_smtp_sinks_run_side_by_side(tmp_path):
+    # In one thread each they could not, under eventlet: see devstack.smtp_sink.
+    with SmtpSink(directory=tmp_path / "a") as first, SmtpSink(directory=tmp_path / "b") as second:
+        send(first, confirmation())
+        send(second, confirmation())
+        assert len(first.messages()) == len(second.messages()) == 1
 
 
 @pytest.fixture

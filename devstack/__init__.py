@@ -1,0 +1,42 @@
+"""The embedded local stack for `make run` and the tests: SecantusDB, RabbitMQ, an SMTP sink and an
+SMS gateway that record what they are sent, and the orchestrator that runs the services on them."""
+import socket
+from pathlib import Path
+
+# The repo root is the folder holding config.yml; `var/` lives there wherever a command is run from.
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VAR = REPO_ROOT / "var"
+
+
+def free_port(host="127.0.0.1"):
+    """A port nobody listens on right now, as the OS picks it."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def port_taken(port, host="127.0.0.1"):
+    with socket.socket() as probe:
+        # As servers do, so a port held only by connections in TIME_WAIT counts as free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+        return False
+
+
+def listening(host, port, timeout=2):
+    try:
+        with socket.create_connection((host, port), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def log_tail(path, lines=20):
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log at {})".format(path)
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,106 @@
+"""SecantusDB, the embedded MongoDB-wire-compatible server, as a child process.
+
+SecantusDB is GPL-2.0: it only ever runs as a separate process, and nothing here imports it.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pymongo
+from pymongo.errors import PyMongoError
+
+from devstack import free_port, log_tail, port_taken
+
+START_TIMEOUT = 30
+STOP_TIMEOUT = 10
+
+
+class EmbeddedMongo:
+    """`storage_path=":memory:"` keeps the data in a temporary directory that goes away on stop.
+
+    The port is picked once, so a stopped server started again keeps its URI (tests use that to
+    play a database that goes away and comes back)."""
+
+    def __init__(self, port=None, storage_path=":memory:", log_path=None):
+        self.port = port
+        self.storage_path = str(storage_path)
+        self.log_path = log_path
+        self._process = None
+        self._temporary_log = log_path is None
+
+    @property
+    def uri(self):
+        return "mongodb://127.0.0.1:{}/?directConnection=true".format(self.port)
+
+    def start(self):
+        if self.port is None:
+            self.port = free_port()
+        elif port_taken(self.port):
+            # Checked first because a ping would otherwise reach whatever already listens there.
+            raise RuntimeError("port {} is already in use (another MongoDB server?)".format(self.port))
+        if self.storage_path != ":memory:":
+            Path(self.storage_path).mkdir(parents=True, exist_ok=True)
+        if self._temporary_log:
+            handle, self.log_path = tempfile.mkstemp(prefix="secantusd-", suffix=".log")
+            os.close(handle)
+        else:
+            Path(self.log_path).parent.mkdir(parents=True, exist_ok=True)
+        command = [
+            str(Path(sys.executable).parent / "secantusd-py"),
+            "--host", "127.0.0.1", "--port", str(self.port), "--storage-path", self.storage_path,
+        ]
+        with open(self.log_path, "ab") as log:
+            # Own session: a Ctrl-C in the terminal must not kill the database under the services
+            # that are still shutting down; whoever started it stops it.
+            self._process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self._wait_for_ping()
+        return self
+
+    def _wait_for_ping(self):
+        deadline = time.monotonic() + START_TIMEOUT
+        client = pymongo.MongoClient(self.uri, serverSelectionTimeoutMS=500, connectTimeoutMS=500)
+        try:
+            while True:
+                if self._process.poll() is not None:
+                    problem = "exited with status {}".format(self._process.returncode)
+                    break
+                try:
+                    client.admin.command("ping")
+                    return
+                except PyMongoError:
+                    if time.monotonic() > deadline:
+                        problem = "did not answer ping within {} s".format(START_TIMEOUT)
+                        break
+        finally:
+            client.close()
+        message = "SecantusDB on {} {}; last lines of {}:\n{}".format(
+            self.uri, problem, "its log" if self._temporary_log else self.log_path,
+            log_tail(self.log_path))
+        self.stop()
+        raise RuntimeError(message)
+
+    def stop(self):
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+        if self._temporary_log:
+            os.unlink(self.log_path)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info):
+        self.stop()

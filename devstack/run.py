@@ -1,0 +1,264 @@
+"""`make run`: all of trainops on this machine.
+
+Uses the real servers named by MONGO_URI, AMQP_URI, SMTP_HOST/SMTP_PORT and SMS_GATEWAY_URL, and starts
+an embedded one for each that is not set (RabbitMQ: the local server, started if it is stopped);
+declares the RabbitMQ topology; runs the services and the gateway under `nameko run`; waits for
+/health; loads the seed data; then runs until Ctrl-C or SIGTERM and stops everything in order: the
+services first, then the servers they were using.
+"""
+import json
+import logging
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from devstack import REPO_ROOT, VAR, log_tail
+from devstack.mongo import EmbeddedMongo
+from devstack.rabbit import DEFAULT_URI as DEFAULT_AMQP_URI, ensure_rabbitmq
+from devstack.sms_gateway import SmsGateway
+from devstack.smtp_sink import SmtpSink
+
+SERVICES = {
+    "partners": "services.partners.service",
+    "scheduling": "services.scheduling.service",
+    "registration": "services.registration.service",
+    "notifications": "services.notifications.service",
+    "gateway": "gateway.service",
+}
+LOGS = VAR / "log"
+HEALTH_TIMEOUT = 90
+STOP_TIMEOUT = 20
+# Straight to loopback even when the developer's shell sets http_proxy.
+HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class Failure(Exception):
+    """The stack cannot run; the message says why."""
+
+
+def say(line):
+    print("» " + line, flush=True)
+
+
+def redact(uri):
+    password = urlsplit(uri).password
+    return uri.replace(":{}@".format(password), ":***@", 1) if password else uri
+
+
+def module_exists(module):
+    # Looked up on disk, not imported: importing it would pull eventlet and nameko into this process.
+    path = REPO_ROOT.joinpath(*module.split("."))
+    return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
+
+
+class Stack:
+    """What this run started, and the environment the services get."""
+
+    def __init__(self):
+        # `nameko run` applies LOGGING (whose formatter lives in backbone) before it puts "." on
+        # sys.path, so the repo must be importable without that, installed or not.
+        python_path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=python_path)
+        self.servers = []
+        self.processes = {}
+
+    def start_server(self, server, what):
+        self.servers.append(server)  # before it starts, so a Ctrl-C while it starts still stops it
+        try:
+            return server.start()
+        except (OSError, RuntimeError) as error:
+            raise Failure("{} could not start: {}".format(what, error))
+
+    def run_once(self, module, what):
+        if not module_exists(module):
+            say("warning: {} not found, {} skipped".format(module, what))
+            return
+        say("{}: python -m {}".format(what, module))
+        finished = subprocess.run([sys.executable, "-m", module], cwd=REPO_ROOT, env=self.env,
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
+        if finished.returncode != 0:
+            raise Failure("{} failed with exit status {} (its output is above)".format(
+                what, finished.returncode))
+
+    def start_services(self):
+        nameko = Path(sys.executable).parent / "nameko"
+        for name, module in SERVICES.items():
+            with open(LOGS / "{}.log".format(name), "wb") as log:
+                # Own session: a Ctrl-C in the terminal reaches only this orchestrator, which then
+                # stops the services before the servers they use.
+                self.processes[name] = subprocess.Popen(
+                    [str(nameko), "run", "--config", "config.yml", module], cwd=REPO_ROOT, env=self.env,
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True)
+        say("started {} (logs in var/log/)".format(", ".join(self.processes)))
+
+    def check_services(self):
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise Failure("{} exited with status {}; last lines of var/log/{}.log:\n{}".format(
+                    name, process.returncode, name, log_tail(LOGS / "{}.log".format(name))))
+
+    def stop(self):
+        running = {name: process for name, process in self.processes.items() if process.poll() is None}
+        for process in running.values():
+            process.terminate()  # nameko finishes the workers in flight, then exits
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for name, process in running.items():
+            try:
+                process.wait(max(0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                say("{} did not stop within {} s, killed".format(name, STOP_TIMEOUT))
+                process.kill()
+                process.wait()
+        for server in reversed(self.servers):
+            server.stop()
+        say("stopped")
+
+
+def start_servers(stack):
+    env = stack.env
+    env["AMQP_URI"] = os.environ.get("AMQP_URI") or DEFAULT_AMQP_URI
+    ensure_rabbitmq(env["AMQP_URI"])
+    say("RabbitMQ: {}".format(redact(env["AMQP_URI"])))
+
+    if os.environ.get("MONGO_URI"):
+        say("MongoDB: {}".format(redact(env["MONGO_URI"])))
+    else:
+        mongo = stack.start_server(EmbeddedMongo(
+            port=27017, storage_path=VAR / "db", log_path=LOGS / "secantusd.log"), "SecantusDB")
+        env["MONGO_URI"] = mongo.uri
+        say("SecantusDB: {} (data in var/db/)".format(mongo.uri))
+
+    if os.environ.get("SMTP_HOST") or os.environ.get("SMTP_PORT"):
+        env.setdefault("SMTP_HOST", "127.0.0.1")
+        env.setdefault("SMTP_PORT", "2525")
+        say("SMTP: {}:{}".format(env["SMTP_HOST"], env["SMTP_PORT"]))
+    else:
+        sink = stack.start_server(SmtpSink(port=2525, directory=VAR / "mail"), "SMTP sink")
+        env["SMTP_HOST"], env["SMTP_PORT"] = sink.host, str(sink.port)
+        say("SMTP sink: {}:{} (mail in var/mail/)".format(sink.host, sink.port))
+
+    if os.environ.get("SMS_GATEWAY_URL"):
+        say("SMS gateway: {}".format(env["SMS_GATEWAY_URL"]))
+    else:
+        gateway = stack.start_server(SmsGateway(port=9025, directory=VAR / "sms"), "SMS gateway")
+        env["SMS_GATEWAY_URL"] = gateway.url
+        say("SMS gateway: {} (messages in var/sms/sms.jsonl)".format(gateway.url))
+
+
+def operator_token():
+    if os.environ.get("OPERATOR_TOKEN"):
+        say("operator token: from OPERATOR_TOKEN")
+        return os.environ["OPERATOR_TOKEN"]
+    path = VAR / "dev-operator-token"
+    if path.exists():
+        say("operator token: var/dev-operator-token")
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(24)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+        file.write(token + "\n")
+    say("operator token: created var/dev-operator-token")
+    return token
+
+
+def down_services(body):
+    """The services a /health body reports as not ok, or the body itself when it is no such report."""
+    try:
+        services = json.loads(body)["services"]
+        return ", ".join(name for name, status in services.items() if status != "ok")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return body[:300]
+
+
+def wait_until_healthy(stack, url):
+    deadline = time.monotonic() + HEALTH_TIMEOUT
+    answer = "no answer"
+    while True:
+        stack.check_services()
+        try:
+            with HTTP.open(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+                answer = response.read().decode("utf-8", "replace")
+        except urllib.error.HTTPError as error:
+            answer = error.read().decode("utf-8", "replace")
+        except OSError as error:
+            answer = str(error)
+        if time.monotonic() > deadline:
+            tails = "\n".join("--- var/log/{}.log\n{}".format(name, log_tail(LOGS / "{}.log".format(name)))
+                              for name in stack.processes)
+            raise Failure("{} not healthy after {} s; down: {}\n{}".format(
+                url, HEALTH_TIMEOUT, down_services(answer), tails))
+        time.sleep(1)
+
+
+def banner(stack, gateway, token):
+    env = stack.env
+    embedded_mail = any(isinstance(server, SmtpSink) for server in stack.servers)
+    embedded_sms = any(isinstance(server, SmsGateway) for server in stack.servers)
+    print("""
+trainops is running
+  gateway         {gateway}/
+  OpenAPI         {gateway}/openapi.json
+  console         {gateway}/console
+  health          {gateway}/health
+  mail            {mail}
+  SMS             {sms}
+  logs            var/log/
+  operator token  {token}
+  try             curl -H 'Authorization: Bearer {token}' {gateway}/partners
+Ctrl-C stops everything.
+""".format(
+        gateway=gateway, token=token,
+        mail="var/mail/" if embedded_mail else "{SMTP_HOST}:{SMTP_PORT}".format(**env),
+        sms="var/sms/sms.jsonl" if embedded_sms else env["SMS_GATEWAY_URL"],
+    ), flush=True)
+
+
+def start(stack):
+    LOGS.mkdir(parents=True, exist_ok=True)
+    start_servers(stack)
+    stack.env["OPERATOR_TOKEN"] = token = operator_token()
+    stack.run_once("backbone.topology", "RabbitMQ topology")
+    stack.start_services()
+    gateway = "http://127.0.0.1:{}".format(os.environ.get("GATEWAY_PORT") or 8000)
+    wait_until_healthy(stack, gateway + "/health")
+    say("healthy: {}/health".format(gateway))
+    stack.run_once("devstack.seed", "seed data")
+    banner(stack, gateway, token)
+
+
+def main():
+    # The SMS gateway runs in this process: its one line per message, like the SMTP sink's.
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
+    stack = Stack()
+    status = 1
+    try:
+        start(stack)
+        while True:
+            stack.check_services()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print(flush=True)
+        say("stopping")
+        status = 0
+    except Failure as failure:
+        say(str(failure))
+    finally:
+        # Every step of the shutdown is bounded; a second Ctrl-C must not cut it short.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        stack.stop()
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
