@@ -152,7 +152,8 @@ class EventSubscriptions(SharedExtension, ProviderCollector):
     def on_result(self, message, event, attempts, worker_ctx, result=None, exc_info=None):
         try:
             if exc_info is None:
-                self._record_handled(event)
+                if not getattr(worker_ctx, "handled_recorded", False):
+                    self._record_handled(event)
             elif isinstance(exc_info[1], AlreadyHandled):
                 pass
             elif isinstance(exc_info[1], PermanentFailure) or attempts >= len(self.delays):

@@ -41,10 +41,11 @@ def mask_email(address):
 
 
 class SmtpSink:
-    def __init__(self, host="127.0.0.1", port=0, directory=VAR / "mail"):
+    def __init__(self, host="127.0.0.1", port=0, directory=VAR / "mail", log_path=None):
         self.host = host
         self.port = port
         self.directory = Path(directory).resolve()
+        self.log_path = log_path  # where its one line per message goes; None: our stderr
         self._process = None
 
     def start(self):
@@ -57,10 +58,14 @@ class SmtpSink:
             raise RuntimeError("port {} is already in use".format(self.port))
         # Its own session, so a Ctrl-C in the terminal leaves it to whoever started it; its stdout
         # only repeats what we know, its stderr has one line per message and any error.
+        stderr = open(self.log_path, "ab") if self.log_path else None
         self._process = subprocess.Popen(
             [sys.executable, "-m", "devstack.smtp_sink", "--host", self.host, "--port", str(self.port),
              "--dir", str(self.directory)],
-            cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+            cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr,
+            start_new_session=True)
+        if stderr:
+            stderr.close()  # the child has its own copy
         deadline = time.monotonic() + START_TIMEOUT
         while not listening(self.host, self.port):
             if self._process.poll() is not None:

@@ -51,7 +51,8 @@ def amqp_uri():
 @pytest.fixture(scope="session")
 def smtp_sink(tmp_path_factory):
     from devstack.smtp_sink import SmtpSink
-    sink = SmtpSink(directory=str(tmp_path_factory.mktemp("mail")))
+    mail = tmp_path_factory.mktemp("mail")
+    sink = SmtpSink(directory=str(mail), log_path=str(mail.parent / "smtp-sink.log"))
     sink.start()
     yield sink
     sink.stop()

@@ -1,0 +1,343 @@
+"""`make bench`: throughput figures, each beside the bare-nameko baseline measured in the same run.
+
+Every figure is one line: `bench <name>: <value> <unit> (ratio <r> vs <baseline name>)`.
+Figures, never assertions: speed belongs here, not in a timed test.
+"""
+import warnings
+
+warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+import eventlet  # noqa: E402
+
+eventlet.monkey_patch()
+
+import json  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+
+import nameko  # noqa: E402
+from kombu import Connection  # noqa: E402
+from nameko.events import EventDispatcher, event_handler  # noqa: E402
+from nameko.rpc import ServiceRpc, rpc  # noqa: E402
+from nameko.runners import ServiceRunner  # noqa: E402
+from nameko.web.handlers import http  # noqa: E402
+
+from backbone import topology  # noqa: E402
+from backbone.config import load  # noqa: E402
+from backbone.contracts import make_envelope  # noqa: E402
+from backbone.lease import Lease  # noqa: E402
+from backbone.store import Store, mongo_client, outbox_record  # noqa: E402
+from backbone.subscriber import subscribe  # noqa: E402
+
+HTTP_REQUESTS = int(os.environ.get("BENCH_HTTP_REQUESTS", 3000))
+EVENTS = int(os.environ.get("BENCH_EVENTS", 3000))
+REGISTRATIONS = int(os.environ.get("BENCH_REGISTRATIONS", 1000))
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", 20))
+SESSION_CAPACITY = 160  # the seed's largest room
+
+figures = {}
+# BENCH_ONLY=relay,events_bare runs some of them (a ratio needs its baseline in the same run).
+ONLY = [name for name in os.environ.get("BENCH_ONLY", "").split(",") if name]
+
+
+def selected(name):
+    return not ONLY or name in ONLY
+
+
+def report(name, value, unit, baseline=None):
+    figures[name] = value
+    line = "bench {}: {:.1f} {}".format(name, value, unit)
+    if baseline in figures:
+        line += " (ratio {:.2f} vs {})".format(value / figures[baseline], baseline)
+    print(line, flush=True)
+
+
+def wait_until(predicate, timeout=300, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return time.monotonic()
+        eventlet.sleep(interval)
+    raise SystemExit("bench: timed out waiting")
+
+
+def load_http(requests, concurrency=CONCURRENCY):
+    """Send the requests from a separate process; return its measurements."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(requests, handle)
+    try:
+        out = subprocess.run([sys.executable, "-m", "bench.load", handle.name, "--concurrency", str(concurrency)],
+                             check=True, capture_output=True, text=True).stdout
+    finally:
+        os.unlink(handle.name)
+    result = json.loads(out)
+    bad = {k: v for k, v in result["statuses"].items() if not k.startswith("2")}
+    if bad:
+        raise SystemExit("bench: unexpected HTTP statuses {}".format(bad))
+    return result
+
+
+# -- baselines: bare nameko ------------------------------------------------------------------------
+
+class Echo:
+    name = "bench_echo"
+
+    @rpc
+    def ping(self, value):
+        return {"value": value}
+
+
+class BareGateway:
+    name = "bench_gateway"
+    echo = ServiceRpc("bench_echo")
+
+    @http("POST", "/echo")
+    def post_echo(self, request):
+        return json.dumps(self.echo.ping(json.loads(request.get_data())))
+
+
+class BareProducer:
+    name = "bench_producer"
+    dispatch = EventDispatcher()
+
+    @rpc
+    def emit(self, count):
+        started = time.perf_counter()
+        for n in range(count):
+            self.dispatch("thing_happened", {"n": n})
+        return time.perf_counter() - started
+
+
+bare_handled = []
+
+
+class BareConsumer:
+    name = "bench_consumer"
+
+    @event_handler("bench_producer", "thing_happened")
+    def on_thing(self, payload):
+        bare_handled.append(payload["n"])
+
+
+# -- the same through the backbone -----------------------------------------------------------------
+
+class OutboxProducer:
+    name = "bench_outbox_producer"
+    store = Store()
+
+    @rpc
+    def emit(self, start, count):
+        def work(tx):
+            for n in range(start, start + count):
+                tx.emit("offering_withdrawn", {"offering_id": "o-{}".format(n), "partner_id": "p"})
+        self.store.transaction(work)
+
+
+class OutboxConsumer:
+    name = "bench_outbox_consumer"
+    store = Store()
+
+    @subscribe("offering_withdrawn")
+    def on_withdrawn(self, event):
+        self.store.transaction(lambda tx: tx.effects.insert_one({"_id": event["payload"]["offering_id"]}))
+
+
+def run_services(*classes):
+    runner = ServiceRunner()
+    for cls in classes:
+        runner.add_service(cls)
+    runner.start()
+    return runner
+
+
+def bench_http_rpc(base_url):
+    runner = run_services(Echo, BareGateway)
+    try:
+        load_http([["POST", base_url + "/echo", {"n": 1}, {}]] * 200)  # warm-up
+        result = load_http([["POST", base_url + "/echo", {"n": n}, {}] for n in range(HTTP_REQUESTS)])
+        report("http_rpc_bare", result["per_second"], "req/s")
+        print("bench http_rpc_bare_latency: p50 {:.1f} ms, p99 {:.1f} ms".format(result["p50_ms"], result["p99_ms"]))
+    finally:
+        runner.stop()
+
+
+def bench_bare_events(amqp_uri):
+    runner = run_services(BareProducer, BareConsumer)
+    try:
+        from nameko.standalone.rpc import ClusterRpcClient
+        with ClusterRpcClient() as client:
+            client.bench_producer.emit(100)
+            wait_until(lambda: len(bare_handled) >= 100)
+            bare_handled.clear()
+            started = time.monotonic()
+            seconds = client.bench_producer.emit(EVENTS)
+            finished = wait_until(lambda: len(bare_handled) >= EVENTS)
+        report("events_dispatch_bare", EVENTS / seconds, "events/s")
+        report("events_end_to_end_bare", EVENTS / (finished - started), "events/s")
+    finally:
+        runner.stop()
+
+
+def bench_relay(config):
+    """The relay alone: EVENTS waiting in an outbox, published with batched confirms and marked
+    published. The relay runs but is held off by a lease that someone else holds until the outbox is
+    written; the clock starts when that lease is let go."""
+    db = mongo_client(config["MONGO_URI"])["{}_bench_relay".format(config["DATABASE_PREFIX"])]
+    held = Lease(db.leases, "outbox-relay", "bench-holder", 600)
+    held.acquire()
+
+    class RelayOnly:
+        name = "bench_relay"
+        store = Store()
+
+        @rpc
+        def noop(self):
+            pass
+
+    runner = run_services(RelayOnly)
+    try:
+        records = [outbox_record(make_envelope(
+            "offering_withdrawn", {"offering_id": "o-{}".format(n), "partner_id": "p"}, "bench", "bench"))
+            for n in range(EVENTS)]
+        db.outbox.insert_many(records)
+        started = time.monotonic()
+        held.release()
+        finished = wait_until(lambda: db.outbox.find_one({"state": "pending"}, {"_id": 1}) is None, interval=0.1)
+        report("relay_publish", EVENTS / (finished - started), "events/s", "events_dispatch_bare")
+    finally:
+        runner.stop()
+
+
+def bench_backbone_events(config):
+    runner = run_services(OutboxProducer, OutboxConsumer)
+    effects = mongo_client(config["MONGO_URI"])["{}_bench_outbox_consumer".format(config["DATABASE_PREFIX"])].effects
+    try:
+        from nameko.standalone.rpc import ClusterRpcClient
+        with ClusterRpcClient() as client:
+            started = time.monotonic()
+            for start in range(0, EVENTS, 100):
+                client.bench_outbox_producer.emit(start, 100)
+            finished = wait_until(lambda: effects.count_documents({}) >= EVENTS, interval=0.1)
+        report("events_end_to_end_backbone", EVENTS / (finished - started), "events/s", "events_end_to_end_bare")
+    finally:
+        runner.stop()
+
+
+def bench_flow(config, smtp_sink):
+    """The walking skeleton: registrations over HTTP, and the confirmation emails they cause."""
+    from devstack import seed
+    from gateway.service import GatewayService
+    from services.notifications.service import NotificationsService
+    from services.partners.service import PartnersService
+    from services.registration.service import RegistrationService
+    from services.scheduling.service import SchedulingService
+
+    runner = run_services(PartnersService, SchedulingService, RegistrationService, NotificationsService,
+                          GatewayService)
+    base = config["GATEWAY_URL"]
+    auth = {"Authorization": "Bearer " + config["OPERATOR_TOKEN"]}
+    try:
+        seeded = seed.load(base, config["OPERATOR_TOKEN"], say=lambda _: None)
+        session = _bench_session(base, auth, seeded)
+        officials = load_http([["POST", base + "/officials", {
+            "full_name": "Cán bộ {}".format(n), "email": "canbo{}@q1.gov.vn".format(n),
+            "phone": "0903{:06d}".format(n), "unit_code": "Q1", "audience_group": "district"}, auth]
+            for n in range(REGISTRATIONS)])
+        assert officials["count"] == REGISTRATIONS
+        ids = [d["_id"] for d in mongo_client(config["MONGO_URI"])[
+            "{}_registration".format(config["DATABASE_PREFIX"])].officials.find({}, {"_id": 1})]
+        mail_before = len(list(smtp_sink.directory.glob("*.eml")))
+        started = time.monotonic()
+        result = load_http([["POST", base + "/sessions/{}/registrations".format(session), {"official_id": i}, auth]
+                            for i in ids])
+        report("http_registration", result["per_second"], "req/s", "http_rpc_bare")
+        print("bench http_registration_latency: p50 {:.1f} ms, p99 {:.1f} ms".format(result["p50_ms"], result["p99_ms"]))
+        confirmed = min(len(ids), SESSION_CAPACITY)  # the rest are waitlisted: no confirmation email
+        finished = wait_until(
+            lambda: len(list(smtp_sink.directory.glob("*.eml"))) - mail_before >= confirmed, interval=0.1)
+        report("flow_registration_to_email", confirmed / (finished - started), "flows/s", "http_rpc_bare")
+    finally:
+        runner.stop()
+
+
+def _bench_session(base, auth, seeded):
+    import requests
+    body = {"offering_id": seeded["offering"]["id"], "venue_id": seeded["venue"]["id"], "room": "Hội trường lớn",
+            "trainer": "Bench", "starts_at": "2026-12-20T08:00:00+07:00", "ends_at": "2026-12-20T17:00:00+07:00",
+            "capacity": SESSION_CAPACITY, "eligible_units": ["Q1"], "audience_groups": ["district"]}
+    session = requests.post(base + "/sessions", json=body, headers=auth, timeout=30).json()["id"]
+    wait_until(lambda: requests.get(base + "/sessions/" + session, headers=auth, timeout=30).status_code == 200)
+    # Registration learns of the session by event: wait until it can take registrations.
+    time.sleep(1)
+    return session
+
+
+def main():
+    from devstack.mongo import EmbeddedMongo
+    from devstack.rabbit import delete_vhost, ensure_rabbitmq, make_vhost
+    from devstack.smtp_sink import SmtpSink
+    from devstack.sms_gateway import SmsGateway
+
+    base_uri = os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
+    ensure_rabbitmq(base_uri)
+    vhost = "trainops-bench-{}".format(os.getpid())
+    make_vhost(vhost)
+    work = tempfile.mkdtemp(prefix="trainops-bench-")
+    mongo = EmbeddedMongo()
+    mongo.start()
+    smtp_sink = SmtpSink(directory=os.path.join(work, "mail"), log_path=os.path.join(work, "smtp-sink.log"))
+    smtp_sink.start()
+    sms = SmsGateway(directory=os.path.join(work, "sms"))
+    sms.start()
+    port = _free_port()
+    config = load(AMQP_URI=base_uri.rstrip("/") + "/" + vhost, MONGO_URI=mongo.uri,
+                  DATABASE_PREFIX="bench{}".format(uuid.uuid4().hex[:6]),
+                  WEB_SERVER_ADDRESS="127.0.0.1:{}".format(port), OPERATOR_TOKEN=uuid.uuid4().hex)
+    config["GATEWAY_URL"] = "http://127.0.0.1:{}".format(port)
+    config["SMTP"].update(host="127.0.0.1", port=smtp_sink.port)
+    config["SMS"].update(gateway_url=sms.url)
+    config["EVENTS"].update(relay_poll_seconds=0.05)
+    print("bench: {} HTTP requests, {} events, {} registrations, concurrency {} (2 cores; services, "
+          "SecantusDB and the load generator share them)".format(HTTP_REQUESTS, EVENTS, REGISTRATIONS, CONCURRENCY))
+    try:
+        with nameko.config.patch(config, clear=True):
+            # Like the bare events, the backbone's go to one consumer's queue only, until the flow.
+            original = topology.SUBSCRIPTIONS
+            topology.SUBSCRIPTIONS = {"bench_outbox_consumer": ["offering_withdrawn"],
+                                      "bench_outbox_producer": [], "bench_relay": []}
+            try:
+                if selected("http_rpc_bare"):
+                    bench_http_rpc(config["GATEWAY_URL"])
+                if selected("events_bare"):
+                    bench_bare_events(config["AMQP_URI"])
+                if selected("relay"):
+                    bench_relay(config)
+                    with Connection(config["AMQP_URI"]) as connection:
+                        topology.delete_queues(connection)  # the relay's events are not the next bench's
+                if selected("events_backbone"):
+                    bench_backbone_events(config)
+                if selected("flow"):
+                    topology.SUBSCRIPTIONS = original
+                    bench_flow(config, smtp_sink)
+            finally:
+                topology.SUBSCRIPTIONS = original
+    finally:
+        sms.stop()
+        smtp_sink.stop()
+        mongo.stop()
+        delete_vhost(vhost)
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+if __name__ == "__main__":
+    main()
