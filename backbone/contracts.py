@@ -164,6 +164,8 @@ class AgreementExpired(_Agreement):
 class _Offering(Schema):
     offering_id = Id(required=True)
     partner_id = Id(required=True)
+    # The agreement that covers it: when that agreement ends, the offering's future sessions end too.
+    agreement_id = Id(allow_none=True, load_default=None)
     title = fields.Str(required=True)
     title_en = fields.Str(allow_none=True)
     audience_groups = Audience(required=True)

@@ -67,7 +67,8 @@ def public_agreement(doc):
 
 
 def public_offering(doc):
-    return {k: doc.get(k) for k in ("id", "partner_id", "title", "title_en", "audience_groups", "modules",
+    return {k: doc.get(k) for k in ("id", "partner_id", "agreement_id", "title", "title_en", "audience_groups",
+                                    "modules",
                                     "starts_from", "ends_by", "status", "created_at")}
 
 
@@ -169,14 +170,16 @@ class PartnersService:
             raise rule_broken("invalid_fields", "Name the partner.", {"partner_id": ["Required for operators."]})
         if self.store.partners.find_one({"_id": partner_id}, {"_id": 1}) is None:
             raise not_found("partner", partner_id)
-        if not self._covering_agreement(partner_id, fields):
+        agreement = self._covering_agreement(partner_id, fields)
+        if not agreement:
             raise rule_broken(
                 "no_active_agreement",
                 "No active agreement of this partner covers {} to {} for these audiences.".format(
                     fields["starts_from"], fields["ends_by"]),
                 {"starts_from": ["Not covered by an active agreement."]})
         offering = {
-            "id": new_id("offering"), "partner_id": partner_id, "title": fields["title"],
+            "id": new_id("offering"), "partner_id": partner_id, "agreement_id": agreement["_id"],
+            "title": fields["title"],
             "title_en": fields.get("title_en"), "audience_groups": fields["audience_groups"],
             "modules": fields["modules"], "starts_from": fields["starts_from"].isoformat(),
             "ends_by": fields["ends_by"].isoformat(), "status": "published", "created_at": utcnow(),
@@ -186,7 +189,7 @@ class PartnersService:
         def publish(tx):
             tx.offerings.insert_one(offering)
             tx.emit("offering_published", {k: offering[k] for k in (
-                "partner_id", "title", "title_en", "audience_groups", "modules", "starts_from", "ends_by")}
+                "partner_id", "agreement_id", "title", "title_en", "audience_groups", "modules", "starts_from", "ends_by")}
                 | {"offering_id": offering["id"]})
 
         self.store.transaction(publish)
