@@ -12,6 +12,8 @@ from nameko.extensions import DependencyProvider
 
 # One per green thread: nameko runs each worker in its own, so this is per request or per event.
 _context = local()
+# The service this process runs, for lines logged outside any worker (`nameko run` runs one).
+_process = {"service": None}
 
 EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
 # Vietnamese numbers as people write them: +84/84/0 then 8-10 digits, maybe split by spaces, dots or dashes.
@@ -58,7 +60,7 @@ class JsonFormatter(logging.Formatter):
         line = {
             "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname,
-            "service": current("service"),
+            "service": current("service") or _process["service"],
             "logger": record.name,
             "msg": record.getMessage(),
             "correlation_id": current("correlation_id"),
@@ -79,6 +81,9 @@ class Tracing(DependencyProvider):
     """Every service declares `tracing = Tracing()`. It gives each worker a correlation id (the caller's,
     carried in nameko's context data through RPC and events, or a new one at the edge), binds it for the
     log lines, and writes one line per request or event with its outcome and duration."""
+
+    def setup(self):
+        _process["service"] = self.container.service_name
 
     @staticmethod
     def _correlation_id(worker_ctx):

@@ -75,7 +75,10 @@ class EventSubscriptions(SharedExtension, ProviderCollector):
         # In start, not setup: extensions are set up concurrently, so only now have all the
         # @subscribe entrypoints registered.
         self.service_name = self.container.service_name
-        handled = sorted(p.event_type for p in self._providers)
+        # Taken now, while all are registered: entrypoints unregister as the container stops, and a
+        # message still in flight then must go back to the queue, not to the dead letters.
+        self.handlers = {p.event_type: p for p in self._providers}
+        handled = sorted(self.handlers)
         expected = sorted(topology.SUBSCRIPTIONS.get(self.service_name, []))
         if handled != expected:
             raise RuntimeError(
@@ -123,6 +126,9 @@ class EventSubscriptions(SharedExtension, ProviderCollector):
             message.requeue()
 
     def _dispatch_or_park(self, message):
+        if self.consumer.should_stop:
+            message.requeue()
+            return
         attempts = int((message.headers or {}).get("x-attempts", 0))
         try:
             envelope, payload = read_envelope(json.loads(message.body))
@@ -130,7 +136,7 @@ class EventSubscriptions(SharedExtension, ProviderCollector):
             # A poison message: no retry can fix it.
             self.park(message, attempts + 1, "unreadable event: {}".format(_describe(exc)))
             return
-        provider = self._handler_for(envelope["type"])
+        provider = self.handlers.get(envelope["type"])
         if provider is None:
             self.park(message, attempts + 1, "no handler for {}".format(envelope["type"]))
             return
@@ -142,12 +148,6 @@ class EventSubscriptions(SharedExtension, ProviderCollector):
             provider, (event,), {},
             context_data={"correlation_id": envelope["correlation_id"], "event_type": envelope["type"]},
             handle_result=partial(self.on_result, message, event, attempts))
-
-    def _handler_for(self, event_type):
-        for provider in self._providers:
-            if provider.event_type == event_type:
-                return provider
-        return None
 
     def on_result(self, message, event, attempts, worker_ctx, result=None, exc_info=None):
         try:

@@ -44,6 +44,7 @@ class Producer:
 
 attempt_times = []
 poisoned = set()
+slow = {"seconds": 0}
 
 
 class Consumer:
@@ -57,6 +58,7 @@ class Consumer:
         if offering_id in poisoned:
             attempt_times.append(time.monotonic())
             raise RuntimeError("cannot handle {}".format(offering_id))
+        eventlet.sleep(slow["seconds"])
         self.store.transaction(lambda tx: tx.effects.insert_one(
             {"offering_id": offering_id, "event_id": event["event_id"]}))
 
@@ -66,6 +68,7 @@ def probe_topology(monkeypatch):
     monkeypatch.setattr(topology, "SUBSCRIPTIONS", {"probe_producer": [], "probe_consumer": [WITHDRAWN]})
     attempt_times.clear()
     poisoned.clear()
+    slow["seconds"] = 0
 
 
 def wait_for(predicate, timeout=30, interval=0.05):
@@ -209,3 +212,24 @@ def test_a_change_that_fails_writes_neither_state_nor_event(container_factory, a
             withdraw(3)  # duplicate _id: the transaction aborts
     assert db("probe_producer").offerings.count_documents({}) == 1
     assert db("probe_producer").outbox.count_documents({}) == 1
+
+
+@pytest.mark.parametrize("shutdown", ["stop", "kill"])
+def test_events_in_flight_when_a_consumer_shuts_down_go_back_to_the_queue_not_to_the_dead_letters(
+        container_factory, app_config, db, shutdown):
+    slow["seconds"] = 0.3
+    consumer = container_factory(Consumer)
+    consumer.start()
+    envelopes = [make_envelope(WITHDRAWN, withdrawn_payload(n), "probe_producer", "c") for n in range(30)]
+    publish_raw(app_config, [event_message(e, topology.exchange_name()) for e in envelopes])
+    effects = db("probe_consumer").effects
+    wait_for(lambda: effects.count_documents({}) >= 1)
+    getattr(consumer, shutdown)()
+    assert db("probe_consumer").dead_letters.count_documents({}) == 0
+
+    slow["seconds"] = 0
+    container_factory(Consumer).start()
+    wait_for(lambda: effects.count_documents({}) == 30)
+    eventlet.sleep(0.3)
+    assert effects.count_documents({}) == 30
+    assert db("probe_consumer").dead_letters.count_documents({}) == 0
