@@ -207,7 +207,6 @@ def banner(stack, gateway, token):
 trainops is running
   gateway         {gateway}/
   OpenAPI         {gateway}/openapi.json
-  console         {gateway}/console
   health          {gateway}/health
   mail            {mail}
   SMS             {sms}
@@ -238,7 +237,10 @@ def start(stack):
 def main():
     # The SMS gateway runs in this process: its one line per message, like the SMTP sink's.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
+    # Ctrl-C and SIGTERM both stop everything; SIGINT explicitly too, because a shell that starts us
+    # in the background hands us SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     stack = Stack()
     status = 1
     try:
