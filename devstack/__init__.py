@@ -1,6 +1,7 @@
 """The embedded local stack for `make run` and the tests: SecantusDB, RabbitMQ, an SMTP sink and an
 SMS gateway that record what they are sent, and the orchestrator that runs the services on them."""
 import socket
+import subprocess
 from pathlib import Path
 
 # The repo root is the folder holding config.yml; `var/` lives there wherever a command is run from.
@@ -40,3 +41,15 @@ def log_tail(path, lines=20):
     except OSError:
         return "(no log at {})".format(path)
     return "\n".join(text.splitlines()[-lines:])
+
+
+def stop_process(process, timeout=10):
+    """Ask a child to stop (SIGTERM); kill it if it has not within `timeout` seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pymongo
 from pymongo.errors import PyMongoError
 
-from devstack import free_port, log_tail, port_taken
+from devstack import free_port, log_tail, port_taken, stop_process
 
 START_TIMEOUT = 30
 STOP_TIMEOUT = 10
@@ -88,13 +88,7 @@ class EmbeddedMongo:
     def stop(self):
         if self._process is None:
             return
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        stop_process(self._process, STOP_TIMEOUT)
         self._process = None
         if self._temporary_log:
             os.unlink(self.log_path)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from aiosmtpd.controller import Controller
 
-from devstack import REPO_ROOT, VAR, free_port, listening, port_taken
+from devstack import REPO_ROOT, VAR, free_port, listening, port_taken, stop_process
 
 log = logging.getLogger("devstack.smtp_sink")
 
@@ -81,12 +81,7 @@ class SmtpSink:
     def stop(self):
         if self._process is None:
             return
-        self._process.terminate()
-        try:
-            self._process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        stop_process(self._process, STOP_TIMEOUT)
         self._process = None
 
     def refuse(self, code=451):

@@ -14,6 +14,7 @@ from backbone.logs import Tracing
 from backbone.store import ConfirmedPublisher, Store, event_message
 from backbone.contracts import make_envelope
 from backbone.subscriber import replay_dead_letter, subscribe
+from tests.helpers import wait_for
 
 WITHDRAWN = "offering_withdrawn"
 
@@ -69,16 +70,6 @@ def probe_topology(monkeypatch):
     attempt_times.clear()
     poisoned.clear()
     slow["seconds"] = 0
-
-
-def wait_for(predicate, timeout=30, interval=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        eventlet.sleep(interval)
-    raise AssertionError("condition not met within {}s".format(timeout))
 
 
 def publish_raw(app_config, messages):

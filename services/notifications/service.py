@@ -52,18 +52,6 @@ class NotificationsService:
     def on_registration_confirmed(self, event):
         self.email_official(event, "registration_confirmed")
 
-    @subscribe("registration_waitlisted")
-    def on_registration_waitlisted(self, event):
-        pass  # issue 6
-
-    @subscribe("registration_promoted")
-    def on_registration_promoted(self, event):
-        pass  # issue 6
-
-    @subscribe("registration_cancelled")
-    def on_registration_cancelled(self, event):
-        pass  # issue 6
-
     def email_official(self, event, template):
         payload = event["payload"]
         official = payload["official"]

@@ -73,18 +73,6 @@ class RegistrationService:
 
         self.store.transaction(remember)
 
-    @subscribe("session_rescheduled")
-    def on_session_rescheduled(self, event):
-        pass  # issue 5
-
-    @subscribe("session_capacity_changed")
-    def on_session_capacity_changed(self, event):
-        pass  # issue 5
-
-    @subscribe("session_cancelled")
-    def on_session_cancelled(self, event):
-        pass  # issue 5
-
     # -- units and officials ------------------------------------------------------------------------
 
     @rpc
