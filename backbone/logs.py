@@ -20,13 +20,18 @@ EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Z
 PHONE = re.compile(r"(?<![\w+])(\+?84|0)((?:[\s.-]?\d){8,10})(?![\w])")
 
 
+# Secrets that reach a log line by way of a URL (calendar apps send ?token=) or a header.
+SECRET = re.compile(r"((?:token|api_key)=|Bearer\s+)[^\s&\"']+", re.IGNORECASE)
+
+
 def _mask_phone(match):
     digits = re.sub(r"\D", "", match.group(2))
     return "{}{}***{}".format(match.group(1), digits[:2], digits[-3:])
 
 
 def mask(text):
-    """Mask emails (`a***@example.vn`) and phones (`+8490***567`) in any text."""
+    """Mask emails (`a***@example.vn`), phones (`+8490***567`) and tokens in any text."""
+    text = SECRET.sub(lambda m: m.group(1) + "***", text)
     text = EMAIL.sub(lambda m: "{}***@{}".format(m.group(1), m.group(2)), text)
     return PHONE.sub(_mask_phone, text)
 

@@ -12,6 +12,8 @@ from backbone.logs import JsonFormatter, bind, clear, mask
     ("SMS +84903123456 ok", "SMS +8490***456 ok"),
     ("gọi 0903 123 456 hoặc 028.3829.1234", "gọi 090***456 hoặc 028***234"),
     ("event 6f1c2b3a9d8e7f60 at 2025-03-22T08:00:00+07:00", "event 6f1c2b3a9d8e7f60 at 2025-03-22T08:00:00+07:00"),
+    ("GET /venues/v-1/calendar.ics?token=tok_abc-123&x=1 HTTP/1.1", "GET /venues/v-1/calendar.ics?token=***&x=1 HTTP/1.1"),
+    ("Authorization: Bearer tok_Zx9", "Authorization: Bearer ***"),
 ])
 def test_mask_hides_contacts_and_leaves_ids_and_times_alone(text, expected):
     assert mask(text) == expected
