@@ -1,11 +1,40 @@
-"""What partners and operators may send, and what they get back."""
+"""What partners and operators may send. Every string has a length limit and every schema refuses
+unknown fields (marshmallow's default), so nothing unexpected, and no `$`-prefixed key, is ever stored."""
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from backbone.contracts import AUDIENCE_GROUPS
 
 KINDS = ("university", "operator", "venue_host")
+OFFERING_STATUSES = ("published", "withdrawn")
 
-Text = lambda n, **kw: fields.Str(validate=validate.Length(min=1, max=n), **kw)  # noqa: E731
+
+def not_blank(value):
+    if not value.strip():
+        raise ValidationError("Must not be blank.")
+
+
+def Text(max_length, **kwargs):  # noqa: N802 (used like a field class)
+    return fields.Str(validate=[validate.Length(min=1, max=max_length), not_blank], **kwargs)
+
+
+def Audiences(**kwargs):  # noqa: N802
+    return fields.List(fields.Str(validate=validate.OneOf(AUDIENCE_GROUPS)),
+                       validate=validate.Length(min=1, max=len(AUDIENCE_GROUPS)), **kwargs)
+
+
+def in_order(data, first, last):
+    """Refuse `last` before `first` (both present)."""
+    if first in data and last in data and data[last] < data[first]:
+        raise ValidationError("Must not be before {}.".format(first), last)
+
+
+# -- partners ---------------------------------------------------------------------------------------
+
+class ContactIn(Schema):
+    name = Text(200, required=True)
+    role = Text(100)
+    email = fields.Email(validate=validate.Length(max=254))
+    phone = Text(32)
 
 
 class PartnerIn(Schema):
@@ -16,20 +45,45 @@ class PartnerIn(Schema):
     name = Text(200, required=True)
     kind = fields.Str(required=True, validate=validate.OneOf(KINDS))
     contact_email = fields.Email(required=True, validate=validate.Length(max=254))
+    contacts = fields.List(fields.Nested(ContactIn), load_default=list, validate=validate.Length(max=10))
 
+
+# -- agreements -------------------------------------------------------------------------------------
 
 class AgreementIn(Schema):
     title = Text(300, required=True)
+    parties = fields.List(Text(200), load_default=list, validate=validate.Length(max=10), metadata={
+        "description": "The signatories as the agreement names them, e.g. HCMC-DXCENTER and the partner."})
     signed_on = fields.Date(required=True)
     valid_from = fields.Date(required=True)
     valid_until = fields.Date(required=True)
-    scope = fields.List(Text(64), load_default=list, validate=validate.Length(max=50))
+    scope = fields.List(Text(64), load_default=list, validate=validate.Length(max=50), metadata={
+        "description": "The audience groups it covers (none named: all of them) and the kinds of "
+                       "training, e.g. ai_office_work."})
 
     @validates_schema
     def dates_in_order(self, data, **kwargs):
-        if data["valid_until"] < data["valid_from"]:
-            raise ValidationError("Must not be before valid_from.", "valid_until")
+        in_order(data, "valid_from", "valid_until")
 
+
+class AgreementAmendment(Schema):
+    """New validity dates (either or both) and why."""
+    valid_from = fields.Date()
+    valid_until = fields.Date()
+    reason = Text(500, required=True)
+
+    @validates_schema
+    def names_a_date(self, data, **kwargs):
+        if "valid_from" not in data and "valid_until" not in data:
+            raise ValidationError("Name a new valid_from, valid_until or both.", "_schema")
+        in_order(data, "valid_from", "valid_until")
+
+
+class AgreementTermination(Schema):
+    reason = Text(500)
+
+
+# -- offerings --------------------------------------------------------------------------------------
 
 class ModuleIn(Schema):
     title = Text(300, required=True)
@@ -37,18 +91,62 @@ class ModuleIn(Schema):
 
 
 class OfferingIn(Schema):
-    # Operators post on a partner's behalf by naming it; a partner's own key implies it.
-    partner_id = fields.Str(validate=validate.Length(max=64))
-    title = Text(300, required=True)
-    title_en = Text(300, allow_none=True)
-    audience_groups = fields.List(
-        fields.Str(validate=validate.OneOf(AUDIENCE_GROUPS)), required=True,
-        validate=validate.Length(min=1, max=len(AUDIENCE_GROUPS)))
+    partner_id = fields.Str(validate=validate.Length(min=1, max=64), metadata={
+        "description": "Only when the operator posts on a partner's behalf; a partner's key implies it."})
+    title = Text(300, required=True, metadata={"description": "The title in Vietnamese."})
+    title_en = Text(300, allow_none=True, metadata={"description": "The title in English (optional)."})
+    audience_groups = Audiences(required=True)
     modules = fields.List(fields.Nested(ModuleIn), load_default=list, validate=validate.Length(max=30))
     starts_from = fields.Date(required=True)
     ends_by = fields.Date(required=True)
 
     @validates_schema
     def dates_in_order(self, data, **kwargs):
-        if data["ends_by"] < data["starts_from"]:
-            raise ValidationError("Must not be before starts_from.", "ends_by")
+        in_order(data, "starts_from", "ends_by")
+
+
+class OfferingUpdate(Schema):
+    """Any of an offering's fields; what is not named stays as it is. The result is checked against
+    the partner's agreements again."""
+    title = Text(300)
+    title_en = Text(300, allow_none=True)
+    audience_groups = Audiences()
+    modules = fields.List(fields.Nested(ModuleIn), validate=validate.Length(max=30))
+    starts_from = fields.Date()
+    ends_by = fields.Date()
+
+    @validates_schema
+    def names_a_change(self, data, **kwargs):
+        if not data:
+            raise ValidationError("Name at least one field to change.", "_schema")
+        in_order(data, "starts_from", "ends_by")
+
+
+class OfferingWithdrawal(Schema):
+    reason = Text(500)
+
+
+# -- list queries (?limit=&cursor=...) --------------------------------------------------------------
+
+class PageQuery(Schema):
+    limit = fields.Int(load_default=50, validate=validate.Range(min=1, max=200))
+    cursor = fields.Str(validate=validate.Length(min=1, max=64))
+
+
+class OfferingQuery(PageQuery):
+    partner_id = fields.Str(validate=validate.Length(min=1, max=64))
+    audience = fields.Str(validate=validate.OneOf(AUDIENCE_GROUPS))
+    date = fields.Date(metadata={"description": "Offerings whose window contains this day."})
+    status = fields.Str(validate=validate.OneOf(OFFERING_STATUSES))
+
+
+# Documented at GET /openapi.json; the gateway's routes name them as request bodies.
+BODIES = {
+    "PartnerIn": PartnerIn,
+    "AgreementIn": AgreementIn,
+    "AgreementAmendment": AgreementAmendment,
+    "AgreementTermination": AgreementTermination,
+    "OfferingIn": OfferingIn,
+    "OfferingUpdate": OfferingUpdate,
+    "OfferingWithdrawal": OfferingWithdrawal,
+}
