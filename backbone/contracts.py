@@ -148,6 +148,9 @@ class AgreementSigned(_Agreement):
 @event("agreement_amended")
 class AgreementAmended(_Agreement):
     reason = fields.Str(allow_none=True)
+    # The validity before the amendment: a consumer can tell an extension from a shortening.
+    previous_valid_from = fields.Date(allow_none=True, load_default=None)
+    previous_valid_until = fields.Date(allow_none=True, load_default=None)
 
 
 @event("agreement_terminated")
@@ -221,6 +224,7 @@ class SessionScheduled(_Session):
 class SessionRescheduled(_Session):
     previous_starts_at = When(allow_none=True)
     previous_ends_at = When(allow_none=True)
+    previous_room = fields.Str(allow_none=True)
 
 
 @event("session_capacity_changed")
@@ -235,6 +239,11 @@ class SessionCancelled(Schema):
     session_id = Id(required=True)
     offering_id = Id(required=True)
     reason = fields.Str(required=True)
+    # Who or what cancelled it: `cancelled` (a person, with a reason), `offering_withdrawn`,
+    # `agreement_expired` or `agreement_terminated`.
+    cause = fields.Str(allow_none=True)
+    partner_id = Id(allow_none=True)
+    starts_at = When(allow_none=True)
 
 
 # -- registration ----------------------------------------------------------------------------------
