@@ -9,4 +9,5 @@
   the outbox with the state change, and the relay that publishes the outbox with batched confirms.
 - `subscriber`: the event-handler entrypoint: idempotent, retried with backoff, dead-lettered at the limit.
 - `lease`: a MongoDB lease so relays and timers run once across replicas.
+- `timer`: `@leased_timer(...)`, a nameko timer that fires in the one replica holding its lease.
 """

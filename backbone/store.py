@@ -51,7 +51,9 @@ class AlreadyHandled(Exception):
 
 
 def utcnow():
-    return datetime.now(timezone.utc)
+    """Now, to the millisecond as MongoDB keeps it: what a write answers is what a later read returns."""
+    moment = datetime.now(timezone.utc)
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def new_id(kind):

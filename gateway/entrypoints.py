@@ -46,9 +46,12 @@ def error_response(status, code, message, fields=None):
     return json_response(status, {"error": {"code": code, "message": message, "fields": fields or {}}})
 
 
-def read_json(request):
-    """The request body as a JSON object, or 400 `malformed_json`."""
+def read_json(request, optional=False):
+    """The request body as a JSON object, or 400 `malformed_json`. `optional`: for actions whose body
+    only adds a reason, no body at all means `{}`."""
     raw = request.get_data()
+    if optional and not raw:
+        return {}
     try:
         body = json.loads(raw.decode("utf-8")) if raw else None
     except (UnicodeDecodeError, ValueError) as exc:

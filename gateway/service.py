@@ -126,7 +126,7 @@ class GatewayService:
     @api("POST", "/agreements/<agreement_id>/terminate", body="AgreementTermination",
          summary="End an agreement as of today (body optional).")
     def terminate_agreement(self, request, agreement_id):
-        return self.partners.terminate_agreement(self.actor(request), agreement_id, self._optional_json(request))
+        return self.partners.terminate_agreement(self.actor(request), agreement_id, read_json(request, optional=True))
 
     @api("POST", "/offerings", body="OfferingIn", auth="partner", status=201,
          summary="Publish a course offering; 422 no_active_agreement unless an active agreement covers it.")
@@ -150,12 +150,7 @@ class GatewayService:
     @api("POST", "/offerings/<offering_id>/withdraw", body="OfferingWithdrawal", auth="partner",
          summary="Withdraw an offering (body optional); its future sessions are cancelled.")
     def withdraw_offering(self, request, offering_id):
-        return self.partners.withdraw_offering(self.actor(request), offering_id, self._optional_json(request))
-
-    @staticmethod
-    def _optional_json(request):
-        """For actions whose body only adds a reason: no body at all means `{}`."""
-        return read_json(request) if request.get_data() else {}
+        return self.partners.withdraw_offering(self.actor(request), offering_id, read_json(request, optional=True))
 
     # -- scheduling -------------------------------------------------------------------------------
 

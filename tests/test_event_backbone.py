@@ -5,7 +5,6 @@ import time
 
 import eventlet
 import pytest
-from kombu import Connection
 from nameko.rpc import rpc
 from nameko.testing.services import entrypoint_hook
 

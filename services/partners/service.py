@@ -34,9 +34,9 @@ from backbone.errors import conflict, forbidden, invalid, not_found, rule_broken
 from backbone.logs import Tracing
 from backbone.openapi import schema_components
 from backbone.store import Store, new_id, utcnow
+from backbone.timer import leased_timer
 from services.partners import schemas
 from services.partners.storage import INDEXES, offering_filter, page
-from services.partners.timer import leased_timer
 
 LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
 
@@ -45,12 +45,6 @@ MAX_API_KEYS = 5
 
 OFFERING_EVENT_FIELDS = ("partner_id", "agreement_id", "title", "title_en", "audience_groups", "modules",
                          "starts_from", "ends_by")
-
-
-def now():
-    """The time to the millisecond, as MongoDB keeps it: what a write answers is what a read returns."""
-    moment = utcnow()
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def local_date(instant=None):
@@ -94,7 +88,7 @@ def new_api_key():
     """A fresh API key, and what is stored of it: its hash and last characters, never the key."""
     api_key = "tok_" + secrets.token_urlsafe(32)
     return api_key, {"id": new_id("key"), "hash": key_hash(api_key), "hint": api_key[-4:],
-                     "issued_at": now()}
+                     "issued_at": utcnow()}
 
 
 def public_key(record):
@@ -164,7 +158,7 @@ class PartnersService:
         auth.require_operator(actor)
         fields = validated(schemas.PartnerIn(), data)
         api_key, key = new_api_key()
-        partner = dict(fields, id=new_id("partner"), created_at=now(), api_keys=[key], revoked_api_keys=[])
+        partner = dict(fields, id=new_id("partner"), created_at=utcnow(), api_keys=[key], revoked_api_keys=[])
         partner["_id"] = partner["id"]
 
         def onboard(tx):
@@ -210,7 +204,7 @@ class PartnersService:
             if revoked is None:
                 raise not_found("API key", key_id)
             return public_key(revoked)
-        record = {k: key[k] for k in ("id", "hint", "issued_at")} | {"revoked_at": now()}
+        record = {k: key[k] for k in ("id", "hint", "issued_at")} | {"revoked_at": utcnow()}
         # The hash leaves the partner with the key: `authenticate` can no longer find it.
         self.store.partners.update_one(
             {"_id": partner_id, "api_keys.id": key_id},
@@ -258,7 +252,7 @@ class PartnersService:
             "id": new_id("agreement"), "partner_id": partner_id, "title": fields["title"],
             "parties": fields["parties"], "signed_on": fields["signed_on"].isoformat(),
             "valid_from": fields["valid_from"].isoformat(), "valid_until": fields["valid_until"].isoformat(),
-            "scope": fields["scope"], "history": [], "created_at": now(),
+            "scope": fields["scope"], "history": [], "created_at": utcnow(),
         }
         agreement["_id"] = agreement["id"]
 
@@ -303,7 +297,7 @@ class PartnersService:
             raise invalid({"valid_until": ["Must not be before valid_from ({}).".format(after["valid_from"])]})
         if after == before:
             raise invalid({"_schema": ["These are the agreement's dates already."]})
-        entry = {"action": "amended", "at": now(), "reason": fields["reason"], "before": before, "after": after}
+        entry = {"action": "amended", "at": utcnow(), "reason": fields["reason"], "before": before, "after": after}
 
         def amend(tx):
             # Conditional on the dates we read and on no expiry announced since: a concurrent amendment
@@ -334,7 +328,7 @@ class PartnersService:
             raise agreement_ended(agreement)
         today = local_date().isoformat()
         reason = fields.get("reason")
-        entry = {"action": "terminated", "at": now(), "reason": reason, "terminated_on": today}
+        entry = {"action": "terminated", "at": utcnow(), "reason": reason, "terminated_on": today}
 
         def terminate(tx):
             # Marked announced, so the expiry sweep never announces it as expired too; conditional
@@ -364,7 +358,7 @@ class PartnersService:
                     {"_id": agreement["_id"], "end_announced": {"$ne": True},
                      "valid_until": agreement["valid_until"]},
                     {"$set": {"end_announced": True},
-                     "$push": {"history": {"action": "expired", "at": now()}}})
+                     "$push": {"history": {"action": "expired", "at": utcnow()}}})
                 if done.modified_count:
                     tx.emit("agreement_expired", agreement_event(agreement))
                 return done.modified_count
@@ -394,7 +388,7 @@ class PartnersService:
         if not partner_id:
             raise invalid({"partner_id": ["Required when the operator posts."]})
         self._partner(partner_id)
-        created_at = now()
+        created_at = utcnow()
         offering = {
             "id": new_id("offering"), "partner_id": partner_id, "title": fields["title"],
             "title_en": fields.get("title_en"), "audience_groups": fields["audience_groups"],
@@ -435,7 +429,7 @@ class PartnersService:
         if offering["status"] != "published":
             raise rule_broken("offering_withdrawn", "Offering {} is withdrawn.".format(offering_id))
         updated["agreement_id"] = self._covering_agreement(updated)
-        updated["updated_at"] = now()
+        updated["updated_at"] = utcnow()
 
         def update(tx):
             # Conditional on the version we read, so the event describes the offering as stored.
@@ -459,7 +453,7 @@ class PartnersService:
         fields = validated(schemas.OfferingWithdrawal(), data)
         if offering["status"] == "withdrawn":
             return public_offering(offering)
-        withdrawal = {"status": "withdrawn", "withdrawal_reason": fields.get("reason"), "withdrawn_at": now()}
+        withdrawal = {"status": "withdrawn", "withdrawal_reason": fields.get("reason"), "withdrawn_at": utcnow()}
 
         def withdraw(tx):
             # Conditional, so two withdrawals at once publish one event.
