@@ -272,6 +272,39 @@ class RegistrationPromoted(_Registration):
 @event("registration_cancelled")
 class RegistrationCancelled(_Registration):
     reason = fields.Str(allow_none=True)
+    # who or what ended it: the official (or their unit), an operator, or the session's cancellation.
+    cause = fields.Str(load_default="official",
+                       validate=validate.OneOf(("official", "operator", "session_cancelled")))
+
+
+@event("registration_rescheduled")
+class RegistrationRescheduled(_Registration):
+    """Per registration of a rescheduled session, so each official can be told (`session` is the new time)."""
+    status = fields.Str(required=True, validate=validate.OneOf(("confirmed", "waitlisted")))
+    previous_starts_at = When(allow_none=True)
+    previous_ends_at = When(allow_none=True)
+
+
+@event("attendance_recorded")
+class AttendanceRecorded(Schema):
+    registration_id = Id(required=True)
+    session_id = Id(required=True)
+    official_id = Id(required=True)
+    part = fields.Int(required=True)
+    checked_in_at = When(required=True)
+
+
+@event("course_completed")
+class CourseCompleted(_Registration):
+    certificate_code = fields.Str(required=True)
+    certificate_url = fields.Str(required=True)
+
+
+@event("units_merged")
+class UnitsMerged(Schema):
+    from_codes = fields.List(fields.Str(), required=True, validate=validate.Length(min=1))
+    into_code = fields.Str(required=True)
+    into_name = fields.Str(required=True)
 
 
 # -- notifications ---------------------------------------------------------------------------------
