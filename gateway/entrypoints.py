@@ -64,7 +64,8 @@ def read_json(request, optional=False):
 class Api(HttpRequestHandler):
     """`@api("POST", "/partners", body="PartnerIn", auth="operator", summary="...")`: the handler
     returns a dict/list (200), `(status, body)`, or a werkzeug Response; raising DomainError gives its
-    status and the error shape. `body`, `auth`, `summary` and `status` describe the route in OpenAPI."""
+    status and the error shape. `body`, `auth`, `summary` and `status` describe the route in OpenAPI;
+    the summary names the query string (`?month=&unit=`) and says "(body optional)" where it is."""
 
     def __init__(self, method, url, summary="", body=None, auth="operator", status=200, **kwargs):
         self.summary = summary

@@ -49,6 +49,9 @@ def build(routes, components):
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route.url)
         parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                       for name in re.findall(r"{(\w+)}", path)]
+        # A route's summary names its query string as `?month=YYYY-MM&unit=`: one place says it.
+        parameters += [{"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+                       for name in re.findall(r"[?&](\w+)=", route.summary)]
         responses = {str(route.status): {"description": "Success."}}
         for status, text in ERRORS.items():
             if route.auth is None and status in ("401", "403"):
@@ -70,7 +73,7 @@ def build(routes, components):
                 "name": "Idempotency-Key", "in": "header", "required": False, "schema": {"type": "string"},
                 "description": "The same key with the same body returns the first successful result."}]
         if route.body:
-            operation["requestBody"] = {"required": True, "content": {"application/json": {
+            operation["requestBody"] = {"required": "(body optional)" not in route.summary, "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/" + route.body}}}}
         paths.setdefault(path, {})[route.method.lower()] = operation
     for path, operations in paths.items():

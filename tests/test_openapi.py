@@ -19,3 +19,11 @@ def test_openapi_document_is_valid_and_names_every_route_and_schema(anonymous):
     assert offering["properties"]["audience_groups"]["items"]["enum"] == [
         "ward_commune", "district", "department", "leader"]
     assert offering["additionalProperties"] is False  # unknown fields are refused
+
+
+def test_query_strings_and_optional_bodies_are_described(anonymous):
+    paths = anonymous.get("/openapi.json").json()["paths"]
+    sessions = {p["name"] for p in paths["/sessions"]["get"]["parameters"] if p["in"] == "query"}
+    assert {"month", "unit", "partner_id", "venue_id", "limit", "cursor"} <= sessions
+    assert paths["/offerings/{offering_id}/withdraw"]["post"]["requestBody"]["required"] is False
+    assert paths["/offerings"]["post"]["requestBody"]["required"] is True
