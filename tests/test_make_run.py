@@ -34,12 +34,24 @@ def running_stack(mongo, amqp_uri, smtp_sink, sms_gateway, tmp_path):
     deadline = time.monotonic() + 120
     while "Ctrl-C stops everything" not in output.read_text(errors="replace"):
         if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
+            process.send_signal(signal.SIGTERM)
             pytest.fail("make run did not come up:\n" + output.read_text(errors="replace")[-3000:])
         time.sleep(0.2)
     yield process, port, output
     if process.poll() is None:
-        process.kill()
+        # The services run in sessions of their own: stop them through the orchestrator, and only
+        # then (if it hangs) kill what is left, so no stray service outlives the test.
+        children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        for pid in children:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
 
 def test_make_run_serves_the_readme_walkthrough_and_stops_on_ctrl_c(running_stack, smtp_sink, tmp_path):
