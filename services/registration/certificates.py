@@ -1,0 +1,45 @@
+"""Certificates of completion (printable Vietnamese HTML; the page is the verification) and the
+registration's QR code."""
+import io
+import secrets
+from zoneinfo import ZoneInfo
+
+import segno
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from pathlib import Path
+
+LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
+_templates = Environment(loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
+                         autoescape=select_autoescape(["html"]))
+
+
+def new_code():
+    """Unguessable and easy to read aloud: 20 characters without look-alikes (~100 bits)."""
+    alphabet = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+    raw = "".join(secrets.choice(alphabet) for _ in range(20))
+    return "-".join(raw[i:i + 5] for i in range(0, 20, 5))
+
+
+def url(code):
+    return "/certificates/{}".format(code)
+
+
+def qr_svg(token, scale=4):
+    out = io.BytesIO()
+    segno.make(token, error="m").save(out, kind="svg", scale=scale, xmldecl=False)
+    return out.getvalue().decode("utf-8")
+
+
+def shown_date(moment):
+    return moment.astimezone(LOCAL).strftime("%d/%m/%Y")
+
+
+def render(certificate):
+    session = certificate["session"]
+    return _templates.get_template("certificate.html").render(
+        code=certificate["code"] if "code" in certificate else certificate["_id"],
+        name=certificate["official"]["full_name"], title=session["title"],
+        venue=session["venue_name"], address=session["address"],
+        day=shown_date(session["starts_at"]), issued=shown_date(certificate["issued_at"]),
+        qr=qr_svg(url(certificate["_id"]), scale=3))

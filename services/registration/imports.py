@@ -1,0 +1,124 @@
+"""Bulk nomination: a unit's staff list as CSV, every row checked like `POST /officials`, upserted by
+email in batches. Re-importing the same file changes nothing (rows equal to what is stored are left
+alone and counted as unchanged)."""
+import csv
+import io
+
+from marshmallow import ValidationError
+from pymongo import InsertOne, UpdateOne
+from pymongo.errors import BulkWriteError
+
+from backbone.errors import invalid
+from backbone.store import new_id, utcnow
+from services.registration import schemas, storage
+
+COLUMNS = ("full_name", "email", "phone", "unit_code", "audience_group")
+OPTIONAL = ("language",)
+COMPARED = ("full_name", "phone", "unit_code", "audience_group", "language")
+BATCH = 1000
+
+
+def read_rows(text):
+    """(row number, dict) per data row; the header is row 1. A BOM (Excel's UTF-8) is ignored."""
+    text = text.lstrip("\ufeff")
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if not header:
+        raise invalid({"file": ["Empty: expected a header row {}.".format(",".join(COLUMNS))]})
+    header = [h.strip().lstrip("\ufeff").lower() for h in header]
+    unknown = [h for h in header if h not in COLUMNS + OPTIONAL]
+    missing = [c for c in COLUMNS if c not in header]
+    if unknown or missing or len(set(header)) != len(header):
+        problems = (["Unknown columns: {}.".format(", ".join(unknown))] if unknown else []) + (
+            ["Missing columns: {}.".format(", ".join(missing))] if missing else []) + (
+            ["Repeated columns."] if len(set(header)) != len(header) else [])
+        raise invalid({"header": problems})
+    rows = []
+    for number, cells in enumerate(reader, start=2):
+        if not any(cell.strip() for cell in cells):
+            continue  # blank lines (Excel leaves some at the end)
+        if len(cells) != len(header):
+            rows.append((number, None, {"_row": ["Expected {} cells, found {}.".format(len(header), len(cells))]}))
+            continue
+        data = {h: c.strip() for h, c in zip(header, cells) if not (h in OPTIONAL and not c.strip())}
+        rows.append((number, data, None))
+    return rows
+
+
+def import_csv(store, text):
+    schema = schemas.OfficialIn()
+    units = {u["_id"]: u for u in store.units.find({}, {"status": 1, "merged_into": 1})}
+    errors, valid, seen_email, seen_phone = [], [], {}, {}
+    for number, data, problem in read_rows(text):
+        if problem:
+            errors.append({"row": number, "fields": problem})
+            continue
+        try:
+            fields = schema.load(data)
+        except ValidationError as err:
+            errors.append({"row": number, "fields": err.messages})
+            continue
+        fields["email"] = fields["email"].lower()
+        unit = units.get(fields["unit_code"])
+        if unit is None or unit.get("status") == "merged":
+            errors.append({"row": number, "fields": {"unit_code": [
+                "Unknown unit." if unit is None else "Merged into {}.".format(unit["merged_into"])]}})
+            continue
+        if fields["email"] in seen_email:
+            errors.append({"row": number, "fields": {"email": ["Repeats row {}.".format(seen_email[fields["email"]])]}})
+            continue
+        if fields["phone"] in seen_phone:
+            errors.append({"row": number, "fields": {"phone": ["Repeats row {}.".format(seen_phone[fields["phone"]])]}})
+            continue
+        seen_email[fields["email"]], seen_phone[fields["phone"]] = number, number
+        valid.append((number, fields))
+
+    created = updated = unchanged = 0
+    now = utcnow()
+    for start in range(0, len(valid), BATCH):
+        batch = valid[start:start + BATCH]
+        emails = [f["email"] for _, f in batch]
+        phones = [f["phone"] for _, f in batch]
+        known = {o["email"]: o for o in store.officials.find({"email": {"$in": emails}})}
+        phone_owner = {o["phone"]: o["email"] for o in store.officials.find({"phone": {"$in": phones}},
+                                                                           {"phone": 1, "email": 1})}
+        writes, rows_of_writes = [], []
+        for number, fields in batch:
+            owner = phone_owner.get(fields["phone"])
+            if owner is not None and owner != fields["email"]:
+                errors.append({"row": number, "fields": {"phone": ["Registered to another official."]}})
+                continue
+            existing = known.get(fields["email"])
+            if existing is None:
+                official = dict(fields, created_at=now)
+                official["_id"] = official["id"] = new_id("official")
+                official["search"] = storage.search_text(official)
+                writes.append(InsertOne(official))
+                rows_of_writes.append((number, "created"))
+            elif any(existing.get(k) != fields.get(k) for k in COMPARED):
+                change = dict(fields, updated_at=now)
+                change["search"] = storage.search_text(dict(existing, **fields))
+                writes.append(UpdateOne({"_id": existing["_id"]}, {"$set": change}))
+                rows_of_writes.append((number, "updated"))
+            else:
+                unchanged += 1
+        if not writes:
+            continue
+        failed = set()
+        try:
+            store.officials.bulk_write(writes, ordered=False)
+        except BulkWriteError as exc:
+            # A race with another import or POST /officials: those rows are reported, the rest stand.
+            for error in exc.details.get("writeErrors", []):
+                failed.add(error["index"])
+                errors.append({"row": rows_of_writes[error["index"]][0],
+                               "fields": {"email": ["Email or phone already registered."]}})
+        for index, (_, outcome) in enumerate(rows_of_writes):
+            if index in failed:
+                continue
+            if outcome == "created":
+                created += 1
+            else:
+                updated += 1
+    errors.sort(key=lambda e: e["row"])
+    return {"created": created, "updated": updated, "unchanged": unchanged, "errors": errors}

@@ -1,0 +1,55 @@
+"""Operators' reports: registered, attended and completed per session, unit, district or partner.
+Counted in Python from one pass over the registrations (no server-side aggregation: SecantusDB's
+is not the fast path, and these are operator reports, not hot paths)."""
+from collections import defaultdict
+
+GROUPINGS = ("session", "unit", "district", "partner")
+COUNTS = ("registered", "confirmed", "waitlisted", "cancelled", "attended", "completed")
+
+
+def build(store, by):
+    units = {u["_id"]: u for u in store.units.find({}, {"name": 1, "kind": 1, "parent_code": 1})}
+    sessions = {s["_id"]: s for s in store.sessions.find({}, {"title": 1, "starts_at": 1, "partner_id": 1})}
+
+    def district(code):
+        unit = units.get(code) or {}
+        if unit.get("kind") == "ward_commune" and unit.get("parent_code"):
+            return unit["parent_code"]
+        return code
+
+    def key_of(registration):
+        if by == "session":
+            return registration["session_id"]
+        if by == "unit":
+            return registration["unit_code"]
+        if by == "district":
+            return district(registration["unit_code"])
+        return (sessions.get(registration["session_id"]) or {}).get("partner_id")
+
+    rows = defaultdict(lambda: dict.fromkeys(COUNTS, 0))
+    for registration in store.registrations.find({}, {"session_id": 1, "unit_code": 1, "status": 1,
+                                                      "attended_parts": 1}):
+        counts = rows[key_of(registration)]
+        status = registration["status"]
+        if status in ("confirmed", "waitlisted", "cancelled"):
+            counts[status] += 1
+        if status != "cancelled":
+            counts["registered"] += 1
+        if registration.get("attended_parts"):
+            counts["attended"] += 1
+        if status == "completed":
+            counts["completed"] += 1
+
+    def label(key):
+        if by == "session":
+            session = sessions.get(key) or {}
+            return session.get("title", "")
+        if by in ("unit", "district"):
+            return (units.get(key) or {}).get("name", "")
+        return ""
+
+    columns = [by, "name"] + list(COUNTS)
+    out = []
+    for key in sorted(rows, key=lambda k: str(k)):
+        out.append([key, label(key)] + [rows[key][c] for c in COUNTS])
+    return {"columns": columns, "rows": out}
