@@ -1,12 +1,26 @@
-"""Notice templates: files an operator can edit, rendered with jinja2. Vietnamese first. A missing
-variable is an error (StrictUndefined), never a blank in a sent message."""
+"""Notice templates: files an operator can edit, rendered with jinja2. Vietnamese first, English
+available. A missing variable is an error (StrictUndefined), never a blank in a sent message.
+
+One file set per notice kind and language in `templates/`: `<kind>.<lang>.subject`, `.txt`, `.html`
+(autoescaped) for email, and `.sms` when the notice also goes by SMS (no `.sms` file: email only).
+"""
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
 
 LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+LANGUAGES = ("vi", "en")
+DEFAULT_LANGUAGE = "vi"
+
+# Notices to officials (about their registration) and to partners (about their offerings/agreements).
+OFFICIAL_KINDS = (
+    "registration_confirmed", "registration_waitlisted", "registration_promoted", "registration_cancelled",
+    "session_cancelled", "registration_rescheduled", "reminder", "course_completed",
+)
+PARTNER_KINDS = ("offering_published", "offering_withdrawn", "agreement_expired")
+KINDS = OFFICIAL_KINDS + PARTNER_KINDS
 
 
 def local(value):
@@ -18,6 +32,13 @@ def local_time(value):
     return value.astimezone(LOCAL).strftime("%H:%M")
 
 
+def local_date(value):
+    """dd/mm/yyyy; dates (agreement validity) as they are, datetimes in Ho Chi Minh City time."""
+    if hasattr(value, "astimezone") and hasattr(value, "hour"):
+        value = value.astimezone(LOCAL)
+    return value.strftime("%d/%m/%Y")
+
+
 def environment(directory=TEMPLATES):
     env = Environment(
         loader=FileSystemLoader(str(directory)),
@@ -25,18 +46,34 @@ def environment(directory=TEMPLATES):
         autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
         keep_trailing_newline=True,
     )
-    env.filters.update(local=local, local_time=local_time)
+    env.filters.update(local=local, local_time=local_time, local_date=local_date)
     return env
+
+
+def language_of(requested):
+    return requested if requested in LANGUAGES else DEFAULT_LANGUAGE
 
 
 class Renderer:
     def __init__(self, directory=TEMPLATES):
+        self.directory = Path(directory)
         self.env = environment(directory)
 
     def email(self, template, language, context):
         """(subject, text, html) of an email notice."""
         name = "{}.{}".format(template, language)
-        subject = self.env.get_template(name + ".subject").render(context).strip()
+        subject = " ".join(self.env.get_template(name + ".subject").render(context).split())
         text = self.env.get_template(name + ".txt").render(context)
         html = self.env.get_template(name + ".html").render(context)
         return subject, text, html
+
+    def has_sms(self, template, language):
+        return (self.directory / "{}.{}.sms".format(template, language)).exists()
+
+    def sms(self, template, language, context):
+        """The SMS text, on one line (an operator's line breaks in the file are not paid for)."""
+        try:
+            text = self.env.get_template("{}.{}.sms".format(template, language)).render(context)
+        except TemplateNotFound:
+            return None
+        return " ".join(text.split())
