@@ -1,7 +1,7 @@
 PYTHON ?= python3
 VENV := .venv
 
-.PHONY: venv rabbitmq run test bench clean
+.PHONY: venv rabbitmq browser run test bench clean
 
 venv: $(VENV)/.installed
 
@@ -18,8 +18,18 @@ rabbitmq: venv
 run: venv
 	$(VENV)/bin/python -m devstack.run
 
+# The console's browser test drives Debian's headless Chromium: installed here when it is missing
+# (CI runs as root on Debian 12; elsewhere run it with sudo once, or the browser test is skipped).
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
+		echo "browser: /usr/bin/chromium and /usr/bin/chromedriver are installed"; \
+	else \
+		echo "browser: installing Debian's chromium and chromium-driver for the console test (apt-get)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
+
 # The tests start their own SecantusDB, SMTP sink and SMS gateway (devstack fixtures).
-test: venv rabbitmq
+test: venv rabbitmq browser
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
 bench: venv rabbitmq

@@ -28,7 +28,7 @@ from nameko.extensions import DependencyProvider
 from pymongo import ASCENDING, IndexModel, MongoClient, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from backbone import topology
+from backbone import metrics, topology
 from backbone.config import database_name, events_setting
 from backbone.contracts import make_envelope
 from backbone.lease import Lease, holder_id
@@ -106,22 +106,12 @@ class Storage:
     def __getattr__(self, name):
         return self.db[name]
 
-    def _handled_event_id(self):
+    def _handled_event(self):
         # Only the event-handler entrypoint marks events handled; an RPC call made from inside a
         # handler must not, which is why this is not in the (propagated) context data.
         if getattr(self._worker_ctx.entrypoint, "marks_handled", False):
-            return self._worker_ctx.args[0]["event_id"]
+            return self._worker_ctx.args[0]
         return None
-
-    def health(self):
-        """ok when the database answers; with the outbox backlog (events not yet published)."""
-        self.db.command("ping")
-        oldest = self.db.outbox.find_one({"state": "pending"}, sort=[("created_at", ASCENDING)])
-        return {
-            "status": "ok",
-            "outbox_backlog": self.db.outbox.count_documents({"state": "pending"}),
-            "oldest_pending_seconds": (utcnow() - oldest["created_at"]).total_seconds() if oldest else 0,
-        }
 
     def transaction(self, work):
         """Run `work(change)` in one MongoDB transaction together with its events and, inside an
@@ -129,18 +119,17 @@ class Storage:
         AlreadyHandled (everything rolled back) when the event was handled before."""
         provider = self._provider
         correlation_id = self._worker_ctx.context_data.get("correlation_id") or "none"
-        handled_id = self._handled_event_id()
+        handled = self._handled_event()
         written = []
 
         def attempt(session):
             change = Change(self.db, session, provider.container.service_name, correlation_id)
             result = work(change)
-            if handled_id:
+            if handled:
                 try:
-                    self.db.handled_events.insert_one(
-                        {"_id": handled_id, "handled_at": utcnow()}, session=session)
+                    self.db.handled_events.insert_one(handled_record(handled), session=session)
                 except DuplicateKeyError:
-                    raise AlreadyHandled(handled_id)
+                    raise AlreadyHandled(handled["event_id"])
                 # Tell the subscriber not to record it again after the handler returns.
                 self._worker_ctx.handled_recorded = True
             if change.events:
@@ -153,6 +142,12 @@ class Storage:
         if written:
             provider.relay.wake()
         return result
+
+
+def handled_record(event):
+    """The record that makes a consumer idempotent; its type and correlation id serve the audit trail."""
+    return {"_id": event["event_id"], "event_type": event.get("type"),
+            "correlation_id": event.get("correlation_id"), "handled_at": utcnow()}
 
 
 def outbox_record(envelope):
@@ -335,4 +330,6 @@ class OutboxRelay:
              for r in records],
             ordered=False)
         self.published += len(records)
+        for record in records:
+            metrics.EVENTS_PUBLISHED.labels(self.service_name, record["type"]).inc()
         return len(records)

@@ -13,6 +13,7 @@ email) must make that effect idempotent itself.
 """
 import json
 import logging
+import time
 import traceback
 import uuid
 from functools import partial
@@ -28,9 +29,9 @@ from nameko.exceptions import ContainerBeingKilled
 from nameko.extensions import Entrypoint, ProviderCollector, SharedExtension
 from pymongo.errors import DuplicateKeyError
 
-from backbone import topology
+from backbone import metrics, topology
 from backbone.contracts import read_envelope
-from backbone.store import AlreadyHandled, ConfirmedPublisher, Store, utcnow
+from backbone.store import AlreadyHandled, ConfirmedPublisher, Store, handled_record, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -141,21 +142,25 @@ class EventSubscriptions(SharedExtension, ProviderCollector):
             self.park(message, attempts + 1, "no handler for {}".format(envelope["type"]))
             return
         if self.store.db.handled_events.find_one({"_id": envelope["event_id"]}, {"_id": 1}):
+            metrics.EVENTS_DUPLICATE.labels(self.service_name, envelope["type"]).inc()
             self._ack(message)
             return
         event = dict(envelope, payload=payload)
         self.container.spawn_worker(
             provider, (event,), {},
             context_data={"correlation_id": envelope["correlation_id"], "event_type": envelope["type"]},
-            handle_result=partial(self.on_result, message, event, attempts))
+            handle_result=partial(self.on_result, message, event, attempts, time.monotonic()))
 
-    def on_result(self, message, event, attempts, worker_ctx, result=None, exc_info=None):
+    def on_result(self, message, event, attempts, started, worker_ctx, result=None, exc_info=None):
+        labels = (self.service_name, event["type"])
+        metrics.HANDLER_SECONDS.labels(*labels).observe(time.monotonic() - started)
         try:
             if exc_info is None:
                 if not getattr(worker_ctx, "handled_recorded", False):
                     self._record_handled(event)
+                metrics.EVENTS_HANDLED.labels(*labels).inc()
             elif isinstance(exc_info[1], AlreadyHandled):
-                pass
+                metrics.EVENTS_DUPLICATE.labels(*labels).inc()
             elif isinstance(exc_info[1], PermanentFailure) or attempts >= len(self.delays):
                 self.park(message, attempts + 1, _describe(exc_info[1]), exc_info)
                 return result, exc_info
@@ -173,7 +178,7 @@ class EventSubscriptions(SharedExtension, ProviderCollector):
 
     def _record_handled(self, event):
         try:
-            self.store.db.handled_events.insert_one({"_id": event["event_id"], "handled_at": utcnow()})
+            self.store.db.handled_events.insert_one(handled_record(event))
         except DuplicateKeyError:
             pass  # the handler's own transaction recorded it
 
@@ -183,6 +188,7 @@ class EventSubscriptions(SharedExtension, ProviderCollector):
                     message.properties.get("message_id"), attempts, delay, error)
         headers = dict(message.headers or {}, **{"x-attempts": attempts, "x-last-error": error[:500]})
         self._republish("", topology.retry_queue_name(self.service_name, delay), message, headers)
+        metrics.EVENTS_RETRIED.labels(self.service_name, message.properties.get("type") or "unknown").inc()
         self._ack(message)
 
     def park(self, message, attempts, error, exc_info=None):
@@ -211,6 +217,8 @@ class EventSubscriptions(SharedExtension, ProviderCollector):
             }},
             upsert=True,
         )
+        event_type = (original or {}).get("type") if isinstance(original, dict) else None
+        metrics.EVENTS_DEAD_LETTERED.labels(self.service_name, str(event_type or "unreadable")).inc()
         self._ack(message)
 
     def _republish(self, exchange, routing_key, message, headers):
@@ -257,13 +265,16 @@ class Subscriber(Entrypoint):
 subscribe = Subscriber.decorator
 
 
-def replay_dead_letter(db, dead_letter_id):
+def replay_dead_letter(db, dead_letter_id, publisher=None):
     """Send a parked message back to its consumer's queue, attempts reset. Replaying an event that
-    was since handled does nothing more: the consumer sees its handled-event record and skips it."""
+    was since handled does nothing more: the consumer sees its handled-event record and skips it.
+    `publisher`: a ConfirmedPublisher to reuse (one is opened and closed otherwise)."""
     letter = db.dead_letters.find_one({"_id": dead_letter_id})
     if letter is None:
         return None
-    publisher = ConfirmedPublisher(config["AMQP_URI"])
+    own = publisher is None
+    if own:
+        publisher = ConfirmedPublisher(config["AMQP_URI"])
     try:
         properties = {"content_type": "application/json", "content_encoding": "utf-8",
                       "application_headers": {"x-attempts": 0, "x-replay-of": dead_letter_id}}
@@ -272,7 +283,8 @@ def replay_dead_letter(db, dead_letter_id):
         publisher.publish_batch(
             [("", topology.queue_name(letter["consumer"]), letter["body"].encode("utf-8"), properties)])
     finally:
-        publisher.close()
+        if own:
+            publisher.close()
     db.dead_letters.update_one(
         {"_id": dead_letter_id},
         {"$set": {"status": "replayed", "replayed_at": utcnow()}, "$inc": {"replays": 1}})

@@ -21,8 +21,12 @@ SUBSCRIPTIONS = {
         "offering_published", "offering_updated", "offering_withdrawn",
         "agreement_expired", "agreement_terminated",
     ],
-    "registration": ["session_scheduled"],
-    "notifications": ["registration_confirmed"],
+    "registration": ["session_scheduled", "session_rescheduled", "session_capacity_changed", "session_cancelled"],
+    "notifications": [
+        "registration_confirmed", "registration_waitlisted", "registration_promoted", "registration_cancelled",
+        "registration_rescheduled", "course_completed",
+        "partner_onboarded", "offering_published", "offering_withdrawn", "agreement_expired",
+    ],
 }
 
 UNROUTED = "trainops.unrouted"

@@ -35,6 +35,7 @@ from backbone.subscriber import subscribe  # noqa: E402
 
 HTTP_REQUESTS = int(os.environ.get("BENCH_HTTP_REQUESTS", 3000))
 EVENTS = int(os.environ.get("BENCH_EVENTS", 3000))
+NOTICES = int(os.environ.get("BENCH_NOTICES", 10000))
 REGISTRATIONS = int(os.environ.get("BENCH_REGISTRATIONS", 1000))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", 20))
 SESSION_CAPACITY = 160  # the seed's largest room
@@ -264,6 +265,136 @@ def bench_flow(config, smtp_sink):
         runner.stop()
 
 
+def bench_notice_fanout(config, smtp_sink):
+    """Notice fan-out (BENCH_NOTICES, default 10,000): as many registration_confirmed events published
+    to the notifications service, timed until as many emails (Vietnamese text + HTML, QR inline, ICS
+    invite) were accepted by the local SMTP server; beside it, bare smtplib sending as many small
+    messages to the same server over one connection."""
+    import smtplib
+    from email.message import EmailMessage
+    from backbone.store import ConfirmedPublisher, event_message
+    from services.notifications.service import NotificationsService
+
+    def mail_count():
+        return sum(1 for _ in smtp_sink.directory.glob("*.eml"))
+
+    before = mail_count()
+    started = time.monotonic()
+    with smtplib.SMTP("127.0.0.1", smtp_sink.port) as client:
+        for n in range(NOTICES):
+            message = EmailMessage()
+            message["Subject"] = "Xác nhận đăng ký {}".format(n)
+            message["From"] = "daotao-ai@trainops.local"
+            message["To"] = "bare{}@q1.gov.vn".format(n)
+            message.set_content("Đăng ký của Anh/Chị đã được xác nhận.")
+            client.send_message(message)
+    report("notices_smtplib_bare", NOTICES / (time.monotonic() - started), "notices/s")
+    assert mail_count() - before == NOTICES
+
+    starts_at = "2026-12-20T08:00:00+07:00"
+    session = {"id": "session-bench", "title": "Bồi dưỡng kiến thức và kỹ năng ứng dụng AI trong công việc",
+               "venue_name": "Trường Đại học Ngân hàng TP.HCM", "address": "36 Tôn Thất Đạm, Quận 1",
+               "room": "Hội trường lớn", "starts_at": starts_at, "ends_at": "2026-12-20T17:00:00+07:00"}
+    envelopes = [make_envelope("registration_confirmed", {
+        "registration_id": "registration-{}".format(n), "session": session, "qr_token": uuid.uuid4().hex,
+        "official": {"id": "official-{}".format(n), "full_name": "Cán bộ {}".format(n),
+                     "email": "canbo{}@q1.gov.vn".format(n), "phone": None, "language": "vi"}},
+        "registration", "bench") for n in range(NOTICES)]
+    messages = [event_message(e, topology.exchange_name()) for e in envelopes]
+    runner = run_services(NotificationsService)
+    publisher = ConfirmedPublisher(config["AMQP_URI"])
+    try:
+        before = mail_count()
+        started = time.monotonic()
+        for start in range(0, NOTICES, 500):
+            publisher.publish_batch(messages[start:start + 500])
+        finished = wait_until(lambda: mail_count() - before >= NOTICES, timeout=1800, interval=0.2)
+        report("notices_service", NOTICES / (finished - started), "notices/s", "notices_smtplib_bare")
+    finally:
+        publisher.close()
+        runner.stop()
+
+
+REGISTRATION_OFFICIALS = int(os.environ.get("BENCH_REGISTRATION_OFFICIALS", 2000))
+REGISTRATION_SESSIONS = int(os.environ.get("BENCH_REGISTRATION_SESSIONS", 5))
+REGISTRATION_SEATS = 150
+IMPORT_ROWS = int(os.environ.get("BENCH_IMPORT_ROWS", 20000))
+
+
+def bench_registration_burst(config):
+    """Registration's own figures: a staff list of IMPORT_ROWS imported with the CLI's code, then
+    REGISTRATION_OFFICIALS officials each registering for REGISTRATION_SESSIONS sessions of 150 seats
+    through HTTP (all at once, CONCURRENCY connections), and a check that no session over-booked."""
+    import requests
+    from devstack import seed
+    from gateway.service import GatewayService
+    from services.partners.service import PartnersService
+    from services.registration import import_cli
+    from services.registration.service import RegistrationService
+    from services.scheduling.service import SchedulingService
+
+    # Notifications are left out: this measures registration (the flow bench measures the emails).
+    runner = run_services(PartnersService, SchedulingService, RegistrationService, GatewayService)
+    base = config["GATEWAY_URL"]
+    auth = {"Authorization": "Bearer " + config["OPERATOR_TOKEN"]}
+    registration_db = mongo_client(config["MONGO_URI"])["{}_registration".format(config["DATABASE_PREFIX"])]
+    work = tempfile.mkdtemp(prefix="trainops-bench-import-")
+    try:
+        seeded = seed.load(base, config["OPERATOR_TOKEN"], say=lambda _: None)
+        units = ["Q1", "Q3", "Q4", "BINH-THANH", "PHU-NHUAN"]
+
+        # The bulk nomination: IMPORT_ROWS officials, one CSV file, the CLI's chunks.
+        path = os.path.join(work, "danh-sach.csv")
+        with open(path, "w", encoding="utf-8-sig", newline="") as handle:
+            handle.write("full_name,email,phone,unit_code,audience_group\r\n")
+            for n in range(IMPORT_ROWS):
+                handle.write("Nguyễn Thị Bench {n},bench{n}@{u}.gov.vn,0984{n:06d},{U},district\r\n".format(
+                    n=n, u=units[n % 5].lower(), U=units[n % 5]))
+        with open(os.devnull, "w") as quiet:
+            summary = import_cli.run(path, base, config["OPERATOR_TOKEN"], chunk=2000, out=quiet)
+        if summary["created"] + summary["unchanged"] != IMPORT_ROWS or summary["errors"]:
+            raise SystemExit("bench: import went wrong: {}".format({k: summary[k] for k in ("created", "unchanged")}))
+        report("registration_import", IMPORT_ROWS / summary["seconds"], "rows/s")
+        print("bench registration_import_time: {} rows in {:.1f} s".format(IMPORT_ROWS, summary["seconds"]))
+
+        # Five sessions of 150 seats in a 200-seat hall, on five days.
+        venue = requests.post(base + "/venues", json={
+            "name": "Hội trường Bench", "address": "1 Lê Duẩn, Quận 1", "host_partner_id": seeded["partners"]["BUH"]["id"],
+            "rooms": [{"name": "Hội trường 200", "capacity": 200}]}, headers=auth, timeout=30).json()
+        sessions = []
+        for n in range(REGISTRATION_SESSIONS):
+            day = "2026-12-{:02d}".format(21 + n % 8)
+            response = requests.post(base + "/sessions", json={
+                "offering_id": seeded["offering"]["id"], "venue_id": venue["id"], "room": "Hội trường 200",
+                "trainer": "Bench {}".format(n), "starts_at": "{}T{:02d}:00:00+07:00".format(day, 7 + n // 8),
+                "ends_at": "{}T{:02d}:59:00+07:00".format(day, 7 + n // 8), "capacity": REGISTRATION_SEATS,
+                "eligible_units": units, "audience_groups": ["district"]}, headers=auth, timeout=30)
+            if response.status_code != 201:
+                raise SystemExit("bench: session refused: {}".format(response.text))
+            sessions.append(response.json()["id"])
+        wait_until(lambda: registration_db.sessions.count_documents({"_id": {"$in": sessions}}) == len(sessions))
+
+        ids = [d["_id"] for d in registration_db.officials.find(
+            {"email": {"$regex": "^bench"}}, {"_id": 1}).limit(REGISTRATION_OFFICIALS)]
+        requests_ = [["POST", base + "/sessions/{}/registrations".format(s), {"official_id": i}, auth]
+                     for i in ids for s in sessions]
+        result = load_http(requests_)
+        report("registration_burst", result["per_second"], "req/s", "http_rpc_bare")
+        print("bench registration_burst_latency: p50 {:.1f} ms, p99 {:.1f} ms ({} registrations, {} sessions)".format(
+            result["p50_ms"], result["p99_ms"], len(requests_), len(sessions)))
+        overbooked = 0
+        for session_id in sessions:
+            confirmed = registration_db.registrations.count_documents({"session_id": session_id, "status": "confirmed"})
+            counter = registration_db.sessions.find_one({"_id": session_id})["seats_taken"]
+            expected = min(REGISTRATION_SEATS, len(ids))
+            if confirmed > REGISTRATION_SEATS or counter != confirmed or confirmed != expected:
+                overbooked += 1
+                print("bench: session {} has {} confirmed, counter {}".format(session_id, confirmed, counter))
+        print("bench registration_overbooked: {} sessions".format(overbooked), flush=True)
+    finally:
+        runner.stop()
+
+
 def _bench_session(base, auth, seeded):
     import requests
     body = {"offering_id": seeded["offering"]["id"], "venue_id": seeded["venue"]["id"], "room": "Hội trường lớn",
@@ -323,6 +454,14 @@ def main():
                 if selected("flow"):
                     topology.SUBSCRIPTIONS = original
                     bench_flow(config, smtp_sink)
+                if selected("registration"):
+                    topology.SUBSCRIPTIONS = original
+                    bench_registration_burst(config)
+                if selected("notices"):
+                    topology.SUBSCRIPTIONS = original
+                    with Connection(config["AMQP_URI"]) as connection:
+                        topology.delete_queues(connection)  # the flow's events are not this bench's
+                    bench_notice_fanout(config, smtp_sink)
             finally:
                 topology.SUBSCRIPTIONS = original
     finally:

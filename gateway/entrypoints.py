@@ -3,6 +3,7 @@ shape, and where `Idempotency-Key` is honoured for every POST."""
 import hashlib
 import json
 import logging
+import time
 from datetime import date, datetime
 from functools import partial
 from zoneinfo import ZoneInfo
@@ -16,6 +17,7 @@ from pymongo.errors import DuplicateKeyError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
+from backbone import metrics
 from backbone.errors import DomainError
 from backbone.store import Store, utcnow
 
@@ -67,18 +69,27 @@ class Api(HttpRequestHandler):
     status and the error shape. `body`, `auth`, `summary` and `status` describe the route in OpenAPI;
     the summary names the query string (`?month=&unit=`) and says "(body optional)" where it is."""
 
-    def __init__(self, method, url, summary="", body=None, auth="operator", status=200, **kwargs):
+    def __init__(self, method, url, summary="", body=None, auth="operator", status=200, public=True, **kwargs):
         self.summary = summary
         self.body = body
         self.auth = auth
         self.status = status
+        # False: a page for people (the console), left out of the OpenAPI document.
+        self.public = public
         super().__init__(method, url, **kwargs)
 
     def handle_request(self, request):
         request.shallow = False
+        started = time.monotonic()
         if request.method == "POST" and request.headers.get("Idempotency-Key"):
-            return self._idempotent(request)
-        return self._run(request)
+            response = self._idempotent(request)
+        else:
+            response = self._run(request)
+        # By route pattern, not path: one series per route, whatever the ids.
+        service = self.container.service_name
+        metrics.HTTP_REQUESTS.labels(service, self.method, self.url, str(response.status_code)).inc()
+        metrics.HTTP_SECONDS.labels(service, self.method, self.url).observe(time.monotonic() - started)
+        return response
 
     def _run(self, request):
         try:
@@ -184,4 +195,4 @@ class Routes(DependencyProvider):
     """The gateway's own routes, for describing them (OpenAPI)."""
 
     def get_dependency(self, worker_ctx):
-        return [e for e in self.container.entrypoints if isinstance(e, Api)]
+        return [e for e in self.container.entrypoints if isinstance(e, Api) and e.public]

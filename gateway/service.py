@@ -6,13 +6,15 @@ import hmac
 import eventlet
 from nameko import config
 from nameko.rpc import ServiceRpc
+from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.wrappers import Request, Response
 
-from backbone.auth import OPERATOR
+from backbone.auth import OPERATOR, require_operator
 from backbone.errors import DomainError
 from backbone.logs import Tracing
 from backbone.store import Store
-from gateway import openapi
+from gateway import console, openapi, ops
+from gateway.console import pages
 from gateway.entrypoints import Routes, api, read_json
 
 SERVICES = ("partners", "scheduling", "registration", "notifications")
@@ -56,18 +58,20 @@ class GatewayService:
 
     @api("GET", "/health", auth=None, summary="Every service's health; 503 naming the failing ones.")
     def health(self, request):
-        """Every service's health RPC, asked in parallel with a short timeout: a hung service shows
-        as down; it does not hang this endpoint."""
-        def ask(name):
-            try:
-                with eventlet.Timeout(HEALTH_TIMEOUT):
-                    return name, getattr(self, name).health().get("status", "down")
-            except BaseException:  # eventlet's Timeout is a BaseException
-                return name, "down"
+        """Every service's health RPC (its MongoDB, its broker connection, its outbox backlog), asked
+        in parallel with a short timeout: a stopped or hung service shows as down within it; it does
+        not hang this endpoint. `checks` adds each service's details (what failed, outbox backlog)."""
+        healthy, services, details = ops.health(self)
+        return (200 if healthy else 503), {"status": "ok" if healthy else "degraded", "services": services,
+                                           "checks": {name: {k: v for k, v in d.items() if k != "queues"}
+                                                      for name, d in details.items()}}
 
-        services = dict(eventlet.GreenPool(len(SERVICES)).imap(ask, SERVICES))
-        healthy = all(status == "ok" for status in services.values())
-        return (200 if healthy else 503), {"status": "ok" if healthy else "degraded", "services": services}
+    @api("GET", "/metrics",
+         summary="Prometheus text: the gateway's and every service's metrics; trainops_service_up 0 for "
+                 "a service that did not answer.")
+    def prometheus_metrics(self, request):
+        require_operator(self.actor(request))
+        return Response(ops.scrape(self), content_type=CONTENT_TYPE_LATEST)
 
     @api("GET", "/openapi.json", auth=None, summary="This document.")
     def openapi_document(self, request):
@@ -75,7 +79,130 @@ class GatewayService:
         for name in ("partners", "scheduling", "registration"):
             with eventlet.Timeout(HEALTH_TIMEOUT * 2):
                 components.update(getattr(self, name).api_schemas())
+        components.update(ops.SCHEMAS)
         return openapi.build(self.routes, components)
+
+    # -- operations -------------------------------------------------------------------------------
+
+    @api("GET", "/dead-letters",
+         summary="Dead letters of every service, newest first: consumer, error, attempts and the original "
+                 "event; ?consumer=&event_type=&status=")
+    def list_dead_letters(self, request):
+        return ops.dead_letters(self, self.actor(request), request.args.get("consumer"),
+                                request.args.get("event_type"), request.args.get("status"))
+
+    @api("POST", "/dead-letters/<letter_id>/replay",
+         summary="Send one dead letter back to its consumer; an event handled since is not handled again.")
+    def replay_dead_letter(self, request, letter_id):
+        return ops.replay_one(self, self.actor(request), letter_id)
+
+    @api("POST", "/dead-letters/replay", body="DeadLetterReplayIn",
+         summary="Replay every parked dead letter of one kind at one consumer: {consumer, event_type}.")
+    def replay_dead_letters(self, request):
+        actor = self.actor(request)
+        body = read_json(request)
+        return ops.replay_kind(self, actor, body.get("consumer"), body.get("event_type"))
+
+    @api("GET", "/events",
+         summary="The audit trail of a correlation id across services, in order of time: events written, "
+                 "published, handled, dead-lettered; ?correlation_id=")
+    def audit_trail(self, request):
+        return ops.audit_trail(self, self.actor(request), request.args.get("correlation_id", "")[:64])
+
+    # The console: pages for people, signed-in by cookie (see gateway/console/__init__.py).
+
+    def console_session(self, request):
+        return console.session_of(request, config.get("OPERATOR_TOKEN") or "")
+
+    def console_page(self, request, template, gather, *args):
+        nonce = self.console_session(request)
+        if nonce is None:
+            return console.redirect("/console/login")
+        csrf = console.csrf_token(config["OPERATOR_TOKEN"], nonce)
+        return console.page(request, template, csrf=csrf, **gather(self, *args))
+
+    @api("GET", "/console/static/console.css", auth=None, public=False)
+    def console_css(self, request):
+        return console.stylesheet()
+
+    @api("GET", "/console/login", auth=None, public=False)
+    def console_login_form(self, request):
+        return console.page(request, "login.html")
+
+    @api("POST", "/console/login", auth=None, public=False)
+    def console_login(self, request):
+        key = config.get("OPERATOR_TOKEN") or ""
+        given = request.form.get("token", "")
+        if key and hmac.compare_digest(given.encode(), key.encode()):
+            return console.redirect("/console", cookie=console.new_session(key))
+        return console.page(request, "login.html", status=401,
+                            error=console.LABELS[console.language(request)]["bad_token"])
+
+    @api("POST", "/console/logout", auth=None, public=False)
+    def console_logout(self, request):
+        return console.redirect("/console/login", clear=True)
+
+    @api("GET", "/console", auth=None, public=False)
+    def console_overview(self, request):
+        return self.console_page(request, "overview.html", pages.overview)
+
+    @api("GET", "/console/dead-letters", auth=None, public=False)
+    def console_dead_letters(self, request):
+        replayed = request.args.get("replayed")
+        return self.console_page(request, "dead_letters.html", pages.dead_letters,
+                                 int(replayed) if replayed and replayed.isdigit() else None)
+
+    @api("POST", "/console/dead-letters/replay", auth=None, public=False)
+    def console_replay(self, request):
+        nonce = self.console_session(request)
+        if nonce is None:
+            return console.redirect("/console/login")
+        if not console.csrf_ok(request, config["OPERATOR_TOKEN"], nonce):
+            return console.page(request, "login.html", status=403,
+                                error=console.LABELS[console.language(request)]["forbidden"])
+        if request.form.get("id"):
+            done = ops.replay_one(self, OPERATOR, request.form["id"])
+        else:
+            done = ops.replay_kind(self, OPERATOR, request.form.get("consumer"), request.form.get("event_type"))
+        return console.redirect("/console/dead-letters?replayed={}".format(len(done["replayed"])))
+
+    @api("GET", "/console/sessions", auth=None, public=False)
+    def console_sessions(self, request):
+        return self.console_page(request, "sessions.html", pages.sessions)
+
+    @api("GET", "/console/notifications", auth=None, public=False)
+    def console_notifications(self, request):
+        return self.console_page(request, "notifications.html", pages.notifications,
+                                 request.args.get("outcome", "")[:40])
+
+    @api("POST", "/console/notifications/resend", auth=None, public=False)
+    def console_resend(self, request):
+        nonce = self.console_session(request)
+        if nonce is None:
+            return console.redirect("/console/login")
+        if not console.csrf_ok(request, config["OPERATOR_TOKEN"], nonce):
+            return console.page(request, "login.html", status=403,
+                                error=console.LABELS[console.language(request)]["forbidden"])
+        try:
+            self.notifications.resend(OPERATOR, request.form.get("id", ""))
+            outcome = "resent"
+        except DomainError as error:  # not failed any more, or unknown: say so on the page
+            outcome = error.code
+        return console.redirect("/console/notifications?outcome={}".format(outcome))
+
+    @api("GET", "/console/partners", auth=None, public=False)
+    def console_partners(self, request):
+        return self.console_page(request, "partners.html", pages.partners)
+
+    @api("GET", "/console/events", auth=None, public=False)
+    def console_events(self, request):
+        correlation_id = request.args.get("correlation_id", "").strip()[:64]
+
+        def gather(gateway):
+            if not correlation_id:
+                return {"correlation_id": "", "items": [], "unavailable": []}
+            return ops.audit_trail(gateway, OPERATOR, correlation_id)
+        return self.console_page(request, "events.html", gather)
 
     # -- partners ---------------------------------------------------------------------------------
 
@@ -231,26 +358,136 @@ class GatewayService:
 
     # -- registration -----------------------------------------------------------------------------
 
-    @api("POST", "/units", body="UnitIn", status=201, summary="An administrative unit.")
+    @staticmethod
+    def tabular(report, kind, name):
+        """A report ({columns, rows}) as JSON, CSV (UTF-8 with BOM, so Excel reads the accents) or XLSX."""
+        import csv
+        import io
+        if kind == "csv":
+            out = io.StringIO()
+            writer = csv.writer(out)
+            writer.writerow(report["columns"])
+            writer.writerows(report["rows"])
+            return Response(("\ufeff" + out.getvalue()).encode("utf-8"), mimetype="text/csv",
+                            headers={"Content-Disposition": 'attachment; filename="{}.csv"'.format(name)})
+        if kind == "xlsx":
+            from openpyxl import Workbook
+            book = Workbook()
+            sheet = book.active
+            sheet.title = name[:31]
+            sheet.append(report["columns"])
+            for row in report["rows"]:
+                sheet.append(row)
+            out = io.BytesIO()
+            book.save(out)
+            return Response(out.getvalue(), headers={"Content-Disposition": 'attachment; filename="{}.xlsx"'.format(name)},
+                            mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+        return {"columns": report["columns"], "items": [dict(zip(report["columns"], row)) for row in report["rows"]]}
+
+    @api("POST", "/units", body="UnitIn", status=201, summary="An administrative unit (city, district, ward/commune).")
     def create_unit(self, request):
         return 201, self.registration.create_unit(self.actor(request), read_json(request))
+
+    @api("GET", "/units", auth="any", summary="Administrative units, merged ones with what they became.")
+    def list_units(self, request):
+        return self.registration.list_units(self.actor(request))
+
+    @api("POST", "/units/merge", body="UnitMergeIn", status=201,
+         summary="Merge units into a new one; officials, quotas and sessions' eligible units follow.")
+    def merge_units(self, request):
+        return 201, self.registration.merge_units(self.actor(request), read_json(request))
 
     @api("POST", "/officials", body="OfficialIn", status=201, summary="An official; phone answered in +84 form.")
     def create_official(self, request):
         return 201, self.registration.create_official(self.actor(request), read_json(request))
+
+    @api("POST", "/officials/import",
+         summary="A staff list as CSV (UTF-8, BOM accepted): {created, updated, unchanged, errors: [{row, fields}]}.")
+    def import_officials(self, request):
+        raw = request.get_data()
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise DomainError("malformed_csv", "The file is not UTF-8 text: {}".format(exc), {}, 400)
+        return self.registration.import_officials(self.actor(request), text)
+
+    @api("GET", "/officials", summary="Officials; ?q= matches accent-insensitively; ?unit_code=&limit=&cursor=")
+    def list_officials(self, request):
+        return self.registration.list_officials(self.actor(request), request.args.to_dict())
+
+    @api("GET", "/officials/<official_id>", summary="One official.")
+    def get_official(self, request, official_id):
+        return self.registration.get_official(self.actor(request), official_id)
 
     @api("POST", "/sessions/<session_id>/registrations", body="RegistrationIn", status=201,
          summary="Register an official: confirmed, or waitlisted with a position.")
     def register(self, request, session_id):
         return 201, self.registration.register(self.actor(request), session_id, read_json(request))
 
-    @api("GET", "/registrations/<registration_id>", summary="A registration with its status and QR token.")
+    @api("GET", "/sessions/<session_id>/registrations", auth="partner",
+         summary="A session's registrations (the waitlist in order); ?status=&limit=&cursor=")
+    def list_registrations(self, request, session_id):
+        return self.registration.list_registrations(self.actor(request), session_id, request.args.to_dict())
+
+    @api("POST", "/sessions/<session_id>/quotas", body="QuotasIn",
+         summary="Seats per unit on a session, e.g. {\"quotas\": {\"Q1\": 30}}; 0 removes one.")
+    def set_quotas(self, request, session_id):
+        return self.registration.set_quotas(self.actor(request), session_id, read_json(request))
+
+    @api("POST", "/sessions/<session_id>/checkins", body="CheckinIn", auth="partner",
+         summary="Check an official in by QR token (per part); a repeat is the same check-in.")
+    def check_in(self, request, session_id):
+        return self.registration.check_in(self.actor(request), session_id, read_json(request))
+
+    @api("GET", "/registrations/<registration_id>", auth="partner",
+         summary="A registration with its status and QR token.")
     def get_registration(self, request, registration_id):
         return self.registration.get_registration(self.actor(request), registration_id)
 
+    @api("GET", "/registrations/<registration_id>/qr.svg", auth="partner", summary="The registration's QR code (SVG).")
+    def registration_qr(self, request, registration_id):
+        svg = self.registration.registration_qr(self.actor(request), registration_id)
+        return Response(svg.encode("utf-8"), mimetype="image/svg+xml")
+
+    @api("POST", "/registrations/<registration_id>/cancel", body="CancellationIn",
+         summary="Cancel a registration (body optional); the first who fits on the waitlist is promoted.")
+    def cancel_registration(self, request, registration_id):
+        return self.registration.cancel_registration(
+            self.actor(request), registration_id, read_json(request, optional=True))
+
+    @api("GET", "/certificates/<code>", auth=None,
+         summary="A certificate of completion as printable HTML: the public verification of its code.")
+    def certificate(self, request, code):
+        return Response(self.registration.certificate(code).encode("utf-8"), mimetype="text/html")
+
+    @api("GET", "/reports/over-capacity",
+         summary="Sessions whose capacity fell below the seats confirmed (nobody was dropped).")
+    def over_capacity(self, request):
+        return self.registration.over_capacity_sessions(self.actor(request))
+
+    @api("GET", "/reports/<by>",
+         summary="Registered, attended, completed per session|unit|district|partner; ?format=json|csv|xlsx")
+    def report(self, request, by):
+        report = self.registration.report(self.actor(request), by, request.args.to_dict())
+        return self.tabular(report, request.args.get("format", "json"), "report-" + by)
+
     # -- notifications ----------------------------------------------------------------------------
 
-    @api("GET", "/notifications", summary="The delivery log; ?official_id=&status=&channel=")
+    @api("GET", "/notifications",
+         summary="The delivery log, oldest first, recipients masked: {items, next_cursor}; ?official_id=&status="
+                 "&channel=&partner_id=&template=&event_id=&limit=&cursor=")
     def list_notifications(self, request):
-        filters = {k: request.args[k] for k in ("official_id", "status", "channel") if k in request.args}
-        return {"items": self.notifications.list_notices(self.actor(request), filters), "next_cursor": None}
+        keys = ("official_id", "partner_id", "status", "channel", "template", "event_id", "limit", "cursor")
+        filters = {k: request.args[k] for k in keys if k in request.args}
+        return self.notifications.list_notices(self.actor(request), filters)
+
+    @api("POST", "/notifications/<notice_id>/resend",
+         summary="A failed notice gets a new attempt now; 409 not_failed when it is not failed.")
+    def resend_notification(self, request, notice_id):
+        return self.notifications.resend(self.actor(request), notice_id)
+
+    @api("GET", "/notifications/unsubscribe", auth=None,
+         summary="The signed link in every email: ?official=&channel=email|sms&sig=; 403 bad_signature.")
+    def unsubscribe(self, request):
+        return self.notifications.unsubscribe(
+            request.args.get("official"), request.args.get("channel"), request.args.get("sig"))

@@ -68,6 +68,16 @@ def sms_gateway(tmp_path_factory):
     gateway.stop()
 
 
+@pytest.fixture(scope="session")
+def sms_fallback(tmp_path_factory):
+    """A second SMS provider (its own path and journal), for the fallback when the first is down."""
+    from devstack.sms_gateway import SmsGateway
+    gateway = SmsGateway(directory=str(tmp_path_factory.mktemp("sms-fallback")), path_prefix="/backup")
+    gateway.start()
+    yield gateway
+    gateway.stop()
+
+
 def free_port():
     import socket
     with socket.socket() as s:

@@ -32,6 +32,7 @@ from backbone import auth
 from backbone.contracts import AUDIENCE_GROUPS
 from backbone.errors import conflict, forbidden, invalid, not_found, rule_broken, validated
 from backbone.logs import Tracing
+from backbone.operations import Operations
 from backbone.openapi import schema_components
 from backbone.store import Store, new_id, utcnow
 from backbone.timer import leased_timer
@@ -143,7 +144,7 @@ def agreement_ended(agreement):
             agreement["id"], " (terminated)" if agreement.get("terminated_on") else ""))
 
 
-class PartnersService:
+class PartnersService(Operations):
     name = "partners"
 
     store = Store(indexes=INDEXES)
@@ -505,7 +506,3 @@ class PartnersService:
     def api_schemas(self):
         """JSON schemas of the request bodies this service accepts, for the gateway's OpenAPI document."""
         return schema_components(schemas.BODIES)
-
-    @rpc
-    def health(self):
-        return self.store.health()

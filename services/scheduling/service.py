@@ -15,6 +15,7 @@ from nameko.rpc import rpc
 from backbone import auth
 from backbone.errors import invalid, not_found, rule_broken, validated
 from backbone.logs import Tracing
+from backbone.operations import Operations
 from backbone.openapi import schema_components
 from backbone.store import Store, new_id, utcnow
 from backbone.subscriber import subscribe
@@ -49,7 +50,7 @@ def require_room_seats(room, capacity):
                           {"capacity": ["At most {}.".format(room["capacity"])]})
 
 
-class SchedulingService:
+class SchedulingService(Operations):
     name = "scheduling"
 
     store = Store(indexes=storage.INDEXES)
@@ -344,9 +345,6 @@ class SchedulingService:
             "VenueIn": schemas.VenueIn, "SessionIn": schemas.SessionIn, "RescheduleIn": schemas.RescheduleIn,
             "CapacityIn": schemas.CapacityIn, "CancelIn": schemas.CancelIn})
 
-    @rpc
-    def health(self):
-        return self.store.health()
 
     # -- lookups ------------------------------------------------------------------------------------
 

@@ -1,0 +1,86 @@
+"""What each console page shows, gathered from the services by RPC (each asked with a short timeout:
+a page of a service that is down says so instead of failing)."""
+from collections import Counter
+from datetime import datetime, timezone
+
+from backbone.auth import OPERATOR
+from gateway import ops
+
+
+def overview(gateway):
+    healthy, services, details = ops.health(gateway)
+    queues = [q for d in details.values() for q in d.get("queues", [])]
+    letters = ops.dead_letters(gateway, OPERATOR, status="parked")
+    dead_counts = Counter(d["consumer"] for d in letters["items"])
+    dead_counts = {name: dead_counts.get(name, 0) for name in ops.SERVICES if name not in letters["unavailable"]}
+    return {"healthy": healthy, "services": services, "details": details, "queues": queues,
+            "dead_counts": dead_counts}
+
+
+def dead_letters(gateway, replayed=None):
+    letters = ops.dead_letters(gateway, OPERATOR)
+    kinds = Counter((d["consumer"], d["event_type"]) for d in letters["items"]
+                    if d["status"] == "parked" and d["event_type"])
+    return {"items": letters["items"], "unavailable": letters["unavailable"], "kinds": dict(kinds),
+            "replayed": replayed}
+
+
+def sessions(gateway):
+    """Upcoming scheduled sessions with seats taken and waitlist (registration), and check-ins when
+    registration reports them."""
+    now = datetime.now(timezone.utc)
+    listed = ops.ask_all(gateway, lambda s: s.list_sessions(OPERATOR, {"status": "scheduled", "limit": 200}),
+                         ("scheduling",))["scheduling"] or {"items": []}
+    upcoming = [s for s in listed["items"] if s.get("starts_at") and s["starts_at"] >= now]
+    seats = ops.ask_all(gateway, lambda r: [r.seats(s["id"]) for s in upcoming], ("registration",))["registration"]
+    attended = _attended_per_session(gateway)
+    for session, numbers in zip(upcoming, seats or [{}] * len(upcoming)):
+        session.update(seats_taken=numbers.get("seats_taken"), waitlist_length=numbers.get("waitlist_length"),
+                       checked_in=None if attended is None else attended.get(session["id"], 0))
+    return {"items": upcoming}
+
+
+def _attended_per_session(gateway):
+    """{session id: officials who checked in}, from registration's per-session report; None if it
+    does not answer."""
+    report = ops.ask_all(gateway, lambda r: r.report(OPERATOR, "session", {}), ("registration",),
+                         timeout=5)["registration"]
+    if not report or "attended" not in report.get("columns", []):
+        return None
+    column = report["columns"].index("attended")
+    return {row[0]: row[column] for row in report["rows"]}
+
+
+def _notices(client, filters, pages=20):
+    """Notices in the delivery log, page after page (at most `pages` of 500)."""
+    found, cursor = [], None
+    for _ in range(pages):
+        answer = client.list_notices(OPERATOR, dict(filters, limit=500, **({"cursor": cursor} if cursor else {})))
+        if isinstance(answer, list):  # an unpaged log
+            return answer
+        found += answer["items"]
+        cursor = answer.get("next_cursor")
+        if not cursor:
+            break
+    return found
+
+
+def notifications(gateway, outcome=""):
+    """Delivery by channel and status, and the latest notices that failed or wait for a retry."""
+    def gather(client):
+        return {"all": _notices(client, {}),
+                "failing": _notices(client, {"status": "failed"}, 2) + _notices(client, {"status": "retrying"}, 2)}
+    answer = ops.ask_all(gateway, gather, ("notifications",), timeout=5)["notifications"]
+    counts = Counter((n["channel"], n["status"]) for n in (answer or {}).get("all", []))
+    failing = sorted((answer or {}).get("failing", []), key=lambda n: str(n.get("created_at")), reverse=True)
+    return {"counts": dict(sorted(counts.items())), "failures": failing[:50], "unavailable": answer is None,
+            "outcome": outcome}
+
+
+def partners(gateway):
+    def gather(client):
+        found = client.list_partners(OPERATOR, {"limit": 200})["items"]
+        for partner in found:
+            partner["agreements"] = client.list_agreements(OPERATOR, partner["id"], {"limit": 200})["items"]
+        return found
+    return {"partners": ops.ask_all(gateway, gather, ("partners",), timeout=5)["partners"] or []}

@@ -1,0 +1,113 @@
+"""What the gateway's operator routes and console ask of every service at once: health, metrics, dead
+letters, the audit trail. Each service is asked in parallel with a short timeout, so one that is down or
+hung shows as such instead of holding up the answer."""
+from datetime import datetime, timezone
+
+import eventlet
+
+from backbone import metrics
+from backbone.errors import DomainError, not_found
+
+SERVICES = ("partners", "scheduling", "registration", "notifications")
+TIMEOUT = 2.0
+
+# The operator routes' request bodies, for the OpenAPI document.
+SCHEMAS = {"DeadLetterReplayIn": {
+    "type": "object", "required": ["consumer", "event_type"], "additionalProperties": False,
+    "properties": {"consumer": {"type": "string", "enum": list(SERVICES)}, "event_type": {"type": "string"}},
+}}
+
+
+def ask_all(gateway, call, services=SERVICES, timeout=TIMEOUT):
+    """{service: answer} for `call(rpc_client)` asked of every service in parallel; a service that
+    raises or does not answer in `timeout` seconds maps to None."""
+    def ask(name):
+        try:
+            with eventlet.Timeout(timeout):
+                return name, call(getattr(gateway, name))
+        except BaseException:  # eventlet's Timeout is a BaseException
+            return name, None
+
+    return dict(eventlet.GreenPool(len(services)).imap(ask, services))
+
+
+def health(gateway):
+    """(healthy, {service: status}, {service: details})."""
+    answers = ask_all(gateway, lambda s: s.health())
+    services, details = {}, {}
+    for name, answer in answers.items():
+        if answer is None:
+            services[name] = "down"
+            details[name] = {"status": "down", "error": "no answer within {:g} s".format(TIMEOUT)}
+        else:
+            services[name] = answer.get("status", "down")
+            details[name] = answer
+    return all(s == "ok" for s in services.values()), services, details
+
+
+def scrape(gateway):
+    """One Prometheus document: the gateway's own metrics, each service's, and `trainops_service_up`
+    (0 for a service that did not answer: its own metrics are then missing)."""
+    answers = ask_all(gateway, lambda s: s.metrics())
+    up = metrics.gauge("trainops_service_up", "1 when the service answered the scrape in time.", ["service"],
+                       [(name, 0 if text is None else 1) for name, text in answers.items()])
+    own = metrics.exposition("gateway", [up])
+    return metrics.merge([own] + [text for text in answers.values() if text])
+
+
+def _newest_first(item):
+    moment = item.get("parked_at")
+    return moment if isinstance(moment, datetime) else datetime.min.replace(tzinfo=timezone.utc)
+
+
+def dead_letters(gateway, actor, consumer=None, event_type=None, status=None):
+    """{"items": every service's dead letters newest first, "unavailable": services that did not answer}."""
+    services = _consumers(consumer)
+    filters = {k: v for k, v in (("event_type", event_type), ("status", status)) if v}
+    answers = ask_all(gateway, lambda s: s.dead_letters(actor, filters), services)
+    items = [letter for letters in answers.values() if letters for letter in letters]
+    items.sort(key=_newest_first, reverse=True)
+    return {"items": items, "next_cursor": None,
+            "unavailable": sorted(name for name, answer in answers.items() if answer is None)}
+
+
+def replay_one(gateway, actor, letter_id):
+    """Replay one dead letter: its id names its consumer (`<service>:<event id>`)."""
+    consumer = letter_id.split(":", 1)[0]
+    if consumer not in SERVICES:
+        raise not_found("dead_letter", letter_id)
+    return getattr(gateway, consumer).replay_dead_letters(actor, {"ids": [letter_id]})
+
+
+def replay_kind(gateway, actor, consumer, event_type):
+    """Replay every parked dead letter of `event_type` at `consumer`."""
+    fields = {}
+    if consumer not in SERVICES:
+        fields["consumer"] = ["One of {}.".format(", ".join(SERVICES))]
+    if not event_type:
+        fields["event_type"] = ["Required."]
+    if fields:
+        raise DomainError("invalid_fields", "Some fields are invalid.", fields, 422)
+    return getattr(gateway, consumer).replay_dead_letters(actor, {"event_type": event_type})
+
+
+def _consumers(consumer):
+    if not consumer:
+        return SERVICES
+    if consumer not in SERVICES:
+        raise DomainError("invalid_fields", "Some fields are invalid.",
+                          {"consumer": ["One of {}.".format(", ".join(SERVICES))]}, 422)
+    return (consumer,)
+
+
+def audit_trail(gateway, actor, correlation_id):
+    """Everything every service recorded under a correlation id, in order of time."""
+    if not correlation_id:
+        raise DomainError("invalid_fields", "Some fields are invalid.",
+                          {"correlation_id": ["Required."]}, 422)
+    answers = ask_all(gateway, lambda s: s.events(actor, correlation_id))
+    items = [record for records in answers.values() if records for record in records]
+    items.sort(key=lambda r: r.get("at") or datetime.min.replace(tzinfo=timezone.utc))
+    return {"correlation_id": correlation_id, "items": items,
+            "unavailable": sorted(name for name, answer in answers.items() if answer is None)}
+

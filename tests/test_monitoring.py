@@ -1,0 +1,304 @@
+"""Operator monitoring, as the Digital Transformation Centre meets it: health that names a stopped
+service fast, metrics that move when events flow, dead letters that can be replayed once a fix is in,
+the audit trail of one correlation id, alert rules on metrics the system really exports, and logs
+without contact details. All on the real broker and database."""
+import inspect
+import json
+import logging
+import re
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from nameko.testing.services import entrypoint_hook
+from nameko.testing.utils import get_container
+from prometheus_client.parser import text_string_to_metric_families
+
+from backbone import metrics, topology
+from backbone.contracts import make_envelope
+from backbone.logs import JsonFormatter, Tracing
+from backbone.operations import Operations
+from backbone.store import ConfirmedPublisher, Store, utcnow
+from backbone.subscriber import Subscriber
+from tests.helpers import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def samples(client):
+    """{(name, frozenset(labels)): value} of a GET /metrics."""
+    response = client.get("/metrics")
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("text/plain")
+    found = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return found
+
+
+def value(found, name, **labels):
+    return sum(v for (n, ls), v in found.items() if n == name and set(labels.items()) <= set(ls))
+
+
+def moved(before, after, name, **labels):
+    """How much a counter moved between two scrapes (counters live as long as the process: the tests'
+    services share one)."""
+    return value(after, name, **labels) - value(before, name, **labels)
+
+
+class Poison:
+    """Makes a real consumer's handler fail for one event type until `fix()`: what a bug, or a
+    downstream outage, does to an event in production."""
+
+    def __init__(self, monkeypatch, service_cls, event_type):
+        name = next(name for name, fn in inspect.getmembers(service_cls, inspect.isfunction)
+                    for entrypoint in getattr(fn, "nameko_entrypoints", ())
+                    if isinstance(entrypoint, Subscriber) and entrypoint.event_type == event_type)
+        original = getattr(service_cls, name)
+        self.broken = True
+        self.calls = []
+
+        def handler(service, event):
+            self.calls.append(event["event_id"])
+            if self.broken:
+                raise RuntimeError("downstream unavailable for {}".format(event["payload"]["offering_id"]))
+            return original(service, event)
+
+        monkeypatch.setattr(service_cls, name, handler)
+
+    def fix(self):
+        self.broken = False
+        self.calls.clear()
+
+
+def publish_to(app_config, service, envelope):
+    """Straight into one consumer's queue, as the relay would have routed it there."""
+    publisher = ConfirmedPublisher(app_config["AMQP_URI"])
+    try:
+        publisher.publish_batch([("", topology.queue_name(service), json.dumps(envelope).encode(), {
+            "content_type": "application/json", "message_id": envelope["event_id"], "type": envelope["type"],
+            "correlation_id": envelope["correlation_id"]})])
+    finally:
+        publisher.close()
+
+
+def withdrawn(correlation_id, contact=""):
+    return make_envelope("offering_withdrawn", {
+        "offering_id": "offering-00000000000000aa", "partner_id": "partner-00000000000000bb",
+        "reason": "withdrawn" + contact}, "partners", correlation_id)
+
+
+@pytest.fixture
+def poison(monkeypatch):
+    from services.scheduling.service import SchedulingService
+    return Poison(monkeypatch, SchedulingService, "offering_withdrawn")
+
+
+def test_health_names_a_stopped_service_as_down_within_the_timeout(system, anonymous):
+    from services.registration.service import RegistrationService
+    healthy = anonymous.get("/health")
+    assert healthy.status_code == 200, healthy.text
+    assert healthy.json()["services"] == dict.fromkeys(("partners", "scheduling", "registration", "notifications"), "ok")
+    assert healthy.json()["checks"]["partners"]["checks"] == {"mongodb": "ok", "broker": "ok", "outbox": "ok"}
+    assert anonymous.get("/alive").json() == {"status": "alive"}
+
+    get_container(system, RegistrationService).stop()
+    started = time.monotonic()
+    degraded = anonymous.get("/health")
+    took = time.monotonic() - started
+    assert degraded.status_code == 503
+    assert degraded.json()["services"]["registration"] == "down"
+    assert degraded.json()["services"]["partners"] == "ok"
+    assert took < 3.5  # the 2 s timeout, not a hang
+    assert anonymous.get("/alive").status_code == 200
+
+
+def test_metrics_need_the_operator_and_count_published_and_handled_events(system, operator, anonymous):
+    assert anonymous.get("/metrics").status_code == 401
+    before = samples(operator)
+    assert value(before, "trainops_service_up", service="scheduling") == 1
+
+    created = operator.post("/partners", {"code": "METRIC-UNI", "name": "Trường Đo đếm", "kind": "university",
+                                          "contact_email": "daotao@metric.edu.vn"})
+    assert created.status_code == 201, created.text
+
+    def flowed():
+        now = samples(operator)
+        return now if moved(before, now, "trainops_events_published_total", service="partners") and moved(
+            before, now, "trainops_events_handled_total", service="notifications") else None
+    after = wait_for(flowed, timeout=20)
+    assert moved(before, after, "trainops_event_handler_seconds_count", service="notifications") >= 1
+    assert moved(before, after, "trainops_http_requests_total", route="/partners", method="POST", status="201") == 1
+    assert moved(before, after, "trainops_http_request_seconds_count", route="/partners", method="POST") == 1
+    assert value(after, "trainops_outbox_backlog", service="partners") == 0
+    assert ("trainops_queue_consumers", frozenset({"service": "scheduling", "queue": "trainops.scheduling"}.items())) in after
+    assert value(after, "trainops_queue_consumers", queue="trainops.scheduling") == 1
+
+
+def test_a_poisoned_event_is_dead_lettered_then_handled_once_after_the_fix_and_replay(
+        system, operator, app_config, db, poison):
+    before = samples(operator)
+    event = withdrawn("corr-poison-1")
+    publish_to(app_config, "scheduling", event)
+
+    letters = wait_for(lambda: operator.get("/dead-letters?consumer=scheduling").json()["items"], timeout=15)
+    letter = letters[0]
+    assert letter["id"] == "scheduling:" + event["event_id"]
+    assert letter["consumer"] == "scheduling" and letter["event_type"] == "offering_withdrawn"
+    assert letter["attempts"] == 4 and letter["status"] == "parked"
+    assert "downstream unavailable" in letter["error"]
+    assert letter["event"] == event
+    assert len(poison.calls) == 4
+    found = samples(operator)
+    kind = {"service": "scheduling", "event_type": "offering_withdrawn"}
+    assert moved(before, found, "trainops_events_dead_lettered_total", **kind) == 1
+    assert moved(before, found, "trainops_events_retried_total", **kind) == 3
+    assert value(found, "trainops_dead_letters", service="scheduling") == 1
+
+    poison.fix()
+    replayed = operator.post("/dead-letters/{}/replay".format(letter["id"]))
+    assert replayed.status_code == 200, replayed.text
+    assert replayed.json() == {"replayed": [letter["id"]]}
+    handled = db("scheduling").handled_events
+    wait_for(lambda: handled.find_one({"_id": event["event_id"]}))
+    # Replaying again, one at a time or all of the kind, changes nothing: the event was handled.
+    assert operator.post("/dead-letters/{}/replay".format(letter["id"])).status_code == 200
+    time.sleep(0.5)
+    assert poison.calls == [event["event_id"]]
+    assert operator.get("/dead-letters?consumer=scheduling&status=parked").json()["items"] == []
+    assert value(samples(operator), "trainops_dead_letters", service="scheduling") == 0
+    assert operator.post("/dead-letters/unknown:x/replay").status_code == 404
+
+
+def test_replay_all_of_a_kind_handles_each_parked_event_once(system, operator, app_config, db, poison):
+    events = [withdrawn("corr-kind-{}".format(n)) for n in range(3)]
+    for event in events:
+        publish_to(app_config, "scheduling", event)
+    wait_for(lambda: len(operator.get("/dead-letters?status=parked").json()["items"]) == 3, timeout=15)
+    poison.fix()
+    refused = operator.post("/dead-letters/replay", {"consumer": "nobody"})
+    assert refused.status_code == 422 and set(refused.json()["error"]["fields"]) == {"consumer", "event_type"}
+    done = operator.post("/dead-letters/replay", {"consumer": "scheduling", "event_type": "offering_withdrawn"})
+    assert done.status_code == 200 and len(done.json()["replayed"]) == 3
+    handled = db("scheduling").handled_events
+    wait_for(lambda: handled.count_documents({"_id": {"$in": [e["event_id"] for e in events]}}) == 3)
+    assert sorted(poison.calls) == sorted(e["event_id"] for e in events)
+
+
+def test_the_audit_trail_follows_one_correlation_id_across_services(system, operator, anonymous):
+    assert anonymous.get("/events?correlation_id=x").status_code == 401
+    created = operator.post("/partners", {"code": "TRAIL-UNI", "name": "Trường Dấu vết", "kind": "university",
+                                          "contact_email": "daotao@trail.edu.vn"},
+                            headers={"X-Correlation-Id": "support-ticket-42"})
+    assert created.status_code == 201 and created.headers["X-Correlation-Id"] == "support-ticket-42"
+
+    def trail():
+        items = operator.get("/events?correlation_id=support-ticket-42").json()["items"]
+        kinds = {(r["service"], r["kind"], r["event_type"]) for r in items}
+        return items if {("partners", "published", "partner_onboarded"),
+                         ("notifications", "handled", "partner_onboarded")} <= kinds else None
+    items = wait_for(trail, timeout=15)
+    assert [r["at"] for r in items] == sorted(r["at"] for r in items)
+    assert operator.get("/events?correlation_id=nothing-here").json()["items"] == []
+
+
+def test_every_alert_rule_watches_a_metric_the_system_exports(system, operator, app_config, poison):
+    publish_to(app_config, "scheduling", withdrawn("corr-alerts"))  # so the event counters have series
+    operator.post("/partners", {"code": "ALERT-UNI", "name": "Trường Cảnh báo", "kind": "university",
+                                "contact_email": "daotao@alert.edu.vn"})
+    wait_for(lambda: operator.get("/dead-letters").json()["items"], timeout=15)
+    exported = {name for name, _ in samples(operator)}
+    config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["alerts.yml"]
+    assert config["scrape_configs"][0]["metrics_path"] == "/metrics"
+    rules = [rule for group in yaml.safe_load(
+        (ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())["groups"] for rule in group["rules"]]
+    assert {"TrainopsServiceDown", "TrainopsOutboxStalled", "TrainopsDeadLetters"} <= {r["alert"] for r in rules}
+    for rule in rules:
+        for name in re.findall(r"\btrainops_\w+", rule["expr"]):
+            assert name in exported, "{} watches {}, which nothing exports".format(rule["alert"], name)
+
+
+def test_logs_of_a_flow_and_of_a_dead_letter_show_no_phone_or_email(system, operator, app_config, poison):
+    lines = []
+
+    class Capture(logging.Handler):
+        def emit(self, record):
+            lines.append(self.format(record))
+
+    handler = Capture()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.addHandler(handler)
+    old_level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        operator.post("/units", {"code": "Q1", "name": "Quận 1", "kind": "district"})
+        official = operator.post("/officials", {
+            "full_name": "Trần Văn Bình", "email": "binh.tran@q1.hochiminhcity.gov.vn", "phone": "0912 345 678",
+            "unit_code": "Q1", "audience_group": "district"})
+        assert official.status_code == 201, official.text
+        # A failing handler whose error and event carry contact details: still masked in every line.
+        event = withdrawn("corr-logs", contact=" binh.tran@q1.hochiminhcity.gov.vn 0912 345 678")
+        poison_error = "{} binh.tran@q1.hochiminhcity.gov.vn +84912345678"
+        publish_to(app_config, "scheduling", event)
+        wait_for(lambda: operator.get("/dead-letters").json()["items"], timeout=15)
+        logging.getLogger("trainops.test").error(poison_error.format("contact"))
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+    text = "\n".join(lines)
+    assert '"entrypoint": "create_official"' in text and '"outcome": "ok"' in text
+    assert any(json.loads(line).get("event_type") == "offering_withdrawn" for line in lines)
+    for secret in ("binh.tran@q1.hochiminhcity.gov.vn", "0912 345 678", "+84912345678", "0912345678"):
+        assert secret not in text
+
+
+@pytest.fixture
+def stuck_relay(monkeypatch):
+    """Every relay stops publishing (a relay stuck on a broken broker channel, say)."""
+    from backbone.store import OutboxRelay
+    monkeypatch.setattr(OutboxRelay, "publish_pending", lambda self: 0)
+
+
+def test_an_outbox_that_stopped_publishing_shows_in_health_and_metrics(stuck_relay, system, operator, db):
+    event = withdrawn("corr-stuck")
+    db("partners").outbox.insert_one(dict(event, _id=event["event_id"], state="pending",
+                                          created_at=utcnow() - timedelta(seconds=90)))
+    health = operator.get("/health")
+    assert health.status_code == 503
+    assert health.json()["services"]["partners"] == "degraded"
+    assert health.json()["checks"]["partners"]["checks"]["outbox"].startswith("stalled: 1 events")
+    found = samples(operator)
+    assert value(found, "trainops_outbox_backlog", service="partners") == 1
+    assert value(found, "trainops_outbox_oldest_pending_seconds", service="partners") >= 90
+
+
+class Counting(Operations):
+    """A service that adds its own numbers to its metrics, as notifications and registration may."""
+    name = "probe_counting"
+    store = Store()
+    tracing = Tracing()
+
+    def domain_metrics(self):
+        return metrics.render(metrics.counts(self.store.db.deliveries, "trainops_notices",
+                                             "Notices by channel and status.", ["channel", "status"]))
+
+
+def test_a_service_adds_its_own_numbers_through_domain_metrics(container_factory, app_config, db):
+    deliveries = db("probe_counting").deliveries
+    deliveries.insert_many([{"channel": "email", "status": "sent"}, {"channel": "email", "status": "sent"},
+                            {"channel": "sms", "status": "failed"}])
+    container = container_factory(Counting)
+    container.start()
+    with entrypoint_hook(container, "metrics") as scrape:
+        text = scrape()
+    found = {(s.name, tuple(sorted(s.labels.items()))): s.value
+             for f in text_string_to_metric_families(text) for s in f.samples}
+    assert found[("trainops_notices", (("channel", "email"), ("status", "sent")))] == 2
+    assert found[("trainops_notices", (("channel", "sms"), ("status", "failed")))] == 1
+    assert found[("trainops_outbox_backlog", (("service", "probe_counting"),))] == 0
+    assert found[("trainops_broker_up", (("service", "probe_counting"),))] == 1
