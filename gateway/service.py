@@ -114,6 +114,17 @@ class GatewayService:
     def console_session(self, request):
         return console.session_of(request, config.get("OPERATOR_TOKEN") or "")
 
+    def console_form_refusal(self, request):
+        """For a console form: a redirect to the login, or a 403 page when the form's CSRF token is
+        not this session's; None when the post may go ahead."""
+        nonce = self.console_session(request)
+        if nonce is None:
+            return console.redirect("/console/login")
+        if not console.csrf_ok(request, config["OPERATOR_TOKEN"], nonce):
+            return console.page(request, "login.html", status=403,
+                                error=console.LABELS[console.language(request)]["forbidden"])
+        return None
+
     def console_page(self, request, template, gather, *args):
         nonce = self.console_session(request)
         if nonce is None:
@@ -154,12 +165,9 @@ class GatewayService:
 
     @api("POST", "/console/dead-letters/replay", auth=None, public=False)
     def console_replay(self, request):
-        nonce = self.console_session(request)
-        if nonce is None:
-            return console.redirect("/console/login")
-        if not console.csrf_ok(request, config["OPERATOR_TOKEN"], nonce):
-            return console.page(request, "login.html", status=403,
-                                error=console.LABELS[console.language(request)]["forbidden"])
+        refusal = self.console_form_refusal(request)
+        if refusal is not None:
+            return refusal
         if request.form.get("id"):
             done = ops.replay_one(self, OPERATOR, request.form["id"])
         else:
@@ -177,12 +185,9 @@ class GatewayService:
 
     @api("POST", "/console/notifications/resend", auth=None, public=False)
     def console_resend(self, request):
-        nonce = self.console_session(request)
-        if nonce is None:
-            return console.redirect("/console/login")
-        if not console.csrf_ok(request, config["OPERATOR_TOKEN"], nonce):
-            return console.page(request, "login.html", status=403,
-                                error=console.LABELS[console.language(request)]["forbidden"])
+        refusal = self.console_form_refusal(request)
+        if refusal is not None:
+            return refusal
         try:
             self.notifications.resend(OPERATOR, request.form.get("id", ""))
             outcome = "resent"
