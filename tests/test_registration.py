@@ -175,3 +175,16 @@ def test_bad_registration_input_is_refused_and_nothing_is_stored(programme):
     assert programme.db("registration").registrations.count_documents({}) == 0
     assert programme.db("registration").outbox.count_documents({}) == 0
     assert programme.db("registration").sessions.find_one({"_id": session["id"]})["seats_taken"] == 0
+
+
+def test_operators_see_seats_and_waitlist_of_upcoming_sessions_in_the_metrics(programme):
+    from prometheus_client.parser import text_string_to_metric_families
+    session = programme.known_session(capacity=1)
+    programme.registered(session, programme.official())
+    programme.registered(session, programme.official())  # waitlisted
+    text = programme.operator.get("/metrics").text
+    found = {(s.name, s.labels.get("session_id")): s.value
+             for family in text_string_to_metric_families(text) for s in family.samples}
+    assert found[("trainops_session_seats_taken", session["id"])] == 1
+    assert found[("trainops_session_capacity", session["id"])] == 1
+    assert found[("trainops_session_waitlist", session["id"])] == 1

@@ -25,7 +25,7 @@ from nameko.rpc import rpc
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
-from backbone import auth
+from backbone import auth, metrics
 from backbone.errors import DomainError, conflict, invalid, not_found, rule_broken, validated
 from backbone.logs import Tracing
 from backbone.operations import Operations
@@ -508,6 +508,20 @@ class RegistrationService(Operations):
             self.store.transaction(apply)
         forget_session(session_id)
         return self.seats(session_id)
+
+    def domain_metrics(self):
+        """Seats taken and waitlist length per upcoming session: what operators watch when a popular
+        class opens."""
+        upcoming = list(self.store.sessions.find(
+            {"status": "scheduled", "starts_at": {"$gte": utcnow()}},
+            {"seats_taken": 1, "waitlist_length": 1, "capacity": 1}))
+        return metrics.render(*(
+            metrics.gauge(name, text, ["session_id"], [(s["_id"], s.get(field, 0)) for s in upcoming])
+            for name, text, field in (
+                ("trainops_session_seats_taken", "Seats taken in an upcoming session.", "seats_taken"),
+                ("trainops_session_capacity", "Seats an upcoming session has.", "capacity"),
+                ("trainops_session_waitlist", "Officials waiting for a seat in an upcoming session.",
+                 "waitlist_length"))))
 
     @rpc
     def seats(self, session_id):
