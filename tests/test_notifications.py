@@ -30,6 +30,9 @@ def notices(app_config):
     nameko.config["NOTIFICATIONS_SWEEP_SECONDS"] = 0.2
     nameko.config["NOTIFICATIONS"].update(retry_delays=[0.3, 0.6, 1.0, 2.0, 4.0], quiet_hours="")
     nameko.config["NOTIFICATIONS"]["public_url"] = app_config["GATEWAY_URL"]
+    # An event that arrives before what it depends on (an offering before its partner) is retried by
+    # the subscriber: give it 7.5 s of retries, not 1.4, so a busy machine does not dead-letter it.
+    nameko.config["EVENTS"]["retry_delays"] = [0.5, 1.0, 2.0, 4.0]
     return app_config
 
 
