@@ -118,8 +118,12 @@ def test_health_names_a_stopped_service_as_down_within_the_timeout(system, anony
 
 def test_metrics_need_the_operator_and_count_published_and_handled_events(system, operator, anonymous):
     assert anonymous.get("/metrics").status_code == 401
-    before = samples(operator)
-    assert value(before, "trainops_service_up", service="scheduling") == 1
+    # Every service answers its metrics RPC once it is up (right after start a busy machine may miss
+    # the scrape's short timeout; that shows as up 0, which is the point of the gauge).
+    before = wait_for(lambda: (lambda found: found if all(
+        value(found, "trainops_service_up", service=name) == 1
+        for name in ("partners", "scheduling", "registration", "notifications")) else None)(samples(operator)),
+        timeout=20)
 
     created = operator.post("/partners", {"code": "METRIC-UNI", "name": "Trường Đo đếm", "kind": "university",
                                           "contact_email": "daotao@metric.edu.vn"})
