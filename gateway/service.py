@@ -17,7 +17,6 @@ from gateway import console, openapi, ops
 from gateway.console import pages
 from gateway.entrypoints import Routes, api, read_json
 
-SERVICES = ("partners", "scheduling", "registration", "notifications")
 HEALTH_TIMEOUT = 2.0
 
 
