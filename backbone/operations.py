@@ -18,7 +18,7 @@ from pymongo import ASCENDING, DESCENDING
 from backbone import auth, metrics, topology
 from backbone.config import events_setting
 from backbone.errors import invalid, not_found
-from backbone.store import ConfirmedPublisher, utcnow
+from backbone.store import ConfirmedPublisher, emitted_events, utcnow
 from backbone.subscriber import replay_dead_letter
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,9 @@ def outbox_stall_seconds():
 
 def outbox_state(db):
     """How many events wait to be published, and for how long the oldest has waited (seconds)."""
-    oldest = db.outbox.find_one({"state": "pending"}, {"created_at": 1}, sort=[("created_at", ASCENDING)])
+    oldest = db.outbox.find_one({}, {"created_at": 1}, sort=[("created_at", ASCENDING)])
     return {
-        "outbox_backlog": db.outbox.count_documents({"state": "pending"}),
+        "outbox_backlog": db.outbox.count_documents({}),
         "oldest_pending_seconds": round((utcnow() - oldest["created_at"]).total_seconds(), 3) if oldest else 0,
     }
 
@@ -239,7 +239,7 @@ class Operations:
         name = self.name
         db = self.store.db
         trail = []
-        for doc in db.outbox.find({"correlation_id": correlation_id}):
+        for doc in emitted_events(db, {"correlation_id": correlation_id}):
             trail.append({"service": name, "kind": "published" if doc.get("state") == "published" else "pending",
                           "event_id": doc["_id"], "event_type": doc.get("type"), "at": doc.get("created_at"),
                           "published_at": doc.get("published_at")})

@@ -10,7 +10,7 @@ from nameko.testing.services import entrypoint_hook
 
 from backbone import topology
 from backbone.logs import Tracing
-from backbone.store import ConfirmedPublisher, Store, event_message
+from backbone.store import ConfirmedPublisher, Store, emitted_events, event_message
 from backbone.contracts import make_envelope
 from backbone.subscriber import replay_dead_letter, subscribe
 from tests.helpers import wait_for
@@ -86,8 +86,8 @@ def test_events_published_while_the_consumer_is_down_are_all_handled_once_it_ret
     with entrypoint_hook(producer, "withdraw_many") as withdraw_many:
         for start in range(0, 500, 50):
             withdraw_many(start, 50)
-    outbox = db("probe_producer").outbox
-    wait_for(lambda: outbox.count_documents({"state": "published"}) == 500)
+    published = db("probe_producer").published_events
+    wait_for(lambda: published.count_documents({}) == 500)
 
     consumer = container_factory(Consumer)
     consumer.start()
@@ -193,7 +193,8 @@ def test_an_event_committed_before_the_relay_died_is_published_once_after_restar
     wait_for(lambda: db("probe_consumer").effects.count_documents({}) == 1)
     eventlet.sleep(0.5)
     assert db("probe_consumer").effects.count_documents({}) == 1
-    assert outbox.count_documents({"state": "published"}) == 1
+    assert db("probe_producer").published_events.count_documents({}) == 1
+    assert outbox.count_documents({}) == 0
 
 
 def test_a_change_that_fails_writes_neither_state_nor_event(container_factory, app_config, db):
@@ -204,7 +205,7 @@ def test_a_change_that_fails_writes_neither_state_nor_event(container_factory, a
         with pytest.raises(Exception):
             withdraw(3)  # duplicate _id: the transaction aborts
     assert db("probe_producer").offerings.count_documents({}) == 1
-    assert db("probe_producer").outbox.count_documents({}) == 1
+    assert len(emitted_events(db("probe_producer"))) == 1
 
 
 @pytest.mark.parametrize("shutdown", ["stop", "kill"])

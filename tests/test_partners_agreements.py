@@ -7,6 +7,7 @@ import eventlet
 from nameko.testing.services import entrypoint_hook
 
 from backbone.auth import OPERATOR
+from backbone.store import emitted_events
 from services.partners.service import PartnersService, agreement_status, local_date
 from tests.helpers import wait_for
 
@@ -36,7 +37,7 @@ def sign(operator, partner_id, valid_from, valid_until, scope=("district", "ward
 
 
 def events(db, type_):
-    return list(db("partners").outbox.find({"type": type_}))
+    return emitted_events(db("partners"), {"type": type_})
 
 
 # -- validity, by local calendar day ---------------------------------------------------------------
@@ -184,7 +185,7 @@ def test_with_two_replicas_running_each_ended_agreement_is_announced_expired_onc
     assert last_day_today not in expired() and terminated not in expired()
     assert len(events(db, "agreement_terminated")) == 1
     # And the relay published them.
-    wait_for(lambda: db("partners").outbox.count_documents({"type": "agreement_expired", "state": "published"}) == 3)
+    wait_for(lambda: db("partners").published_events.count_documents({"type": "agreement_expired"}) == 3)
 
 
 def test_two_sweeps_at_the_same_moment_still_announce_each_expiry_once(container_factory, app_config, db):

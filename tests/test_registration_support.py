@@ -4,6 +4,7 @@ import itertools
 
 import pytest
 
+from backbone.store import emitted_events
 from tests.helpers import wait_for
 from tests.test_scheduling import Programme, at  # noqa: F401  (`at` is re-exported for the scenarios)
 
@@ -52,7 +53,7 @@ class Registrations(Programme):
         return response.json()
 
     def outbox(self, type_):
-        return [e["payload"] for e in self.db("registration").outbox.find({"type": type_}).sort("created_at")]
+        return [e["payload"] for e in emitted_events(self.db("registration"), {"type": type_})]
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 
 from backbone import topology
 from backbone.contracts import make_envelope
-from backbone.store import ConfirmedPublisher, event_message
+from backbone.store import ConfirmedPublisher, emitted_events, event_message
 from tests.helpers import wait_for
 
 LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -101,7 +101,7 @@ def publish(app_config, type_, payload):
 
 
 def events(db, type_):
-    return [e["payload"] for e in db("scheduling").outbox.find({"type": type_}).sort("created_at")]
+    return [e["payload"] for e in emitted_events(db("scheduling"), {"type": type_})]
 
 
 def assert_error(response, status, code):
@@ -223,7 +223,7 @@ def test_bad_session_input_is_refused_with_the_field_named_and_nothing_stored(pr
     error = assert_error(programme.schedule(**body), 422, code)
     assert sorted(error["fields"]) == fields
     assert db("scheduling").sessions.count_documents({}) == 0
-    assert db("scheduling").outbox.count_documents({}) == 0
+    assert not emitted_events(db("scheduling"))
 
 
 def test_a_partner_schedules_its_own_offering_ahead_and_only_the_operator_the_past(programme, operator):
