@@ -4,7 +4,9 @@ Every consumer service has one durable queue, `trainops.<service>`, bound to the
 one routing key per event type it handles (routing key = event type). A failed event goes to one of the
 service's delay queues, `trainops.<service>.retry.<ms>ms`, whose TTL sends it back to the service queue
 when it runs out. Anything published that no service subscribes to lands in `trainops.unrouted` rather
-than vanishing.
+than vanishing. On a cluster, the `trainops-redelivery-limit` policy (deploy/) sends a message that was
+delivered too many times without an answer (a consumer that dies on it) to `trainops.undeliverable`,
+at least once, instead of letting quorum queues drop it.
 
 Every producer declares the whole topology before it publishes (and `python -m backbone.topology` does
 it at deploy time), so an event published while its consumer is down waits in the consumer's queue.
@@ -30,6 +32,12 @@ SUBSCRIPTIONS = {
 }
 
 UNROUTED = "trainops.unrouted"
+UNDELIVERABLE = "trainops.undeliverable"
+# Deliveries of one message without ack before the broker gives up on it. Handler failures never count
+# here (the subscriber acks them into its retry queues); what counts is a consumer that dies on the
+# message, and the subscriber handing it back about once a second while its database is away, so this
+# outlasts a few minutes of MongoDB failover. (RabbitMQ 4 quorum queues otherwise drop after 20.)
+REDELIVERY_LIMIT = 300
 
 
 def exchange_name():
@@ -84,8 +92,10 @@ def service_queues(service):
 def declare(connection):
     """Declare the exchange and every subscriber's queues (idempotent)."""
     channel = connection.default_channel
-    Exchange(UNROUTED, type="fanout", durable=True)(channel).declare()
-    Queue(UNROUTED, exchange=Exchange(UNROUTED, type="fanout"), durable=True)(channel).declare()
+    for name in (UNROUTED, UNDELIVERABLE):
+        Exchange(name, type="fanout", durable=True)(channel).declare()
+        Queue(name, exchange=Exchange(name, type="fanout"), durable=True,
+              queue_arguments=_queue_arguments())(channel).declare()
     events_exchange()(channel).declare()
     for service, types in SUBSCRIPTIONS.items():
         if types:
@@ -101,6 +111,7 @@ def delete_queues(connection):
         for delay in retry_delays_ms():
             channel.queue_delete(retry_queue_name(service, delay))
     channel.queue_delete(UNROUTED)
+    channel.queue_delete(UNDELIVERABLE)
     channel.close()
 
 
@@ -110,21 +121,30 @@ def definitions(vhost="/"):
     def queue(name, arguments):
         return {"name": name, "vhost": vhost, "durable": True, "auto_delete": False, "arguments": arguments}
 
+    def fanout(name):
+        return {"name": name, "vhost": vhost, "type": "fanout", "durable": True, "auto_delete": False,
+                "internal": False, "arguments": {}}
+
     exchange = events_exchange()
+    consumers = sorted(service for service, types in SUBSCRIPTIONS.items() if types)
     out = {
         "exchanges": [
-            {"name": UNROUTED, "vhost": vhost, "type": "fanout", "durable": True, "auto_delete": False,
-             "internal": False, "arguments": {}},
+            fanout(UNROUTED), fanout(UNDELIVERABLE),
             {"name": exchange.name, "vhost": vhost, "type": "topic", "durable": True, "auto_delete": False,
              "internal": False, "arguments": dict(exchange.arguments)},
         ],
-        "queues": [queue(UNROUTED, {})],
-        "bindings": [{"source": UNROUTED, "vhost": vhost, "destination": UNROUTED, "destination_type": "queue",
-                      "routing_key": "", "arguments": {}}],
+        "queues": [queue(UNROUTED, _queue_arguments()), queue(UNDELIVERABLE, _queue_arguments())],
+        "bindings": [{"source": name, "vhost": vhost, "destination": name, "destination_type": "queue",
+                      "routing_key": "", "arguments": {}} for name in (UNROUTED, UNDELIVERABLE)],
+        # Only the consumers' own queues: the delay queues dead-letter by their own arguments.
+        "policies": [{
+            "vhost": vhost, "name": "trainops-redelivery-limit", "apply-to": "queues", "priority": 0,
+            "pattern": "^trainops\\.({})$".format("|".join(consumers)),
+            "definition": {"delivery-limit": REDELIVERY_LIMIT, "dead-letter-exchange": UNDELIVERABLE,
+                           "dead-letter-strategy": "at-least-once", "overflow": "reject-publish"},
+        }],
     }
-    for service, types in sorted(SUBSCRIPTIONS.items()):
-        if not types:
-            continue
+    for service in consumers:
         for declared in service_queues(service):
             out["queues"].append(queue(declared.name, dict(declared.queue_arguments or {})))
             for bound in sorted(declared.bindings or (), key=lambda b: b.routing_key):

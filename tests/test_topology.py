@@ -1,6 +1,7 @@
 """The RabbitMQ topology: what the platform declares at start is what deploy/ ships, and every
 service's handlers match the subscription table."""
 import json
+import os
 from pathlib import Path
 
 import nameko
@@ -30,3 +31,43 @@ def test_every_service_handles_exactly_its_subscriptions():
             e.event_type for member in vars(cls).values()
             for e in getattr(member, "nameko_entrypoints", ()) if isinstance(e, Subscriber))
         assert handled == sorted(topology.SUBSCRIPTIONS[cls.name]), cls.name
+
+
+def test_what_the_platform_declares_on_a_broker_is_what_the_definitions_file_holds():
+    """Declared for real (quorum queues, a vhost of its own), read back from the broker with
+    rabbitmqctl, and compared with deploy/rabbitmq/definitions.json; then the file's policy is set on
+    that vhost and must govern exactly the consumers' queues."""
+    from kombu import Connection
+    from tests.conftest import AMQP_BASE
+    from devstack.rabbit import _rabbitmqctl, delete_vhost, make_vhost
+    vhost = "trainops-topology-{}".format(os.getpid())
+    make_vhost(vhost)
+    try:
+        with nameko.config.patch(load(QUEUE_TYPE="quorum"), clear=True):
+            with Connection(AMQP_BASE.rstrip("/") + "/" + vhost) as connection:
+                topology.declare(connection)
+
+        def listed(kind, *columns):
+            return json.loads(_rabbitmqctl(kind, "-p", vhost, *columns, "--formatter", "json", "--silent") or "[]")
+
+        def arguments(triples):  # rabbitmqctl lists them as [name, AMQP type, value]
+            return {name: value for name, _, value in triples}
+
+        shipped = json.loads(DEFINITIONS.read_text())
+        queues = {q["name"]: (q["durable"], arguments(q["arguments"])) for q in listed("list_queues", "name", "durable", "arguments")}
+        assert queues == {q["name"]: (True, q["arguments"]) for q in shipped["queues"]}
+        exchanges = {e["name"]: (e["type"], arguments(e["arguments"])) for e in listed("list_exchanges", "name", "type", "arguments")
+                     if e["name"].startswith("trainops.")}
+        assert exchanges == {e["name"]: (e["type"], e["arguments"]) for e in shipped["exchanges"]}
+        bindings = sorted((b["source_name"], b["destination_name"], b["routing_key"])
+                          for b in listed("list_bindings", "source_name", "destination_name", "routing_key")
+                          if b["source_name"])  # the default exchange binds every queue to itself
+        assert bindings == sorted((b["source"], b["destination"], b["routing_key"]) for b in shipped["bindings"])
+
+        [policy] = shipped["policies"]
+        _rabbitmqctl("set_policy", "-p", vhost, "--apply-to", policy["apply-to"], "--priority", str(policy["priority"]),
+                     policy["name"], policy["pattern"], json.dumps(policy["definition"]))
+        governed = {q["name"] for q in listed("list_queues", "name", "policy") if q["policy"] == policy["name"]}
+        assert governed == {topology.queue_name(s) for s, types in topology.SUBSCRIPTIONS.items() if types}
+    finally:
+        delete_vhost(vhost)
