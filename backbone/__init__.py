@@ -10,5 +10,6 @@
 - `subscriber`: the event-handler entrypoint: idempotent, retried with backoff, dead-lettered at the limit.
 - `lease`: a MongoDB lease so relays and timers run once across replicas.
 - `timer`: `@leased_timer(...)`, a nameko timer that fires in the one replica holding its lease.
-- `probe`: `python -m backbone.probe <service>`, the container probe: asks the service's health RPC.
+- `heartbeat`, `probe`: each service process writes its health to a file; `python -m backbone.probe
+  <service>`, the container's probe, reads it (this very pod, not any replica).
 """

@@ -2,6 +2,8 @@
 audit trail. A service inherits it (`class RegistrationService(Operations):`) and declares its `store`
 as usual; nameko finds these RPCs on the base class.
 
+Every service also runs a `Heartbeat`: the file its pod's probe reads (`backbone/heartbeat.py`).
+
 A service may add its own numbers to its metrics by overriding `domain_metrics()` (text lines in the
 Prometheus format; `backbone.metrics.gauge` and `render` build them), and its own records to the audit
 trail by overriding `audit_records(correlation_id)`.
@@ -18,6 +20,7 @@ from pymongo import ASCENDING, DESCENDING
 from backbone import auth, metrics, topology
 from backbone.config import events_setting
 from backbone.errors import invalid, not_found
+from backbone.heartbeat import Heartbeat
 from backbone.store import ConfirmedPublisher, emitted_events, utcnow
 from backbone.subscriber import replay_dead_letter
 
@@ -74,6 +77,45 @@ def broker_queues(service, connection):
     return rows
 
 
+def health_report(name, db, connection=None):
+    """What the `health` RPC answers, for the service `name` with its database `db`. The same checks
+    feed the heartbeat file of the pod's probe (`backbone/heartbeat.py`), which passes the broker
+    `connection` it keeps between checks; without one, the check opens its own."""
+    checks = {}
+    result = {"service": name}
+    try:
+        db.command("ping")
+        checks["mongodb"] = "ok"
+        result.update(outbox_state(db))
+        stalled = result["oldest_pending_seconds"] > outbox_stall_seconds()
+        checks["outbox"] = "stalled: {} events, the oldest waiting {:.0f} s".format(
+            result["outbox_backlog"], result["oldest_pending_seconds"]) if stalled else "ok"
+    except Exception as exc:
+        checks["mongodb"] = "down: {}".format(type(exc).__name__)
+    try:
+        if connection is None:
+            with Connection(config["AMQP_URI"], connect_timeout=BROKER_TIMEOUT) as connection:
+                result["queues"] = _broker_check(name, connection)
+        else:
+            result["queues"] = _broker_check(name, connection)
+        checks["broker"] = "ok"
+    except Exception as exc:
+        checks["broker"] = "down: {}".format(type(exc).__name__)
+    result["checks"] = checks
+    if checks["mongodb"] != "ok" or checks["broker"] != "ok":
+        result["status"] = "down"
+    else:
+        result["status"] = "ok" if checks["outbox"] == "ok" else "degraded"
+    return result
+
+
+def _broker_check(name, connection):
+    connection.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT)
+    # A round trip, so that a kept connection the broker has dropped is found out here.
+    connection.channel().close()
+    return [{"queue": q, "messages": m, "consumers": c} for q, m, c in broker_queues(name, connection)]
+
+
 RPCS = ("health", "metrics", "dead_letters", "replay_dead_letters", "events")
 
 
@@ -98,6 +140,9 @@ class Operations:
         for name in RPCS:
             if name not in cls.__dict__:
                 setattr(cls, name, _exposed(getattr(Operations, name)))
+        # The file the pod's probe reads (backbone/probe.py): this process's health, every few seconds.
+        if "heartbeat" not in cls.__dict__:
+            cls.heartbeat = Heartbeat(health_report)
 
     # -- overridable hooks ------------------------------------------------------------------------------
 
@@ -117,31 +162,7 @@ class Operations:
         longer than `outbox_stall_seconds`; `down` when MongoDB or the broker fail, `degraded` when only
         the outbox is stalled. `checks` names each check's result; with the outbox backlog, the age of
         the oldest event not yet published, and the depth of the service's queues."""
-        checks = {}
-        result = {"service": self.name}
-        try:
-            self.store.db.command("ping")
-            checks["mongodb"] = "ok"
-            result.update(outbox_state(self.store.db))
-            stalled = result["oldest_pending_seconds"] > outbox_stall_seconds()
-            checks["outbox"] = "stalled: {} events, the oldest waiting {:.0f} s".format(
-                result["outbox_backlog"], result["oldest_pending_seconds"]) if stalled else "ok"
-        except Exception as exc:
-            checks["mongodb"] = "down: {}".format(type(exc).__name__)
-        try:
-            with Connection(config["AMQP_URI"], connect_timeout=BROKER_TIMEOUT) as connection:
-                connection.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT)
-                checks["broker"] = "ok"
-                result["queues"] = [{"queue": q, "messages": m, "consumers": c}
-                                    for q, m, c in broker_queues(self.name, connection)]
-        except Exception as exc:
-            checks.setdefault("broker", "down: {}".format(type(exc).__name__))
-        result["checks"] = checks
-        if checks["mongodb"] != "ok" or checks["broker"] != "ok":
-            result["status"] = "down"
-        else:
-            result["status"] = "ok" if checks["outbox"] == "ok" else "degraded"
-        return result
+        return health_report(self.name, self.store.db)
 
     # -- metrics --------------------------------------------------------------------------------------
 

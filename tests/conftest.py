@@ -17,7 +17,10 @@ import eventlet  # noqa: E402
 
 eventlet.monkey_patch()
 
+import atexit
 import os
+import shutil
+import tempfile
 import uuid
 
 import pytest
@@ -26,6 +29,9 @@ import pytest
 
 AMQP_BASE = os.environ.get("TEST_AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672/")
 TEST_VHOST = "trainops-test-{}".format(os.getpid())
+# The services' heartbeat files (backbone/heartbeat.py): this run's, not /tmp's.
+HEARTBEATS = tempfile.mkdtemp(prefix="trainops-heartbeats-")
+atexit.register(shutil.rmtree, HEARTBEATS, True)
 
 
 @pytest.fixture(scope="session")
@@ -103,6 +109,7 @@ def app_config(mongo, amqp_uri, smtp_sink, sms_gateway):
     data["SMTP"].update(host="127.0.0.1", port=smtp_sink.port)
     data["SMS"].update(gateway_url=sms_gateway.url)
     data["GATEWAY_URL"] = "http://127.0.0.1:{}".format(port)
+    data["HEARTBEAT_DIR"] = HEARTBEATS
     with nameko.config.patch(data, clear=True):
         _empty_queues(amqp_uri)
         yield data

@@ -315,10 +315,15 @@ def test_every_service_has_a_deployment_with_replicas_probes_resources_and_a_dis
             for probe in ("readinessProbe", "livenessProbe"):
                 assert container[probe]["httpGet"] == {"path": "/alive", "port": "http"}
         else:
+            # Each pod reads the heartbeat of its own process, never the RPC any replica may answer.
             assert container["readinessProbe"]["exec"]["command"] == ["python", "-m", "backbone.probe", name]
-            assert container["livenessProbe"]["exec"]["command"] == ["python", "-m", "backbone.probe", name, "--live"]
-            # The probe waits 5 s for the answer, plus its start: Kubernetes must wait longer.
-            assert container["readinessProbe"]["timeoutSeconds"] > 5 + 3
+            for probe in ("startupProbe", "livenessProbe"):
+                assert container[probe]["exec"]["command"] == ["python", "-m", "backbone.probe", name, "--live"]
+            # A heartbeat is stale after 3 beats of 5 s: liveness restarts only after it has been for a while,
+            # and gives a starting process the startup probe's time first, not its own.
+            liveness = container["livenessProbe"]
+            assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 3 * 5
+            assert "initialDelaySeconds" not in liveness
         spec = pod["spec"]
         assert spec["securityContext"]["runAsNonRoot"] and spec["securityContext"]["runAsUser"] == image_uid()
         assert spec["enableServiceLinks"] is False and spec["automountServiceAccountToken"] is False
