@@ -1,6 +1,7 @@
 """A lease in MongoDB: whoever holds it does the work that must run once across replicas (the outbox
 relay, agreement expiry, reminders). It is renewed while held and taken over when it runs out, so a
 replica that dies hands the work on within `seconds`."""
+import os
 import socket
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -9,7 +10,9 @@ from pymongo.errors import DuplicateKeyError
 
 
 def holder_id():
-    return "{}-{}".format(socket.gethostname(), uuid.uuid4().hex[:8])
+    """`<host>-<pid>-<random>`: names the process that holds a lease, so an operator (or a test) can
+    tell which replica runs the relay or a timer."""
+    return "{}-{}-{}".format(socket.gethostname(), os.getpid(), uuid.uuid4().hex[:8])
 
 
 class Lease:

@@ -4,7 +4,7 @@ import hashlib
 import json
 import logging
 import time
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from functools import partial
 from zoneinfo import ZoneInfo
 
@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 
 # How long the gateway waits for a service before answering 503 rather than hanging.
 RPC_TIMEOUT = 15
+# An Idempotency-Key still "in progress" this long after its request began was left by a gateway
+# replica that died mid-request (a live one has answered within RPC_TIMEOUT): a retry takes it over.
+ABANDONED_AFTER = 2 * RPC_TIMEOUT
 
 
 LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -95,11 +98,18 @@ class Api(HttpRequestHandler):
         try:
             args, kwargs = self.get_entrypoint_parameters(request)
             done = Event()
-            self.container.spawn_worker(
-                self, args, kwargs, context_data=self._context(request),
-                handle_result=partial(self.handle_result, done))
-            with eventlet.Timeout(RPC_TIMEOUT):
-                result, exc_info, correlation_id = done.wait()
+            try:
+                # The wait for a free worker counts too: when a service stalls, the workers waiting
+                # on it fill the pool, and a request must then get its 503, not hang.
+                with eventlet.Timeout(RPC_TIMEOUT):
+                    self.container.spawn_worker(
+                        self, args, kwargs, context_data=self._context(request),
+                        handle_result=partial(self.handle_result, done))
+                    result, exc_info, correlation_id = done.wait()
+            except eventlet.Timeout as timeout:
+                # A BaseException: left to `except Exception` below, it escaped as a bare 500 (not our
+                # error shape) and left an Idempotency-Key in progress.
+                return self.response_from_exception(timeout)
             if exc_info is not None:
                 response = self.response_from_exception(exc_info[1])
             else:
@@ -154,16 +164,20 @@ class Api(HttpRequestHandler):
             records.insert_one({"_id": key, "body_hash": body_hash, "state": "in_progress",
                                 "created_at": utcnow()})
         except DuplicateKeyError:
-            first = records.find_one({"_id": key}) or {}
+            first = records.find_one({"_id": key})
+            if first is None:
+                # The first request was refused and let the key go between our insert and this read.
+                return self._idempotent(request)
             if first.get("body_hash") != body_hash:
                 return error_response(422, "idempotency_key_reused",
                                       "This Idempotency-Key was used with another body.",
                                       {"Idempotency-Key": ["Already used with a different body."]})
-            if first.get("state") != "done":
+            if first.get("state") == "done":
+                return Response(first["body"], status=first["status"], mimetype="application/json",
+                                headers={"Idempotent-Replay": "true"})
+            if not take_over_abandoned(records, first):
                 return error_response(409, "request_in_progress",
                                       "A request with this Idempotency-Key is still being handled.")
-            return Response(first["body"], status=first["status"], mimetype="application/json",
-                            headers={"Idempotent-Replay": "true"})
         response = self._run(request)
         if response.status_code >= 300:
             # Only a success is replayed: after a refusal the caller fixes things (or waits for an
@@ -174,6 +188,19 @@ class Api(HttpRequestHandler):
                 "state": "done", "status": response.status_code,
                 "body": replayable_body(response.get_data(as_text=True))}})
         return response
+
+
+def take_over_abandoned(records, first):
+    """True when `first` (in progress) was abandoned by a gateway that died and this request now owns
+    it. The request then runs again, as any retry without a key would: what it did before the gateway
+    died stays done (a repeated registration answers 409 `already_registered`). The update is
+    conditional, so of several retries only one takes over."""
+    started = first.get("created_at")
+    if started is None or utcnow() - started < timedelta(seconds=ABANDONED_AFTER):
+        return False
+    taken = records.update_one({"_id": first["_id"], "state": "in_progress", "created_at": started},
+                               {"$set": {"created_at": utcnow(), "taken_over": True}})
+    return taken.modified_count == 1
 
 
 def replayable_body(text):
