@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ class EmbeddedMongo:
         self.storage_path = str(storage_path)
         self.log_path = log_path
         self._process = None
+        self._reaper = None
         self._temporary_log = log_path is None
 
     @property
@@ -60,6 +62,7 @@ class EmbeddedMongo:
                 start_new_session=True,
             )
         self._wait_for_ping()
+        self._reaper = TransactionReaper(self.uri)
         return self
 
     def _wait_for_ping(self):
@@ -88,6 +91,9 @@ class EmbeddedMongo:
     def stop(self):
         if self._process is None:
             return
+        if self._reaper is not None:
+            self._reaper.stop()
+            self._reaper = None
         stop_process(self._process, STOP_TIMEOUT)
         self._process = None
         if self._temporary_log:
@@ -98,3 +104,31 @@ class EmbeddedMongo:
 
     def __exit__(self, *exc_info):
         self.stop()
+
+
+class TransactionReaper:
+    """Stands in for mongod's background reaper of abandoned transactions. A process killed inside a
+    transaction leaves it open with its write locks; mongod aborts it after transactionLifetimeLimitSeconds
+    on its own, SecantusDB only when some transaction statement arrives, and a plain write that
+    conflicts with it meanwhile retries inside the server: for ever, if nothing else uses a transaction.
+    A tiny transaction every second gives SecantusDB that occasion."""
+
+    def __init__(self, uri):
+        self.client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=2000)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="secantusdb-transaction-reaper", daemon=True)
+        self.thread.start()
+
+    def run(self):
+        ticks = self.client["devstack_reaper"].ticks
+        while not self.stopped.wait(1):
+            try:
+                with self.client.start_session() as session:
+                    session.with_transaction(lambda s: ticks.find_one({}, session=s))
+            except PyMongoError:  # busy or away: the next second will do
+                pass
+
+    def stop(self):
+        self.stopped.set()
+        self.thread.join(5)
+        self.client.close()

@@ -173,6 +173,7 @@ def test_compose_runs_a_three_member_mongodb_replica_set(compose):
     for name in members:
         command = services[name]["command"]
         assert command[0] == "mongod" and command[command.index("--replSet") + 1] == "rs0"
+        assert "transactionLifetimeLimitSeconds=15" in command
         assert "ports" not in services[name]
     uri = urlsplit(services["partners"]["environment"]["MONGO_URI"])
     assert uri.netloc == ",".join("{}:27017".format(m) for m in members)
@@ -425,6 +426,7 @@ def test_mongodb_is_a_three_member_replica_set_with_a_user_for_every_service_dat
     assert "trainops-mongodb-password" in created_secrets()
     compose = load_yaml(COMPOSE_DIR / "compose.yaml")
     assert spec["version"].split(".")[0] == compose["services"]["mongo1"]["image"].split(":")[1].split(".")[0]
+    assert spec["additionalMongodConfig"]["setParameter"] == {"transactionLifetimeLimitSeconds": 15}
     labels = spec["statefulSet"]["spec"]["template"]["metadata"]["labels"]
     assert any(b["spec"]["selector"]["matchLabels"] == labels for b in of_kind(documents, "PodDisruptionBudget").values())
 
