@@ -2,7 +2,9 @@
 audit trail. A service inherits it (`class RegistrationService(Operations):`) and declares its `store`
 as usual; nameko finds these RPCs on the base class.
 
-Every service also runs a `Heartbeat`: the file its pod's probe reads (`backbone/heartbeat.py`).
+Every service also runs a `Heartbeat`: the file its pod's probe reads (`backbone/heartbeat.py`), and a
+`MetricsServer`: its process's counters on `METRICS_PORT`, for Prometheus to scrape every replica
+(`backbone/metrics.py`).
 
 A service may add its own numbers to its metrics by overriding `domain_metrics()` (text lines in the
 Prometheus format; `backbone.metrics.gauge` and `render` build them), and its own records to the audit
@@ -143,6 +145,9 @@ class Operations:
         # The file the pod's probe reads (backbone/probe.py): this process's health, every few seconds.
         if "heartbeat" not in cls.__dict__:
             cls.heartbeat = Heartbeat(health_report)
+        # This process's own counters on METRICS_PORT, once per process (off when it is empty).
+        if "metrics_server" not in cls.__dict__:
+            cls.metrics_server = metrics.MetricsServer()
 
     # -- overridable hooks ------------------------------------------------------------------------------
 
@@ -167,8 +172,9 @@ class Operations:
     # -- metrics --------------------------------------------------------------------------------------
 
     def metrics(self):
-        """This service's Prometheus text: its event counters and handler latencies, and, computed
-        now, its outbox backlog, parked dead letters and queue depths."""
+        """This service's Prometheus text: computed now, its outbox backlog, parked dead letters, queue
+        depths and `domain_metrics`; and its event counters and handler latencies unless its processes
+        serve those themselves on `METRICS_PORT` (then any replica's answer would be a fraction)."""
         name = self.name
         families = []
         try:

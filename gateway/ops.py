@@ -47,7 +47,9 @@ def health(gateway):
 
 def scrape(gateway):
     """One Prometheus document: the gateway's own metrics, each service's, and `trainops_service_up`
-    (0 for a service that did not answer: its own metrics are then missing)."""
+    (0 for a service that did not answer: its own metrics are then missing). With `METRICS_PORT` set,
+    every process serves its counters itself and neither the services' answers nor the gateway's own
+    part carry them: this document is then only what is computed now from shared state."""
     answers = ask_all(gateway, lambda s: s.metrics())
     up = metrics.gauge("trainops_service_up", "1 when the service answered the scrape in time.", ["service"],
                        [(name, 0 if text is None else 1) for name, text in answers.items()])

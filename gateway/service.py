@@ -12,6 +12,7 @@ from werkzeug.wrappers import Request, Response
 from backbone.auth import OPERATOR, require_operator
 from backbone.errors import DomainError
 from backbone.logs import Tracing
+from backbone.metrics import MetricsServer
 from backbone.store import Store
 from gateway import console, openapi, ops
 from gateway.console import pages
@@ -30,6 +31,8 @@ class GatewayService:
 
     store = Store(relay=False)  # idempotency records only; the gateway publishes no events
     tracing = Tracing()
+    # This process's HTTP counters on METRICS_PORT (off when empty): each gateway replica counts its own.
+    metrics_server = MetricsServer()
     routes = Routes()
     partners = ServiceRpc("partners")
     scheduling = ServiceRpc("scheduling")

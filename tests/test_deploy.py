@@ -25,7 +25,7 @@ DEFINITIONS = DEPLOY / "rabbitmq" / "definitions.json"
 # The oldest Kubernetes these manifests are meant for and the newest whose schemas kubernetes-validate carries.
 K8S_VERSIONS = ("1.30", kubernetes_validate.latest_version())
 # kubernetes-validate knows only Kubernetes' own kinds, not those of CRDs: these are checked by hand below.
-CUSTOM_KINDS = {"RabbitmqCluster", "MongoDBCommunity", "ServiceMonitor", "PrometheusRule"}
+CUSTOM_KINDS = {"RabbitmqCluster", "MongoDBCommunity", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
 TRAINOPS_SERVICES = [name for name in SERVICES if name != "gateway"]
 SECRET_LIKE = re.compile(r"PASSWORD|TOKEN|SECRET")
 REFRESH = "run `make deploy-files`"
@@ -460,6 +460,92 @@ def test_prometheus_operator_scrapes_the_gateway_as_job_trainops_with_the_alerts
     assert credentials["key"] in created_secrets()[credentials["name"]]
     [rule] = of_kind(documents, "PrometheusRule").values()
     assert rule["spec"] == load_yaml(DEPLOY / "prometheus" / "alerts.yml"), REFRESH
+
+
+def selects(selector, labels):
+    """Whether a label selector (matchLabels and matchExpressions) selects a pod with `labels`."""
+    if not selector.get("matchLabels", {}).items() <= labels.items():
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, operator, values = expression["key"], expression["operator"], expression.get("values", [])
+        if not {"In": labels.get(key) in values, "NotIn": labels.get(key) not in values,
+                "Exists": key in labels, "DoesNotExist": key not in labels}[operator]:
+            return False
+    return True
+
+
+def alert_jobs():
+    """The scrape jobs the alerts ask about: up{job="..."}."""
+    return set(re.findall(r'job="([^"]+)"', (DEPLOY / "prometheus" / "alerts.yml").read_text(encoding="utf-8")))
+
+
+def test_every_pod_serves_its_own_counters_on_the_metrics_port_and_a_pod_monitor_scrapes_each(k8s):
+    # Off in config.yml (`make run` and the tests run several services on one host); on in the cluster.
+    assert config_default("METRICS_PORT") == "" and config_default("METRICS_HOST") == "127.0.0.1"
+    settings = settings_env()
+    port = int(settings["METRICS_PORT"])
+    assert settings["METRICS_HOST"] == "0.0.0.0"
+    _, documents = k8s
+    [monitor] = of_kind(documents, "PodMonitor").values()
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["path"] == "/metrics" and endpoint["honorLabels"] is True
+    deployments = of_kind(documents, "Deployment")
+    for name in SERVICES:
+        pod = deployments["trainops-{}".format(name)]["spec"]["template"]
+        assert selects(monitor["spec"]["selector"], pod["metadata"]["labels"]), name
+        [container] = pod["spec"]["containers"]
+        ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+        assert ports.get(endpoint["port"]) == port, name
+    # Not RabbitMQ's pods nor MongoDB's: they have their own metrics, or none.
+    [rabbitmq] = of_kind(documents, "RabbitmqCluster")
+    [mongodb] = of_kind(documents, "MongoDBCommunity").values()
+    assert not selects(monitor["spec"]["selector"], {"app.kubernetes.io/name": rabbitmq})
+    assert not selects(monitor["spec"]["selector"],
+                       mongodb["spec"]["statefulSet"]["spec"]["template"]["metadata"]["labels"])
+    # The gateway's ServiceMonitor stays, for the shared gauges; both keep the samples' `service` label.
+    [service_monitor] = of_kind(documents, "ServiceMonitor").values()
+    assert service_monitor["spec"]["endpoints"][0]["honorLabels"] is True
+    # The jobs the alerts name: "trainops" from the gateway Service's label, the other set by relabeling.
+    [service] = of_kind(documents, "Service").values()
+    jobs = {service["metadata"]["labels"][service_monitor["spec"]["jobLabel"]]}
+    jobs |= {r["replacement"] for r in endpoint["relabelings"] if r["targetLabel"] == "job"}
+    assert jobs == alert_jobs() == {"trainops", "trainops-processes"}
+
+
+def test_compose_prometheus_scrapes_every_replica_of_every_process_on_its_metrics_port(compose):
+    ours = load_yaml(COMPOSE_DIR / "prometheus.yml")
+    jobs = {job["job_name"]: job for job in ours["scrape_configs"]}
+    assert alert_jobs() <= set(jobs)
+    job = jobs["trainops-processes"]
+    assert job["metrics_path"] == "/metrics" and "authorization" not in job
+    # Docker's DNS answers a service's name with every one of its containers: each replica is a target.
+    [discovery] = job["dns_sd_configs"]
+    assert discovery["type"] == "A" and sorted(discovery["names"]) == sorted(SERVICES)
+    for name in SERVICES:
+        service = compose["services"][name]
+        assert int(service["environment"]["METRICS_PORT"]) == discovery["port"], name
+        assert service["environment"]["METRICS_HOST"] == "0.0.0.0", name
+        # On the project's network only, never published on the host.
+        assert not any(str(p).endswith(":{}".format(discovery["port"])) for p in service.get("ports", [])), name
+
+
+def test_deploy_prometheus_scrapes_the_gateway_and_every_process_pod(k8s):
+    base = load_yaml(DEPLOY / "prometheus" / "prometheus.yml")
+    jobs = {job["job_name"]: job for job in base["scrape_configs"]}
+    assert alert_jobs() <= set(jobs)
+    job = jobs["trainops-processes"]
+    assert job["metrics_path"] == "/metrics" and "authorization" not in job
+    kustomization, documents = k8s
+    assert job["kubernetes_sd_configs"] == [{"role": "pod", "namespaces": {"names": [kustomization["namespace"]]}}]
+    [keep] = [rule for rule in job["relabel_configs"] if rule.get("action") == "keep"]
+    assert keep["source_labels"] == ["__meta_kubernetes_pod_label_app_kubernetes_io_name",
+                                     "__meta_kubernetes_pod_container_port_name"]
+    # The label and the port name every Deployment's pod carries.
+    for deployment in of_kind(documents, "Deployment").values():
+        pod = deployment["spec"]["template"]
+        [container] = pod["spec"]["containers"]
+        assert any(re.fullmatch(keep["regex"], "{};{}".format(pod["metadata"]["labels"]["app.kubernetes.io/name"],
+                                                                 p["name"])) for p in container["ports"])
 
 
 def test_the_pods_run_unprivileged_on_a_read_only_root_filesystem(k8s):
