@@ -28,10 +28,20 @@ def known_types():
 
 
 def schema_for(type_, version=1):
+    """The contract's schema, one instance per contract, reused: marshmallow schemas keep nothing
+    between loads, and making one (with its nested schemas) costs three times loading an event."""
     try:
-        return _SCHEMAS[(type_, version)]()
+        return _INSTANCES[(type_, version)]
+    except KeyError:
+        pass
+    try:
+        schema = _SCHEMAS[(type_, version)]()
     except KeyError:
         raise ValidationError({"type": ["No contract for event {} v{}.".format(type_, version)]})
+    return _INSTANCES.setdefault((type_, version), schema)
+
+
+_INSTANCES = {}
 
 
 class Envelope(Schema):
@@ -42,6 +52,9 @@ class Envelope(Schema):
     producer = fields.Str(required=True)
     correlation_id = fields.Str(required=True)
     payload = fields.Dict(required=True)
+
+
+_ENVELOPE = Envelope()
 
 
 def make_envelope(type_, payload, producer, correlation_id, version=1):
@@ -75,7 +88,7 @@ def plain(value):
 def read_envelope(data):
     """Validate a received envelope and its payload. Returns (envelope, payload) with the payload
     loaded (datetimes as aware datetimes). Raises ValidationError naming what is wrong."""
-    envelope = Envelope().load(data)
+    envelope = _ENVELOPE.load(data)
     payload = schema_for(envelope["type"], envelope["version"]).load(envelope["payload"])
     return envelope, payload
 
@@ -310,10 +323,15 @@ class UnitsMerged(Schema):
 # -- notifications ---------------------------------------------------------------------------------
 
 class _Notice(Schema):
-    notice_id = Id(required=True)
-    source_event_id = Id(required=True)
+    # Longer than an Id: a notice id is "<source event id>:<channel>:<hash>", and a reminder's source
+    # event id is "reminder:<registration id>:<start time>".
+    notice_id = fields.Str(required=True, validate=validate.Length(min=1, max=200))
+    source_event_id = fields.Str(required=True, validate=validate.Length(min=1, max=200))
     channel = fields.Str(required=True, validate=validate.OneOf(("email", "sms")))
     template = fields.Str(required=True)
+    # Whom it was for (one of the two); never the address itself.
+    official_id = Id(load_default=None, allow_none=True)
+    partner_id = Id(load_default=None, allow_none=True)
 
 
 @event("notification_sent")

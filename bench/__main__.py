@@ -276,7 +276,9 @@ def bench_notice_fanout(config, smtp_sink):
     from services.notifications.service import NotificationsService
 
     def mail_count():
-        return sum(1 for _ in smtp_sink.directory.glob("*.eml"))
+        # listdir, not glob: this runs every 0.2 s in the process that runs the service, over a
+        # directory that grows to tens of thousands of files (glob cost a tenth of a core).
+        return sum(1 for name in os.listdir(smtp_sink.directory) if name.endswith(".eml"))
 
     before = mail_count()
     started = time.monotonic()

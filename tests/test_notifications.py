@@ -5,6 +5,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from email import message_from_bytes
 from email.policy import default as email_policy
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -12,11 +13,16 @@ import eventlet
 import nameko
 import pytest
 import requests
+from eventlet.greenpool import GreenPool
 from icalendar import Calendar
+from kombu import Connection, Queue, binding
+from pymongo import InsertOne, UpdateOne
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from backbone import topology
 from backbone.contracts import make_envelope, read_envelope
-from backbone.store import ConfirmedPublisher, event_message, utcnow
+from backbone.store import ConfirmedPublisher, emitted_events, event_message, mongo_client, utcnow
+from services.notifications.batching import Batches
 from services.notifications.delivery import notice_id
 from services.notifications.service import NotificationsService
 from tests.helpers import Client, wait_for
@@ -97,6 +103,37 @@ def mails_to(smtp_sink, address):
 
 def sms_to(gateway, number):
     return [m for m in gateway.messages() if m["to"] == number]
+
+
+def told(db, type_, **query):
+    """The notification_sent / notification_failed events the service wrote (published or not yet)."""
+    return [e for e in emitted_events(db("notifications"), {"type": type_})
+            if all(e["payload"].get(k) == v for k, v in query.items())]
+
+
+@pytest.fixture
+def listener(notices):
+    """A queue bound to the outcomes of notices, as another service would bind its own."""
+    connection = Connection(notices["AMQP_URI"])
+    topology.declare(connection)
+    queue = Queue("test-notice-outcomes-" + uuid.uuid4().hex[:8], exclusive=True, bindings=[
+        binding(topology.events_exchange(), routing_key=key) for key in ("notification_sent", "notification_failed")])
+    inbox = connection.SimpleQueue(queue)
+    yield inbox
+    inbox.close()
+    connection.release()
+
+
+def heard(inbox, count, timeout=15):
+    """The next `count` messages on the listener's queue (raw bodies and decoded envelopes)."""
+    messages = []
+    deadline = eventlet.hubs.get_hub().clock() + timeout
+    while len(messages) < count:
+        message = inbox.get(timeout=max(0.1, deadline - eventlet.hubs.get_hub().clock()))
+        message.ack()
+        body = message.body if isinstance(message.body, str) else message.body.decode("utf-8")
+        messages.append((body, message.payload))
+    return messages
 
 
 def log_of(db, **query):
@@ -192,6 +229,9 @@ def test_an_smtp_server_refusing_for_a_while_gets_each_notice_once_when_it_retur
     eventlet.sleep(1)
     for official in officials:
         assert len(mails_to(smtp_sink, official["email"])) == 1
+    # Retries are not outcomes: one notification_sent per notice, no notification_failed.
+    assert sorted(e["payload"]["notice_id"] for e in told(db, "notification_sent")) == sorted(d["_id"] for d in docs)
+    assert told(db, "notification_failed") == []
 
 
 def test_a_notice_still_refused_after_the_last_retry_is_failed_with_the_reason(
@@ -207,6 +247,9 @@ def test_a_notice_still_refused_after_the_last_retry_is_failed_with_the_reason(
     assert doc["status"] == "failed" and doc["attempts"] == 3
     assert doc["last_error"].startswith("gave up after 3 attempts: SMTP 421")
     assert mails_to(smtp_sink, official["email"]) == []
+    [failed] = told(db, "notification_failed")
+    assert failed["payload"]["notice_id"] == doc["_id"] and failed["payload"]["error"].startswith("gave up after 3")
+    assert told(db, "notification_sent") == []
 
 
 def test_an_unreachable_mail_server_is_retried_and_a_restarted_service_delivers_once(
@@ -299,6 +342,30 @@ def test_an_invalid_number_fails_at_once_with_the_providers_reason(service, app_
     assert doc["status"] == "failed" and doc["attempts"] == 1
     assert "HTTP 400" in doc["last_error"] and "phone number" in doc["last_error"]
     assert log_of(db, channel="email")[0]["status"] == "sent"
+
+
+def test_every_outcome_is_published_sent_or_failed_with_the_reason_and_no_address(
+        service, app_config, listener, sms_gateway, db):
+    official = dict(an_official(), phone="không có số")
+    event = confirmed(official)
+    publish(app_config, event)
+    docs = {d["channel"]: d for d in settled(db, 2, official_id=official["id"])}
+    messages = heard(listener, 2)
+    by_type = {envelope["type"]: envelope for _, envelope in messages}
+    sent, failed = by_type["notification_sent"], by_type["notification_failed"]
+    assert sent["payload"] == {"notice_id": docs["email"]["_id"], "source_event_id": event["event_id"],
+                               "channel": "email", "template": "registration_confirmed",
+                               "official_id": official["id"], "partner_id": None}
+    assert failed["payload"]["notice_id"] == docs["sms"]["_id"] and failed["payload"]["channel"] == "sms"
+    assert "HTTP 400" in failed["payload"]["error"]
+    # Under the correlation id of the event that caused them; the addresses stay in the delivery log.
+    assert {m["correlation_id"] for m in (sent, failed)} == {event["correlation_id"]}
+    assert all(official["email"] not in body and official["phone"] not in body for body, _ in messages)
+    # Published, so gone from the outbox into the record of what the service said.
+    assert {e["state"] for e in emitted_events(db("notifications"), {"correlation_id": event["correlation_id"]})} == {
+        "published"}
+    eventlet.sleep(0.5)
+    assert len(told(db, "notification_sent")) == 1 and len(told(db, "notification_failed")) == 1
 
 
 def test_sms_in_quiet_hours_waits_until_morning_and_is_then_sent(service, app_config, sms_gateway, smtp_sink, db):
@@ -454,3 +521,41 @@ def test_operators_page_through_the_delivery_log_with_recipients_masked(gateway,
     assert len(sms_only) == 2
     assert gateway.get("/notifications?limit=0").status_code == 422
     assert gateway.as_(None).get("/notifications").status_code == 401
+
+
+# -- fan-out ---------------------------------------------------------------------------------------------
+
+def test_writes_made_at_one_moment_share_a_round_trip_and_each_worker_hears_its_own_outcome(app_config):
+    """What makes fan-out affordable (batching.py): ten workers' inserts go in one bulk write, then
+    their next steps in another; a duplicate is that worker's news only, and a worker whose write
+    failed has its later steps (its handled-event record) left unwritten."""
+    client = mongo_client(app_config["MONGO_URI"])
+    database = client["{}_notifications".format(app_config["DATABASE_PREFIX"])]
+    database.deliveries.insert_one({"_id": "notice-3"})
+    batches = Batches(SimpleNamespace(db=database, client=client))
+    rounds = []
+    bulk = batches._bulk
+    batches._bulk = lambda writes: rounds.append(len(writes)) or bulk(writes)
+    flusher = eventlet.spawn(batches.run)
+    outcomes = {}
+
+    def worker(n):
+        first = (("deliveries", UpdateOne({"_id": "notice-3"}, {"$set": {"_id": "moved"}})) if n == 5
+                 else ("deliveries", InsertOne({"_id": "notice-{}".format(n)})))
+        try:
+            outcomes[n] = batches.write(first, ("handled_events", InsertOne({"_id": "event-{}".format(n)})))
+        except OperationFailure as exc:
+            outcomes[n] = exc
+
+    pool = GreenPool()
+    for n in range(10):
+        pool.spawn(worker, n)
+    pool.waitall()
+    flusher.kill()
+    assert rounds == [10, 9]
+    assert isinstance(outcomes[3][0], DuplicateKeyError) and outcomes[3][1] is None
+    assert isinstance(outcomes[5], OperationFailure)
+    assert all(outcomes[n] == [None, None] for n in range(10) if n not in (3, 5))
+    assert sorted(d["_id"] for d in database.handled_events.find()) == sorted(
+        "event-{}".format(n) for n in range(10) if n != 5)
+    client.close()

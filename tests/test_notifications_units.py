@@ -1,14 +1,21 @@
 """Notifications, the parts that need no server: what an SMS costs (GSM 03.38 vectors), unaccented
 Vietnamese, quiet hours, when a reminder is due, every template in both languages with seed data,
-and the calendar invite of a confirmation."""
+the calendar invite of a confirmation, its QR code, and the message as SMTP carries it."""
+import random
+import string
+import struct
+import zlib
 from datetime import date, datetime, timedelta, timezone
+from email import message_from_bytes
+from email.policy import default as email_policy
 from zoneinfo import ZoneInfo
 
 import pytest
+import segno
 from icalendar import Calendar
 from jinja2 import UndefinedError
 
-from services.notifications import mail
+from services.notifications import mail, qr
 from services.notifications.delivery import quiet_until, reminder_due_at, storable, unsubscribe_signature
 from services.notifications.sms import cost, prepare, segments, transliterate
 from services.notifications.templates import KINDS, LANGUAGES, OFFICIAL_KINDS, Renderer
@@ -217,3 +224,109 @@ def test_templates_need_only_what_the_contract_requires(kind, language):
     assert "None" not in subject + text + html
     if renderer.has_sms(kind, language):
         assert "None" not in renderer.sms(kind, language, context)
+
+
+# -- the QR code and the message as SMTP carries it ---------------------------------------------------
+
+def qr_tokens():
+    """Check-in tokens as registration makes them, and others of every length (other versions, a
+    Micro QR code, patterns that trip segno's edge cases)."""
+    rng = random.Random(20261205)
+    alphabet = string.ascii_letters + string.digits + "-_"
+    tokens = ["{:016x}.{}".format(rng.getrandbits(64), "".join(rng.choices(alphabet, k=16))) for _ in range(300)]
+    tokens += ["".join(rng.choices(alphabet, k=rng.randint(1, 150))) for _ in range(300)]
+    return tokens + ["QR-7f3a9c", "0" * 300, "A" * 200, "x" * 80]
+
+
+def test_the_qr_code_is_the_symbol_segno_makes():
+    for token in qr_tokens():
+        assert qr.matrix(token) == b"".join(segno.make(token, error="m").matrix), token
+
+
+def test_the_qr_png_shows_the_modules_four_pixels_each_with_a_quiet_zone():
+    token = "3f2a9c7e1b5d4a60.dGhpcy1pcy1hLXRlc3Q"
+    modules = qr.matrix(token)
+    size = int(len(modules) ** 0.5)
+    png = qr.qr_png(token)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height, depth = struct.unpack(">IIB", png[16:25])
+    side = (size + 2 * qr.BORDER) * qr.SCALE
+    assert (width, height, depth) == (side, side, 1)
+    idat = png[png.index(b"IDAT") + 4:png.index(b"IEND") - 8]
+    row_bytes = 1 + (side + 7) // 8
+    pixels = zlib.decompress(idat)
+    for y in range(side):
+        row = pixels[y * row_bytes + 1:(y + 1) * row_bytes]
+        bits = "".join("{:08b}".format(b) for b in row)[:side]
+        for x in range(0, side, qr.SCALE):
+            i, j = y // qr.SCALE - qr.BORDER, x // qr.SCALE - qr.BORDER
+            dark = 0 <= i < size and 0 <= j < size and modules[i * size + j] == 1
+            assert bits[x:x + qr.SCALE] == ("0" if dark else "1") * qr.SCALE, (i, j)
+
+
+def parsed(raw):
+    return message_from_bytes(raw.replace(b"\r\n", b"\n"), policy=email_policy)
+
+
+def a_confirmation_message(**overrides):
+    context = seed_context()
+    subject, text, html = Renderer().email("registration_confirmed", "vi", context)
+    arguments = dict(notice_id="event-1:email:0123456789abcdef",
+                     sender="Trung tâm Chuyển đổi số TP.HCM <daotao-ai@trainops.local>", to="anh@q1.gov.vn",
+                     subject=subject, text=text, html=html,
+                     headers={"List-Unsubscribe": "<https://x/unsub?c=email>"}, qr_token=context["qr_token"],
+                     ics=mail.invite("registration-1@trainops.local", context["session"], "daotao-ai@trainops.local",
+                                     "anh@q1.gov.vn"))
+    arguments.update(overrides)
+    return mail.build(**arguments), arguments
+
+
+def test_the_message_carries_text_html_with_its_qr_code_and_the_invite():
+    raw, sent = a_confirmation_message()
+    assert all(len(line) <= 998 for line in raw.split(b"\r\n")) and b"\n" not in raw.replace(b"\r\n", b"")
+    message = parsed(raw)
+    assert message.defects == [] and all(part.defects == [] for part in message.walk())
+    assert message["Subject"] == sent["subject"]  # long and Vietnamese: folded, no space lost
+    [sender] = message["From"].addresses
+    assert (sender.display_name, sender.addr_spec) == ("Trung tâm Chuyển đổi số TP.HCM", "daotao-ai@trainops.local")
+    assert message["To"] == "anh@q1.gov.vn"
+    assert message["Message-ID"] == mail.message_id(sent["notice_id"])
+    assert message["List-Unsubscribe"] == "<https://x/unsub?c=email>"
+    assert message.get_body(("plain",)).get_content() == sent["text"]
+    related = message.get_body(("related",))
+    html, image = related.iter_parts()
+    assert html.get_content() == sent["html"]
+    assert image["Content-ID"] == "<qr>" and image.get_content() == qr.qr_png(sent["qr_token"])
+    [invite] = [p for p in message.iter_attachments() if p.get_content_type() == "text/calendar"]
+    assert invite.get_filename() == "invite.ics" and invite.get_param("method") == "PUBLISH"
+    assert invite.get_content().encode("utf-8") == sent["ics"].replace(b"\r\n", b"\n")
+
+
+def test_a_message_without_qr_code_or_invite_is_text_and_html():
+    raw, sent = a_confirmation_message(qr_token=None, ics=None, headers=None)
+    message = parsed(raw)
+    assert message.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in message.iter_parts()] == ["text/plain", "text/html"]
+
+
+def test_a_line_break_in_a_header_is_refused_not_sent():
+    with pytest.raises(ValueError):
+        a_confirmation_message(to="anh@q1.gov.vn\r\nBcc: everyone@q1.gov.vn")
+
+
+def test_a_text_with_a_line_too_long_for_smtp_goes_base64():
+    raw, _ = a_confirmation_message(text="Một dòng rất dài " * 100, qr_token=None, ics=None)
+    part = parsed(raw).get_body(("plain",))
+    assert part["Content-Transfer-Encoding"] == "base64" and part.get_content() == "Một dòng rất dài " * 100
+
+
+def test_the_invite_of_each_official_of_a_class_has_their_own_uid_and_attendee():
+    session = seed_context()["session"]
+    first = Calendar.from_ical(mail.invite("registration-1@trainops.local", session, "daotao-ai@trainops.local",
+                                           "anh@q1.gov.vn"))
+    second = Calendar.from_ical(mail.invite("registration-2@trainops.local", session, "daotao-ai@trainops.local",
+                                            "binh@q1.gov.vn"))
+    [one], [two] = first.walk("VEVENT"), second.walk("VEVENT")
+    assert (str(one["uid"]), str(one["attendee"])) == ("registration-1@trainops.local", "mailto:anh@q1.gov.vn")
+    assert (str(two["uid"]), str(two["attendee"])) == ("registration-2@trainops.local", "mailto:binh@q1.gov.vn")
+    assert one.decoded("dtstart") == two.decoded("dtstart") and str(one["summary"]) == str(two["summary"])

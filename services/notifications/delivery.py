@@ -11,7 +11,13 @@ event arrives twice or the service restarts mid-send. Its status is a small stat
 `queued` with a future `not_before` is an SMS deferred by quiet hours. Whoever sends a notice first
 claims it (`claimed_until`), so the event handler and the sweep (a leased timer that sends what is
 due: deferred SMS and retries) never send the same notice at once; a sender that dies leaves a claim
-that runs out, and the sweep sends the notice then.
+that runs out, and the sweep sends the notice then. The event handler records its notices and hands
+them to the container's senders (a pool, `NOTIFICATIONS.senders`): the event is settled as soon as
+its notices are in the log, and a slow mail server slows the consumer only once every sender is busy.
+
+`sent` and `failed` are written in one transaction with a `notification_sent` or
+`notification_failed` event in the outbox, so whoever listens learns of every outcome exactly as
+the log records it.
 
 Residual risk, by design: a crash after the SMTP server accepted a message but before the log says
 `sent` sends it again once the claim runs out. The Message-ID is derived from the notice id, so the
@@ -26,13 +32,17 @@ import smtplib
 from datetime import date, datetime, time, timedelta, timezone
 from urllib.parse import urlencode
 
+from eventlet.greenpool import GreenPool
 from jinja2 import TemplateError
 from nameko.extensions import DependencyProvider
-from pymongo.errors import DuplicateKeyError
+from pymongo import InsertOne, UpdateOne
 
+from backbone import logs
+from backbone.contracts import make_envelope
 from backbone.logs import mask
-from backbone.store import Store, utcnow
+from backbone.store import Store, handled_record, utcnow
 from services.notifications import mail
+from services.notifications.batching import Batches
 from services.notifications.sms import SmsProviders, SmsRefused, SmsUnavailable, prepare
 from services.notifications.templates import LOCAL, Renderer
 
@@ -52,6 +62,7 @@ DEFAULTS = {
     "unsubscribe_secret": "",
     "reminder_hour": 8,
     "smtp_pool": 4,
+    "senders": 16,
 }
 
 
@@ -115,7 +126,8 @@ def unsubscribe_signature(secret, official_id, channel):
 # -- the dependency --------------------------------------------------------------------------------
 
 class Postbox(DependencyProvider):
-    """One SMTP pool and one SMS adapter per container; workers get a `Deliveries`."""
+    """One SMTP pool, one SMS adapter, the senders and the group-commit flusher (batching.py) per
+    container; workers get a `Deliveries`."""
 
     def setup(self):
         from nameko import config
@@ -131,34 +143,51 @@ class Postbox(DependencyProvider):
         self.sms_settings = sms
         self.sms = SmsProviders(sms["gateway_url"], sms.get("fallback_url") or "", sms.get("sender") or "")
         self.renderer = Renderer()
+        # More senders than SMTP connections: while some wait for the server, others build messages
+        # or record outcomes.
+        self.senders = GreenPool(int(self.settings["senders"]))
+
+    def start(self):
+        # In start, not setup: the Store is set up by now (extensions are set up concurrently).
+        self.store = next(d for d in self.container.dependencies if isinstance(d, Store))
+        self.batches = Batches(self.store)
+        self.container.spawn_managed_thread(self.batches.run, identifier="notices-batches")
 
     def stop(self):
+        # The notices handed to the senders go out (or are set to retry) before the container stops;
+        # the flusher they need is a managed thread, killed only after every dependency stopped.
+        self.senders.waitall()
         self.mailer.close()
         self.sms.close()
 
-    kill = stop
+    def kill(self):
+        # What they were sending stays claimed in the log: the sweep sends it when the claim runs out.
+        for sender in list(self.senders.coroutines_running):
+            sender.kill()
+        self.mailer.close()
+        self.sms.close()
 
     def get_dependency(self, worker_ctx):
-        store = next(d for d in self.container.dependencies if isinstance(d, Store))
-        return Deliveries(store.db, self)
+        return Deliveries(self.store.db, self, worker_ctx)
 
 
 class Deliveries:
-    def __init__(self, db, postbox):
+    def __init__(self, db, postbox, worker_ctx):
         self.db = db
         self.log = db.deliveries
         self.postbox = postbox
+        self.batches = postbox.batches
+        self.worker_ctx = worker_ctx
         self.settings = postbox.settings
         self.renderer = postbox.renderer
 
     # -- creating a notice ------------------------------------------------------------------------
 
-    def create(self, event_id, channel, to, template, language, context, correlation_id,
+    def notice(self, event_id, channel, to, template, language, context, correlation_id,
                official_id=None, partner_id=None, mandatory=False):
-        """Insert the notice, claimed by us, and return it; None when it exists already (a repeated
-        event, or a restart): then it was sent, or is being sent, or the sweep will send it."""
+        """A new notice's document, claimed by us (for `record`)."""
         now = utcnow()
-        doc = {
+        return {
             "_id": notice_id(event_id, channel, to), "event_id": event_id, "channel": channel, "to": to,
             "template": template, "language": language, "official_id": official_id, "partner_id": partner_id,
             "mandatory": mandatory, "context": storable(context), "status": "queued", "attempts": 0,
@@ -166,14 +195,27 @@ class Deliveries:
             "claimed_until": now + timedelta(seconds=float(self.settings["claim_seconds"])),
             "created_at": now, "sent_at": None,
         }
-        try:
-            self.log.insert_one(doc)
-        except DuplicateKeyError:
-            return None
-        return doc
 
-    def opted_out(self, official_id, channel):
-        return self.db.opt_outs.find_one({"_id": "{}:{}".format(official_id, channel)}, {"_id": 1}) is not None
+    def record(self, event, notices, steps=()):
+        """Insert the notices, then the write `steps` (see Batches.write; a duplicate key there means
+        "recorded already"), then, in an event handler, the record that the event was handled: in
+        that order, in one round with other workers' writes. Returns the notices that are new; one
+        that exists already (a repeated event, a restart) was sent, is being sent, or the sweep will
+        send it. Once this returns the notices are safe: if nobody sends them, the sweep will."""
+        steps = [("deliveries", InsertOne(doc)) for doc in notices] + list(steps)
+        handling = getattr(self.worker_ctx.entrypoint, "marks_handled", False) and self.worker_ctx.args[0] is event
+        if handling:
+            steps.append(("handled_events", InsertOne(handled_record(event))))
+        results = self.batches.write(*steps) if steps else []
+        if handling:
+            # The subscriber would otherwise write that record on its own, one at a time.
+            self.worker_ctx.handled_recorded = True
+        return [doc for doc, duplicate in zip(notices, results) if duplicate is None]
+
+    def opted_out(self, official_id, channels):
+        """The channels among these that the official opted out of."""
+        keys = {"{}:{}".format(official_id, channel): channel for channel in channels}
+        return {keys[key] for key in self.batches.existing("opt_outs", list(keys))}
 
     def unsubscribe_url(self, official_id, channel):
         query = urlencode({"official": official_id, "channel": channel,
@@ -181,6 +223,21 @@ class Deliveries:
         return "{}/notifications/unsubscribe?{}".format(self.settings["public_url"].rstrip("/"), query)
 
     # -- sending ----------------------------------------------------------------------------------
+
+    def send_soon(self, doc):
+        """Hand a claimed notice to the container's senders; waits only while every one is busy."""
+        self.postbox.senders.spawn(self._attempt_apart, doc)
+
+    def _attempt_apart(self, doc):
+        logs.bind(service=self.postbox.container.service_name, correlation_id=doc.get("correlation_id"))
+        try:
+            self.attempt(doc)
+        except Exception:
+            # The outcome could not be recorded (the database is away): the claim runs out and the
+            # sweep tries again.
+            log.exception("notice %s: outcome not recorded", doc["_id"])
+        finally:
+            logs.clear()
 
     def claim(self, delivery_id):
         """Take a queued or retrying notice whose claim ran out; the claimed document or None."""
@@ -221,7 +278,7 @@ class Deliveries:
             log.exception("notice %s could not be sent", doc["_id"])
             return self._fail(doc, attempts, "{}: {}".format(type(exc).__name__, exc))
         self._set(doc, dict(extra, status="sent", attempts=attempts, provider=provider, last_error=None,
-                            sent_at=utcnow(), claimed_until=NEVER))
+                            sent_at=utcnow(), claimed_until=NEVER), self._event("notification_sent", doc))
         return "sent"
 
     def _send_email(self, doc):
@@ -237,7 +294,7 @@ class Deliveries:
             ics = mail.invite("{}@trainops.local".format(registration), context["session"],
                               _address_of(self.postbox.sender), doc["to"])
         message = mail.build(doc["_id"], self.postbox.sender, doc["to"], subject, text, html, headers, qr, ics)
-        self.postbox.mailer.send(message)
+        self.postbox.mailer.send(_address_of(self.postbox.sender), doc["to"], message)
         return "smtp"
 
     def _send_sms(self, doc):
@@ -261,13 +318,25 @@ class Deliveries:
         return "retrying"
 
     def _fail(self, doc, attempts, error):
-        self._set(doc, {"status": "failed", "attempts": attempts, "last_error": error, "claimed_until": NEVER})
+        self._set(doc, {"status": "failed", "attempts": attempts, "last_error": error, "claimed_until": NEVER},
+                  self._event("notification_failed", doc, error=mask(error)))
         log.error("notice %s failed: %s", doc["_id"], mask(error))
         return "failed"
 
-    def _set(self, doc, fields):
-        self.log.update_one({"_id": doc["_id"]}, {"$set": fields})
+    def _set(self, doc, fields, event=None):
+        """Record the notice's new state, and the event that tells others (if any) in the same
+        transaction: `sent` and notification_sent happen together or not at all."""
+        self.batches.commit([("deliveries", UpdateOne({"_id": doc["_id"]}, {"$set": fields}))],
+                            [event] if event else [])
         doc.update(fields)
+
+    def _event(self, type_, doc, **fields):
+        """notification_sent or notification_failed about the notice, under the correlation id of the
+        event that caused it; no address (the notice id names the notice)."""
+        payload = dict(notice_id=doc["_id"], source_event_id=doc["event_id"], channel=doc["channel"],
+                       template=doc["template"], official_id=doc.get("official_id"),
+                       partner_id=doc.get("partner_id"), **fields)
+        return make_envelope(type_, payload, self.postbox.container.service_name, doc.get("correlation_id") or "none")
 
     # -- the sweep --------------------------------------------------------------------------------
 

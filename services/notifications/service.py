@@ -14,8 +14,7 @@ import logging
 from datetime import datetime, timedelta, timezone
 
 from nameko.rpc import rpc
-from pymongo import ASCENDING, IndexModel
-from pymongo.errors import DuplicateKeyError
+from pymongo import ASCENDING, IndexModel, InsertOne, UpdateOne
 
 from backbone import auth, metrics
 from backbone.contracts import schema_for
@@ -61,8 +60,7 @@ class NotificationsService(Operations):
 
     @subscribe("registration_confirmed")
     def on_registration_confirmed(self, event):
-        self.track(event, "confirmed")
-        self.notify_official(event, "registration_confirmed")
+        self.notify_official(event, "registration_confirmed", now="confirmed")
 
     @subscribe("registration_waitlisted")
     def on_registration_waitlisted(self, event):
@@ -70,49 +68,49 @@ class NotificationsService(Operations):
 
     @subscribe("registration_promoted")
     def on_registration_promoted(self, event):
-        self.track(event, "confirmed")
-        self.notify_official(event, "registration_promoted")
+        self.notify_official(event, "registration_promoted", now="confirmed")
 
     @subscribe("registration_cancelled")
     def on_registration_cancelled(self, event):
-        self.track(event, "cancelled")
         # The cancellation of their own class reaches them whatever they opted out of.
         if event["payload"]["cause"] == "session_cancelled":
-            self.notify_official(event, "session_cancelled", mandatory=True)
+            self.notify_official(event, "session_cancelled", mandatory=True, now="cancelled")
         else:
-            self.notify_official(event, "registration_cancelled")
+            self.notify_official(event, "registration_cancelled", now="cancelled")
 
     @subscribe("registration_rescheduled")
     def on_registration_rescheduled(self, event):
-        self.track(event, event["payload"]["status"])
-        self.notify_official(event, "registration_rescheduled")
+        self.notify_official(event, "registration_rescheduled", now=event["payload"]["status"])
 
     @subscribe("course_completed")
     def on_course_completed(self, event):
         self.notify_official(event, "course_completed")
 
-    def notify_official(self, event, template, mandatory=False):
+    def notify_official(self, event, template, mandatory=False, now=None):
+        """Record the official's notices (and, with `now`, the registration's status in the service's
+        copy) and hand them to the senders."""
         payload = with_every_field(event)
         official = payload["official"]
         language = language_of(official.get("language"))
         context = dict(payload, language=language, unsubscribe={
             channel: self.deliveries.unsubscribe_url(official["id"], channel) for channel in CHANNELS})
-        for channel, address in (("email", official.get("email")), ("sms", official.get("phone"))):
-            if not address:
-                continue
-            if channel == "sms" and not self.deliveries.renderer.has_sms(template, language):
-                continue
-            if not mandatory and self.deliveries.opted_out(official["id"], channel):
-                log.info("%s by %s not sent: the official opted out", template, channel)
-                continue
-            notice = self.deliveries.create(
-                event["event_id"], channel, address, template, language, context,
-                event["correlation_id"], official_id=official["id"], mandatory=mandatory)
-            if notice is not None:
-                self.deliveries.attempt(notice)
+        addresses = [(channel, address) for channel, address in (("email", official.get("email")),
+                                                                  ("sms", official.get("phone")))
+                     if address and (channel == "email" or self.deliveries.renderer.has_sms(template, language))]
+        opted_out = set() if mandatory or not addresses else self.deliveries.opted_out(
+            official["id"], [channel for channel, _ in addresses])
+        for channel in opted_out:
+            log.info("%s by %s not sent: the official opted out", template, channel)
+        notices = [self.deliveries.notice(event["event_id"], channel, address, template, language, context,
+                                          event["correlation_id"], official_id=official["id"], mandatory=mandatory)
+                   for channel, address in addresses if channel not in opted_out]
+        for notice in self.deliveries.record(event, notices, [self.tracking(event, now)] if now else []):
+            self.deliveries.send_soon(notice)
 
-    def track(self, event, status):
-        """Keep the service's copy of a registration that may need a reminder, newest event wins."""
+    def tracking(self, event, status):
+        """The write step that keeps the service's copy of a registration that may need a reminder:
+        an insert (a registration's first event, the common case, and the cheapest write), or when
+        the copy exists, an update that only a newer event makes. `status` is what it is now."""
         payload = event["payload"]
         occurred_at = event["occurred_at"]
         if isinstance(occurred_at, str):
@@ -123,16 +121,12 @@ class NotificationsService(Operations):
         fields = {"status": status, "as_of": occurred_at, "official": payload["official"], "reminded": False,
                   "session": payload["session"], "starts_at": starts_at,
                   "remind_at": reminder_due_at(starts_at, int(self.deliveries.settings["reminder_hour"]))}
-        change = {"$set": fields}
         if payload.get("qr_token"):
             fields["qr_token"] = payload["qr_token"]
-        else:  # a rescheduled registration keeps the code its confirmation carried
-            change["$setOnInsert"] = {"qr_token": None}
-        try:
-            self.store.upcoming.update_one(
-                {"_id": payload["registration_id"], "as_of": {"$lte": occurred_at}}, change, upsert=True)
-        except DuplicateKeyError:
-            pass  # a later event about this registration is already recorded
+        # A rescheduled registration keeps the code its confirmation carried.
+        first = dict(fields, _id=payload["registration_id"], qr_token=payload.get("qr_token"))
+        newer = UpdateOne({"_id": payload["registration_id"], "as_of": {"$lte": occurred_at}}, {"$set": fields})
+        return ("upcoming", InsertOne(first), newer)
 
     # -- partners ---------------------------------------------------------------------------------
 
@@ -173,10 +167,10 @@ class NotificationsService(Operations):
             return
         context = dict(context, partner={"id": partner_id, "name": partner["name"], "code": partner["code"]},
                        language="vi")
-        notice = self.deliveries.create(event["event_id"], "email", partner["contact_email"], template, "vi",
+        notice = self.deliveries.notice(event["event_id"], "email", partner["contact_email"], template, "vi",
                                         context, event["correlation_id"], partner_id=partner_id)
-        if notice is not None:
-            self.deliveries.attempt(notice)
+        for notice in self.deliveries.record(event, [notice]):
+            self.deliveries.send_soon(notice)
 
     # -- the sweep: retries, deferred SMS, reminders ------------------------------------------------
 
