@@ -38,6 +38,9 @@ UNDELIVERABLE = "trainops.undeliverable"
 # message, and the subscriber handing it back about once a second while its database is away, so this
 # outlasts a few minutes of MongoDB failover. (RabbitMQ 4 quorum queues otherwise drop after 20.)
 REDELIVERY_LIMIT = 300
+# Events nobody subscribes to yet (notification_sent/failed are for the record and later consumers):
+# the unrouted queue keeps the newest this many for inspection instead of growing for ever.
+UNROUTED_KEPT = 100000
 
 
 def exchange_name():
@@ -142,6 +145,10 @@ def definitions(vhost="/"):
             "pattern": "^trainops\\.({})$".format("|".join(consumers)),
             "definition": {"delivery-limit": REDELIVERY_LIMIT, "dead-letter-exchange": UNDELIVERABLE,
                            "dead-letter-strategy": "at-least-once", "overflow": "reject-publish"},
+        }, {
+            "vhost": vhost, "name": "trainops-unrouted-bounded", "apply-to": "queues", "priority": 0,
+            "pattern": "^{}$".format(UNROUTED.replace(".", "\\.")),
+            "definition": {"max-length": UNROUTED_KEPT, "overflow": "drop-head"},
         }],
     }
     for service in consumers:

@@ -1,5 +1,6 @@
 """The RabbitMQ topology: what the platform declares at start is what deploy/ ships, and every
 service's handlers match the subscription table."""
+import collections
 import json
 import os
 from pathlib import Path
@@ -35,8 +36,8 @@ def test_every_service_handles_exactly_its_subscriptions():
 
 def test_what_the_platform_declares_on_a_broker_is_what_the_definitions_file_holds():
     """Declared for real (quorum queues, a vhost of its own), read back from the broker with
-    rabbitmqctl, and compared with deploy/rabbitmq/definitions.json; then the file's policy is set on
-    that vhost and must govern exactly the consumers' queues."""
+    rabbitmqctl, and compared with deploy/rabbitmq/definitions.json; then the file's policies are set on
+    that vhost, and each must govern exactly its queues."""
     from kombu import Connection
     from tests.conftest import AMQP_BASE
     from devstack.rabbit import _rabbitmqctl, delete_vhost, make_vhost
@@ -64,10 +65,14 @@ def test_what_the_platform_declares_on_a_broker_is_what_the_definitions_file_hol
                           if b["source_name"])  # the default exchange binds every queue to itself
         assert bindings == sorted((b["source"], b["destination"], b["routing_key"]) for b in shipped["bindings"])
 
-        [policy] = shipped["policies"]
-        _rabbitmqctl("set_policy", "-p", vhost, "--apply-to", policy["apply-to"], "--priority", str(policy["priority"]),
-                     policy["name"], policy["pattern"], json.dumps(policy["definition"]))
-        governed = {q["name"] for q in listed("list_queues", "name", "policy") if q["policy"] == policy["name"]}
-        assert governed == {topology.queue_name(s) for s, types in topology.SUBSCRIPTIONS.items() if types}
+        for policy in shipped["policies"]:
+            _rabbitmqctl("set_policy", "-p", vhost, "--apply-to", policy["apply-to"], "--priority",
+                         str(policy["priority"]), policy["name"], policy["pattern"], json.dumps(policy["definition"]))
+        governed = collections.defaultdict(set)
+        for q in listed("list_queues", "name", "policy"):
+            governed[q["policy"]].add(q["name"])
+        assert governed["trainops-redelivery-limit"] == {
+            topology.queue_name(s) for s, types in topology.SUBSCRIPTIONS.items() if types}
+        assert governed["trainops-unrouted-bounded"] == {topology.UNROUTED}
     finally:
         delete_vhost(vhost)
