@@ -13,6 +13,7 @@ from eventlet.event import Event
 from nameko.exceptions import RemoteError, UnknownService
 from nameko.extensions import DependencyProvider
 from nameko.web.handlers import HttpRequestHandler
+from nameko.web.server import WebServer
 from pymongo.errors import DuplicateKeyError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
@@ -66,11 +67,31 @@ def read_json(request, optional=False):
     return body
 
 
+# Connections waiting to be accepted (the kernel caps it at net.core.somaxconn).
+LISTEN_BACKLOG = 1024
+
+
+class GatewayServer(WebServer):
+    """nameko's web server with a listen backlog for bursts: eventlet's default of 50 pending
+    connections overflows when a popular class opens (hundreds of officials at once), and the kernel
+    then drops connections, which the callers see closed without an answer."""
+
+    def start(self):
+        if not self._starting:
+            self._starting = True
+            self._sock = eventlet.listen(self.bind_addr, backlog=LISTEN_BACKLOG)
+            self._sock.settimeout(None)  # as nameko does: https://github.com/celery/kombu/issues/838
+            self._serv = self.get_wsgi_server(self._sock, self.get_wsgi_app())
+            self._gt = self.container.spawn_managed_thread(self.run)
+
+
 class Api(HttpRequestHandler):
     """`@api("POST", "/partners", body="PartnerIn", auth="operator", summary="...")`: the handler
     returns a dict/list (200), `(status, body)`, or a werkzeug Response; raising DomainError gives its
     status and the error shape. `body`, `auth`, `summary` and `status` describe the route in OpenAPI;
     the summary names the query string (`?month=&unit=`) and says "(body optional)" where it is."""
+
+    server = GatewayServer()
 
     def __init__(self, method, url, summary="", body=None, auth="operator", status=200, public=True, **kwargs):
         self.summary = summary
