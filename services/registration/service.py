@@ -7,20 +7,17 @@ _cancelled) and keeps its own copy with the seat counters. Publishes registratio
 registration_waitlisted, registration_promoted, registration_cancelled, registration_rescheduled,
 attendance_recorded, course_completed and units_merged, always through the outbox.
 
-Seats: a registration takes a seat with one conditional update of the session document
-(`seats_taken < capacity`, and the unit's counter under its quota) inside the transaction that
-inserts the registration and its event: the database is the arbiter, never a value read earlier.
-Within one process registrations of a session also queue on a FIFO lock, so they don't write-
-conflict (conflicts make MongoDB abort and retry whole transactions) and arrival order is waitlist
-order. With several replicas the database still never over-books; "arrival order" then holds per
-replica, and across replicas within the window of a conflict retry.
+Seats: registrations queue in arrival order and are written in batches, one transaction per batch
+(`seating`): each session's counters (`seats_taken < capacity`, and the unit's counter under its
+quota) change with one conditional update that only matches what the transaction read, in the
+transaction that inserts the registrations and their events: the database is the arbiter. Within
+one process the batch holds each session's FIFO lock, which cancellations and capacity or quota
+changes take too, so they don't write-conflict (conflicts make MongoDB abort and retry whole
+transactions). With several replicas the database still never over-books; "arrival order" then
+holds per replica.
 """
 import secrets
-import time
-from collections import defaultdict
-from datetime import datetime, timezone
 
-from eventlet.semaphore import Semaphore
 from nameko.rpc import rpc
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
@@ -33,29 +30,12 @@ from backbone.openapi import schema_components
 from backbone.store import Store, new_id, utcnow
 from backbone.subscriber import subscribe
 from services.registration import certificates, imports, reports, schemas, storage
+from services.registration.seating import Seating, session_lock
 from services.registration.storage import (
-    LIVE, official_ref, parts_of, public_official, public_registration, public_unit, session_ref)
+    LIVE, parts_of, public_official, public_registration, public_unit, session_ref)
 
-# One FIFO lock per session in this process (eventlet semaphores wake waiters in order).
-_session_locks = defaultdict(Semaphore)
-
-# Sessions as read for the checks before a registration's transaction (eligibility, cut-off), kept
-# for a second: one read fewer per registration in a burst. The seat, the session's status and what
-# the events say are decided inside the transaction, never from this copy; this process forgets a
-# session as soon as it changes one, other replicas within SESSION_CACHE_SECONDS.
-SESSION_CACHE_SECONDS = 1.0
-_session_cache = {}
-
-
-def forget_session(session_id=None):
-    if session_id is None:
-        _session_cache.clear()
-    else:
-        _session_cache.pop(session_id, None)
-
-
-def session_lock(session_id):
-    return _session_locks[session_id]
+# Built once: a marshmallow schema is reusable, and building one costs more than a registration's load.
+REGISTRATION_IN = schemas.RegistrationIn()
 
 
 def require_session_reader(actor, session):
@@ -74,6 +54,7 @@ class RegistrationService(Operations):
 
     store = Store(indexes=storage.INDEXES)
     tracing = Tracing()
+    seating = Seating()
 
     # -- what scheduling tells us -------------------------------------------------------------------
 
@@ -114,7 +95,6 @@ class RegistrationService(Operations):
 
         with session_lock(session_id):
             self.store.transaction(move)
-        forget_session(session_id)
 
     @subscribe("session_capacity_changed")
     def on_session_capacity_changed(self, event):
@@ -133,7 +113,6 @@ class RegistrationService(Operations):
 
         with session_lock(session_id):
             self.store.transaction(resize)
-        forget_session(session_id)
 
     @subscribe("session_cancelled")
     def on_session_cancelled(self, event):
@@ -157,7 +136,6 @@ class RegistrationService(Operations):
 
         with session_lock(session_id):
             self.store.transaction(cancel)
-        forget_session(session_id)
 
     @staticmethod
     def _known_session(tx, session_id):
@@ -257,7 +235,6 @@ class RegistrationService(Operations):
 
         try:
             self.store.transaction(merge)
-            forget_session()
         except DuplicateKeyError:
             raise conflict("unit_exists", "Unit {} exists.".format(into["code"]), {"into": {"code": ["Already taken."]}})
         return public_unit(unit)
@@ -335,64 +312,16 @@ class RegistrationService(Operations):
             raise not_found("session", session_id)
         return session
 
-    def _recent_session(self, session_id):
-        now = time.monotonic()
-        cached = _session_cache.get(session_id)
-        if cached and cached[0] > now:
-            return cached[1]
-        session = self._session(session_id)
-        _session_cache[session_id] = (now + SESSION_CACHE_SECONDS, session)
-        return session
-
     @rpc
     def register(self, actor, session_id, data):
         """Register an official: `confirmed` while seats (and the unit's quota) remain, else
-        `waitlisted` with a position. 409 `already_registered`; 422 `not_eligible` /
-        `registration_closed` / `unknown_official`. The operator may record a registration after
-        the cut-off with `after_cutoff: true`."""
+        `waitlisted` with a position (arrival order). 404 unknown session; 409 `already_registered`;
+        422 `not_eligible` / `registration_closed` / `unknown_official`. The operator may record a
+        registration after the cut-off with `after_cutoff: true`."""
         auth.require_operator(actor)
-        fields = validated(schemas.RegistrationIn(), data)
-        session = self._recent_session(session_id)
-        official = self.store.officials.find_one({"_id": fields["official_id"]})
-        if official is None:
-            raise rule_broken("unknown_official", "No such official.", {"official_id": ["Unknown official."]})
-        late = session["registration_closes_at"] and datetime.now(timezone.utc) > session["registration_closes_at"]
-        if session["status"] != "scheduled" or (late and not fields["after_cutoff"]):
-            raise rule_broken("registration_closed", "Registration for this session is closed.")
-        if official["audience_group"] not in session["audience_groups"] or (
-                session["eligible_units"] and official["unit_code"] not in session["eligible_units"]):
-            raise rule_broken("not_eligible", "This official's unit or audience group is not invited.",
-                              {"official_id": ["Not eligible for this session."]})
-        registration_id = storage.registration_id(session_id, official["_id"])
-        base = {"_id": registration_id, "id": registration_id, "session_id": session_id,
-                "official_id": official["_id"], "unit_code": official["unit_code"],
-                "official": official_ref(official), "qr_token": storage.new_qr_token(registration_id)}
-
-        def take_seat(tx):
-            reg = dict(base, created_at=utcnow())
-            outcome = storage.seat_or_place(tx, session_id, reg["unit_code"])
-            if outcome is None:
-                raise rule_broken("registration_closed", "Registration for this session is closed.")
-            seated, position, now_session = outcome
-            if seated:
-                reg["status"] = "confirmed"
-            else:
-                reg.update(status="waitlisted", waitlist_position=position)
-            tx.registrations.insert_one(reg)
-            event = {"registration_id": reg["_id"], "session": session_ref(now_session), "official": reg["official"]}
-            if reg["status"] == "confirmed":
-                tx.emit("registration_confirmed", dict(event, qr_token=reg["qr_token"]))
-            else:
-                tx.emit("registration_waitlisted", dict(event, waitlist_position=reg["waitlist_position"]))
-            return reg
-
-        try:
-            with session_lock(session_id):
-                created = self.store.transaction(take_seat)
-        except DuplicateKeyError:
-            raise conflict("already_registered", "This official is already registered for this session.",
-                           {"official_id": ["Already registered."]})
-        return public_registration(created)
+        fields = validated(REGISTRATION_IN, data)
+        return public_registration(self.seating.register(
+            self.store, session_id, fields["official_id"], fields["after_cutoff"]))
 
     @rpc
     def cancel_registration(self, actor, registration_id, data):
@@ -506,7 +435,6 @@ class RegistrationService(Operations):
 
         with session_lock(session_id):
             self.store.transaction(apply)
-        forget_session(session_id)
         return self.seats(session_id)
 
     def domain_metrics(self):

@@ -91,33 +91,6 @@ def take_seat(tx, session_id, unit_code):
         {"$inc": {"seats_taken": 1, "unit_seats." + unit_key(unit_code): 1}}).modified_count)
 
 
-def seat_or_place(tx, session_id, unit_code):
-    """A registration's one write to the session: a seat if one is free (and the unit is under its
-    quota), else the next waitlist position, decided and counted in one atomic update of the
-    document (an update pipeline), never read-then-write. Returns (seated, waitlist position, session), or
-    None when the session no longer takes registrations. Also returns the session as it is now
-    (what the event tells), so nothing read before the transaction goes into the event. The sessions collection is small, so
-    find_one_and_update is fine here."""
-    key = unit_key(unit_code)
-    taken = {"$ifNull": ["$unit_seats." + key, 0]}
-    seat = {"$and": [{"$lt": ["$seats_taken", "$capacity"]},
-                     {"$lt": [taken, {"$ifNull": ["$quotas." + key, NO_QUOTA]}]}]}
-    one_if_seated, one_if_not = {"$cond": ["$last_seated", 1, 0]}, {"$cond": ["$last_seated", 0, 1]}
-    after = tx.sessions.find_one_and_update(
-        {"_id": session_id, "status": "scheduled"},
-        [{"$set": {"last_seated": seat}},
-         {"$set": {
-             "seats_taken": {"$add": ["$seats_taken", one_if_seated]},
-             "unit_seats": {"$mergeObjects": [{"$ifNull": ["$unit_seats", {}]}, {"$arrayToObject": [[
-                 {"k": key, "v": {"$add": [taken, one_if_seated]}}]]}]},
-             "waitlist_length": {"$add": ["$waitlist_length", one_if_not]},
-             "waitlist_next": {"$add": ["$waitlist_next", one_if_not]}}}],
-        projection=dict.fromkeys(("last_seated", "waitlist_next") + SESSION_REF, 1), return_document=True)
-    if after is None:
-        return None
-    return bool(after["last_seated"]), after["waitlist_next"], after
-
-
 def free_seat(tx, session_id, unit_code):
     tx.sessions.update_one({"_id": session_id},
                            {"$inc": {"seats_taken": -1, "unit_seats." + unit_key(unit_code): -1}})
