@@ -40,18 +40,12 @@ import requests
 from eventlet.queue import Empty, LightQueue
 
 from backbone.store import emitted_events
+from devstack.run import SERVICES  # what `make run` starts: each service's module
 from tests.conftest import AMQP_BASE, free_port
 from tests.helpers import Client
 from tests.test_registration_support import Registrations, at
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVICES = {
-    "partners": "services.partners.service",
-    "scheduling": "services.scheduling.service",
-    "registration": "services.registration.service",
-    "notifications": "services.notifications.service",
-    "gateway": "gateway.service",
-}
 REPLICAS = ("a", "b")
 TOKEN = "replicas-operator-token"
 
