@@ -3,6 +3,7 @@ relay, agreement expiry, reminders). It is renewed while held and taken over whe
 replica that dies hands the work on within `seconds`."""
 import os
 import socket
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -21,9 +22,14 @@ class Lease:
         self.name = name
         self.holder = holder
         self.seconds = seconds
+        self._renewed = None  # monotonic time of our last successful take or renewal
 
     def acquire(self):
-        """Take or renew the lease; True while we hold it."""
+        """Take or renew the lease; True while we hold it. A lease renewed less than a third of its
+        time ago is not written again: every relay polls it, several times a second, and on the
+        embedded database those writes cost as much as a service's own work."""
+        if self._renewed is not None and time.monotonic() - self._renewed < self.seconds / 3:
+            return True
         now = datetime.now(timezone.utc)
         try:
             self.collection.update_one(
@@ -33,10 +39,13 @@ class Lease:
             )
         except DuplicateKeyError:
             # The upsert found someone else's live lease and tried to insert a second one.
+            self._renewed = None
             return False
+        self._renewed = time.monotonic()
         return True
 
     def release(self):
+        self._renewed = None
         self.collection.update_one(
             {"_id": self.name, "holder": self.holder},
             {"$set": {"expires_at": datetime.fromtimestamp(0, timezone.utc)}},
