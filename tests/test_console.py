@@ -151,15 +151,18 @@ def test_an_operator_sees_why_a_notice_failed_and_resends_it_from_the_console(sy
 
 
 def test_the_console_shows_upcoming_sessions_with_seats_and_partners_with_agreement_expiry(operator, app_config):
+    # Dates from today: the session must be upcoming whenever the test runs.
+    today = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).date()
+    day, until = today + timedelta(days=20), today + timedelta(days=365)
     partner = operator.post("/partners", {"code": "SIU", "name": "Trường Đại học Quốc tế Sài Gòn",
                                           "kind": "university", "contact_email": "hoptac@siu.edu.vn"}).json()
     assert operator.post("/partners/{}/agreements".format(partner["id"]), {
         "title": "Thỏa thuận hợp tác đào tạo 2025–2026", "signed_on": "2025-03-13", "valid_from": "2025-03-13",
-        "valid_until": "2026-12-31", "scope": ["district"]}).status_code == 201
+        "valid_until": until.isoformat(), "scope": ["district"]}).status_code == 201
     offering = operator.as_(partner["api_key"]).post("/offerings", {
         "title": "Bồi dưỡng kiến thức và kỹ năng ứng dụng AI trong công việc", "audience_groups": ["district"],
         "modules": [{"title": "AI trong công tác văn phòng", "hours": 8}],
-        "starts_from": "2026-12-01", "ends_by": "2026-12-31"}).json()
+        "starts_from": today.isoformat(), "ends_by": (today + timedelta(days=60)).isoformat()}).json()
     venue = operator.post("/venues", {"name": "Trường Đại học Ngân hàng TP.HCM", "address": "36 Tôn Thất Đạm, Quận 1",
                                       "host_partner_id": partner["id"],
                                       "rooms": [{"name": "Hội trường A", "capacity": 150}]}).json()
@@ -167,8 +170,8 @@ def test_the_console_shows_upcoming_sessions_with_seats_and_partners_with_agreem
     def schedule():
         response = operator.post("/sessions", {
             "offering_id": offering["id"], "venue_id": venue["id"], "room": "Hội trường A",
-            "trainer": "TS. Nguyễn Văn A", "starts_at": "2026-12-05T08:00:00+07:00",
-            "ends_at": "2026-12-05T17:00:00+07:00", "capacity": 150, "eligible_units": ["Q1"],
+            "trainer": "TS. Nguyễn Văn A", "starts_at": "{}T08:00:00+07:00".format(day),
+            "ends_at": "{}T17:00:00+07:00".format(day), "capacity": 150, "eligible_units": ["Q1"],
             "audience_groups": ["district"]})
         return response if response.status_code == 201 else None
     wait_for(schedule)
@@ -177,7 +180,7 @@ def test_the_console_shows_upcoming_sessions_with_seats_and_partners_with_agreem
     browser = logged_in(base, app_config["OPERATOR_TOKEN"])
     sessions = browser.get(base + "/console/sessions?lang=en").text
     row = re.search(r"<tr><td>Bồi dưỡng kiến thức.*?</tr>", sessions, re.S).group(0)
-    assert "05/12/2026 08:00:00" in row and "Hội trường A" in row
+    assert day.strftime("%d/%m/%Y 08:00:00") in row and "Hội trường A" in row
     assert [cell for cell in re.findall(r"<td>([^<]*)</td>", row)][-4:] == ["150", "0", "0", "0"]
     partners = browser.get(base + "/console/partners").text
-    assert "Trường Đại học Quốc tế Sài Gòn" in partners and "2026-12-31" in partners and "active" in partners
+    assert "Trường Đại học Quốc tế Sài Gòn" in partners and until.isoformat() in partners and "active" in partners

@@ -1,10 +1,16 @@
 """One thin flow through all four services over HTTP: the operator onboards a partner and records its
 agreement, the partner posts an offering with its own key, a session is scheduled, an official
 registers, and a Vietnamese confirmation email arrives at the SMTP server."""
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
 from tests.helpers import wait_for
 
 
 def test_an_official_registers_and_gets_a_vietnamese_confirmation_email(operator, smtp_sink, db):
+    # Dates from today: the class must still be open for registration whenever the test runs.
+    today = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).date()
+    day = today + timedelta(days=20)
     siu = operator.post("/partners", {"code": "SIU", "name": "Trường Đại học Quốc tế Sài Gòn",
                                       "kind": "university", "contact_email": "hoptac@siu.edu.vn"})
     assert siu.status_code == 201, siu.text
@@ -13,7 +19,7 @@ def test_an_official_registers_and_gets_a_vietnamese_confirmation_email(operator
 
     agreement = operator.post("/partners/{}/agreements".format(partner["id"]), {
         "title": "Thỏa thuận hợp tác đào tạo 2025–2026", "signed_on": "2025-03-13",
-        "valid_from": "2025-03-13", "valid_until": "2026-12-31", "scope": ["district", "ward_commune"]})
+        "valid_from": "2025-03-13", "valid_until": (today + timedelta(days=365)).isoformat(), "scope": ["district", "ward_commune"]})
     assert agreement.status_code == 201, agreement.text
     assert agreement.json()["status"] == "active"
 
@@ -23,7 +29,7 @@ def test_an_official_registers_and_gets_a_vietnamese_confirmation_email(operator
         "audience_groups": ["district", "ward_commune"],
         "modules": [{"title": "AI trong công tác văn phòng", "hours": 4},
                     {"title": "An toàn thông tin khi sử dụng AI", "hours": 4}],
-        "starts_from": "2026-12-01", "ends_by": "2026-12-31"})
+        "starts_from": today.isoformat(), "ends_by": (today + timedelta(days=60)).isoformat()})
     assert offering.status_code == 201, offering.text
     assert offering.json() | {"status": "published", "partner_id": partner["id"]} == offering.json()
 
@@ -35,8 +41,8 @@ def test_an_official_registers_and_gets_a_vietnamese_confirmation_email(operator
     def schedule():
         response = operator.post("/sessions", {
             "offering_id": offering.json()["id"], "venue_id": venue["id"], "room": "Hội trường A",
-            "trainer": "TS. Nguyễn Văn A", "starts_at": "2026-12-05T08:00:00+07:00",
-            "ends_at": "2026-12-05T17:00:00+07:00", "capacity": 150, "eligible_units": ["Q1"],
+            "trainer": "TS. Nguyễn Văn A", "starts_at": "{}T08:00:00+07:00".format(day),
+            "ends_at": "{}T17:00:00+07:00".format(day), "capacity": 150, "eligible_units": ["Q1"],
             "audience_groups": ["district"]})
         return response if response.status_code == 201 else None
     session = wait_for(schedule).json()
@@ -61,7 +67,7 @@ def test_an_official_registers_and_gets_a_vietnamese_confirmation_email(operator
     assert mail["Subject"].startswith("Xác nhận đăng ký: Bồi dưỡng kiến thức")
     body = mail.get_body(("plain",)).get_content()
     assert "Kính gửi Nguyễn Thị Ánh" in body
-    assert "05/12/2026 08:00" in body  # local time, dd/mm/yyyy HH:MM
+    assert day.strftime("%d/%m/%Y 08:00") in body  # local time, dd/mm/yyyy HH:MM
     assert "36 Tôn Thất Đạm" in body
     assert registration.json()["qr_token"] in body
 
