@@ -12,6 +12,7 @@ import eventlet
 from eventlet.event import Event
 from nameko.exceptions import RemoteError, UnknownService
 from nameko.extensions import DependencyProvider
+from nameko.rpc import ServiceRpc
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer
 from pymongo.errors import DuplicateKeyError
@@ -83,6 +84,20 @@ class GatewayServer(WebServer):
             self._sock.settimeout(None)  # as nameko does: https://github.com/celery/kombu/issues/838
             self._serv = self.get_wsgi_server(self._sock, self.get_wsgi_app())
             self._gt = self.container.spawn_managed_thread(self.run)
+
+
+class ServiceClient(ServiceRpc):
+    """nameko's RPC client to one service, minus a re-declaration of the reply queue before every
+    request. nameko declares it with each publish because a queue with x-expires can't be cached by
+    kombu: three broker round trips (queue, exchange, binding) per call, about a sixth of the
+    gateway's CPU in the registration burst. The reply consumer declares the queue when it starts
+    and again whenever it reconnects, and keeps it from expiring by consuming from it; a request sent
+    while that consumer is reconnecting after a broker restart can lose its reply, and then answers
+    503 at the RPC timeout, as any request to an unreachable service does."""
+
+    def setup(self):
+        super().setup()
+        self.publisher.declare = []
 
 
 class Api(HttpRequestHandler):

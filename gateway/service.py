@@ -5,7 +5,6 @@ import hmac
 
 import eventlet
 from nameko import config
-from nameko.rpc import ServiceRpc
 from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.wrappers import Request, Response
 
@@ -16,7 +15,7 @@ from backbone.metrics import MetricsServer
 from backbone.store import Store
 from gateway import console, openapi, ops
 from gateway.console import pages
-from gateway.entrypoints import Routes, api, read_json
+from gateway.entrypoints import Routes, ServiceClient, api, read_json
 
 HEALTH_TIMEOUT = 2.0
 
@@ -34,10 +33,10 @@ class GatewayService:
     # This process's HTTP counters on METRICS_PORT (off when empty): each gateway replica counts its own.
     metrics_server = MetricsServer()
     routes = Routes()
-    partners = ServiceRpc("partners")
-    scheduling = ServiceRpc("scheduling")
-    registration = ServiceRpc("registration")
-    notifications = ServiceRpc("notifications")
+    partners = ServiceClient("partners")
+    scheduling = ServiceClient("scheduling")
+    registration = ServiceClient("registration")
+    notifications = ServiceClient("notifications")
 
     def actor(self, request):
         """The caller: the operator, a partner (by its API key), or 401."""
