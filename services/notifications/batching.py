@@ -3,9 +3,11 @@ MongoDB together, one round trip per collection.
 
 A notice takes a handful of small writes and reads. On SecantusDB (dev, tests, the bench) each one
 costs the server 0.2-1 ms of CPU, most of it per request rather than per document, so at fan-out the
-database, not SMTP, set the pace. One flusher (a green thread) takes whatever workers queued while its
-previous round ran, so batches grow with the load and a lone notice waits for nothing. Each worker
-still gets its own outcome: a duplicate key is news for the worker whose write it was only.
+database, not SMTP, set the pace. A flusher (a green thread) takes whatever workers queued while its
+previous round ran, so batches grow with the load and a lone notice waits for nothing. A few
+flushers run (NOTIFICATIONS.flushers): while one waits for the database the next takes what queued
+meanwhile, so this process and the database work at the same time. Each worker still gets its own
+outcome: a duplicate key is news for the worker whose write it was only.
 """
 from eventlet.event import Event
 from eventlet.queue import Empty, LightQueue
@@ -15,11 +17,12 @@ from backbone.store import outbox_record
 
 
 class Batches:
-    """The service's database through one flusher: `write`, `existing` and `commit` queue their
-    work and wait; the flusher (`run`, a managed thread) takes everything queued since its last
+    """The service's database through a few flushers: `write`, `existing` and `commit` queue their
+    work and wait; a flusher (`run`, a managed thread each) takes everything queued since its last
     round and does it in one round: the look-ups (one find per collection), the writes (one bulk
-    write per collection), then the commits (one transaction). One round at a time also keeps the
-    server from juggling many small requests at once (SecantusDB is a Python server)."""
+    write per collection), then the commits (one transaction). A worker's own steps are in one
+    round, in order; different workers' rounds touch different notices, so rounds in flight at
+    once don't conflict."""
 
     def __init__(self, store):
         self.db = store.db

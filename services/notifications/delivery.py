@@ -61,8 +61,9 @@ DEFAULTS = {
     "public_url": "http://127.0.0.1:8000",
     "unsubscribe_secret": "",
     "reminder_hour": 8,
-    "smtp_pool": 4,
-    "senders": 16,
+    "smtp_pool": 8,
+    "senders": 32,
+    "flushers": 3,
 }
 
 
@@ -151,7 +152,11 @@ class Postbox(DependencyProvider):
         # In start, not setup: the Store is set up by now (extensions are set up concurrently).
         self.store = next(d for d in self.container.dependencies if isinstance(d, Store))
         self.batches = Batches(self.store)
-        self.container.spawn_managed_thread(self.batches.run, identifier="notices-batches")
+        # Several flushers: while one round waits for the database, the next takes what queued
+        # meanwhile, so the database and this process work at the same time (with one, each
+        # waited for the other and neither was busy two thirds of the time).
+        for n in range(int(self.settings["flushers"])):
+            self.container.spawn_managed_thread(self.batches.run, identifier="notices-batches-{}".format(n))
 
     def stop(self):
         # The notices handed to the senders go out (or are set to retry) before the container stops;
