@@ -276,10 +276,19 @@ class ConfirmedPublisher:
         if self._nacked:
             raise RuntimeError("broker refused {} messages".format(self._nacked))
 
-    def close(self):
+    def close(self, timeout=2):
+        """Close the connection, politely if the broker answers within `timeout`, else drop it. A
+        thread killed in the middle of a publish leaves half a frame on the socket: the broker then
+        waits for the rest of it and never answers the close (a test teardown hung on that)."""
+        with eventlet.Timeout(timeout, False):
+            try:
+                self.connection.release()
+                return
+            except Exception:  # the connection may already be gone; nothing to give back then
+                pass
         try:
-            self.connection.release()
-        except Exception:  # the connection may already be gone; nothing to give back then
+            self.connection.collect()
+        except Exception:
             pass
 
 
@@ -311,6 +320,7 @@ class OutboxRelay:
         self._wakeup = threading.Event()
         self._stopped = False
         self._publisher = None
+        self._running = False
         self.published = 0
 
     def wake(self):
@@ -319,6 +329,12 @@ class OutboxRelay:
     def stop(self):
         self._stopped = True
         self._wakeup.set()
+        if not self._running:
+            self._close_publisher()
+
+    def _close_publisher(self):
+        # Only by the thread that publishes, or once it has ended: a close from another thread
+        # in the middle of a publish would interleave frames on one socket.
         if self._publisher:
             self._publisher.close()
             self._publisher = None
@@ -333,6 +349,15 @@ class OutboxRelay:
             eventlet.sleep(self.linger)
 
     def run(self):
+        self._running = True
+        try:
+            self._run()
+            self.lease.release()
+        finally:
+            self._running = False
+            self._close_publisher()
+
+    def _run(self):
         failures = 0
         while not self._stopped:
             try:
@@ -347,11 +372,8 @@ class OutboxRelay:
                 # Broker or database away: keep the events, back off, try again.
                 failures += 1
                 log.warning("outbox relay: %s (retry %d)", exc, failures)
-                if self._publisher:
-                    self._publisher.close()
-                    self._publisher = None
+                self._close_publisher()
                 self._sleep(min(0.2 * 2 ** failures, 10))
-        self.lease.release()
 
     def publish_pending(self):
         """Publish the oldest batch waiting, then move it to `published_events`. Returns how many

@@ -227,3 +227,14 @@ def test_events_in_flight_when_a_consumer_shuts_down_go_back_to_the_queue_not_to
     eventlet.sleep(0.3)
     assert effects.count_documents({}) == 30
     assert db("probe_consumer").dead_letters.count_documents({}) == 0
+
+
+def test_a_publisher_left_in_the_middle_of_a_frame_still_closes(app_config):
+    # What a thread killed mid-publish leaves behind: the start of a frame the broker now waits to
+    # complete, so it never answers the close. A container's kill used to hang there for good.
+    publisher = ConfirmedPublisher(app_config["AMQP_URI"])
+    publisher.connection.connection.transport.write(b"\x01\x00\x01\x00\x00\x00\x40")  # header, no body
+    started = time.monotonic()
+    publisher.close()
+    assert time.monotonic() - started < 5
+    assert not publisher.connection.connected
