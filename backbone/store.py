@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 import amqp
 import eventlet
 from eventlet.green import threading
+from eventlet.queue import Empty
 from eventlet.semaphore import Semaphore
 from kombu import Connection
 from nameko import config
@@ -49,6 +50,17 @@ PLATFORM_INDEXES = {
     "dead_letters": [IndexModel([("status", ASCENDING), ("parked_at", ASCENDING)])],
     "leases": [],
 }
+
+
+def take_queued(queue):
+    """For group commits: the next item to arrive on an eventlet queue (waiting for it), and every
+    item queued behind it by then."""
+    items = [queue.get()]
+    while True:
+        try:
+            items.append(queue.get_nowait())
+        except Empty:
+            return items
 
 
 class AlreadyHandled(Exception):

@@ -22,7 +22,7 @@ import eventlet
 
 from eventlet.event import Event
 from eventlet.green import threading as green_threading
-from eventlet.queue import Empty, LightQueue
+from eventlet.queue import LightQueue
 from kombu import Connection
 from kombu.mixins import ConsumerMixin
 from marshmallow import ValidationError
@@ -33,7 +33,7 @@ from pymongo.errors import DuplicateKeyError
 
 from backbone import metrics, topology
 from backbone.contracts import read_envelope
-from backbone.store import AlreadyHandled, ConfirmedPublisher, Store, handled_record, utcnow
+from backbone.store import AlreadyHandled, ConfirmedPublisher, Store, handled_record, take_queued, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,7 @@ class _HandledLookup:
 
     def run(self):
         while True:
-            waiting = [self._queue.get()]
-            while True:
-                try:
-                    waiting.append(self._queue.get_nowait())
-                except Empty:
-                    break
+            waiting = take_queued(self._queue)
             try:
                 found = {doc["_id"] for doc in self.collection.find(
                     {"_id": {"$in": list({event_id for event_id, _ in waiting})}}, {"_id": 1})}

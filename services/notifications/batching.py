@@ -10,10 +10,10 @@ meanwhile, so this process and the database work at the same time. Each worker s
 outcome: a duplicate key is news for the worker whose write it was only.
 """
 from eventlet.event import Event
-from eventlet.queue import Empty, LightQueue
+from eventlet.queue import LightQueue
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
-from backbone.store import outbox_record
+from backbone.store import outbox_record, take_queued
 
 
 class Batches:
@@ -54,12 +54,7 @@ class Batches:
 
     def run(self):
         while True:
-            batch = [self._queue.get()]
-            while True:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except Empty:
-                    break
+            batch = take_queued(self._queue)
             for kind, flush in (("read", self._read), ("write", self._write), ("commit", self._commit)):
                 entries = [(item, done) for k, item, done in batch if k == kind]
                 if not entries:
