@@ -238,3 +238,33 @@ def test_a_publisher_left_in_the_middle_of_a_frame_still_closes(app_config):
     publisher.close()
     assert time.monotonic() - started < 5
     assert not publisher.connection.connected
+
+
+def test_handled_look_ups_that_arrive_together_go_as_one_query_and_each_hears_a_database_error():
+    from backbone.subscriber import _HandledLookup
+
+    class Collection:
+        def __init__(self):
+            self.queries, self.failing = [], False
+
+        def find(self, query, projection):
+            self.queries.append(sorted(query["_id"]["$in"]))
+            if self.failing:
+                raise ConnectionError("database away")
+            return [{"_id": i} for i in query["_id"]["$in"] if i.startswith("seen")]
+
+    collection = Collection()
+    lookup = _HandledLookup(collection)
+    flusher = eventlet.spawn(lookup.run)
+    try:
+        ids = ["seen-1", "new-1", "seen-2", "new-2", "seen-1"]
+        pool = eventlet.GreenPool()
+        assert list(pool.imap(lookup, ids)) == [True, False, True, False, True]
+        assert collection.queries == [["new-1", "new-2", "seen-1", "seen-2"]]  # one query, ids once
+
+        collection.failing = True
+        errors = list(pool.imap(lambda i: pytest.raises(ConnectionError, lookup, i).value, ["a", "b"]))
+        assert [str(e) for e in errors] == ["database away"] * 2
+        assert len(collection.queries) == 2
+    finally:
+        flusher.kill()
