@@ -9,7 +9,8 @@ operators to inspect and replay. The consumer keeps taking other messages meanwh
 A handler receives the envelope (a dict) with its `payload` already validated and loaded. A handler that
 changes state should do it in `self.store.transaction(...)`: the handled-event record is then written in
 the same transaction, so a repeat has no effect at all. A handler whose effect is outside MongoDB (an
-email) must make that effect idempotent itself.
+email) must make that effect idempotent itself; one whose every write is keyed by the event says so
+(`@subscribe(..., keyed=True)`) and goes without the handled-event record.
 """
 import json
 import logging
@@ -127,7 +128,7 @@ class EventSubscriptions(SharedExtension, ProviderCollector):
             topology.declare(connection)
         self.consumer = _QueueConsumer(
             config["AMQP_URI"], topology.service_queues(self.service_name)[:1], self.on_message,
-            prefetch_count=int(config.get("max_workers", 10)),
+            prefetch_count=self.container.max_workers,
         )
         self.container.spawn_managed_thread(self.consumer.run, identifier="event-consumer")
         self.consumer.ready.wait()
@@ -173,7 +174,7 @@ class EventSubscriptions(SharedExtension, ProviderCollector):
         if provider is None:
             self.park(message, attempts + 1, "no handler for {}".format(envelope["type"]))
             return
-        if self.handled_already(envelope["event_id"]):
+        if provider.marks_handled and self.handled_already(envelope["event_id"]):
             metrics.EVENTS_DUPLICATE.labels(self.service_name, envelope["type"]).inc()
             self._ack(message)
             return
@@ -188,7 +189,7 @@ class EventSubscriptions(SharedExtension, ProviderCollector):
         metrics.HANDLER_SECONDS.labels(*labels).observe(time.monotonic() - started)
         try:
             if exc_info is None:
-                if not getattr(worker_ctx, "handled_recorded", False):
+                if worker_ctx.entrypoint.marks_handled and not getattr(worker_ctx, "handled_recorded", False):
                     self._record_handled(event)
                 metrics.EVENTS_HANDLED.labels(*labels).inc()
             elif isinstance(exc_info[1], AlreadyHandled):
@@ -279,11 +280,15 @@ def _describe(exc):
 
 
 class Subscriber(Entrypoint):
-    marks_handled = True
+    """`keyed=True`: the handler's writes are keyed by the event itself (a document whose _id is
+    made from the event id, an update that only a newer event makes), so a repeat changes nothing
+    by construction; the handled-event record and its look-up, a write and a read per event, are
+    then left out."""
     subscriptions = EventSubscriptions()
 
-    def __init__(self, event_type, **kwargs):
+    def __init__(self, event_type, keyed=False, **kwargs):
         self.event_type = event_type
+        self.marks_handled = not keyed
         super().__init__(**kwargs)
 
     def setup(self):

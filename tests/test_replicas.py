@@ -426,7 +426,7 @@ def test_two_replicas_of_everything_take_1000_registrations_and_survive_losing_o
           WORK_TIMEOUT, stack)
     before_kill = time.monotonic()
     answered_before_kill = len(done)
-    # The services whose outbox relay dies with a victim (notifications publishes notification_sent).
+    # The services whose outbox relay dies with a victim (notifications publishes notification_failed).
     relays_killed = {s for s in ("partners", "scheduling", "registration", "notifications")
                      if stack.holder(s, "outbox-relay") in victims}
     for victim in victims:
@@ -482,8 +482,8 @@ def test_two_replicas_of_everything_take_1000_registrations_and_survive_losing_o
     events = {e["_id"]: e for e in emitted_events(registration)}
     by_type = collections.Counter(e["type"] for e in events.values())
     assert by_type == {"registration_confirmed": CONFIRMED, "registration_waitlisted": WAITLISTED}
-    handled = {h["_id"] for h in notifications.handled_events.find({"_id": {"$in": list(events)}}, {"_id": 1})}
-    assert handled == set(events)
+    # notifications keeps no handled-event record for these (its notices are keyed by the event):
+    # every event having its notices, below, is what says each was handled.
     deliveries = list(notifications.deliveries.find(official_notices, {"context": 0}))
     per_event = collections.Counter((d["event_id"], d["channel"]) for d in deliveries)
     assert set(per_event.values()) == {1}  # at most one notice per (event, channel): no duplicate

@@ -57,20 +57,22 @@ class NotificationsService(Operations):
     deliveries = Postbox()
 
     # -- officials --------------------------------------------------------------------------------
+    # keyed: a notice's _id is made from the event id and the tracking copy changes only for a newer
+    # event, so a repeated event writes nothing and sends nothing (see notify_official).
 
-    @subscribe("registration_confirmed")
+    @subscribe("registration_confirmed", keyed=True)
     def on_registration_confirmed(self, event):
         self.notify_official(event, "registration_confirmed", now="confirmed")
 
-    @subscribe("registration_waitlisted")
+    @subscribe("registration_waitlisted", keyed=True)
     def on_registration_waitlisted(self, event):
         self.notify_official(event, "registration_waitlisted")
 
-    @subscribe("registration_promoted")
+    @subscribe("registration_promoted", keyed=True)
     def on_registration_promoted(self, event):
         self.notify_official(event, "registration_promoted", now="confirmed")
 
-    @subscribe("registration_cancelled")
+    @subscribe("registration_cancelled", keyed=True)
     def on_registration_cancelled(self, event):
         # The cancellation of their own class reaches them whatever they opted out of.
         if event["payload"]["cause"] == "session_cancelled":
@@ -78,11 +80,11 @@ class NotificationsService(Operations):
         else:
             self.notify_official(event, "registration_cancelled", now="cancelled")
 
-    @subscribe("registration_rescheduled")
+    @subscribe("registration_rescheduled", keyed=True)
     def on_registration_rescheduled(self, event):
         self.notify_official(event, "registration_rescheduled", now=event["payload"]["status"])
 
-    @subscribe("course_completed")
+    @subscribe("course_completed", keyed=True)
     def on_course_completed(self, event):
         self.notify_official(event, "course_completed")
 
