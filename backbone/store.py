@@ -52,10 +52,10 @@ PLATFORM_INDEXES = {
 }
 
 
-def take_queued(queue):
+def take_queued(queue, wait=True):
     """For group commits: the next item to arrive on an eventlet queue (waiting for it), and every
-    item queued behind it by then."""
-    items = [queue.get()]
+    item queued behind it by then; with wait=False, what is queued now (perhaps nothing)."""
+    items = [queue.get()] if wait else []
     while True:
         try:
             items.append(queue.get_nowait())

@@ -268,3 +268,26 @@ def test_handled_look_ups_that_arrive_together_go_as_one_query_and_each_hears_a_
         assert len(collection.queries) == 2
     finally:
         flusher.kill()
+
+
+class Busy:
+    name = "busy_probe"
+
+    @subscribe("offering_withdrawn")
+    def on_withdrawn(self, event):
+        pass
+
+
+def test_a_service_named_in_workers_takes_that_many_events_at_once_the_others_max_workers(app_config):
+    import nameko
+    from nameko.containers import get_container_cls
+    from backbone.config import load
+    container_cls = get_container_cls()
+    # config.yml gives the container class, and notifications its own number (its fan-out's rounds).
+    assert load()["WORKERS"]["notifications"] > load()["max_workers"]
+    with nameko.config.patch({"WORKERS": {"busy_probe": 3}, "max_workers": 7}):
+        own = container_cls(Busy)
+    with nameko.config.patch({"WORKERS": {}, "max_workers": 7}):
+        default = container_cls(Busy)
+    assert (own.max_workers, own._worker_pool.size) == (3, 3)
+    assert (default.max_workers, default._worker_pool.size) == (7, 7)

@@ -215,6 +215,7 @@ def test_every_registration_event_gives_its_own_notice(service, app_config, smtp
 
 def test_an_smtp_server_refusing_for_a_while_gets_each_notice_once_when_it_returns(
         service, app_config, smtp_sink, db):
+    nameko.config["NOTIFICATIONS"]["announce_sent"] = True
     officials = [an_official(phone=False) for _ in range(3)]
     smtp_sink.refuse(451)
     try:
@@ -346,6 +347,7 @@ def test_an_invalid_number_fails_at_once_with_the_providers_reason(service, app_
 
 def test_every_outcome_is_published_sent_or_failed_with_the_reason_and_no_address(
         service, app_config, listener, sms_gateway, db):
+    nameko.config["NOTIFICATIONS"]["announce_sent"] = True
     official = dict(an_official(), phone="không có số")
     event = confirmed(official)
     publish(app_config, event)
@@ -367,6 +369,21 @@ def test_every_outcome_is_published_sent_or_failed_with_the_reason_and_no_addres
         db("notifications"), {"correlation_id": event["correlation_id"]})} == {"published"})
     eventlet.sleep(0.5)
     assert len(told(db, "notification_sent")) == 1 and len(told(db, "notification_failed")) == 1
+
+
+def test_by_default_only_failures_are_announced_and_a_repeated_event_leaves_no_handled_record(
+        service, app_config, sms_gateway, smtp_sink, db):
+    official = dict(an_official(), phone="không có số")
+    event = confirmed(official)
+    publish(app_config, event, event)
+    docs = {d["channel"]: d for d in settled(db, 2, official_id=official["id"])}
+    assert docs["email"]["status"] == "sent" and docs["sms"]["status"] == "failed"
+    [failed] = told(db, "notification_failed")
+    assert failed["payload"]["notice_id"] == docs["sms"]["_id"]
+    eventlet.sleep(0.5)  # the repeat, had it been taken for new, would have sent by now
+    assert told(db, "notification_sent") == [] and len(mails_to(smtp_sink, official["email"])) == 1
+    # The notices' own keys make the repeat harmless: no handled-event record is kept for it.
+    assert db("notifications").handled_events.count_documents({"_id": event["event_id"]}) == 0
 
 
 def test_sms_in_quiet_hours_waits_until_morning_and_is_then_sent(service, app_config, sms_gateway, smtp_sink, db):

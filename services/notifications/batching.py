@@ -9,6 +9,7 @@ flushers run (NOTIFICATIONS.flushers): while one waits for the database the next
 meanwhile, so this process and the database work at the same time. Each worker still gets its own
 outcome: a duplicate key is news for the worker whose write it was only.
 """
+import eventlet
 from eventlet.event import Event
 from eventlet.queue import LightQueue
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
@@ -24,10 +25,15 @@ class Batches:
     round, in order; different workers' rounds touch different notices, so rounds in flight at
     once don't conflict."""
 
-    def __init__(self, store):
+    def __init__(self, store, linger=0.0, fill=16):
         self.db = store.db
         self.client = store.client
         self._queue = LightQueue()
+        # A round costs a few round trips whatever its size (a commit: three, and the server's
+        # transaction bookkeeping): a round that found less than `fill` waits `linger` seconds
+        # for the senders right behind it.
+        self.linger = linger
+        self.fill = fill
 
     def write(self, *steps):
         """Write each step in turn, not atomically: a step is (collection, pymongo operation), e.g.
@@ -55,6 +61,9 @@ class Batches:
     def run(self):
         while True:
             batch = take_queued(self._queue)
+            if self.linger and len(batch) < self.fill:
+                eventlet.sleep(self.linger)
+                batch += take_queued(self._queue, wait=False)
             for kind, flush in (("read", self._read), ("write", self._write), ("commit", self._commit)):
                 entries = [(item, done) for k, item, done in batch if k == kind]
                 if not entries:

@@ -15,9 +15,11 @@ that runs out, and the sweep sends the notice then. The event handler records it
 them to the container's senders (a pool, `NOTIFICATIONS.senders`): the event is settled as soon as
 its notices are in the log, and a slow mail server slows the consumer only once every sender is busy.
 
-`sent` and `failed` are written in one transaction with a `notification_sent` or
-`notification_failed` event in the outbox, so whoever listens learns of every outcome exactly as
-the log records it.
+`failed` is written in one transaction with a `notification_failed` event in the outbox, so
+operators' tools learn of every failure exactly as the log records it. `sent` is written with a
+`notification_sent` event likewise when NOTIFICATIONS.announce_sent is on; off (the default), the
+log alone records it: nobody subscribes to that event yet, and at fan-out its outbox write, relay
+and archive were half of the database's work per notice.
 
 Residual risk, by design: a crash after the SMTP server accepted a message but before the log says
 `sent` sends it again once the claim runs out. The Message-ID is derived from the notice id, so the
@@ -64,6 +66,8 @@ DEFAULTS = {
     "smtp_pool": 8,
     "senders": 32,
     "flushers": 3,
+    "flush_linger_seconds": 0.005,
+    "announce_sent": False,
 }
 
 
@@ -151,7 +155,7 @@ class Postbox(DependencyProvider):
     def start(self):
         # In start, not setup: the Store is set up by now (extensions are set up concurrently).
         self.store = next(d for d in self.container.dependencies if isinstance(d, Store))
-        self.batches = Batches(self.store)
+        self.batches = Batches(self.store, linger=float(self.settings["flush_linger_seconds"]))
         # Several flushers: while one round waits for the database, the next takes what queued
         # meanwhile, so the database and this process work at the same time (with one, each
         # waited for the other and neither was busy two thirds of the time).
@@ -283,7 +287,8 @@ class Deliveries:
             log.exception("notice %s could not be sent", doc["_id"])
             return self._fail(doc, attempts, "{}: {}".format(type(exc).__name__, exc))
         self._set(doc, dict(extra, status="sent", attempts=attempts, provider=provider, last_error=None,
-                            sent_at=utcnow(), claimed_until=NEVER), self._event("notification_sent", doc))
+                            sent_at=utcnow(), claimed_until=NEVER),
+                  self._event("notification_sent", doc) if self.settings["announce_sent"] else None)
         return "sent"
 
     def _send_email(self, doc):
@@ -331,8 +336,11 @@ class Deliveries:
     def _set(self, doc, fields, event=None):
         """Record the notice's new state, and the event that tells others (if any) in the same
         transaction: `sent` and notification_sent happen together or not at all."""
-        self.batches.commit([("deliveries", UpdateOne({"_id": doc["_id"]}, {"$set": fields}))],
-                            [event] if event else [])
+        update = UpdateOne({"_id": doc["_id"]}, {"$set": fields})
+        if event is None:
+            self.batches.write(("deliveries", update))  # one document: atomic on its own
+        else:
+            self.batches.commit([("deliveries", update)], [event])
         doc.update(fields)
 
     def _event(self, type_, doc, **fields):
