@@ -16,7 +16,7 @@ import logging
 
 from kombu import Connection
 from nameko import config
-from nameko.rpc import rpc
+from backbone.rpc import rpc
 from pymongo import ASCENDING, DESCENDING
 
 from backbone import auth, metrics, topology

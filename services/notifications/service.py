@@ -13,7 +13,7 @@ import hmac
 import logging
 from datetime import datetime, timedelta, timezone
 
-from nameko.rpc import rpc
+from backbone.rpc import rpc
 from pymongo import ASCENDING, IndexModel, InsertOne, UpdateOne
 
 from backbone import auth, metrics

@@ -24,7 +24,7 @@ import secrets
 from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo
 
-from nameko.rpc import rpc
+from backbone.rpc import rpc
 from pymongo import DESCENDING
 from pymongo.errors import DuplicateKeyError
 

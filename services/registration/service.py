@@ -18,7 +18,7 @@ holds per replica.
 """
 import secrets
 
-from nameko.rpc import rpc
+from backbone.rpc import rpc
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 

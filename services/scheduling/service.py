@@ -10,7 +10,7 @@ Times are accepted only with an offset and stored in UTC.
 """
 from datetime import timedelta
 
-from nameko.rpc import rpc
+from backbone.rpc import rpc
 
 from backbone import auth
 from backbone.errors import invalid, not_found, rule_broken, validated
