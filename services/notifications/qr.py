@@ -1,12 +1,13 @@
-"""The check-in QR code of a confirmation, as a PNG: the symbol segno makes, in a third of segno's time.
+"""The check-in QR code of a confirmation, as a PNG: the symbol segno makes, in a sixth of segno's time.
 
 Most of `segno.make` is choosing the data mask (ISO/IEC 18004 7.8.3): it masks the matrix eight
 times and scores each, module by module in Python, ~2 ms a code, which at fan-out was more than the
-rest of an email. Here segno encodes the token once (mask 0), and the eight masked matrices are
-scored as whole byte strings (big-integer shifts and XORs, `bytes.translate` and `count`) by segno's
-rules, its edge cases included; the winner differs from mask 0's matrix only by a known XOR of the
-data region, plus the format information, taken from a reference symbol of the same version, error
-level and mask. The result is the matrix `segno.make` returns (the unit tests compare them on a
+rest of an email. Here segno encodes the token (segments, version, error level, error correction:
+`_encode`), the bits go to the modules segno's placement gives (found once per version), and the
+eight masked matrices are scored as whole byte strings (big-integer shifts and XORs,
+`bytes.translate` and `count`) by segno's rules, its edge cases included; the winner differs from
+mask 0's matrix only by a known XOR of the data region, plus the format information, taken from a
+reference symbol of the same version, error level and mask. The result is the matrix `segno.make` returns (the unit tests compare them on a
 thousand tokens), written as a 1-bit PNG.
 
 The layout of the function patterns comes from segno's encoder module (segno is pinned in pyproject:
@@ -15,13 +16,15 @@ an upgrade that changed it fails those tests).
 import struct
 import zlib
 from functools import lru_cache
+from itertools import chain, zip_longest
 
 import segno
-from segno import encoder
+from segno import consts, encoder
 
 SCALE = 4   # pixels per module
 BORDER = 2  # modules of quiet zone
 ERROR = "m"  # at least; segno raises it when the version has room to spare
+_ERROR_M = encoder.normalize_errorlevel(ERROR)
 
 _FINDER_LIKE = b"\x01\x00\x01\x01\x01\x00\x01"
 _MASKS = encoder.get_data_mask_functions(False)
@@ -34,16 +37,67 @@ def qr_png(token):
 def matrix(token):
     """The modules of the token's QR code, row by row (1 = dark): what `segno.make(token, error="m")`
     gives, as one bytes object of size × size."""
-    first = segno.make(token, error=ERROR, mask=0)
-    if first.is_micro:  # a token short enough for a Micro QR code: rare, and cheap anyway
+    encoded = _encode(token)
+    if encoded is None:  # a token short enough for a Micro QR code: rare, and cheap anyway
         return b"".join(segno.make(token, error=ERROR).matrix)
-    layout = _layout(first.version)
-    data = int.from_bytes(b"".join(first.matrix), "big") & layout.region
+    version, error, codewords = encoded
+    layout = _layout(version)
+    placed = bytearray(layout.size * layout.size)
+    for position, bit in zip(_placement(version), "".join(map("{:08b}".format, codewords)).encode()):
+        placed[position] = bit & 1  # "0" and "1" are 0x30 and 0x31; remainder bits stay 0
+    data = (int.from_bytes(placed, "big") & layout.region) ^ layout.flip_from_light
     spread = _spread(layout, data)
     # The lowest penalty wins, the lowest mask number among equals (segno's order).
     best = min(range(8), key=lambda mask: (_penalty(layout, spread, mask), mask))
-    fixed = _fixed_modules(first.version, first.error, best)
+    fixed = _fixed_modules(version, error, best)
     return (fixed | (data ^ layout.flip[best])).to_bytes(layout.size * layout.size, "big")
+
+
+def _encode(token):
+    """segno's encoding of the token, the steps of `segno.make(token, error="m")` up to the placement
+    in the matrix: (version, error level, the final message's codewords, interleaved data then error
+    correction), or None for a Micro QR code. segno's own placement and masking (add_codewords,
+    apply_mask) visit every module in Python and were half of its time; `_placement` does it."""
+    segments = encoder.prepare_data(token, None, None)
+    version = encoder.find_version(segments, _ERROR_M, eci=False, micro=None)
+    if version < 1:
+        return None
+    error = encoder.boost_error_level(version, _ERROR_M, segments, False)
+    buff = encoder.Buffer()
+    for segment in segments:
+        encoder.write_segment(buff, segment, None, encoder.version_range(version), False)
+    capacity = consts.SYMBOL_CAPACITY[version][error]
+    encoder.write_terminator(buff, capacity, None, len(buff))
+    encoder.write_padding_bits(buff, version, len(buff))
+    encoder.write_pad_codewords(buff, version, capacity, len(buff))
+    data_blocks, error_blocks = encoder.make_blocks(consts.ECC[version][error], buff)
+    return version, error, [codeword for blocks in (data_blocks, error_blocks)
+                            for codeword in chain.from_iterable(zip_longest(*blocks)) if codeword is not None]
+
+
+@lru_cache(maxsize=None)
+def _placement(version):
+    """The modules the final message's bits go to, in order (row-major indexes): found once per
+    version by letting segno's add_codewords place the numbers 0, 1, 2, ... (low and high bytes in
+    two passes, its matrix holding bytes)."""
+    size = version * 4 + 17
+
+    def placed(values):
+        matrix = encoder.make_matrix(size, size)
+        encoder.add_finder_patterns(matrix, size, size)
+        encoder.add_alignment_patterns(matrix, size, size)
+        free = b"".join(matrix)
+        encoder.add_codewords(matrix, values, version)
+        return free, b"".join(matrix)
+
+    free, _ = placed(b"")  # add_codewords wants exactly as many values as free modules
+    positions = [index for index, value in enumerate(free) if value == 0x2]
+    _, low = placed(bytes(n & 0xFF for n in range(len(positions))))
+    _, high = placed(bytes(n >> 8 for n in range(len(positions))))
+    order = [0] * len(positions)
+    for index in positions:
+        order[high[index] << 8 | low[index]] = index
+    return tuple(order)
 
 
 def png(modules):
@@ -117,6 +171,8 @@ class _Layout:
             return [[cells[i][j] for i in range(size)] for j in range(size)]
 
         self.region = flat(in_region)
+        # Mask 0 over the data region: what turns the placed bits into the matrix masked with 0.
+        self.flip_from_light = flat(patterns[0])
         self.flip = [flat(cells) for cells in flips]
         self.fixed_rows = _spread_int(fixed, _GAP)
         self.fixed_columns = _spread_int(columns(fixed), _GAP)
