@@ -16,13 +16,13 @@ import logging
 
 from kombu import Connection
 from nameko import config
-from backbone.rpc import rpc
 from pymongo import ASCENDING, DESCENDING
 
 from backbone import auth, metrics, topology
 from backbone.config import events_setting
 from backbone.errors import invalid, not_found
 from backbone.heartbeat import Heartbeat
+from backbone.rpc import rpc
 from backbone.store import ConfirmedPublisher, emitted_events, utcnow
 from backbone.subscriber import replay_dead_letter
 

@@ -7,10 +7,10 @@ is the same as one never sent, confirmed or not: the caller's RPC times out (the
 answers 503). A reply that cannot be written at all still raises, as before. Requests keep their
 confirm: the gateway's client needs it to tell a service that does not exist.
 """
-from nameko.amqp.publish import Publisher
-from nameko.rpc import Responder, Rpc, RpcConsumer, get_rpc_exchange
-from nameko.constants import AMQP_SSL_CONFIG_KEY, LOGIN_METHOD_CONFIG_KEY
 from nameko import config
+from nameko.amqp.publish import Publisher
+from nameko.constants import AMQP_SSL_CONFIG_KEY, LOGIN_METHOD_CONFIG_KEY
+from nameko.rpc import Responder, Rpc, RpcConsumer, get_rpc_exchange
 
 
 class _ReplyPublisher(Publisher):

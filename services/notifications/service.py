@@ -13,7 +13,6 @@ import hmac
 import logging
 from datetime import datetime, timedelta, timezone
 
-from backbone.rpc import rpc
 from pymongo import ASCENDING, IndexModel, InsertOne, UpdateOne
 
 from backbone import auth, metrics
@@ -21,6 +20,7 @@ from backbone.contracts import schema_for
 from backbone.errors import DomainError, invalid, not_found
 from backbone.logs import Tracing, mask
 from backbone.operations import Operations
+from backbone.rpc import rpc
 from backbone.store import Store, utcnow
 from backbone.subscriber import subscribe
 from backbone.timer import leased_timer

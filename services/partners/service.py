@@ -24,7 +24,6 @@ import secrets
 from datetime import date, datetime, timezone
 from zoneinfo import ZoneInfo
 
-from backbone.rpc import rpc
 from pymongo import DESCENDING
 from pymongo.errors import DuplicateKeyError
 
@@ -34,6 +33,7 @@ from backbone.errors import conflict, forbidden, invalid, not_found, rule_broken
 from backbone.logs import Tracing
 from backbone.operations import Operations
 from backbone.openapi import schema_components
+from backbone.rpc import rpc
 from backbone.store import Store, new_id, utcnow
 from backbone.timer import leased_timer
 from services.partners import schemas

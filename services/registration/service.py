@@ -18,7 +18,6 @@ holds per replica.
 """
 import secrets
 
-from backbone.rpc import rpc
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
@@ -27,6 +26,7 @@ from backbone.errors import DomainError, conflict, invalid, not_found, rule_brok
 from backbone.logs import Tracing
 from backbone.operations import Operations
 from backbone.openapi import schema_components
+from backbone.rpc import rpc
 from backbone.store import Store, new_id, utcnow
 from backbone.subscriber import subscribe
 from services.registration import certificates, imports, reports, schemas, storage

@@ -10,13 +10,13 @@ Times are accepted only with an offset and stored in UTC.
 """
 from datetime import timedelta
 
-from backbone.rpc import rpc
 
 from backbone import auth
 from backbone.errors import invalid, not_found, rule_broken, validated
 from backbone.logs import Tracing
 from backbone.operations import Operations
 from backbone.openapi import schema_components
+from backbone.rpc import rpc
 from backbone.store import Store, new_id, utcnow
 from backbone.subscriber import subscribe
 from services.scheduling import calendars, schemas, storage
