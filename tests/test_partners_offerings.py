@@ -66,6 +66,24 @@ def test_an_agreement_covers_its_window_to_the_day_and_only_the_audiences_in_its
              422, "no_active_agreement")
 
 
+def test_the_operator_records_a_past_offering_under_the_agreement_that_covered_it_and_only_that(operator, db):
+    # The programme's history given to a new installation after the agreement ended (the seed in 2027).
+    partner, siu = onboard(operator)
+    ended = sign(operator, partner["id"], day(-400), day(-30))
+    past = offering(starts_from=day(-390), ends_by=day(-40))
+    error_of(siu.post("/offerings", past), 422, "no_active_agreement")  # a partner posts only under a live one
+    recorded = operator.post("/offerings", dict(past, partner_id=partner["id"]))
+    assert recorded.status_code == 201, recorded.text
+    assert recorded.json()["agreement_id"] == ended["id"] and recorded.json()["status"] == "published"
+    # Not a way round the rule: a window that reaches today, goes beyond the agreement, or takes in
+    # an audience outside its scope is refused.
+    for change in ({"ends_by": day(0)}, {"ends_by": day(-20)}, {"starts_from": day(-401)},
+                   {"audience_groups": ["leader"]}):
+        error_of(operator.post("/offerings", dict(past, partner_id=partner["id"], **change)), 422,
+                 "no_active_agreement")
+    assert [e["payload"]["offering_id"] for e in events(db, "offering_published")] == [recorded.json()["id"]]
+
+
 def test_an_offering_is_updated_only_within_its_agreement(operator, db):
     partner, siu = onboard(operator)
     sign(operator, partner["id"], day(-10), day(30))

@@ -16,7 +16,10 @@ The rules:
   next sweep announces the expiry.
 - An offering is published (and updated) only under an agreement of its partner that is active today
   and covers the offering's whole window and every one of its audience groups (an agreement whose
-  scope names no audience group covers them all); otherwise 422 `no_active_agreement`.
+  scope names no audience group covers them all); otherwise 422 `no_active_agreement`. The one
+  exception is the record of the past: the operator may record an offering whose window ended before
+  today under the agreement that covered it (active on the window's last day), as when a new
+  installation is given the programme's history.
 - A partner acts on its own offerings and reads its own agreements; everything else is the operator's.
 """
 import hashlib
@@ -66,10 +69,10 @@ def agreement_status(agreement, today):
     return "active" if today <= as_date(agreement["valid_until"]) else "expired"
 
 
-def covers(agreement, offering, today):
-    """Whether `agreement` is active on `today` and covers the offering's window and audiences."""
+def covers(agreement, offering, on):
+    """Whether `agreement` is active on the day `on` and covers the offering's window and audiences."""
     scoped_audiences = set(agreement["scope"]) & set(AUDIENCE_GROUPS)
-    return (agreement_status(agreement, today) == "active"
+    return (agreement_status(agreement, on) == "active"
             and agreement["valid_from"] <= offering["starts_from"]
             and offering["ends_by"] <= agreement["valid_until"]
             and (not scoped_audiences or set(offering["audience_groups"]) <= scoped_audiences))
@@ -398,7 +401,7 @@ class PartnersService(Operations):
             "updated_at": created_at,
         }
         offering["_id"] = offering["id"]
-        offering["agreement_id"] = self._covering_agreement(offering)
+        offering["agreement_id"] = self._covering_agreement(offering, actor)
 
         def publish(tx):
             tx.offerings.insert_one(offering)
@@ -429,7 +432,7 @@ class PartnersService(Operations):
             raise invalid({"ends_by": ["Must not be before starts_from ({}).".format(updated["starts_from"])]})
         if offering["status"] != "published":
             raise rule_broken("offering_withdrawn", "Offering {} is withdrawn.".format(offering_id))
-        updated["agreement_id"] = self._covering_agreement(updated)
+        updated["agreement_id"] = self._covering_agreement(updated, actor)
         updated["updated_at"] = utcnow()
 
         def update(tx):
@@ -487,16 +490,19 @@ class PartnersService(Operations):
             raise not_found("offering", offering_id)
         return doc
 
-    def _covering_agreement(self, offering):
+    def _covering_agreement(self, offering, actor):
         """The id of the partner's agreement that covers the offering (the longest-running one if
-        several do), or 422 `no_active_agreement`."""
+        several do), or 422 `no_active_agreement`: active today, or for the operator's record of an
+        offering that ended before today, active on its last day."""
         today = local_date()
+        last_day = date.fromisoformat(offering["ends_by"])
+        on = last_day if auth.is_operator(actor) and last_day < today else today
         candidates = self.store.agreements.find({
             "partner_id": offering["partner_id"],
             "valid_from": {"$lte": offering["starts_from"]}, "valid_until": {"$gte": offering["ends_by"]},
         }).sort("valid_until", DESCENDING)
         for agreement in candidates:
-            if covers(agreement, offering, today):
+            if covers(agreement, offering, on):
                 return agreement["_id"]
         raise no_active_agreement(offering)
 
