@@ -308,10 +308,12 @@ def bench_notice_fanout(config, smtp_sink):
 
     bare("notices_smtplib_bare")
 
-    starts_at = "2026-12-20T08:00:00+07:00"
+    # Two weeks ahead: no reminder falls due during the run (it would be counted as a notice).
+    day = _bench_day(14)
+    starts_at = "{}T08:00:00+07:00".format(day)
     session = {"id": "session-bench", "title": "Bồi dưỡng kiến thức và kỹ năng ứng dụng AI trong công việc",
                "venue_name": "Trường Đại học Ngân hàng TP.HCM", "address": "36 Tôn Thất Đạm, Quận 1",
-               "room": "Hội trường lớn", "starts_at": starts_at, "ends_at": "2026-12-20T17:00:00+07:00"}
+               "room": "Hội trường lớn", "starts_at": starts_at, "ends_at": "{}T17:00:00+07:00".format(day)}
     envelopes = [make_envelope("registration_confirmed", {
         "registration_id": "registration-{}".format(n), "session": session, "qr_token": uuid.uuid4().hex,
         "official": {"id": "official-{}".format(n), "full_name": "Cán bộ {}".format(n),
@@ -385,16 +387,14 @@ def bench_registration_burst(config):
             "name": "Hội trường Bench", "address": "1 Lê Duẩn, Quận 1", "host_partner_id": seeded["partners"]["BUH"]["id"],
             "rooms": [{"name": "Hội trường 200", "capacity": 200}]}, headers=auth, timeout=30).json()
         sessions = []
+        offering = _bench_offering(base, auth, seeded)
         for n in range(REGISTRATION_SESSIONS):
-            day = "2026-12-{:02d}".format(21 + n % 8)
-            response = requests.post(base + "/sessions", json={
-                "offering_id": seeded["offering"]["id"], "venue_id": venue["id"], "room": "Hội trường 200",
+            day = _bench_day(14 + n % 8)
+            sessions.append(_post_session(base, auth, {
+                "offering_id": offering, "venue_id": venue["id"], "room": "Hội trường 200",
                 "trainer": "Bench {}".format(n), "starts_at": "{}T{:02d}:00:00+07:00".format(day, 7 + n // 8),
                 "ends_at": "{}T{:02d}:59:00+07:00".format(day, 7 + n // 8), "capacity": REGISTRATION_SEATS,
-                "eligible_units": units, "audience_groups": ["district"]}, headers=auth, timeout=30)
-            if response.status_code != 201:
-                raise SystemExit("bench: session refused: {}".format(response.text))
-            sessions.append(response.json()["id"])
+                "eligible_units": units, "audience_groups": ["district"]}))
         wait_until(lambda: registration_db.sessions.count_documents({"_id": {"$in": sessions}}) == len(sessions))
 
         ids = [d["_id"] for d in registration_db.officials.find(
@@ -426,12 +426,51 @@ def as_deployed():
     nameko.config["EVENTS"]["relay_poll_seconds"] = load()["EVENTS"]["relay_poll_seconds"]
 
 
+def _bench_day(offset):
+    """A day from today in Ho Chi Minh City (ISO): the bench's classes are always to come."""
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+    return (datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).date() + timedelta(days=offset)).isoformat()
+
+
+def _bench_offering(base, auth, seeded):
+    """An offering of the seed's SIU open from today, under an agreement signed for the bench (the
+    seed's run to 2026-12-31, the programme's real dates), once scheduling knows of it."""
+    import requests
+    siu = seeded["partners"]["SIU"]["id"]
+    agreement = requests.post(base + "/partners/{}/agreements".format(siu), json={
+        "title": "Thỏa thuận hợp tác đào tạo (bench)", "signed_on": _bench_day(-1), "valid_from": _bench_day(-1),
+        "valid_until": _bench_day(365), "scope": ["district"]}, headers=auth, timeout=30)
+    offering = requests.post(base + "/offerings", json={
+        "partner_id": siu, "title": "Bồi dưỡng kiến thức và kỹ năng ứng dụng AI trong công việc",
+        "audience_groups": ["district"], "modules": [{"title": "AI trong công tác văn phòng", "hours": 8}],
+        "starts_from": _bench_day(0), "ends_by": _bench_day(60)}, headers=auth, timeout=30)
+    if agreement.status_code != 201 or offering.status_code != 201:
+        raise SystemExit("bench: offering refused: {} {}".format(agreement.text, offering.text))
+    return offering.json()["id"]
+
+
+def _post_session(base, auth, body):
+    """Schedule a session, once scheduling has heard of its offering (partners tells it by event)."""
+    import requests
+    deadline = time.monotonic() + 30
+    while True:
+        response = requests.post(base + "/sessions", json=body, headers=auth, timeout=30)
+        if response.status_code == 201:
+            return response.json()["id"]
+        if time.monotonic() > deadline:
+            raise SystemExit("bench: session refused: {}".format(response.text))
+        time.sleep(0.2)
+
+
 def _bench_session(base, auth, seeded):
     import requests
-    body = {"offering_id": seeded["offering"]["id"], "venue_id": seeded["venue"]["id"], "room": "Hội trường lớn",
-            "trainer": "Bench", "starts_at": "2026-12-20T08:00:00+07:00", "ends_at": "2026-12-20T17:00:00+07:00",
-            "capacity": SESSION_CAPACITY, "eligible_units": ["Q1"], "audience_groups": ["district"]}
-    session = requests.post(base + "/sessions", json=body, headers=auth, timeout=30).json()["id"]
+    day = _bench_day(14)
+    body = {"offering_id": _bench_offering(base, auth, seeded), "venue_id": seeded["venue"]["id"],
+            "room": "Hội trường lớn", "trainer": "Bench", "starts_at": "{}T08:00:00+07:00".format(day),
+            "ends_at": "{}T17:00:00+07:00".format(day), "capacity": SESSION_CAPACITY, "eligible_units": ["Q1"],
+            "audience_groups": ["district"]}
+    session = _post_session(base, auth, body)
     wait_until(lambda: requests.get(base + "/sessions/" + session, headers=auth, timeout=30).status_code == 200)
     # Registration learns of the session by event: wait until it can take registrations.
     time.sleep(1)
