@@ -383,7 +383,8 @@ class PartnersService(Operations):
         """Publish a course offering. A partner posts its own; an operator names `partner_id`.
         Returns it with status `published` and the `agreement_id` that covers it. 422
         `no_active_agreement` unless an active agreement of that partner covers the whole window and
-        every audience group; 403 when a partner names another partner."""
+        every audience group (for the operator's record of an offering that ended before today: the
+        agreement that covered it); 403 when a partner names another partner."""
         fields = validated(schemas.OfferingIn(), data)
         partner_id = auth.partner_id_of(actor) or fields.get("partner_id")
         if fields.get("partner_id") not in (None, partner_id):
