@@ -180,6 +180,9 @@ class _Layout:
         self.flip_rows = [_spread_int(cells, bytes(len(_GAP))) for cells in flips]
         self.flip_columns = [_spread_int(columns(cells), bytes(len(_GAP))) for cells in flips]
         self.ones = int.from_bytes(b"\x01" * self.spread_length, "big")
+        # Every lane of each line (rows and columns are spread alike).
+        self.line_lanes = [int.from_bytes(b"\xff" * size, "big") << 8 * (self.spread_length - (start + size))
+                           for start in range(len(_GAP), self.spread_length - len(_GAP), self.stride)]
 
 
 def _spread_int(lines, gap):
@@ -206,6 +209,7 @@ def _penalty(layout, spread, mask):
     matrix masked with 0, by rows and by columns)."""
     rows_data, columns_data = spread
     length = layout.spread_length
+    size = layout.size
     rows = (layout.fixed_rows | (rows_data ^ layout.flip_rows[mask])).to_bytes(length, "big")
     columns = (layout.fixed_columns | (columns_data ^ layout.flip_columns[mask])).to_bytes(length, "big")
     n1 = n3 = 0
@@ -226,11 +230,16 @@ def _penalty(layout, spread, mask):
         clear = int.from_bytes(lines.translate(_LIGHT_OR_GAP), "big")
         found = (dark & (light << 8) & (dark << 16) & (dark << 24) & (dark << 32) & (light << 40)
                  & (dark << 48))
-        if found & ((found << 32) | (found << 48)):
+        overlap = found & ((found << 32) | (found << 48))
+        while overlap:
             # Patterns four or six apart overlap, and segno's scan skips the second of a pair it
-            # counted: count as it does (a rare case).
-            n3 += _finder_like(lines, layout)
-            continue
+            # counted: in a line that has such a pair, count as it does; the others below.
+            lane = length - 1 - (overlap.bit_length() - 1) // 8
+            line = (lane - len(_GAP)) // layout.stride
+            start = len(_GAP) + line * layout.stride
+            n3 += _finder_like_in(lines[start:start + size], size)
+            found &= ~layout.line_lanes[line]
+            overlap &= ~layout.line_lanes[line]
         before = (clear >> 8) & (clear >> 16) & (clear >> 24) & (clear >> 32)
         after = (clear << 56) & (clear << 64) & (clear << 72) & (clear << 80)
         n3 += 40 * (found & (before | after)).bit_count()
@@ -243,7 +252,6 @@ def _penalty(layout, spread, mask):
     diagonal = int.from_bytes(rows[stride + 1:] + _PAD * (stride + 1), "big")
     n2 = 3 * ((here ^ right) | (here ^ below) | (here ^ diagonal)).to_bytes(length, "big").count(0)
     # N4: 10 for every 5 % that the dark modules are away from half.
-    size = layout.size
     percent = float(rows.count(1)) / (size ** 2)
     n4 = 10 * int(abs(percent * 100 - 50) / 5)
     return n1 + n2 + n3 + n4
@@ -255,18 +263,6 @@ def _spread(layout, data):
     flat = data.to_bytes(size * size, "big")
     return (_spread_int([flat[i:i + size] for i in range(0, size * size, size)], bytes(len(_GAP))),
             _spread_int([flat[j::size] for j in range(size)], bytes(len(_GAP))))
-
-
-def _finder_like(lines, layout):
-    """segno's N3 count over the spread lines, scanning as segno does."""
-    count = 0
-    size, stride = layout.size, layout.stride
-    found = lines.find(_FINDER_LIKE)
-    while found != -1:
-        start = (found - len(_GAP)) // stride * stride + len(_GAP)
-        count += _finder_like_in(lines[start:start + size], size)
-        found = lines.find(_FINDER_LIKE, start + stride)
-    return count
 
 
 def _finder_like_in(seq, size):
