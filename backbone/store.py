@@ -327,7 +327,7 @@ class OutboxRelay:
         self.service_name = service_name
         self.batch = int(events_setting("relay_batch", 500))
         self.poll = float(events_setting("relay_poll_seconds", 0.5))
-        self.linger = float(events_setting("relay_linger_seconds", 0.01))
+        self.linger = float(events_setting("relay_linger_seconds", 0.05))
         self.lease = Lease(db.leases, "outbox-relay", holder_id(), float(events_setting("lease_seconds", 10)))
         self._wakeup = threading.Event()
         self._stopped = False
