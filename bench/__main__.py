@@ -292,19 +292,20 @@ def bench_notice_fanout(config, smtp_sink):
         # grows to tens of thousands of files (glob cost a tenth of a core).
         return sum(1 for name in os.listdir(smtp_sink.directory) if name.endswith(".eml"))
 
-    def bare(name):
-        before = mail_count()
-        started = time.monotonic()
+    def bare(name, count=NOTICES, warm_up=300):
         with smtplib.SMTP("127.0.0.1", smtp_sink.port) as client:
-            for n in range(NOTICES):
+            # Untimed first, as the HTTP baseline is: the sink's first messages are slower.
+            for n in range(-warm_up, count):
+                if n == 0:
+                    before, started = mail_count(), time.monotonic()
                 message = EmailMessage()
                 message["Subject"] = "Xác nhận đăng ký {}".format(n)
                 message["From"] = "daotao-ai@trainops.local"
                 message["To"] = "bare{}@q1.gov.vn".format(n)
                 message.set_content("Đăng ký của Anh/Chị đã được xác nhận.")
                 client.send_message(message)
-        report(name, NOTICES / (time.monotonic() - started), "notices/s")
-        assert mail_count() - before == NOTICES
+        report(name, count / (time.monotonic() - started), "notices/s")
+        assert mail_count() - before == count
 
     bare("notices_smtplib_bare")
 
