@@ -52,15 +52,19 @@ PLATFORM_INDEXES = {
 }
 
 
-def take_queued(queue, wait=True):
+def take_queued(queue, linger=0.0, fill=0):
     """For group commits: the next item to arrive on an eventlet queue (waiting for it), and every
-    item queued behind it by then; with wait=False, what is queued now (perhaps nothing)."""
-    items = [queue.get()] if wait else []
+    item queued behind it by then. Fewer than `fill` of them wait `linger` seconds, once, for the
+    items right behind."""
+    items = [queue.get()]
     while True:
         try:
             items.append(queue.get_nowait())
         except Empty:
-            return items
+            if not linger or len(items) >= fill:
+                return items
+            eventlet.sleep(linger)
+            linger = 0
 
 
 class AlreadyHandled(Exception):

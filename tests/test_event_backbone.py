@@ -291,3 +291,19 @@ def test_a_service_named_in_workers_takes_that_many_events_at_once_the_others_ma
         default = container_cls(Busy)
     assert (own.max_workers, own._worker_pool.size) == (3, 3)
     assert (default.max_workers, default._worker_pool.size) == (7, 7)
+
+
+def test_a_small_group_waits_once_for_the_items_right_behind_it():
+    from eventlet.queue import LightQueue
+    from backbone.store import take_queued
+    queue = LightQueue()
+    queue.put(1)
+    eventlet.spawn_after(0.01, queue.put, 2)
+    eventlet.spawn_after(0.3, queue.put, 3)
+    assert take_queued(queue, linger=0.1, fill=5) == [1, 2]  # once: 3 comes after the linger
+    assert take_queued(queue) == [3]
+    queue.put(4)
+    queue.put(5)
+    eventlet.spawn_after(0.01, queue.put, 6)
+    assert take_queued(queue, linger=0.1, fill=2) == [4, 5]  # full enough: no wait
+    assert take_queued(queue) == [6]

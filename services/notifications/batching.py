@@ -9,7 +9,6 @@ flushers run (NOTIFICATIONS.flushers): while one waits for the database the next
 meanwhile, so this process and the database work at the same time. Each worker still gets its own
 outcome: a duplicate key is news for the worker whose write it was only.
 """
-import eventlet
 from eventlet.event import Event
 from eventlet.queue import LightQueue
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
@@ -60,10 +59,7 @@ class Batches:
 
     def run(self):
         while True:
-            batch = take_queued(self._queue)
-            if self.linger and len(batch) < self.fill:
-                eventlet.sleep(self.linger)
-                batch += take_queued(self._queue, wait=False)
+            batch = take_queued(self._queue, self.linger, self.fill)
             for kind, flush in (("read", self._read), ("write", self._write), ("commit", self._commit)):
                 entries = [(item, done) for k, item, done in batch if k == kind]
                 if not entries:
