@@ -429,9 +429,9 @@ def as_deployed():
 
 def _bench_day(offset):
     """A day from today in Ho Chi Minh City (ISO): the bench's classes are always to come."""
-    from datetime import datetime, timedelta
-    from zoneinfo import ZoneInfo
-    return (datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).date() + timedelta(days=offset)).isoformat()
+    from datetime import timedelta
+    from services.partners.service import local_date
+    return (local_date() + timedelta(days=offset)).isoformat()
 
 
 def _bench_offering(base, auth, seeded):

@@ -13,6 +13,7 @@ import pytest
 import requests
 
 from backbone.contracts import make_envelope
+from services.partners.service import local_date
 from tests.helpers import wait_for
 from tests.test_monitoring import Poison, publish_to, withdrawn
 
@@ -152,7 +153,7 @@ def test_an_operator_sees_why_a_notice_failed_and_resends_it_from_the_console(sy
 
 def test_the_console_shows_upcoming_sessions_with_seats_and_partners_with_agreement_expiry(operator, app_config):
     # Dates from today: the session must be upcoming whenever the test runs.
-    today = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).date()
+    today = local_date()
     day, until = today + timedelta(days=20), today + timedelta(days=365)
     partner = operator.post("/partners", {"code": "SIU", "name": "Trường Đại học Quốc tế Sài Gòn",
                                           "kind": "university", "contact_email": "hoptac@siu.edu.vn"}).json()

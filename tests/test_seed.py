@@ -1,8 +1,8 @@
 """The programme's seed data loads through the API and loading it again duplicates nothing."""
-from datetime import date, datetime
-from zoneinfo import ZoneInfo
+from datetime import date
 
 from devstack import seed
+from services.partners.service import local_date
 
 
 def test_seed_loads_the_first_class_once(operator, app_config, db):
@@ -20,5 +20,4 @@ def test_seed_loads_the_first_class_once(operator, app_config, db):
     assert session["address"].startswith("36 Tôn Thất Đạm")
     assert sorted(session["eligible_units"]) == ["BINH-THANH", "PHU-NHUAN", "Q1", "Q3", "Q4"]
     # The SIU agreement runs 2025-03-13 .. 2026-12-31 (Ho Chi Minh City calendar days).
-    today = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).date()
-    assert first["agreement"]["status"] == ("active" if today <= date(2026, 12, 31) else "expired")
+    assert first["agreement"]["status"] == ("active" if local_date() <= date(2026, 12, 31) else "expired")

@@ -1,15 +1,15 @@
 """One thin flow through all four services over HTTP: the operator onboards a partner and records its
 agreement, the partner posts an offering with its own key, a session is scheduled, an official
 registers, and a Vietnamese confirmation email arrives at the SMTP server."""
-from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import timedelta
 
+from services.partners.service import local_date
 from tests.helpers import wait_for
 
 
 def test_an_official_registers_and_gets_a_vietnamese_confirmation_email(operator, smtp_sink, db):
     # Dates from today: the class must still be open for registration whenever the test runs.
-    today = datetime.now(ZoneInfo("Asia/Ho_Chi_Minh")).date()
+    today = local_date()
     day = today + timedelta(days=20)
     siu = operator.post("/partners", {"code": "SIU", "name": "Trường Đại học Quốc tế Sài Gòn",
                                       "kind": "university", "contact_email": "hoptac@siu.edu.vn"})
