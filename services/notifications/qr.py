@@ -7,8 +7,8 @@ rest of an email. Here segno encodes the token (segments, version, error level, 
 eight masked matrices are scored as whole byte strings (big-integer shifts and XORs,
 `bytes.translate` and `count`) by segno's rules, its edge cases included; the winner differs from
 mask 0's matrix only by a known XOR of the data region, plus the format information, taken from a
-reference symbol of the same version, error level and mask. The result is the matrix `segno.make` returns (the unit tests compare them on a
-thousand tokens), written as a 1-bit PNG.
+reference symbol of the same version, error level and mask. The result is the matrix `segno.make`
+returns (the unit tests compare them on six hundred tokens of every length), written as a 1-bit PNG.
 
 The layout of the function patterns comes from segno's encoder module (segno is pinned in pyproject:
 an upgrade that changed it fails those tests).
