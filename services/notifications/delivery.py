@@ -334,8 +334,8 @@ class Deliveries:
         return "failed"
 
     def _set(self, doc, fields, event=None):
-        """Record the notice's new state, and the event that tells others (if any) in the same
-        transaction: `sent` and notification_sent happen together or not at all."""
+        """Record the notice's new state: with an event that tells others, in one transaction (`sent`
+        and notification_sent happen together or not at all); without, as one document's update."""
         update = UpdateOne({"_id": doc["_id"]}, {"$set": fields})
         if event is None:
             self.batches.write(("deliveries", update))  # one document: atomic on its own
