@@ -1,14 +1,14 @@
-"""The check-in QR code of a confirmation, as a PNG: the symbol segno makes, in a sixth of segno's time.
+"""The check-in QR code of a confirmation, as a PNG: the symbol segno makes, in a tenth of segno's time.
 
 Most of `segno.make` is choosing the data mask (ISO/IEC 18004 7.8.3): it masks the matrix eight
 times and scores each, module by module in Python, ~2 ms a code, which at fan-out was more than the
-rest of an email. Here segno encodes the token (segments, version, error level, error correction:
-`_encode`), the bits go to the modules segno's placement gives (found once per version), and the
-eight masked matrices are scored as whole byte strings (big-integer shifts and XORs,
-`bytes.translate` and `count`) by segno's rules, its edge cases included; the winner differs from
-mask 0's matrix only by a known XOR of the data region, plus the format information, taken from a
-reference symbol of the same version, error level and mask. The result is the matrix `segno.make`
-returns (the unit tests compare them on six hundred tokens of every length), written as a 1-bit PNG.
+rest of an email. Here segno encodes the token (segments, version, error level: `_encode`), the error
+correction is computed by table, the bits go to the modules segno's placement gives (found once per
+version), and the eight masked matrices are scored as whole integers, a bit per module (shifts, XORs
+and bit counts), by segno's rules, its edge cases included; the winner differs from mask 0's matrix
+only by a known XOR of the data region, plus the format information, taken from a reference symbol
+of the same version, error level and mask. The result is the matrix `segno.make` returns (the unit
+tests compare them on six hundred tokens of every length), written as a 1-bit PNG.
 
 The layout of the function patterns comes from segno's encoder module (segno is pinned in pyproject:
 an upgrade that changed it fails those tests).
@@ -17,6 +17,7 @@ import struct
 import zlib
 from functools import lru_cache
 from itertools import chain, zip_longest
+from operator import itemgetter
 
 import segno
 from segno import consts, encoder
@@ -40,24 +41,24 @@ def matrix(token):
     encoded = _encode(token)
     if encoded is None:  # a token short enough for a Micro QR code: rare, and cheap anyway
         return b"".join(segno.make(token, error=ERROR).matrix)
-    version, error, codewords = encoded
+    version, error, message = encoded
     layout = _layout(version)
-    placed = bytearray(layout.size * layout.size)
-    for position, bit in zip(_placement(version), "".join(map("{:08b}".format, codewords)).encode()):
-        placed[position] = bit & 1  # "0" and "1" are 0x30 and 0x31; remainder bits stay 0
-    data = (int.from_bytes(placed, "big") & layout.region) ^ layout.flip_from_light
-    spread = _spread(layout, data)
+    # The message's bits ("0"/"1") taken to their modules, the rest "0"; then as mask 0 leaves them.
+    data = (int(bytes(layout.from_message(message)), 2) & layout.region) ^ layout.flip_from_light
+    modules = format(data, layout.modules_format).encode()
+    spread = (int(bytes(layout.rows_from_modules(modules)), 2), int(bytes(layout.columns_from_modules(modules)), 2))
     # The lowest penalty wins, the lowest mask number among equals (segno's order).
     best = min(range(8), key=lambda mask: (_penalty(layout, spread, mask), mask))
-    fixed = _fixed_modules(version, error, best)
-    return (fixed | (data ^ layout.flip[best])).to_bytes(layout.size * layout.size, "big")
+    masked = _fixed_modules(version, error, best) | (data ^ layout.flip[best])
+    return format(masked, layout.modules_format).encode().translate(_BITS)
 
 
 def _encode(token):
     """segno's encoding of the token, the steps of `segno.make(token, error="m")` up to the placement
-    in the matrix: (version, error level, the final message's codewords, interleaved data then error
-    correction), or None for a Micro QR code. segno's own placement and masking (add_codewords,
-    apply_mask) visit every module in Python and were half of its time; `_placement` does it."""
+    in the matrix: (version, error level, the final message's bits as "0"/"1" bytes, interleaved data
+    then error correction codewords), or None for a Micro QR code. segno's own placement and masking
+    (add_codewords, apply_mask) visit every module in Python and were half of its time; `_Layout`
+    places the bits. The error correction is `_error_words`: segno's make_blocks, by table."""
     segments = encoder.prepare_data(token, None, None)
     version = encoder.find_version(segments, _ERROR_M, eci=False, micro=None)
     if version < 1:
@@ -70,9 +71,40 @@ def _encode(token):
     encoder.write_terminator(buff, capacity, None, len(buff))
     encoder.write_padding_bits(buff, version, len(buff))
     encoder.write_pad_codewords(buff, version, capacity, len(buff))
-    data_blocks, error_blocks = encoder.make_blocks(consts.ECC[version][error], buff)
-    return version, error, [codeword for blocks in (data_blocks, error_blocks)
-                            for codeword in chain.from_iterable(zip_longest(*blocks)) if codeword is not None]
+    bits = bytes(buff.getbits())
+    codewords = int(bits.translate(_ASCII), 2).to_bytes(len(bits) // 8, "big")
+    data_blocks, error_blocks, taken = [], [], 0
+    for ec_info in consts.ECC[version][error]:
+        words = ec_info.num_total - ec_info.num_data
+        for _ in range(ec_info.num_blocks):
+            block = codewords[taken:taken + ec_info.num_data]
+            taken += ec_info.num_data
+            data_blocks.append(block)
+            error_blocks.append(_error_words(block, words))
+    message = bytes(codeword for blocks in (data_blocks, error_blocks)
+                    for codeword in chain.from_iterable(zip_longest(*blocks)) if codeword is not None)
+    return version, error, format(int.from_bytes(message, "big"), "0{}b".format(8 * len(message))).encode()
+
+
+def _error_words(block, words):
+    """The block's `words` error correction codewords (segno's make_blocks: the remainder of the
+    block times x^words divided by the generator polynomial), with the remainder held in one integer
+    and the generator's multiples by every byte looked up."""
+    multiples = _generator_multiples(words)
+    top = 8 * (words - 1)
+    full = (1 << 8 * words) - 1
+    remainder = 0
+    for codeword in block:
+        remainder = ((remainder << 8) & full) ^ multiples[(remainder >> top) ^ codeword]
+    return remainder.to_bytes(words, "big")
+
+
+@lru_cache(maxsize=None)
+def _generator_multiples(words):
+    """The generator polynomial of `words` error correction codewords times each byte value, as
+    integers (highest coefficient first, the leading 1 left out)."""
+    log, exp, gen = consts.GALIOS_LOG, consts.GALIOS_EXP, consts.GEN_POLY[words]
+    return [0] + [int.from_bytes(bytes(exp[log[value] + g] for g in gen), "big") for value in range(1, 256)]
 
 
 @lru_cache(maxsize=None)
@@ -135,27 +167,27 @@ def _chunk(kind, data):
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-# Four lanes before every line of modules, and after the last: the scoring's shifts then never
-# reach from one line into the next, and the lanes are no colour (2-5, no two alike, so N1 and N2
-# see no equal neighbours there), but count as light for N3's four light modules beside a finder-like
-# pattern: segno looks no further than the line's end there, as if the quiet zone began.
-_GAP = b"\x02\x03\x04\x05"
-_PAD = b"\x06"  # past the end, for the neighbours of the last lanes
-_EQUAL = bytes([1] + [0] * 255)  # translate: lane is 0 → 1, else 0
-_DARK = bytes([0, 1] + [0] * 254)
-_LIGHT_OR_GAP = bytes([1, 0, 1, 1, 1, 1] + [0] * 250)
+# The scoring sees the matrix as one integer per direction, a bit per module, the lines one after
+# the other with GAP bits before every line and after the last (no module there): the shifts that
+# compare a module with its neighbours then never reach from one line into the next. A gap counts as
+# light for N3's four light modules beside a finder-like pattern: segno looks no further than the
+# line's end there, as if the quiet zone began.
+GAP = 4
+_ASCII = bytes.maketrans(b"\x00\x01", b"01")
+_BITS = bytes.maketrans(b"01", b"\x00\x01")
 
 
 class _Layout:
-    """Everything about a version's matrix that does not depend on the token, as big integers over
-    the matrix's bytes (one byte per module): in row order, and spread (_GAP before each line) in
-    row order and in column order, for the scoring."""
+    """Everything about a version's matrix that does not depend on the token: masks as integers, a
+    bit per module, in row order (`size`² bits) and spread by rows and by columns (GAP bits before
+    every line), and the permutations that place the message's bits and spread the modules."""
 
     def __init__(self, version):
         size = version * 4 + 17
         self.size = size
-        self.stride = size + len(_GAP)
-        self.spread_length = size * self.stride + len(_GAP)
+        self.stride = size + GAP
+        self.length = size * self.stride + GAP
+        self.modules_format = "0{}b".format(size * size)
         # The matrix as segno scores it: function patterns set, format and version areas still 0,
         # data modules (0x2 here) to be filled.
         base = encoder.make_matrix(size, size)
@@ -169,10 +201,9 @@ class _Layout:
         fixed = [[0 if in_region[i][j] else base[i][j] for j in range(size)] for i in range(size)]
         flips = [[[int(a != b) for a, b in zip(r0, rk)] for r0, rk in zip(patterns[0], pattern)]
                  for pattern in patterns]
-        in_region = [[int(v) for v in row] for row in in_region]
 
         def flat(cells):
-            return int.from_bytes(bytes(int(v) for row in cells for v in row), "big")
+            return int("".join(str(int(v)) for row in cells for v in row), 2)
 
         def columns(cells):
             return [[cells[i][j] for i in range(size)] for j in range(size)]
@@ -181,19 +212,47 @@ class _Layout:
         # Mask 0 over the data region: what turns the placed bits into the matrix masked with 0.
         self.flip_from_light = flat(patterns[0])
         self.flip = [flat(cells) for cells in flips]
-        self.fixed_rows = _spread_int(fixed, _GAP)
-        self.fixed_columns = _spread_int(columns(fixed), _GAP)
-        # Only data modules can be 1 in these: their gaps are 0, the fixed ones' show through.
-        self.flip_rows = [_spread_int(cells, bytes(len(_GAP))) for cells in flips]
-        self.flip_columns = [_spread_int(columns(cells), bytes(len(_GAP))) for cells in flips]
-        self.ones = int.from_bytes(b"\x01" * self.spread_length, "big")
-        # Every lane of each line (rows and columns are spread alike).
-        self.line_lanes = [int.from_bytes(b"\xff" * size, "big") << 8 * (self.spread_length - (start + size))
-                           for start in range(len(_GAP), self.spread_length - len(_GAP), self.stride)]
+        self.fixed_rows = self._spread(fixed)
+        self.fixed_columns = self._spread(columns(fixed))
+        self.flip_rows = [self._spread(cells) for cells in flips]
+        self.flip_columns = [self._spread(columns(cells)) for cells in flips]
+        ones = [[1] * size] * size
+        self.cells = self._spread(ones)
+        self.everything = (1 << self.length) - 1
+        # Bit i of `pairs` is set where modules i and i + 1 are in one line (shifting left by one
+        # moves bit i + 1 to bit i); of `blocks`, where the 2×2 block from module i is in the matrix.
+        self.pairs = self.cells & (self.cells << 1)
+        self.blocks = self.pairs & (self.pairs << self.stride)
+        self.line_bits = [((1 << size) - 1) << (self.length - (start + size))
+                          for start in range(GAP, self.length - GAP, self.stride)]
+        # Permutations (operator.itemgetter) over a "0"/"1" byte string: the message's bits to the
+        # modules in row order, and the modules to the spread rows and columns. The last index
+        # points at a "0" appended to the string: what the modules off the message and the gaps take.
+        order = _placement(version)
+        self.data_modules = len(order)
+        source = [len(order)] * (size * size)
+        for bit, module in enumerate(order):
+            source[module] = bit
+        self._message = itemgetter(*source)
+        light = size * size
+        rows = [index for i in range(size) for index in [light] * GAP + list(range(i * size, (i + 1) * size))]
+        columns_ = [index for j in range(size) for index in [light] * GAP + list(range(j, size * size, size))]
+        self._rows = itemgetter(*(rows + [light] * GAP))
+        self._columns = itemgetter(*(columns_ + [light] * GAP))
 
+    def _spread(self, lines):
+        return int("".join("0" * GAP + "".join(str(int(v)) for v in line) for line in lines) + "0" * GAP, 2)
 
-def _spread_int(lines, gap):
-    return int.from_bytes(b"".join(gap + bytes(line) for line in lines) + gap, "big")
+    def from_message(self, message):
+        """The modules in row order ("0"/"1" bytes) that the message's bits (an encoded message from
+        `_encode`, at most as many bits as the version has data modules) fill."""
+        return self._message(message + b"0" * (self.data_modules + 1 - len(message)))
+
+    def rows_from_modules(self, modules):
+        return self._rows(modules + b"0")
+
+    def columns_from_modules(self, modules):
+        return self._columns(modules + b"0")
 
 
 @lru_cache(maxsize=None)
@@ -204,72 +263,55 @@ def _layout(version):
 @lru_cache(maxsize=None)
 def _fixed_modules(version, error, mask):
     """The modules outside the data region (function patterns, format and version information) of
-    any symbol of this version, error level and mask."""
+    any symbol of this version, error level and mask, a bit each in row order."""
     reference = segno.make("0", version=version, error=error, mask=mask, boost_error=False)
     layout = _layout(version)
-    outside = int.from_bytes(b"\x01" * (layout.size * layout.size), "big") ^ layout.region
-    return int.from_bytes(b"".join(reference.matrix), "big") & outside
+    modules = int(b"".join(reference.matrix).translate(_ASCII), 2)
+    return modules & ~layout.region
 
 
 def _penalty(layout, spread, mask):
     """segno's `evaluate_mask` of the matrix masked with `mask` (`spread`: the data modules of the
     matrix masked with 0, by rows and by columns)."""
     rows_data, columns_data = spread
-    length = layout.spread_length
     size = layout.size
-    rows = (layout.fixed_rows | (rows_data ^ layout.flip_rows[mask])).to_bytes(length, "big")
-    columns = (layout.fixed_columns | (columns_data ^ layout.flip_columns[mask])).to_bytes(length, "big")
+    rows = layout.fixed_rows | (rows_data ^ layout.flip_rows[mask])
+    columns = layout.fixed_columns | (columns_data ^ layout.flip_columns[mask])
     n1 = n3 = 0
-    for lines in (rows, columns):
-        here = int.from_bytes(lines, "big")
-        # Lane i of `equal` is 1 where module i equals module i + 1 (shifting left by 8 bits moves
-        # lane i + 1 to lane i).
-        equal = int.from_bytes((here ^ int.from_bytes(lines[1:] + _PAD, "big")).to_bytes(length, "big")
-                               .translate(_EQUAL), "big")
-        # N1: a run of L ≥ 5 modules of one colour scores L − 2: L − 4 lanes start five equal
-        # modules, plus 2 for the lane where the run starts.
-        five = equal & (equal << 8) & (equal << 16) & (equal << 24)
-        n1 += five.bit_count() + 2 * (five & ((equal >> 8) ^ layout.ones)).bit_count()
+    for dark in (rows, columns):
+        # Bit i of `equal` is set where module i equals module i + 1 of its line.
+        equal = ~(dark ^ (dark << 1)) & layout.pairs
+        # N1: a run of L ≥ 5 modules of one colour scores L − 2: L − 4 bits start five equal
+        # modules, plus 2 for the bit where the run starts.
+        five = equal & (equal << 1) & (equal << 2) & (equal << 3)
+        n1 += five.bit_count() + 2 * (five & ~(equal >> 1)).bit_count()
         # N3: 40 for a finder-like pattern (dark, light, three dark, light, dark) with four light
         # modules (or the line's end) before or after it.
-        dark = int.from_bytes(lines.translate(_DARK), "big")
-        light = dark ^ layout.ones  # modules 0 and the gaps; the pattern has no two lights in a row
-        clear = int.from_bytes(lines.translate(_LIGHT_OR_GAP), "big")
-        found = (dark & (light << 8) & (dark << 16) & (dark << 24) & (dark << 32) & (light << 40)
-                 & (dark << 48))
-        overlap = found & ((found << 32) | (found << 48))
+        light = layout.cells ^ dark
+        clear = layout.everything ^ dark  # light modules and the gaps
+        found = dark & (light << 1) & (dark << 2) & (dark << 3) & (dark << 4) & (light << 5) & (dark << 6)
+        overlap = found & ((found << 4) | (found << 6))
         while overlap:
             # Patterns four or six apart overlap, and segno's scan skips the second of a pair it
             # counted: in a line that has such a pair, count as it does; the others below.
-            lane = length - 1 - (overlap.bit_length() - 1) // 8
-            line = (lane - len(_GAP)) // layout.stride
-            start = len(_GAP) + line * layout.stride
-            n3 += _finder_like_in(lines[start:start + size], size)
-            found &= ~layout.line_lanes[line]
-            overlap &= ~layout.line_lanes[line]
-        before = (clear >> 8) & (clear >> 16) & (clear >> 24) & (clear >> 32)
-        after = (clear << 56) & (clear << 64) & (clear << 72) & (clear << 80)
+            bit = layout.length - overlap.bit_length()
+            line = (bit - GAP) // layout.stride
+            module_bits = (dark >> (layout.length - (GAP + line * layout.stride + size))) & ((1 << size) - 1)
+            n3 += _finder_like_in(format(module_bits, "0{}b".format(size)).encode().translate(_BITS), size)
+            found &= ~layout.line_bits[line]
+            overlap &= ~layout.line_bits[line]
+        before = (clear >> 1) & (clear >> 2) & (clear >> 3) & (clear >> 4)
+        after = (clear << 7) & (clear << 8) & (clear << 9) & (clear << 10)
         n3 += 40 * (found & (before | after)).bit_count()
-    # N2: 3 for every 2×2 block of one colour: a lane of `same` is 0 where a module equals its
-    # right, lower and lower-right neighbours (the gaps and the padding never do).
+    # N2: 3 for every 2×2 block of one colour: a module equal to its right, lower and lower-right
+    # neighbours.
     stride = layout.stride
-    here = int.from_bytes(rows, "big")
-    right = int.from_bytes(rows[1:] + _PAD, "big")
-    below = int.from_bytes(rows[stride:] + _PAD * stride, "big")
-    diagonal = int.from_bytes(rows[stride + 1:] + _PAD * (stride + 1), "big")
-    n2 = 3 * ((here ^ right) | (here ^ below) | (here ^ diagonal)).to_bytes(length, "big").count(0)
+    differ = (rows ^ (rows << 1)) | (rows ^ (rows << stride)) | (rows ^ (rows << (stride + 1)))
+    n2 = 3 * (layout.blocks & ~differ).bit_count()
     # N4: 10 for every 5 % that the dark modules are away from half.
-    percent = float(rows.count(1)) / (size ** 2)
+    percent = float(rows.bit_count()) / (size ** 2)
     n4 = 10 * int(abs(percent * 100 - 50) / 5)
     return n1 + n2 + n3 + n4
-
-
-def _spread(layout, data):
-    """The data modules spread like the layout's lines, in row order and in column order."""
-    size = layout.size
-    flat = data.to_bytes(size * size, "big")
-    return (_spread_int([flat[i:i + size] for i in range(0, size * size, size)], bytes(len(_GAP))),
-            _spread_int([flat[j::size] for j in range(size)], bytes(len(_GAP))))
 
 
 def _finder_like_in(seq, size):
