@@ -57,8 +57,9 @@ class EmbeddedMongo:
         command = [
             str(Path(sys.executable).parent / "secantusd-py"),
             "--host", "127.0.0.1", "--port", str(self.port), "--storage-path", self.storage_path,
-            # No oplog: nothing here reads one (no change streams), and writing it was a third of
-            # the server's work per updated document. Transactions don't need it on this server.
+            # No oplog: nothing here reads one (no change streams), and writing it cost a sixth of
+            # the server's CPU per notice at fan-out (1.57 -> 1.33 ms). Transactions work without it
+            # on this server, and the driver connects directly either way.
             "--standalone",
         ]
         with open(self.log_path, "ab") as log:
