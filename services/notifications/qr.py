@@ -43,10 +43,8 @@ def matrix(token):
         return b"".join(segno.make(token, error=ERROR).matrix)
     version, error, message = encoded
     layout = _layout(version)
-    # The message's bits ("0"/"1") taken to their modules, the rest "0"; then as mask 0 leaves them.
-    data = (int(bytes(layout.from_message(message)), 2) & layout.region) ^ layout.flip_from_light
-    modules = format(data, layout.modules_format).encode()
-    spread = (int(bytes(layout.rows_from_modules(modules)), 2), int(bytes(layout.columns_from_modules(modules)), 2))
+    data = layout.placed(message)
+    spread = layout.spread(data)
     # The lowest penalty wins, the lowest mask number among equals (segno's order).
     best = min(range(8), key=lambda mask: (_penalty(layout, spread, mask), mask))
     masked = _fixed_modules(version, error, best) | (data ^ layout.flip[best])
@@ -235,24 +233,24 @@ class _Layout:
             source[module] = bit
         self._message = itemgetter(*source)
         light = size * size
-        rows = [index for i in range(size) for index in [light] * GAP + list(range(i * size, (i + 1) * size))]
-        columns_ = [index for j in range(size) for index in [light] * GAP + list(range(j, size * size, size))]
-        self._rows = itemgetter(*(rows + [light] * GAP))
-        self._columns = itemgetter(*(columns_ + [light] * GAP))
+        by_rows = [index for i in range(size) for index in [light] * GAP + list(range(i * size, (i + 1) * size))]
+        by_columns = [index for j in range(size) for index in [light] * GAP + list(range(j, size * size, size))]
+        self._rows = itemgetter(*(by_rows + [light] * GAP))
+        self._columns = itemgetter(*(by_columns + [light] * GAP))
 
     def _spread(self, lines):
         return int("".join("0" * GAP + "".join(str(int(v)) for v in line) for line in lines) + "0" * GAP, 2)
 
-    def from_message(self, message):
-        """The modules in row order ("0"/"1" bytes) that the message's bits (an encoded message from
-        `_encode`, at most as many bits as the version has data modules) fill."""
-        return self._message(message + b"0" * (self.data_modules + 1 - len(message)))
+    def placed(self, message):
+        """The data modules, a bit each in row order, once the message's bits ("0"/"1" bytes from
+        `_encode`) are placed and masked with mask 0 (the remainder bits are light before masking)."""
+        modules = int(bytes(self._message(message + b"0" * (self.data_modules + 1 - len(message)))), 2)
+        return (modules & self.region) ^ self.flip_from_light
 
-    def rows_from_modules(self, modules):
-        return self._rows(modules + b"0")
-
-    def columns_from_modules(self, modules):
-        return self._columns(modules + b"0")
+    def spread(self, data):
+        """The data modules spread by rows and by columns, for `_penalty`."""
+        modules = format(data, self.modules_format).encode() + b"0"
+        return int(bytes(self._rows(modules)), 2), int(bytes(self._columns(modules)), 2)
 
 
 @lru_cache(maxsize=None)
