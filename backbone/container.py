@@ -2,9 +2,10 @@
 
 `max_workers` is one number for every service, and the services want different ones: notifications
 has a round of group-committed writes behind each event and its fan-out needs a few dozen events in
-flight to fill those rounds, while the registration burst writes batches of at most `max_workers`
-and gathers for that many. The container sizes its worker pool (and with it how many events and
-calls it takes at once) from `WORKERS[<service name>]` when set, from `max_workers` otherwise.
+flight to fill those rounds, while the registration burst writes batches of at most its workers and
+gathers for that many (and the gateway must keep as many requests open). The container sizes its
+worker pool (and with it how many events and calls it takes at once: backbone/subscriber.py,
+backbone/rpc.py) from `WORKERS[<service name>]` when set, from `max_workers` otherwise.
 """
 from eventlet.greenpool import GreenPool
 from nameko import config

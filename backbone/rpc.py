@@ -6,6 +6,10 @@ a reply is a transient message to the caller's own reply queue, and one that is 
 is the same as one never sent, confirmed or not: the caller's RPC times out (the gateway then
 answers 503). A reply that cannot be written at all still raises, as before. Requests keep their
 confirm: the gateway's client needs it to tell a service that does not exist.
+
+It also takes as many calls at once as the service has workers (`WORKERS`, backbone/container.py),
+as the event subscriber does. nameko takes PREFETCH_COUNT (10) whatever the workers: a service given
+20 workers then still had 10 calls in flight, and the registration burst's batches could not overlap.
 """
 from nameko import config
 from nameko.amqp.publish import Publisher
@@ -22,6 +26,10 @@ class _Responder(Responder):
 
 
 class _RpcConsumer(RpcConsumer):
+    def setup(self):
+        self.consumer_options.setdefault("prefetch_count", self.container.max_workers)
+        super().setup()
+
     def handle_result(self, message, result, exc_info):
         # nameko's own, with the responder above.
         responder = _Responder(self.amqp_uri, get_rpc_exchange(), message, ssl=config.get(AMQP_SSL_CONFIG_KEY),

@@ -8,6 +8,7 @@ import pytest
 from nameko.rpc import rpc
 from nameko.testing.services import entrypoint_hook
 
+from backbone import rpc as backbone_rpc
 from backbone import topology
 from backbone.logs import Tracing
 from backbone.store import ConfirmedPublisher, Store, emitted_events, event_message
@@ -291,6 +292,29 @@ def test_a_service_named_in_workers_takes_that_many_events_at_once_the_others_ma
         default = container_cls(Busy)
     assert (own.max_workers, own._worker_pool.size) == (3, 3)
     assert (default.max_workers, default._worker_pool.size) == (7, 7)
+
+
+class Answering:
+    name = "answering_probe"
+
+    @backbone_rpc.rpc  # the services' own
+    def ping(self):
+        return "pong"
+
+
+def test_a_service_takes_as_many_calls_at_once_as_it_has_workers(app_config):
+    """nameko's RPC consumer would take PREFETCH_COUNT (10) calls whatever the workers; registration's
+    20 workers then had 10 registrations to batch."""
+    import nameko
+    from nameko.containers import get_container_cls
+    from nameko.rpc import RpcConsumer
+    from backbone.config import load
+    assert load()["WORKERS"]["registration"] == load()["WORKERS"]["gateway"] > load()["max_workers"]
+    with nameko.config.patch({"WORKERS": {"answering_probe": 20}, "max_workers": 7}):
+        container = get_container_cls()(Answering)
+        consumer = next(e for e in container.extensions if isinstance(e, RpcConsumer))
+        consumer.setup()  # builds the AMQP consumer; connecting waits for start
+    assert consumer.consumer.prefetch_count == 20
 
 
 def test_a_small_group_waits_once_for_the_items_right_behind_it():
