@@ -13,7 +13,7 @@ class DomainError(Exception):
         self.code = code
         self.message = message
         self.fields = fields or {}
-        self.status = status
+        self.status = int(status)  # nameko sends exception arguments as text: "409" across RPC
 
     def __str__(self):
         return "{}: {}".format(self.code, self.message)

@@ -10,6 +10,8 @@ from datetime import datetime, timezone
 from eventlet.corolocal import local
 from nameko.extensions import DependencyProvider
 
+from backbone.errors import DomainError
+
 # One per green thread: nameko runs each worker in its own, so this is per request or per event.
 _context = local()
 # The service this process runs, for lines logged outside any worker (`nameko run` runs one).
@@ -77,6 +79,23 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return mask(json.dumps(line, ensure_ascii=False, default=str))
+
+
+class Refusals(logging.Filter):
+    """For nameko's container logger (config.yml, LOGGING): its "error handling worker" line, with a
+    traceback at ERROR, stays for failures and goes for refusals. A DomainError under 500 (404, 409,
+    422) is the answer to a request, already in the worker's own line with its code (`Tracing`). As
+    an error it read as a fault, twice per refused request (the service, then the gateway), and in a
+    registration burst it filled the log with tracebacks of `already_registered`."""
+
+    def filter(self, record):
+        error = record.exc_info[1] if record.exc_info else None
+        try:
+            return not (isinstance(error, DomainError) and int(error.status) < 500)
+        except (TypeError, ValueError):
+            # Never fail here: an exception in a filter is raised by the log call, and nameko's
+            # worker that made it dies with its container.
+            return True
 
 
 _worker_log = logging.getLogger("trainops.worker")

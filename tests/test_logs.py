@@ -4,7 +4,8 @@ import logging
 
 import pytest
 
-from backbone.logs import JsonFormatter, bind, clear, mask
+from backbone.errors import DomainError, conflict, not_found
+from backbone.logs import JsonFormatter, Refusals, bind, clear, mask
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -31,3 +32,37 @@ def test_a_log_line_is_json_with_the_correlation_id_and_masked_fields():
     assert line["service"] == "notifications"
     assert line["msg"] == "sent to +8490***456"
     assert line["to"] == "a***@q1.gov.vn"
+
+
+def _worker_error(error):
+    """The record nameko's container logs when a worker raises (`error handling worker ...`)."""
+    try:
+        raise error
+    except Exception:
+        import sys
+        return logging.LogRecord("nameko.containers", logging.ERROR, __file__, 1, "error handling worker %s: %s",
+                                 ("<WorkerContext>", error), sys.exc_info())
+
+
+def test_a_refused_request_is_no_error_line_and_a_failure_still_is():
+    import nameko.containers
+    from backbone.config import load
+    # config.yml puts the filter on the logger nameko's container logs worker errors with.
+    logging_config = load()["LOGGING"]
+    assert logging_config["filters"]["refusals"]["()"] == "backbone.logs.Refusals"
+    assert logging_config["loggers"][nameko.containers._log.name]["filters"] == ["refusals"]
+
+    refusals = Refusals()
+    assert not refusals.filter(_worker_error(conflict("already_registered", "Already registered.")))
+    assert not refusals.filter(_worker_error(not_found("session", "s-1")))
+    assert refusals.filter(_worker_error(DomainError("service_unavailable", "Try again.", {}, 503)))
+    assert refusals.filter(_worker_error(RuntimeError("database away")))
+    # As the gateway gets it back from an RPC: nameko sends exception arguments as text.
+    from nameko.exceptions import deserialize, serialize
+    across = deserialize(serialize(conflict("already_registered", "Already registered.")))
+    assert isinstance(across, DomainError) and across.status == 409
+    assert not refusals.filter(_worker_error(across))
+    odd = DomainError("odd", "A status that is no number.")
+    odd.status = "teapot"
+    assert refusals.filter(_worker_error(odd))
+    assert refusals.filter(logging.LogRecord("nameko.containers", logging.INFO, __file__, 1, "started", (), None))
