@@ -10,7 +10,6 @@ Times are accepted only with an offset and stored in UTC.
 """
 from datetime import timedelta
 
-
 from backbone import auth
 from backbone.errors import invalid, not_found, rule_broken, validated
 from backbone.logs import Tracing
