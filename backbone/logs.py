@@ -91,10 +91,11 @@ class Refusals(logging.Filter):
     def filter(self, record):
         error = record.exc_info[1] if record.exc_info else None
         try:
-            return not (isinstance(error, DomainError) and int(error.status) < 500)
-        except (TypeError, ValueError):
-            # Never fail here: an exception in a filter is raised by the log call, and nameko's
-            # worker that made it dies with its container.
+            return not (isinstance(error, DomainError) and error.status < 500)
+        except TypeError:
+            # A status set to something else after construction (DomainError makes it an int). Never
+            # fail here: an exception in a filter is raised by the log call, and nameko's worker
+            # that made it dies with its container.
             return True
 
 
