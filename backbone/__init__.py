@@ -1,15 +1,18 @@
-"""The trainops platform: what every service uses the same way.
+"""The trainops platform: mechanism every service uses the same way, and nothing about the programme.
 
-- `config`: the one YAML configuration (with `${VAR:default}`), loaded the way `nameko run` loads it.
-- `logs`: JSON log lines carrying the correlation id, with phones and emails masked.
-- `errors`: domain errors that cross RPC intact and become the HTTP error shape at the gateway.
-- `contracts`: the event envelope and a marshmallow schema per event type, shared by producer and consumers.
-- `topology`: the exchange, every consumer's durable queue, its retry (delay) queues and bindings.
-- `store`: the MongoDB dependency: one client per container, indexes at start, transactions that write
-  the outbox with the state change, and the relay that publishes the outbox with batched confirms.
-- `subscriber`: the event-handler entrypoint: idempotent, retried with backoff, dead-lettered at the limit.
-- `lease`: a MongoDB lease so relays and timers run once across replicas.
-- `timer`: `@leased_timer(...)`, a nameko timer that fires in the one replica holding its lease.
-- `heartbeat`, `probe`: each service process writes its health to a file; `python -m backbone.probe
-  <service>`, the container's probe, reads it (this very pod, not any replica).
+- `config`: the one YAML configuration (`${VAR:default}`), loaded as `nameko run` loads it; SERVICES.
+- `container`: nameko's container with workers per service.
+- `errors`, `auth`: refusals that cross RPC and become the HTTP error shape; who asks.
+- `rpc`: nameko's RPC entrypoint, prefetching as many calls as the service has workers.
+- `clock`: UTC instants, Ho Chi Minh City's calendar days and how people read times.
+- `fields`, `paging`: field types every schema shares; one pager for every list.
+- `events`: the envelope and the registry of contracts (the contracts themselves are in `contracts/`).
+- `database`: the MongoDB dependency and the transaction that writes events with the change.
+- `outbox`: the relay that publishes the outbox with batched confirms.
+- `subscriber`: `@subscribe`: idempotent, retried with backoff, dead-lettered at the limit.
+- `topology`: the exchange, each subscriber's durable queue (from its `@subscribe`s), delay queues.
+- `lease`, `timer`: work that runs once across replicas.
+- `logs`: JSON lines with the correlation id, personal data masked.
+- `counters`: the process's counters (events, handlers, HTTP); `exposed`: the hook operations uses.
+- `openapi`: request schemas as JSON schema for the gateway's document.
 """

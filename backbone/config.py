@@ -1,5 +1,6 @@
 """Load `config.yml` exactly as `nameko run --config` does, for processes that are not nameko runners
 (the topology declarer, the seed loader, the tests and the benchmark)."""
+import importlib
 import os
 from pathlib import Path
 
@@ -24,6 +25,18 @@ def install(path=CONFIG_FILE, **overrides):
     nameko_config.clear()
     nameko_config.update(data)
     return data
+
+
+def service_classes(names=None):
+    """{name: service class} from config.yml's SERVICES (`module:Class`), imported by name: the one
+    list of trainops's services, which the topology, `make run`, the tests and the bench read."""
+    listed = nameko_config.get("SERVICES") or load().get("SERVICES") or {}
+    classes = {}
+    for name, target in listed.items():
+        if names is None or name in names:
+            module, _, attribute = target.partition(":")
+            classes[name] = getattr(importlib.import_module(module), attribute)
+    return classes
 
 
 def database_name(service_name):

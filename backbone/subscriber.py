@@ -1,13 +1,13 @@
 """The event-handler entrypoint: `@subscribe("offering_withdrawn")`.
 
-What nameko's own `@event_handler` does not: one durable queue per service (declared before anything
-publishes), a contract check on every event, idempotency (a handled event id is recorded and a repeat
+What nameko's own `@event_handler` does not: one durable queue per service, bound to the types of its
+handlers (declared before anything publishes: `backbone/topology.py`), a contract check on every event, idempotency (a handled event id is recorded and a repeat
 is skipped), retries with growing delays through the service's delay queues, and after the last retry
 a dead letter in the service's `dead_letters` collection with the error and the original message, for
 operators to inspect and replay. The consumer keeps taking other messages meanwhile.
 
 A handler receives the envelope (a dict) with its `payload` already validated and loaded. A handler that
-changes state should do it in `self.store.transaction(...)`: the handled-event record is then written in
+changes state should do it in `self.db.transaction(...)`: the handled-event record is then written in
 the same transaction, so a repeat has no effect at all. A handler whose effect is outside MongoDB (an
 email) must make that effect idempotent itself; one whose every write is keyed by the event says so
 (`@subscribe(..., keyed=True)`) and goes without the handled-event record.
@@ -32,9 +32,11 @@ from nameko.exceptions import ContainerBeingKilled
 from nameko.extensions import Entrypoint, ProviderCollector, SharedExtension
 from pymongo.errors import DuplicateKeyError
 
-from backbone import metrics, topology
-from backbone.contracts import read_envelope
-from backbone.store import AlreadyHandled, ConfirmedPublisher, Store, handled_record, take_queued, utcnow
+from backbone import counters, topology
+from backbone.clock import utcnow
+from backbone.database import AlreadyHandled, database_of, handled_record, take_queued
+from backbone.events import read_envelope
+from backbone.outbox import ConfirmedPublisher
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +47,10 @@ class PermanentFailure(Exception):
 
 class _QueueConsumer(ConsumerMixin):
     def __init__(self, amqp_uri, queues, on_message, prefetch_count):
+        """`queues`: the service's queue (consumed) and its delay queues (declared only)."""
         self._amqp_uri = amqp_uri
-        self.queues = queues
+        self._declared = queues
+        self.queues = queues[:1]
         self._on_message = on_message
         self.prefetch_count = prefetch_count
         self.ready = green_threading.Event()
@@ -63,7 +67,11 @@ class _QueueConsumer(ConsumerMixin):
         return [consumer]
 
     def on_connection_revived(self):
-        topology.declare(self.connection)
+        # Our own queues, bound as our handlers say: a broker that lost them (a new node, a reset)
+        # gets them back before we consume.
+        topology.declare_exchanges(self.connection)
+        for queue in self._declared:
+            queue(self.connection.default_channel).declare()
 
     def on_consume_ready(self, connection, channel, consumers, **kwargs):
         self.ready.set()
@@ -110,26 +118,18 @@ class EventSubscriptions(SharedExtension, ProviderCollector):
         # Taken now, while all are registered: entrypoints unregister as the container stops, and a
         # message still in flight then must go back to the queue, not to the dead letters.
         self.handlers = {p.event_type: p for p in self._providers}
-        handled = sorted(self.handlers)
-        expected = sorted(topology.SUBSCRIPTIONS.get(self.service_name, []))
-        if handled != expected:
-            raise RuntimeError(
-                "{} handles {} but backbone.topology.SUBSCRIPTIONS says {}".format(
-                    self.service_name, handled, expected))
-        stores = [d for d in self.container.dependencies if isinstance(d, Store)]
-        if not stores:
-            raise RuntimeError("a service with @subscribe handlers needs a Store dependency")
-        self.store = stores[0]
+        self.database = database_of(self.container)
+        if self.database is None:
+            raise RuntimeError("a service with @subscribe handlers needs a Database dependency")
         self.delays = topology.retry_delays_ms()
         self.retry_publisher = None
-        self.handled_already = _HandledLookup(self.store.db.handled_events)
+        self.handled_already = _HandledLookup(self.database.db.handled_events)
         self.container.spawn_managed_thread(self.handled_already.run, identifier="handled-lookup")
+        queues = topology.service_queues(self.service_name, sorted(self.handlers))
         with Connection(config["AMQP_URI"]) as connection:
-            topology.declare(connection)
+            topology.declare(connection, {self.service_name: sorted(self.handlers)})
         self.consumer = _QueueConsumer(
-            config["AMQP_URI"], topology.service_queues(self.service_name)[:1], self.on_message,
-            prefetch_count=self.container.max_workers,
-        )
+            config["AMQP_URI"], queues, self.on_message, prefetch_count=self.container.max_workers)
         self.container.spawn_managed_thread(self.consumer.run, identifier="event-consumer")
         self.consumer.ready.wait()
 
@@ -175,7 +175,7 @@ class EventSubscriptions(SharedExtension, ProviderCollector):
             self.park(message, attempts + 1, "no handler for {}".format(envelope["type"]))
             return
         if provider.marks_handled and self.handled_already(envelope["event_id"]):
-            metrics.EVENTS_DUPLICATE.labels(self.service_name, envelope["type"]).inc()
+            counters.EVENTS_DUPLICATE.labels(self.service_name, envelope["type"]).inc()
             self._ack(message)
             return
         event = dict(envelope, payload=payload)
@@ -186,14 +186,14 @@ class EventSubscriptions(SharedExtension, ProviderCollector):
 
     def on_result(self, message, event, attempts, started, worker_ctx, result=None, exc_info=None):
         labels = (self.service_name, event["type"])
-        metrics.HANDLER_SECONDS.labels(*labels).observe(time.monotonic() - started)
+        counters.HANDLER_SECONDS.labels(*labels).observe(time.monotonic() - started)
         try:
             if exc_info is None:
                 if worker_ctx.entrypoint.marks_handled and not getattr(worker_ctx, "handled_recorded", False):
                     self._record_handled(event)
-                metrics.EVENTS_HANDLED.labels(*labels).inc()
+                counters.EVENTS_HANDLED.labels(*labels).inc()
             elif isinstance(exc_info[1], AlreadyHandled):
-                metrics.EVENTS_DUPLICATE.labels(*labels).inc()
+                counters.EVENTS_DUPLICATE.labels(*labels).inc()
             elif isinstance(exc_info[1], PermanentFailure) or attempts >= len(self.delays):
                 self.park(message, attempts + 1, _describe(exc_info[1]), exc_info)
                 return result, exc_info
@@ -211,7 +211,7 @@ class EventSubscriptions(SharedExtension, ProviderCollector):
 
     def _record_handled(self, event):
         try:
-            self.store.db.handled_events.insert_one(handled_record(event))
+            self.database.db.handled_events.insert_one(handled_record(event))
         except DuplicateKeyError:
             pass  # the handler's own transaction recorded it
 
@@ -221,7 +221,7 @@ class EventSubscriptions(SharedExtension, ProviderCollector):
                     message.properties.get("message_id"), attempts, delay, error)
         headers = dict(message.headers or {}, **{"x-attempts": attempts, "x-last-error": error[:500]})
         self._republish("", topology.retry_queue_name(self.service_name, delay), message, headers)
-        metrics.EVENTS_RETRIED.labels(self.service_name, message.properties.get("type") or "unknown").inc()
+        counters.EVENTS_RETRIED.labels(self.service_name, message.properties.get("type") or "unknown").inc()
         self._ack(message)
 
     def park(self, message, attempts, error, exc_info=None):
@@ -233,7 +233,7 @@ class EventSubscriptions(SharedExtension, ProviderCollector):
             original = None
         event_id = (original or {}).get("event_id") if isinstance(original, dict) else None
         log.error("event %s dead-lettered after %d attempts: %s", event_id, attempts, error)
-        self.store.db.dead_letters.update_one(
+        self.database.db.dead_letters.update_one(
             {"_id": "{}:{}".format(self.service_name, event_id or uuid.uuid4().hex)},
             {"$set": {
                 "consumer": self.service_name,
@@ -251,7 +251,7 @@ class EventSubscriptions(SharedExtension, ProviderCollector):
             upsert=True,
         )
         event_type = (original or {}).get("type") if isinstance(original, dict) else None
-        metrics.EVENTS_DEAD_LETTERED.labels(self.service_name, str(event_type or "unreadable")).inc()
+        counters.EVENTS_DEAD_LETTERED.labels(self.service_name, str(event_type or "unreadable")).inc()
         self._ack(message)
 
     def _republish(self, exchange, routing_key, message, headers):

@@ -15,7 +15,7 @@ from nameko import config
 from nameko.timer import Timer
 
 from backbone.lease import Lease, holder_id
-from backbone.store import Store
+from backbone.database import database_of
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,7 @@ class LeasedTimer(Timer):
         self.interval = float(config.get(self.setting, self.default))
 
     def start(self):
-        store = next(d for d in self.container.dependencies if isinstance(d, Store))
-        self.lease = Lease(store.db.leases, self.lease_name, holder_id(), seconds=max(3 * self.interval, 5))
+        self.lease = Lease(database_of(self.container).db.leases, self.lease_name, holder_id(), seconds=max(3 * self.interval, 5))
         super().start()
 
     def stop(self):

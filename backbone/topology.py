@@ -1,35 +1,24 @@
 """Who listens to what, and the RabbitMQ objects that make it durable.
 
-Every consumer service has one durable queue, `trainops.<service>`, bound to the topic exchange with
-one routing key per event type it handles (routing key = event type). A failed event goes to one of the
+A service's subscriptions are its `@subscribe` handlers: nothing else says what it handles. Every
+consumer service has one durable queue, `trainops.<service>`, bound to the topic exchange with one
+routing key per event type it handles (routing key = event type). A failed event goes to one of the
 service's delay queues, `trainops.<service>.retry.<ms>ms`, whose TTL sends it back to the service queue
 when it runs out. Anything published that no service subscribes to lands in `trainops.unrouted` rather
 than vanishing. On a cluster, the `trainops-redelivery-limit` policy (deploy/) sends a message that was
 delivered too many times without an answer (a consumer that dies on it) to `trainops.undeliverable`,
 at least once, instead of letting quorum queues drop it.
 
-Every producer declares the whole topology before it publishes (and `python -m backbone.topology` does
-it at deploy time), so an event published while its consumer is down waits in the consumer's queue.
+The whole topology is declared before anything publishes: at deploy time from the services' code
+(`python -m backbone.topology`, or the definitions file it prints, loaded by the broker at boot), by
+`make run` and the tests before they start services, and by each consumer for its own queues when it
+starts and whenever it reconnects. So an event published while its consumer is down waits in the
+consumer's queue.
 """
 from kombu import Connection, Exchange, Queue, binding
 from nameko import config
 
-from backbone.config import events_setting
-
-# The subscription contract. A service's handlers must match its line here (checked at start).
-SUBSCRIPTIONS = {
-    "partners": [],
-    "scheduling": [
-        "offering_published", "offering_updated", "offering_withdrawn",
-        "agreement_expired", "agreement_terminated",
-    ],
-    "registration": ["session_scheduled", "session_rescheduled", "session_capacity_changed", "session_cancelled"],
-    "notifications": [
-        "registration_confirmed", "registration_waitlisted", "registration_promoted", "registration_cancelled",
-        "registration_rescheduled", "course_completed",
-        "partner_onboarded", "offering_published", "offering_withdrawn", "agreement_expired",
-    ],
-}
+from backbone.config import events_setting, service_classes
 
 UNROUTED = "trainops.unrouted"
 UNDELIVERABLE = "trainops.undeliverable"
@@ -41,6 +30,20 @@ REDELIVERY_LIMIT = 300
 # Events nobody subscribes to yet (notification_sent/failed are for the record and later consumers):
 # the unrouted queue keeps the newest this many for inspection instead of growing for ever.
 UNROUTED_KEPT = 100000
+
+
+def subscriptions_of(service_cls):
+    """The event types a service class handles: its `@subscribe` entrypoints, sorted."""
+    from backbone.subscriber import Subscriber
+    return sorted({entrypoint.event_type for name in dir(service_cls)
+                   for entrypoint in getattr(getattr(service_cls, name), "nameko_entrypoints", ())
+                   if isinstance(entrypoint, Subscriber)})
+
+
+def subscriptions(classes=None):
+    """{service: event types} of the given service classes, or of config.yml's SERVICES."""
+    classes = service_classes().values() if classes is None else classes
+    return {cls.name: subscriptions_of(cls) for cls in classes}
 
 
 def exchange_name():
@@ -71,12 +74,12 @@ def events_exchange():
     )
 
 
-def service_queues(service):
-    """The service's queue with its bindings, then its delay queues (one per retry step)."""
+def service_queues(service, event_types):
+    """The service's queue bound to `event_types`, then its delay queues (one per retry step)."""
     exchange = events_exchange()
     main = Queue(
         queue_name(service), durable=True, queue_arguments=_queue_arguments(),
-        bindings=[binding(exchange, routing_key=type_) for type_ in SUBSCRIPTIONS[service]],
+        bindings=[binding(exchange, routing_key=type_) for type_ in event_types],
     )
     delays = [
         Queue(
@@ -92,24 +95,32 @@ def service_queues(service):
     return [main] + delays
 
 
-def declare(connection):
-    """Declare the exchange and every subscriber's queues (idempotent)."""
+def declare_exchanges(connection):
+    """The events exchange and the queues that keep what nobody takes (what a producer needs)."""
     channel = connection.default_channel
     for name in (UNROUTED, UNDELIVERABLE):
         Exchange(name, type="fanout", durable=True)(channel).declare()
         Queue(name, exchange=Exchange(name, type="fanout"), durable=True,
               queue_arguments=_queue_arguments())(channel).declare()
     events_exchange()(channel).declare()
-    for service, types in SUBSCRIPTIONS.items():
+
+
+def declare(connection, subscribed=None):
+    """Declare the exchanges and every subscriber's queues (idempotent). `subscribed`: {service:
+    event types}, by default every configured service's (`subscriptions()`)."""
+    declare_exchanges(connection)
+    channel = connection.default_channel
+    for service, types in (subscriptions() if subscribed is None else subscribed).items():
         if types:
-            for queue in service_queues(service):
+            for queue in service_queues(service, types):
                 queue(channel).declare()
 
 
-def delete_queues(connection):
-    """Remove every trainops queue (tests and the benchmark start each scenario empty)."""
+def delete_queues(connection, services=None):
+    """Remove the trainops queues of `services` (by default every configured one), with the unrouted
+    and undeliverable ones: tests and the benchmark start each scenario empty."""
     channel = connection.channel()
-    for service in SUBSCRIPTIONS:
+    for service in (list(service_classes()) if services is None else services):
         channel.queue_delete(queue_name(service))
         for delay in retry_delays_ms():
             channel.queue_delete(retry_queue_name(service, delay))
@@ -118,9 +129,11 @@ def delete_queues(connection):
     channel.close()
 
 
-def definitions(vhost="/"):
+def definitions(vhost="/", subscribed=None):
     """The same topology as a RabbitMQ definitions file (deploy/rabbitmq/definitions.json), for a
     broker that should have every queue before the first service starts."""
+    subscribed = subscriptions() if subscribed is None else subscribed
+
     def queue(name, arguments):
         return {"name": name, "vhost": vhost, "durable": True, "auto_delete": False, "arguments": arguments}
 
@@ -129,7 +142,7 @@ def definitions(vhost="/"):
                 "internal": False, "arguments": {}}
 
     exchange = events_exchange()
-    consumers = sorted(service for service, types in SUBSCRIPTIONS.items() if types)
+    consumers = sorted(service for service, types in subscribed.items() if types)
     out = {
         "exchanges": [
             fanout(UNROUTED), fanout(UNDELIVERABLE),
@@ -152,7 +165,7 @@ def definitions(vhost="/"):
         }],
     }
     for service in consumers:
-        for declared in service_queues(service):
+        for declared in service_queues(service, subscribed[service]):
             out["queues"].append(queue(declared.name, dict(declared.queue_arguments or {})))
             for bound in sorted(declared.bindings or (), key=lambda b: b.routing_key):
                 out["bindings"].append({

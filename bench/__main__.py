@@ -31,9 +31,10 @@ from nameko.web.handlers import http  # noqa: E402
 
 from backbone import topology  # noqa: E402
 from backbone.config import load  # noqa: E402
-from backbone.contracts import make_envelope  # noqa: E402
+from backbone.events import make_envelope  # noqa: E402
 from backbone.lease import Lease  # noqa: E402
-from backbone.store import Store, mongo_client, outbox_record  # noqa: E402
+from backbone.database import Database, mongo_client  # noqa: E402
+from backbone.outbox import outbox_record  # noqa: E402
 from backbone.subscriber import subscribe  # noqa: E402
 
 HTTP_REQUESTS = int(os.environ.get("BENCH_HTTP_REQUESTS", 3000))
@@ -140,23 +141,23 @@ class BareConsumer:
 
 class OutboxProducer:
     name = "bench_outbox_producer"
-    store = Store()
+    db = Database()
 
     @rpc
     def emit(self, start, count):
         def work(tx):
             for n in range(start, start + count):
                 tx.emit("offering_withdrawn", {"offering_id": "o-{}".format(n), "partner_id": "p"})
-        self.store.transaction(work)
+        self.db.transaction(work)
 
 
 class OutboxConsumer:
     name = "bench_outbox_consumer"
-    store = Store()
+    db = Database()
 
     @subscribe("offering_withdrawn")
     def on_withdrawn(self, event):
-        self.store.transaction(lambda tx: tx.effects.insert_one({"_id": event["payload"]["offering_id"]}))
+        self.db.transaction(lambda tx: tx.effects.insert_one({"_id": event["payload"]["offering_id"]}))
 
 
 def run_services(*classes):
@@ -205,7 +206,7 @@ def bench_relay(config):
 
     class RelayOnly:
         name = "bench_relay"
-        store = Store()
+        db = Database()
 
         @rpc
         def noop(self):
@@ -284,7 +285,7 @@ def bench_notice_fanout(config, smtp_sink):
     messages to the same server over one connection."""
     import smtplib
     from email.message import EmailMessage
-    from backbone.store import ConfirmedPublisher, event_message
+    from backbone.outbox import ConfirmedPublisher, event_message
     from services.notifications.service import NotificationsService
 
     def mail_count():
@@ -478,6 +479,13 @@ def _bench_session(base, auth, seeded):
     return session
 
 
+def declare_topology(config, subscribed=None):
+    """Empty queues for what comes next: `subscribed` ({service: event types}), or every service's."""
+    with Connection(config["AMQP_URI"]) as connection:
+        topology.delete_queues(connection, list(topology.subscriptions([OutboxConsumer])) + list(config["SERVICES"]))
+        topology.declare(connection, subscribed)
+
+
 def main():
     from devstack.mongo import EmbeddedMongo
     from devstack.rabbit import delete_vhost, ensure_rabbitmq, make_vhost
@@ -508,36 +516,27 @@ def main():
     try:
         with nameko.config.patch(config, clear=True):
             # Like the bare events, the backbone's go to one consumer's queue only, until the flow.
-            original = topology.SUBSCRIPTIONS
-            topology.SUBSCRIPTIONS = {"bench_outbox_consumer": ["offering_withdrawn"],
-                                      "bench_outbox_producer": [], "bench_relay": []}
-            try:
+            declare_topology(config, topology.subscriptions([OutboxConsumer]))
+            if selected("http_rpc_bare"):
+                bench_http_rpc(config["GATEWAY_URL"])
+            if selected("events_bare"):
+                bench_bare_events(config["AMQP_URI"])
+            if selected("relay"):
+                bench_relay(config)
+                declare_topology(config, topology.subscriptions([OutboxConsumer]))  # the relay's events are not the next bench's
+            if selected("events_backbone"):
+                bench_backbone_events(config)
+            declare_topology(config)
+            if selected("flow"):
+                bench_flow(config, smtp_sink)
+            if selected("registration"):
+                bench_registration_burst(config)
                 if selected("http_rpc_bare"):
-                    bench_http_rpc(config["GATEWAY_URL"])
-                if selected("events_bare"):
-                    bench_bare_events(config["AMQP_URI"])
-                if selected("relay"):
-                    bench_relay(config)
-                    with Connection(config["AMQP_URI"]) as connection:
-                        topology.delete_queues(connection)  # the relay's events are not the next bench's
-                if selected("events_backbone"):
-                    bench_backbone_events(config)
-                if selected("flow"):
-                    topology.SUBSCRIPTIONS = original
-                    bench_flow(config, smtp_sink)
-                if selected("registration"):
-                    topology.SUBSCRIPTIONS = original
-                    bench_registration_burst(config)
-                    if selected("http_rpc_bare"):
-                        bench_http_rpc(config["GATEWAY_URL"], "http_rpc_bare_after")
-                        report_steadied("registration_burst", "http_rpc_bare", "http_rpc_bare_after")
-                if selected("notices"):
-                    topology.SUBSCRIPTIONS = original
-                    with Connection(config["AMQP_URI"]) as connection:
-                        topology.delete_queues(connection)  # the flow's events are not this bench's
-                    bench_notice_fanout(config, smtp_sink)
-            finally:
-                topology.SUBSCRIPTIONS = original
+                    bench_http_rpc(config["GATEWAY_URL"], "http_rpc_bare_after")
+                    report_steadied("registration_burst", "http_rpc_bare", "http_rpc_bare_after")
+            if selected("notices"):
+                declare_topology(config)  # the flow's events are not this bench's
+                bench_notice_fanout(config, smtp_sink)
     finally:
         sms.stop()
         smtp_sink.stop()

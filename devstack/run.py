@@ -19,19 +19,15 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import yaml
+
 from devstack import REPO_ROOT, VAR, log_tail
 from devstack.mongo import EmbeddedMongo
 from devstack.rabbit import DEFAULT_URI as DEFAULT_AMQP_URI, ensure_rabbitmq
 from devstack.sms_gateway import SmsGateway
 from devstack.smtp_sink import SmtpSink
 
-SERVICES = {
-    "partners": "services.partners.service",
-    "scheduling": "services.scheduling.service",
-    "registration": "services.registration.service",
-    "notifications": "services.notifications.service",
-    "gateway": "gateway.service",
-}
+GATEWAY = "gateway.service:GatewayService"
 LOGS = VAR / "log"
 HEALTH_TIMEOUT = 90
 STOP_TIMEOUT = 20
@@ -52,9 +48,18 @@ def redact(uri):
     return uri.replace(":{}@".format(password), ":***@", 1) if password else uri
 
 
-def module_exists(module):
-    # Looked up on disk, not imported: importing it would pull eventlet and nameko into this process.
-    path = REPO_ROOT.joinpath(*module.split("."))
+def processes():
+    """{name: `module:Class`}: config.yml's SERVICES, then the gateway in front of them. Read as YAML
+    without nameko's loader: that would pull eventlet and nameko into this process."""
+    with open(REPO_ROOT / "config.yml", encoding="utf-8") as handle:
+        services = yaml.safe_load(handle)["SERVICES"]
+    return dict(services, gateway=GATEWAY)
+
+
+def module_exists(target):
+    """Whether the module of `module` or `module:Class` is in the repository. Looked up on disk, not
+    imported: importing it would pull eventlet and nameko into this process."""
+    path = REPO_ROOT.joinpath(*target.partition(":")[0].split("."))
     return path.with_suffix(".py").exists() or (path / "__init__.py").exists()
 
 
@@ -89,12 +94,12 @@ class Stack:
 
     def start_services(self):
         nameko = Path(sys.executable).parent / "nameko"
-        for name, module in SERVICES.items():
+        for name, target in processes().items():
             with open(LOGS / "{}.log".format(name), "wb") as log:
                 # Own session: a Ctrl-C in the terminal reaches only this orchestrator, which then
                 # stops the services before the servers they use.
                 self.processes[name] = subprocess.Popen(
-                    [str(nameko), "run", "--config", "config.yml", module], cwd=REPO_ROOT, env=self.env,
+                    [str(nameko), "run", "--config", "config.yml", target], cwd=REPO_ROOT, env=self.env,
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     start_new_session=True)
         say("started {} (logs in var/log/)".format(", ".join(self.processes)))

@@ -6,7 +6,6 @@ import logging
 import time
 from datetime import date, datetime, timedelta
 from functools import partial
-from zoneinfo import ZoneInfo
 
 import eventlet
 from eventlet.event import Event
@@ -19,9 +18,10 @@ from pymongo.errors import DuplicateKeyError
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
-from backbone import metrics
+from backbone import counters
+from backbone.clock import LOCAL, utcnow
+from backbone.database import database_of
 from backbone.errors import DomainError
-from backbone.store import Store, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +30,6 @@ RPC_TIMEOUT = 15
 # An Idempotency-Key still "in progress" this long after its request began was left by a gateway
 # replica that died mid-request (a live one has answered within RPC_TIMEOUT): a retry takes it over.
 ABANDONED_AFTER = 2 * RPC_TIMEOUT
-
-
-LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
 
 
 def _jsonable(value):
@@ -126,8 +123,8 @@ class Api(HttpRequestHandler):
             response = self._run(request)
         # By route pattern, not path: one series per route, whatever the ids.
         service = self.container.service_name
-        metrics.HTTP_REQUESTS.labels(service, self.method, self.url, str(response.status_code)).inc()
-        metrics.HTTP_SECONDS.labels(service, self.method, self.url).observe(time.monotonic() - started)
+        counters.HTTP_REQUESTS.labels(service, self.method, self.url, str(response.status_code)).inc()
+        counters.HTTP_SECONDS.labels(service, self.method, self.url).observe(time.monotonic() - started)
         return response
 
     def _run(self, request):
@@ -191,11 +188,10 @@ class Api(HttpRequestHandler):
     def _idempotent(self, request):
         """The same key with the same body returns the first result; with another body it is refused.
         Keys are scoped to the caller (a hash of the bearer token) and the path."""
-        store = next(d for d in self.container.dependencies if isinstance(d, Store))
         caller = hashlib.sha256(request.headers.get("Authorization", "").encode()).hexdigest()[:32]
         key = "{}:{}:{}".format(caller, request.path, request.headers["Idempotency-Key"][:200])
         body_hash = hashlib.sha256(request.get_data()).hexdigest()
-        records = store.db.idempotency
+        records = database_of(self.container).db.idempotency
         try:
             records.insert_one({"_id": key, "body_hash": body_hash, "state": "in_progress",
                                 "created_at": utcnow()})

@@ -25,11 +25,11 @@ import uuid
 
 import pytest
 
-
+import contracts  # noqa: E402,F401  (every event contract, for tests that make events themselves)
 
 AMQP_BASE = os.environ.get("TEST_AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672/")
 TEST_VHOST = "trainops-test-{}".format(os.getpid())
-# The services' heartbeat files (backbone/heartbeat.py): this run's, not /tmp's.
+# The services' heartbeat files (ops/heartbeat.py): this run's, not /tmp's.
 HEARTBEATS = tempfile.mkdtemp(prefix="trainops-heartbeats-")
 atexit.register(shutil.rmtree, HEARTBEATS, True)
 
@@ -116,16 +116,19 @@ def app_config(mongo, amqp_uri, smtp_sink, sms_gateway):
 
 
 def _empty_queues(amqp_uri):
+    """Every service's queues, deleted and declared again from the services' code, as deploy does
+    before anything publishes."""
     from kombu import Connection
     from backbone import topology
     with Connection(amqp_uri) as connection:
         topology.delete_queues(connection)
+        topology.declare(connection)
 
 
 @pytest.fixture
 def db(app_config):
     """Read-only access to any service's database, for asserting outcomes."""
-    from backbone.store import mongo_client
+    from backbone.database import mongo_client
     client = mongo_client(app_config["MONGO_URI"])
     yield lambda service: client["{}_{}".format(app_config["DATABASE_PREFIX"], service)]
     client.close()

@@ -2,7 +2,7 @@
 no document in any service's database, no event in any outbox."""
 import pytest
 
-from backbone.store import emitted_events
+from backbone.outbox import emitted_events
 
 SERVICES = ("partners", "scheduling", "registration", "notifications", "gateway")
 

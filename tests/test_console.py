@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
-from backbone.contracts import make_envelope
+from backbone.events import make_envelope
 from services.partners.service import local_date
 from tests.helpers import wait_for
 from tests.test_monitoring import Poison, publish_to, withdrawn
@@ -142,7 +142,7 @@ def test_an_operator_sees_why_a_notice_failed_and_resends_it_from_the_console(sy
     page = browser.get(base + "/console/notifications").text
     assert "550" in page and "c***@q3.gov.vn" in page and "cuc.le@q3.gov.vn" not in page
     notice_id = re.search(r'<tr class="notice" data-id="([^"]+)"', page).group(1)
-    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page).group(1)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
 
     resent = browser.post(base + "/console/notifications/resend", data={"id": notice_id, "csrf": csrf})
     assert resent.status_code == 200 and "Đã gửi lại thông báo." in resent.text

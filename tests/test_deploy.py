@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from devstack.run import SERVICES, module_exists
+from devstack.run import module_exists, processes
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -26,6 +26,7 @@ DEFINITIONS = DEPLOY / "rabbitmq" / "definitions.json"
 K8S_VERSIONS = ("1.30", kubernetes_validate.latest_version())
 # kubernetes-validate knows only Kubernetes' own kinds, not those of CRDs: these are checked by hand below.
 CUSTOM_KINDS = {"RabbitmqCluster", "MongoDBCommunity", "ServiceMonitor", "PodMonitor", "PrometheusRule"}
+SERVICES = processes()  # what `make run` starts: each service's module:Class
 TRAINOPS_SERVICES = [name for name in SERVICES if name != "gateway"]
 SECRET_LIKE = re.compile(r"PASSWORD|TOKEN|SECRET")
 REFRESH = "run `make deploy-files`"
@@ -132,7 +133,7 @@ def test_compose_runs_every_service_from_the_one_image_with_the_command_devstack
         images.add(service["image"])
     assert len(images) == 1
     for name in TRAINOPS_SERVICES:
-        assert services[name]["healthcheck"]["test"] == ["CMD", "python", "-m", "backbone.probe", name]
+        assert services[name]["healthcheck"]["test"] == ["CMD", "python", "-m", "ops.probe", name]
         assert services[name]["deploy"]["replicas"] >= 2
     gateway = services["gateway"]
     assert "/alive" in " ".join(gateway["healthcheck"]["test"])
@@ -317,9 +318,9 @@ def test_every_service_has_a_deployment_with_replicas_probes_resources_and_a_dis
                 assert container[probe]["httpGet"] == {"path": "/alive", "port": "http"}
         else:
             # Each pod reads the heartbeat of its own process, never the RPC any replica may answer.
-            assert container["readinessProbe"]["exec"]["command"] == ["python", "-m", "backbone.probe", name]
+            assert container["readinessProbe"]["exec"]["command"] == ["python", "-m", "ops.probe", name]
             for probe in ("startupProbe", "livenessProbe"):
-                assert container[probe]["exec"]["command"] == ["python", "-m", "backbone.probe", name, "--live"]
+                assert container[probe]["exec"]["command"] == ["python", "-m", "ops.probe", name, "--live"]
             # A heartbeat is stale after 3 beats of 5 s: liveness restarts only after it has been for a while,
             # and gives a starting process the startup probe's time first, not its own.
             liveness = container["livenessProbe"]

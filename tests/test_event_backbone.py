@@ -5,14 +5,16 @@ import time
 
 import eventlet
 import pytest
+from kombu import Connection
 from nameko.rpc import rpc
 from nameko.testing.services import entrypoint_hook
 
 from backbone import rpc as backbone_rpc
 from backbone import topology
 from backbone.logs import Tracing
-from backbone.store import ConfirmedPublisher, Store, emitted_events, event_message
-from backbone.contracts import make_envelope
+from backbone.database import Database
+from backbone.outbox import ConfirmedPublisher, emitted_events, event_message
+from backbone.events import make_envelope
 from backbone.subscriber import replay_dead_letter, subscribe
 from tests.helpers import wait_for
 
@@ -25,7 +27,7 @@ def withdrawn_payload(n):
 
 class Producer:
     name = "probe_producer"
-    store = Store()
+    db = Database()
     tracing = Tracing()
 
     @rpc
@@ -33,14 +35,14 @@ class Producer:
         def work(tx):
             tx.offerings.insert_one({"_id": "off-{}".format(n), "status": "withdrawn"})
             tx.emit(WITHDRAWN, withdrawn_payload(n))
-        self.store.transaction(work)
+        self.db.transaction(work)
 
     @rpc
     def withdraw_many(self, start, count):
         def work(tx):
             for n in range(start, start + count):
                 tx.emit(WITHDRAWN, withdrawn_payload(n))
-        self.store.transaction(work)
+        self.db.transaction(work)
 
 
 attempt_times = []
@@ -50,7 +52,7 @@ slow = {"seconds": 0}
 
 class Consumer:
     name = "probe_consumer"
-    store = Store()
+    db = Database()
     tracing = Tracing()
 
     @subscribe(WITHDRAWN)
@@ -60,13 +62,16 @@ class Consumer:
             attempt_times.append(time.monotonic())
             raise RuntimeError("cannot handle {}".format(offering_id))
         eventlet.sleep(slow["seconds"])
-        self.store.transaction(lambda tx: tx.effects.insert_one(
+        self.db.transaction(lambda tx: tx.effects.insert_one(
             {"offering_id": offering_id, "event_id": event["event_id"]}))
 
 
 @pytest.fixture(autouse=True)
-def probe_topology(monkeypatch):
-    monkeypatch.setattr(topology, "SUBSCRIPTIONS", {"probe_producer": [], "probe_consumer": [WITHDRAWN]})
+def probe_topology(app_config):
+    """The probe consumer's queues, declared before anything publishes (as deploy does), and empty."""
+    with Connection(app_config["AMQP_URI"]) as connection:
+        topology.delete_queues(connection, ["probe_consumer"])
+        topology.declare(connection, topology.subscriptions([Consumer]))
     attempt_times.clear()
     poisoned.clear()
     slow["seconds"] = 0
@@ -169,7 +174,7 @@ def test_a_poison_message_is_dead_lettered_with_the_reason(container_factory, ap
 
 def test_an_event_committed_before_the_relay_died_is_published_once_after_restart(
         container_factory, app_config, db):
-    from backbone import store as store_module
+    from backbone import database as store_module
     original = store_module.OutboxRelay.publish_pending
     store_module.OutboxRelay.publish_pending = lambda self: 0  # the relay "dies" before publishing
     try:
@@ -319,7 +324,7 @@ def test_a_service_takes_as_many_calls_at_once_as_it_has_workers(app_config):
 
 def test_a_small_group_waits_once_for_the_items_right_behind_it():
     from eventlet.queue import LightQueue
-    from backbone.store import take_queued
+    from backbone.database import take_queued
     queue = LightQueue()
     queue.put(1)
     eventlet.spawn_after(0.01, queue.put, 2)

@@ -16,12 +16,15 @@ from nameko.testing.services import entrypoint_hook
 from nameko.testing.utils import get_container
 from prometheus_client.parser import text_string_to_metric_families
 
-from backbone import metrics, topology
-from backbone.contracts import make_envelope
+from backbone import topology
+from backbone.events import make_envelope
 from backbone.logs import JsonFormatter, Tracing
-from backbone.operations import Operations
-from backbone.store import ConfirmedPublisher, Store, utcnow
+from backbone.exposed import Exposed, counts
+from backbone.clock import utcnow
+from backbone.database import Database
+from backbone.outbox import ConfirmedPublisher
 from backbone.subscriber import Subscriber
+from ops import metrics
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -267,7 +270,7 @@ def test_logs_of_a_flow_and_of_a_dead_letter_show_no_phone_or_email(system, oper
 @pytest.fixture
 def stuck_relay(monkeypatch):
     """Every relay stops publishing (a relay stuck on a broken broker channel, say)."""
-    from backbone.store import OutboxRelay
+    from backbone.outbox import OutboxRelay
     monkeypatch.setattr(OutboxRelay, "publish_pending", lambda self: 0)
 
 
@@ -284,25 +287,24 @@ def test_an_outbox_that_stopped_publishing_shows_in_health_and_metrics(stuck_rel
     assert value(found, "trainops_outbox_oldest_pending_seconds", service="partners") >= 90
 
 
-class Counting(Operations):
+class Counting(Exposed):
     """A service that adds its own numbers to its metrics, as notifications and registration may."""
     name = "probe_counting"
-    store = Store()
+    db = Database()
     tracing = Tracing()
 
-    def domain_metrics(self):
-        return metrics.render(metrics.counts(self.store.db.deliveries, "trainops_notices",
-                                             "Notices by channel and status.", ["channel", "status"]))
+    def domain_gauges(self):
+        return [counts(self.db.deliveries, "trainops_notices", "Notices by channel and status.", ["channel", "status"])]
 
 
-def test_a_service_adds_its_own_numbers_through_domain_metrics(container_factory, app_config, db):
+def test_a_service_adds_its_own_numbers_through_domain_gauges(container_factory, app_config, db):
     deliveries = db("probe_counting").deliveries
     deliveries.insert_many([{"channel": "email", "status": "sent"}, {"channel": "email", "status": "sent"},
                             {"channel": "sms", "status": "failed"}])
     container = container_factory(Counting)
     container.start()
     with entrypoint_hook(container, "metrics") as scrape:
-        text = scrape()
+        text = metrics.service_text(scrape())
     found = {(s.name, tuple(sorted(s.labels.items()))): s.value
              for f in text_string_to_metric_families(text) for s in f.samples}
     assert found[("trainops_notices", (("channel", "email"), ("status", "sent")))] == 2

@@ -20,8 +20,10 @@ from pymongo import InsertOne, UpdateOne
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from backbone import topology
-from backbone.contracts import make_envelope, read_envelope
-from backbone.store import ConfirmedPublisher, emitted_events, event_message, mongo_client, utcnow
+from backbone.events import make_envelope, read_envelope
+from backbone.clock import utcnow
+from backbone.database import mongo_client
+from backbone.outbox import ConfirmedPublisher, emitted_events, event_message
 from services.notifications.batching import Batches
 from services.notifications.delivery import notice_id
 from services.notifications.service import NotificationsService

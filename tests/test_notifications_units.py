@@ -212,7 +212,7 @@ EVENT_OF = {"registration_confirmed": "registration_confirmed", "registration_wa
 def test_templates_need_only_what_the_contract_requires(kind, language):
     """A producer may leave every optional field out (a cancellation without a reason): the notice
     still renders, from the payload as the service completes it."""
-    from backbone.contracts import schema_for
+    from backbone.events import schema_for
     from services.notifications.service import with_every_field
     seed = seed_context()
     fields = schema_for(EVENT_OF[kind]).fields

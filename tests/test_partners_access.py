@@ -1,6 +1,6 @@
 """Who may do what with partners, agreements and offerings: API keys that rotate without downtime and
 stop working the moment they are revoked, and the whole authorisation matrix, endpoint by endpoint."""
-from backbone.store import emitted_events
+from backbone.outbox import emitted_events
 from tests.test_partners_agreements import SIU, day, onboard, sign
 from tests.test_partners_offerings import offering
 

@@ -7,7 +7,7 @@ import eventlet
 from nameko.testing.services import entrypoint_hook
 
 from backbone.auth import OPERATOR
-from backbone.store import emitted_events
+from backbone.outbox import emitted_events
 from services.partners.service import PartnersService, agreement_status, local_date
 from tests.helpers import wait_for
 

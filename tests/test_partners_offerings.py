@@ -6,8 +6,8 @@ import pytest
 from kombu import Connection
 
 from backbone import topology
-from backbone.contracts import read_envelope
-from backbone.store import emitted_events
+from backbone.events import read_envelope
+from backbone.outbox import emitted_events
 from tests.helpers import Client, wait_for
 from tests.test_partners_agreements import SIU, day, events, onboard, sign
 

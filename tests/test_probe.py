@@ -1,4 +1,4 @@
-"""`python -m backbone.probe <service>`, the readiness and liveness probe of deploy/compose and deploy/k8s,
+"""`python -m ops.probe <service>`, the readiness and liveness probe of deploy/compose and deploy/k8s,
 run as the container runtime runs it (a process of its own).
 
 The pod's probe reads the heartbeat file its own service process writes: a running service passes, one
@@ -17,9 +17,9 @@ import nameko
 import pytest
 from nameko.testing.utils import get_container, get_extension
 
-from backbone.heartbeat import Heartbeat
-from backbone.probe import check_heartbeat, heartbeat_path, write_heartbeat
-from backbone.store import mongo_client
+from ops.heartbeat import Heartbeat
+from ops.probe import check_heartbeat, heartbeat_path, write_heartbeat
+from backbone.database import mongo_client
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +35,7 @@ def probe(*args, amqp_uri=None):
     """(exit status, its one line, seconds it took)."""
     started = time.monotonic()
     env = dict(os.environ, AMQP_URI=amqp_uri) if amqp_uri else None
-    done = subprocess.run([sys.executable, "-m", "backbone.probe", *args],
+    done = subprocess.run([sys.executable, "-m", "ops.probe", *args],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     return done.returncode, done.stdout.strip(), time.monotonic() - started
 
@@ -43,7 +43,7 @@ def probe(*args, amqp_uri=None):
 def probe_all(services, *flags, amqp_uri=None):
     """Every service probed at once, as the pods' probes run."""
     env = dict(os.environ, AMQP_URI=amqp_uri) if amqp_uri else None
-    started = {name: subprocess.Popen([sys.executable, "-m", "backbone.probe", name, *flags],
+    started = {name: subprocess.Popen([sys.executable, "-m", "ops.probe", name, *flags],
                                       cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
                for name in services}
     return {name: (process.wait(60), process.stdout.read().strip()) for name, process in started.items()}
@@ -160,7 +160,7 @@ def test_the_probe_reads_the_file_without_importing_nameko_or_eventlet(tmp_path)
         "service": "partners", "interval": 5, "beat": time.monotonic(), "checked": time.monotonic(),
         "status": "degraded", "checks": {"mongodb": "ok", "broker": "ok", "outbox": "stalled: 3 events"}})
     done = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "backbone.probe", "partners", "--dir", str(tmp_path)],
+        [sys.executable, "-X", "importtime", "-m", "ops.probe", "partners", "--dir", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout.strip()) == (
         0, "partners: degraded (broker: ok, mongodb: ok, outbox: stalled: 3 events)")

@@ -20,8 +20,8 @@ from nameko.testing.utils import get_container
 from prometheus_client.parser import text_string_to_metric_families
 
 from backbone import topology
-from backbone.contracts import make_envelope
-from backbone.store import ConfirmedPublisher
+from backbone.events import make_envelope
+from backbone.outbox import ConfirmedPublisher
 from tests.conftest import free_port
 from tests.helpers import wait_for
 from tests.test_monitoring import moved, samples, value

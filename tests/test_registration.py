@@ -3,7 +3,7 @@ seats that never over-book, waitlists that promote on cancellation and on more c
 unit, and what happens when scheduling moves, shrinks or cancels a session."""
 from datetime import datetime
 
-from backbone.store import emitted_events
+from backbone.outbox import emitted_events
 from tests.helpers import wait_for
 from tests.test_registration_support import assert_error, at, programme  # noqa: F401
 

@@ -3,7 +3,7 @@ caller still gets its own answer: refusals stay with whoever was refused, the sa
 twice at once is registered once, and every event carries the correlation id of its own request."""
 import eventlet
 
-from backbone.store import emitted_events
+from backbone.outbox import emitted_events
 from tests.test_registration_support import programme  # noqa: F401
 
 SEATS = 3

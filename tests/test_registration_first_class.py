@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import openpyxl
 
-from backbone.store import emitted_events
+from backbone.outbox import emitted_events
 from devstack import seed
 from tests.helpers import wait_for
 from tests.test_registration_support import assert_error

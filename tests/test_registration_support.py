@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from backbone.store import emitted_events
+from backbone.outbox import emitted_events
 from tests.helpers import wait_for
 from tests.test_scheduling import Programme, at  # noqa: F401  (`at` is re-exported for the scenarios)
 

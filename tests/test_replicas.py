@@ -39,11 +39,13 @@ import pytest
 import requests
 from eventlet.queue import Empty, LightQueue
 
-from backbone.store import emitted_events
-from devstack.run import SERVICES  # what `make run` starts: each service's module
+from backbone.outbox import emitted_events
+from devstack.run import processes
 from tests.conftest import AMQP_BASE, free_port
 from tests.helpers import Client
 from tests.test_registration_support import Registrations, at
+
+SERVICES = processes()  # what `make run` starts: {name: module:Class}
 
 ROOT = Path(__file__).resolve().parent.parent
 REPLICAS = ("a", "b")
@@ -185,7 +187,7 @@ class Stack:
 
     def __init__(self, prefix, mongo_uri, mail_dir, sms_journal):
         self.prefix, self.mail_dir, self.sms_journal = prefix, mail_dir, sms_journal
-        from backbone.store import mongo_client
+        from backbone.database import mongo_client
         self.client = mongo_client(mongo_uri)
         self.replicas = {}
         self.gateway_urls = {}
@@ -592,7 +594,7 @@ def test_a_key_left_in_progress_by_a_gateway_that_died_is_taken_over_by_the_call
     through another replica is told 409 `request_in_progress` while a live gateway could still be
     answering, and afterwards takes the key over and runs; a third try replays its result."""
     import hashlib
-    from backbone.store import utcnow
+    from backbone.clock import utcnow
     from gateway.entrypoints import ABANDONED_AFTER
     raw = json.dumps({"code": "HCM", "name": "Thành phố Hồ Chí Minh", "kind": "city"}).encode("utf-8")
     headers = {"Content-Type": "application/json", "Idempotency-Key": "unit-hcm"}

@@ -8,8 +8,8 @@ import eventlet
 import pytest
 
 from backbone import topology
-from backbone.contracts import make_envelope
-from backbone.store import ConfirmedPublisher, emitted_events, event_message
+from backbone.events import make_envelope
+from backbone.outbox import ConfirmedPublisher, emitted_events, event_message
 from tests.helpers import wait_for
 
 LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")

@@ -21,17 +21,15 @@ def test_the_deploy_definitions_are_the_declared_topology_with_quorum_queues():
     assert queues["trainops.registration.retry.1000ms"]["x-dead-letter-routing-key"] == "trainops.registration"
 
 
-def test_every_service_handles_exactly_its_subscriptions():
-    from services.notifications.service import NotificationsService
-    from services.partners.service import PartnersService
-    from services.registration.service import RegistrationService
-    from services.scheduling.service import SchedulingService
-    from backbone.subscriber import Subscriber
-    for cls in (PartnersService, SchedulingService, RegistrationService, NotificationsService):
-        handled = sorted(
-            e.event_type for member in vars(cls).values()
-            for e in getattr(member, "nameko_entrypoints", ()) if isinstance(e, Subscriber))
-        assert handled == sorted(topology.SUBSCRIPTIONS[cls.name]), cls.name
+def test_a_services_subscriptions_are_its_subscribe_handlers_and_bind_its_queue():
+    with nameko.config.patch(load(), clear=True):
+        subscribed = topology.subscriptions()
+        assert subscribed["partners"] == []
+        assert subscribed["registration"] == [
+            "session_cancelled", "session_capacity_changed", "session_rescheduled", "session_scheduled"]
+        assert "registration_confirmed" in subscribed["notifications"]
+        queue = topology.service_queues("registration", subscribed["registration"])[0]
+        assert sorted(b.routing_key for b in queue.bindings) == subscribed["registration"]
 
 
 def test_what_the_platform_declares_on_a_broker_is_what_the_definitions_file_holds():
@@ -45,6 +43,7 @@ def test_what_the_platform_declares_on_a_broker_is_what_the_definitions_file_hol
     make_vhost(vhost)
     try:
         with nameko.config.patch(load(QUEUE_TYPE="quorum"), clear=True):
+            subscribed = topology.subscriptions()
             with Connection(AMQP_BASE.rstrip("/") + "/" + vhost) as connection:
                 topology.declare(connection)
 
@@ -72,7 +71,7 @@ def test_what_the_platform_declares_on_a_broker_is_what_the_definitions_file_hol
         for q in listed("list_queues", "name", "policy"):
             governed[q["policy"]].add(q["name"])
         assert governed["trainops-redelivery-limit"] == {
-            topology.queue_name(s) for s, types in topology.SUBSCRIPTIONS.items() if types}
+            topology.queue_name(s) for s, types in subscribed.items() if types}
         assert governed["trainops-unrouted-bounded"] == {topology.UNROUTED}
     finally:
         delete_vhost(vhost)

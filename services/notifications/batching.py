@@ -13,7 +13,8 @@ from eventlet.event import Event
 from eventlet.queue import LightQueue
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
-from backbone.store import outbox_record, take_queued
+from backbone.database import take_queued
+from backbone.outbox import outbox_record
 
 
 class Batches:

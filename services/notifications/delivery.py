@@ -40,9 +40,10 @@ from nameko.extensions import DependencyProvider
 from pymongo import InsertOne, UpdateOne
 
 from backbone import logs
-from backbone.contracts import make_envelope
+from backbone.events import make_envelope
 from backbone.logs import mask
-from backbone.store import Store, handled_record, utcnow
+from backbone.clock import utcnow
+from backbone.database import database_of, handled_record
 from services.notifications import mail
 from services.notifications.batching import Batches
 from services.notifications.sms import SmsProviders, SmsRefused, SmsUnavailable, prepare
@@ -153,8 +154,8 @@ class Postbox(DependencyProvider):
         self.senders = GreenPool(int(self.settings["senders"]))
 
     def start(self):
-        # In start, not setup: the Store is set up by now (extensions are set up concurrently).
-        self.store = next(d for d in self.container.dependencies if isinstance(d, Store))
+        # In start, not setup: the Database is set up by now (extensions are set up concurrently).
+        self.store = database_of(self.container)
         self.batches = Batches(self.store, linger=float(self.settings["flush_linger_seconds"]))
         # Several flushers: while one round waits for the database, the next takes what queued
         # meanwhile, so the database and this process work at the same time (with one, each

@@ -15,15 +15,17 @@ from datetime import datetime, timedelta, timezone
 
 from pymongo import ASCENDING, IndexModel, InsertOne, UpdateOne
 
-from backbone import auth, metrics
-from backbone.contracts import schema_for
+from backbone import auth
+from backbone.events import schema_for
 from backbone.errors import DomainError, invalid, not_found
 from backbone.logs import Tracing, mask
-from backbone.operations import Operations
+from backbone.exposed import Exposed, counts
 from backbone.rpc import rpc
-from backbone.store import Store, utcnow
+from backbone.clock import utcnow
+from backbone.database import Database
 from backbone.subscriber import subscribe
 from backbone.timer import leased_timer
+import contracts  # noqa: F401  (registers the contracts of the events it publishes and handles)
 from services.notifications.delivery import (
     Postbox, reminder_due_at, unsubscribe_signature)
 from services.notifications.templates import language_of
@@ -49,10 +51,10 @@ PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
 
-class NotificationsService(Operations):
+class NotificationsService(Exposed):
     name = "notifications"
 
-    store = Store(indexes=INDEXES)
+    db = Database(indexes=INDEXES)
     tracing = Tracing()
     deliveries = Postbox()
 
@@ -135,21 +137,21 @@ class NotificationsService(Operations):
     @subscribe("partner_onboarded")
     def on_partner_onboarded(self, event):
         payload = event["payload"]
-        self.store.partners.update_one({"_id": payload["partner_id"]}, {"$set": {
+        self.db.partners.update_one({"_id": payload["partner_id"]}, {"$set": {
             "code": payload["code"], "name": payload["name"], "contact_email": payload.get("contact_email")}},
             upsert=True)
 
     @subscribe("offering_published")
     def on_offering_published(self, event):
         payload = event["payload"]
-        self.store.offerings.update_one({"_id": payload["offering_id"]}, {"$set": {
+        self.db.offerings.update_one({"_id": payload["offering_id"]}, {"$set": {
             "title": payload["title"], "partner_id": payload["partner_id"]}}, upsert=True)
         self.notify_partner(event, "offering_published", {"offering": payload})
 
     @subscribe("offering_withdrawn")
     def on_offering_withdrawn(self, event):
         payload = event["payload"]
-        known = self.store.offerings.find_one({"_id": payload["offering_id"]}) or {}
+        known = self.db.offerings.find_one({"_id": payload["offering_id"]}) or {}
         offering = {"offering_id": payload["offering_id"], "title": known.get("title") or payload["offering_id"]}
         self.notify_partner(event, "offering_withdrawn", {"offering": offering, "reason": payload.get("reason")})
 
@@ -159,7 +161,7 @@ class NotificationsService(Operations):
 
     def notify_partner(self, event, template, context):
         partner_id = event["payload"]["partner_id"]
-        partner = self.store.partners.find_one({"_id": partner_id})
+        partner = self.db.partners.find_one({"_id": partner_id})
         if partner is None:
             # Onboarding may not have reached us yet: raising lets the subscriber retry with backoff,
             # then dead-letter it for an operator if the partner never becomes known.
@@ -184,7 +186,7 @@ class NotificationsService(Operations):
 
     def send_reminders(self, limit=200):
         now = utcnow()
-        due = list(self.store.upcoming.find(
+        due = list(self.db.upcoming.find(
             {"status": "confirmed", "remind_at": {"$lte": now}, "reminded": False}).limit(limit))
         sent = 0
         for registration in due:
@@ -197,19 +199,18 @@ class NotificationsService(Operations):
                 self.notify_official(event, "reminder")
                 sent += 1
             # Marked for this start time: a rescheduled session gets its own reminder.
-            self.store.upcoming.update_one({"_id": registration["_id"], "starts_at": start},
+            self.db.upcoming.update_one({"_id": registration["_id"], "starts_at": start},
                                            {"$set": {"reminded": True, "reminder_key": key}})
         # Sessions long past need no copy any more.
-        self.store.upcoming.delete_many({"starts_at": {"$lt": now - timedelta(days=7)}})
+        self.db.upcoming.delete_many({"starts_at": {"$lt": now - timedelta(days=7)}})
         return sent
 
     # -- operators --------------------------------------------------------------------------------
 
-    def domain_metrics(self):
+    def domain_gauges(self):
         """Notices by channel and status (failed ones are what operators look for)."""
-        return metrics.render(metrics.counts(
-            self.store.db.deliveries, "trainops_notices", "Notices in the delivery log by channel and status.",
-            ["channel", "status"]))
+        return [counts(self.db.deliveries, "trainops_notices", "Notices in the delivery log by channel and status.",
+                       ["channel", "status"])]
 
     @rpc
     def list_notices(self, actor, filters):
@@ -229,7 +230,7 @@ class NotificationsService(Operations):
             created_at, last_id = decode_cursor(filters["cursor"])
             query["$or"] = [{"created_at": {"$gt": created_at}},
                             {"created_at": created_at, "_id": {"$gt": last_id}}]
-        docs = list(self.store.deliveries.find(query, {"context": 0})
+        docs = list(self.db.deliveries.find(query, {"context": 0})
                     .sort([("created_at", ASCENDING), ("_id", ASCENDING)]).limit(limit + 1))
         next_cursor = encode_cursor(docs[limit - 1]) if len(docs) > limit else None
         return {"items": [public_delivery(d) for d in docs[:limit]], "next_cursor": next_cursor}
@@ -239,7 +240,7 @@ class NotificationsService(Operations):
         """Give a failed notice a new attempt now (and its retries). 404 unknown; 409 `not_failed`
         when it is not failed (a sent notice is never sent twice)."""
         auth.require_operator(actor)
-        existing = self.store.deliveries.find_one({"_id": delivery_id}, {"status": 1})
+        existing = self.db.deliveries.find_one({"_id": delivery_id}, {"status": 1})
         if existing is None:
             raise not_found("notice", delivery_id)
         doc = self.deliveries.resend(delivery_id)
@@ -256,7 +257,7 @@ class NotificationsService(Operations):
         expected = unsubscribe_signature(self.deliveries.settings["unsubscribe_secret"], official_id or "", channel)
         if not official_id or not hmac.compare_digest(expected, signature or ""):
             raise DomainError("bad_signature", "This unsubscribe link is not valid.", {}, 403)
-        self.store.opt_outs.update_one({"_id": "{}:{}".format(official_id, channel)}, {
+        self.db.opt_outs.update_one({"_id": "{}:{}".format(official_id, channel)}, {
             "$set": {"official_id": official_id, "channel": channel},
             "$setOnInsert": {"created_at": utcnow()}}, upsert=True)
         return {"official_id": official_id, "channel": channel, "subscribed": False}

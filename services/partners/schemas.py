@@ -2,7 +2,7 @@
 unknown fields (marshmallow's default), so nothing unexpected, and no `$`-prefixed key, is ever stored."""
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from backbone.contracts import AUDIENCE_GROUPS
+from contracts.common import AUDIENCE_GROUPS
 
 KINDS = ("university", "operator", "venue_host")
 OFFERING_STATUSES = ("published", "withdrawn")

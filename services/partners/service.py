@@ -31,14 +31,16 @@ from pymongo import DESCENDING
 from pymongo.errors import DuplicateKeyError
 
 from backbone import auth
-from backbone.contracts import AUDIENCE_GROUPS
+from contracts.common import AUDIENCE_GROUPS
 from backbone.errors import conflict, forbidden, invalid, not_found, rule_broken, validated
 from backbone.logs import Tracing
-from backbone.operations import Operations
+from backbone.exposed import Exposed
 from backbone.openapi import schema_components
 from backbone.rpc import rpc
-from backbone.store import Store, new_id, utcnow
+from backbone.clock import utcnow
+from backbone.database import Database, new_id
 from backbone.timer import leased_timer
+import contracts  # noqa: F401  (registers the contracts of the events it publishes and handles)
 from services.partners import schemas
 from services.partners.storage import INDEXES, offering_filter, page
 
@@ -147,10 +149,10 @@ def agreement_ended(agreement):
             agreement["id"], " (terminated)" if agreement.get("terminated_on") else ""))
 
 
-class PartnersService(Operations):
+class PartnersService(Exposed):
     name = "partners"
 
-    store = Store(indexes=INDEXES)
+    db = Database(indexes=INDEXES)
     tracing = Tracing()
 
     # -- partners and their API keys --------------------------------------------------------------
@@ -172,7 +174,7 @@ class PartnersService(Operations):
                 "kind": partner["kind"], "contact_email": partner["contact_email"]})
 
         try:
-            self.store.transaction(onboard)
+            self.db.transaction(onboard)
         except DuplicateKeyError:
             raise conflict("partner_exists", "A partner with code {} exists.".format(fields["code"]),
                            {"code": ["Already taken."]})
@@ -185,7 +187,7 @@ class PartnersService(Operations):
         this once. 404 unknown partner; 422 `too_many_api_keys` when it already has MAX_API_KEYS."""
         auth.require_operator(actor)
         api_key, key = new_api_key()
-        done = self.store.partners.update_one(
+        done = self.db.partners.update_one(
             # The limit is part of the update, so two issues at once cannot both pass it.
             {"_id": partner_id, "api_keys.{}".format(MAX_API_KEYS - 1): {"$exists": False}},
             {"$push": {"api_keys": key}})
@@ -210,7 +212,7 @@ class PartnersService(Operations):
             return public_key(revoked)
         record = {k: key[k] for k in ("id", "hint", "issued_at")} | {"revoked_at": utcnow()}
         # The hash leaves the partner with the key: `authenticate` can no longer find it.
-        self.store.partners.update_one(
+        self.db.partners.update_one(
             {"_id": partner_id, "api_keys.id": key_id},
             {"$pull": {"api_keys": {"id": key_id}}, "$push": {"revoked_api_keys": record}})
         return public_key(record)
@@ -219,7 +221,7 @@ class PartnersService(Operations):
     def authenticate(self, api_key):
         """The partner an API key belongs to, or None (unknown or revoked key). Read from the database
         on every call, never cached, so a revoked key fails at once."""
-        doc = self.store.partners.find_one({"api_keys.hash": key_hash(api_key or "")}, {"id": 1})
+        doc = self.db.partners.find_one({"api_keys.hash": key_hash(api_key or "")}, {"id": 1})
         return {"role": "partner", "partner_id": doc["id"]} if doc else None
 
     @rpc
@@ -234,11 +236,11 @@ class PartnersService(Operations):
         require_caller(actor)
         asked = validated(schemas.PageQuery(), query)
         selection = {} if auth.is_operator(actor) else {"_id": auth.partner_id_of(actor)}
-        docs, cursor = page(self.store.partners, selection, asked["limit"], asked.get("cursor"), key="code")
+        docs, cursor = page(self.db.partners, selection, asked["limit"], asked.get("cursor"), key="code")
         return {"items": [public_partner(d) for d in docs], "next_cursor": cursor}
 
     def _partner(self, partner_id):
-        doc = self.store.partners.find_one({"_id": partner_id})
+        doc = self.db.partners.find_one({"_id": partner_id})
         if doc is None:
             raise not_found("partner", partner_id)
         return doc
@@ -264,7 +266,7 @@ class PartnersService(Operations):
             tx.agreements.insert_one(agreement)
             tx.emit("agreement_signed", agreement_event(agreement, signed_on=agreement["signed_on"]))
 
-        self.store.transaction(sign)
+        self.db.transaction(sign)
         return public_agreement(agreement)
 
     @rpc
@@ -274,7 +276,7 @@ class PartnersService(Operations):
         auth.require_operator_or_partner(actor, partner_id)
         asked = validated(schemas.PageQuery(), query)
         self._partner(partner_id)
-        docs, cursor = page(self.store.agreements, {"partner_id": partner_id}, asked["limit"], asked.get("cursor"))
+        docs, cursor = page(self.db.agreements, {"partner_id": partner_id}, asked["limit"], asked.get("cursor"))
         return {"items": [public_agreement(d) for d in docs], "next_cursor": cursor}
 
     @rpc
@@ -315,7 +317,7 @@ class PartnersService(Operations):
                 dict(agreement, **after), reason=fields["reason"],
                 previous_valid_from=before["valid_from"], previous_valid_until=before["valid_until"]))
 
-        self.store.transaction(amend)
+        self.db.transaction(amend)
         return public_agreement(self._agreement(agreement_id))
 
     @rpc
@@ -345,7 +347,7 @@ class PartnersService(Operations):
                 raise conflict("agreement_changed", "The agreement changed meanwhile; read it again.")
             tx.emit("agreement_terminated", agreement_event(agreement, terminated_on=today, reason=reason))
 
-        self.store.transaction(terminate)
+        self.db.transaction(terminate)
         return public_agreement(self._agreement(agreement_id))
 
     @leased_timer("AGREEMENT_SWEEP_SECONDS", 60, lease="agreement-expiry")
@@ -355,7 +357,7 @@ class PartnersService(Operations):
         update): each agreement is announced exactly once. Returns how many it announced."""
         today = local_date().isoformat()
         announced = 0
-        due = self.store.agreements.find({"end_announced": {"$ne": True}, "valid_until": {"$lt": today}})
+        due = self.db.agreements.find({"end_announced": {"$ne": True}, "valid_until": {"$lt": today}})
         for agreement in due:
             def expire(tx, agreement=agreement):
                 done = tx.agreements.update_one(
@@ -367,11 +369,11 @@ class PartnersService(Operations):
                     tx.emit("agreement_expired", agreement_event(agreement))
                 return done.modified_count
 
-            announced += self.store.transaction(expire)
+            announced += self.db.transaction(expire)
         return announced
 
     def _agreement(self, agreement_id):
-        doc = self.store.agreements.find_one({"_id": agreement_id})
+        doc = self.db.agreements.find_one({"_id": agreement_id})
         if doc is None:
             raise not_found("agreement", agreement_id)
         return doc
@@ -408,7 +410,7 @@ class PartnersService(Operations):
             tx.offerings.insert_one(offering)
             tx.emit("offering_published", offering_event(offering))
 
-        self.store.transaction(publish)
+        self.db.transaction(publish)
         return public_offering(offering)
 
     @rpc
@@ -445,7 +447,7 @@ class PartnersService(Operations):
                 raise conflict("offering_changed", "The offering changed meanwhile; read it again.")
             tx.emit("offering_updated", offering_event(updated))
 
-        self.store.transaction(update)
+        self.db.transaction(update)
         return public_offering(updated)
 
     @rpc
@@ -467,7 +469,7 @@ class PartnersService(Operations):
                 tx.emit("offering_withdrawn", {"offering_id": offering_id, "partner_id": offering["partner_id"],
                                                "reason": withdrawal["withdrawal_reason"]})
 
-        self.store.transaction(withdraw)
+        self.db.transaction(withdraw)
         return public_offering(self._offering(offering_id))
 
     @rpc
@@ -482,11 +484,11 @@ class PartnersService(Operations):
             asked["partner_id"] = auth.partner_id_of(actor)
         selection = offering_filter(asked.get("partner_id"), asked.get("audience"), asked.get("date"),
                                     asked.get("status"))
-        docs, cursor = page(self.store.offerings, selection, asked["limit"], asked.get("cursor"))
+        docs, cursor = page(self.db.offerings, selection, asked["limit"], asked.get("cursor"))
         return {"items": [public_offering(d) for d in docs], "next_cursor": cursor}
 
     def _offering(self, offering_id):
-        doc = self.store.offerings.find_one({"_id": offering_id})
+        doc = self.db.offerings.find_one({"_id": offering_id})
         if doc is None:
             raise not_found("offering", offering_id)
         return doc
@@ -498,7 +500,7 @@ class PartnersService(Operations):
         today = local_date()
         last_day = date.fromisoformat(offering["ends_by"])
         on = last_day if auth.is_operator(actor) and last_day < today else today
-        candidates = self.store.agreements.find({
+        candidates = self.db.agreements.find({
             "partner_id": offering["partner_id"],
             "valid_from": {"$lte": offering["starts_from"]}, "valid_until": {"$gte": offering["ends_by"]},
         }).sort("valid_until", DESCENDING)

@@ -9,7 +9,8 @@ from pymongo import InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from backbone.errors import invalid
-from backbone.store import new_id, utcnow
+from backbone.clock import utcnow
+from backbone.database import new_id
 from services.registration import schemas, storage
 
 COLUMNS = ("full_name", "email", "phone", "unit_code", "audience_group")

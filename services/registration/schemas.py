@@ -2,7 +2,7 @@
 import phonenumbers
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
-from backbone.contracts import AUDIENCE_GROUPS
+from contracts.common import AUDIENCE_GROUPS
 
 Text = lambda n, **kw: fields.Str(validate=validate.Length(min=1, max=n), **kw)  # noqa: E731
 UNIT_KINDS = ("city", "district", "ward_commune", "department")

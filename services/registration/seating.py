@@ -32,7 +32,7 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from backbone.errors import DomainError, conflict, not_found, rule_broken
-from backbone.store import utcnow
+from backbone.clock import utcnow
 from services.registration import storage
 from services.registration.storage import official_ref, session_ref
 

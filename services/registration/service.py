@@ -21,14 +21,16 @@ import secrets
 from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
-from backbone import auth, metrics
+from backbone import auth
 from backbone.errors import DomainError, conflict, invalid, not_found, rule_broken, validated
 from backbone.logs import Tracing
-from backbone.operations import Operations
+from backbone.exposed import Exposed, gauge
 from backbone.openapi import schema_components
 from backbone.rpc import rpc
-from backbone.store import Store, new_id, utcnow
+from backbone.clock import utcnow
+from backbone.database import Database, new_id
 from backbone.subscriber import subscribe
+import contracts  # noqa: F401  (registers the contracts of the events it publishes and handles)
 from services.registration import certificates, imports, reports, schemas, storage
 from services.registration.seating import Seating, session_lock
 from services.registration.storage import (
@@ -49,10 +51,10 @@ def emit_promoted(tx, session, registration):
         "official": registration["official"], "qr_token": registration["qr_token"]})
 
 
-class RegistrationService(Operations):
+class RegistrationService(Exposed):
     name = "registration"
 
-    store = Store(indexes=storage.INDEXES)
+    db = Database(indexes=storage.INDEXES)
     tracing = Tracing()
     seating = Seating()
 
@@ -72,7 +74,7 @@ class RegistrationService(Operations):
         def remember(tx):
             tx.sessions.update_one({"_id": payload["session_id"]}, {"$setOnInsert": session}, upsert=True)
 
-        self.store.transaction(remember)
+        self.db.transaction(remember)
 
     @subscribe("session_rescheduled")
     def on_session_rescheduled(self, event):
@@ -94,7 +96,7 @@ class RegistrationService(Operations):
                     "previous_ends_at": payload.get("previous_ends_at")})
 
         with session_lock(session_id):
-            self.store.transaction(move)
+            self.db.transaction(move)
 
     @subscribe("session_capacity_changed")
     def on_session_capacity_changed(self, event):
@@ -112,7 +114,7 @@ class RegistrationService(Operations):
             storage.promote(tx, session, emit_promoted)
 
         with session_lock(session_id):
-            self.store.transaction(resize)
+            self.db.transaction(resize)
 
     @subscribe("session_cancelled")
     def on_session_cancelled(self, event):
@@ -135,7 +137,7 @@ class RegistrationService(Operations):
                     "cause": "session_cancelled"})
 
         with session_lock(session_id):
-            self.store.transaction(cancel)
+            self.db.transaction(cancel)
 
     @staticmethod
     def _known_session(tx, session_id):
@@ -152,7 +154,7 @@ class RegistrationService(Operations):
             seen = set()
             while code not in seen:
                 seen.add(code)
-                unit = self.store.units.find_one({"_id": code}, {"merged_into": 1})
+                unit = self.db.units.find_one({"_id": code}, {"merged_into": 1})
                 if not unit or not unit.get("merged_into"):
                     break
                 code = unit["merged_into"]
@@ -168,12 +170,12 @@ class RegistrationService(Operations):
         `unknown_unit` for an unknown parent."""
         auth.require_operator(actor)
         fields = validated(schemas.UnitIn(), data)
-        if fields.get("parent_code") and self.store.units.find_one({"_id": fields["parent_code"]}) is None:
+        if fields.get("parent_code") and self.db.units.find_one({"_id": fields["parent_code"]}) is None:
             raise rule_broken("unknown_unit", "No unit {}.".format(fields["parent_code"]),
                               {"parent_code": ["Unknown unit."]})
         unit = dict(fields, _id=fields["code"], status="active", created_at=utcnow())
         try:
-            self.store.units.insert_one(unit)
+            self.db.units.insert_one(unit)
         except DuplicateKeyError:
             raise conflict("unit_exists", "Unit {} exists.".format(fields["code"]), {"code": ["Already taken."]})
         return public_unit(unit)
@@ -181,7 +183,7 @@ class RegistrationService(Operations):
     @rpc
     def list_units(self, actor):
         auth.require_operator_or_partner(actor, auth.partner_id_of(actor))
-        return {"items": [public_unit(u) for u in self.store.units.find({}).sort("_id", ASCENDING)],
+        return {"items": [public_unit(u) for u in self.db.units.find({}).sort("_id", ASCENDING)],
                 "next_cursor": None}
 
     @rpc
@@ -193,7 +195,7 @@ class RegistrationService(Operations):
         auth.require_operator(actor)
         fields = validated(schemas.UnitMergeIn(), data)
         codes, into = list(dict.fromkeys(fields["from_"])), fields["into"]
-        olds = {u["_id"]: u for u in self.store.units.find({"_id": {"$in": codes}})}
+        olds = {u["_id"]: u for u in self.db.units.find({"_id": {"$in": codes}})}
         missing = [c for c in codes if c not in olds]
         if missing:
             raise rule_broken("unknown_unit", "No unit {}.".format(", ".join(missing)), {"from": ["Unknown unit."]})
@@ -234,7 +236,7 @@ class RegistrationService(Operations):
             tx.emit("units_merged", {"from_codes": codes, "into_code": into["code"], "into_name": into["name"]})
 
         try:
-            self.store.transaction(merge)
+            self.db.transaction(merge)
         except DuplicateKeyError:
             raise conflict("unit_exists", "Unit {} exists.".format(into["code"]), {"into": {"code": ["Already taken."]}})
         return public_unit(unit)
@@ -242,7 +244,7 @@ class RegistrationService(Operations):
     # -- officials ----------------------------------------------------------------------------------
 
     def _active_unit(self, code, field="unit_code"):
-        unit = self.store.units.find_one({"_id": code})
+        unit = self.db.units.find_one({"_id": code})
         if unit is None:
             raise rule_broken("unknown_unit", "No unit {}.".format(code), {field: ["Unknown unit."]})
         if unit.get("status") == "merged":
@@ -262,7 +264,7 @@ class RegistrationService(Operations):
         official["_id"] = official["id"]
         official["search"] = storage.search_text(official)
         try:
-            self.store.officials.insert_one(official)
+            self.db.officials.insert_one(official)
         except DuplicateKeyError as exc:
             field = "phone" if "phone" in str(exc) else "email"
             raise conflict("official_exists", "An official with this {} exists.".format(field),
@@ -272,7 +274,7 @@ class RegistrationService(Operations):
     @rpc
     def get_official(self, actor, official_id):
         auth.require_operator(actor)
-        official = self.store.officials.find_one({"_id": official_id})
+        official = self.db.officials.find_one({"_id": official_id})
         if official is None:
             raise not_found("official", official_id)
         return public_official(official)
@@ -288,7 +290,7 @@ class RegistrationService(Operations):
             clauses.append({"unit_code": filters["unit_code"]})
         if filters.get("cursor"):
             clauses.append({"_id": {"$gt": filters["cursor"]}})
-        found = list(self.store.officials.find({"$and": clauses} if clauses else {})
+        found = list(self.db.officials.find({"$and": clauses} if clauses else {})
                      .sort("_id", ASCENDING).limit(filters["limit"] + 1))
         more = len(found) > filters["limit"]
         found = found[:filters["limit"]]
@@ -302,12 +304,12 @@ class RegistrationService(Operations):
         {created, updated, unchanged, errors: [{row, fields}]} (row = the spreadsheet's line number,
         the header being row 1). A header with unknown or missing columns refuses the whole file."""
         auth.require_operator(actor)
-        return imports.import_csv(self.store, text)
+        return imports.import_csv(self.db, text)
 
     # -- registrations --------------------------------------------------------------------------------
 
     def _session(self, session_id):
-        session = self.store.sessions.find_one({"_id": session_id})
+        session = self.db.sessions.find_one({"_id": session_id})
         if session is None:
             raise not_found("session", session_id)
         return session
@@ -321,7 +323,7 @@ class RegistrationService(Operations):
         auth.require_operator(actor)
         fields = validated(REGISTRATION_IN, data)
         return public_registration(self.seating.register(
-            self.store, session_id, fields["official_id"], fields["after_cutoff"]))
+            self.db, session_id, fields["official_id"], fields["after_cutoff"]))
 
     @rpc
     def cancel_registration(self, actor, registration_id, data):
@@ -330,7 +332,7 @@ class RegistrationService(Operations):
         changes nothing. 422 `registration_completed` once the course is completed."""
         auth.require_operator(actor)
         fields = validated(schemas.CancellationIn(), data)
-        registration = self.store.registrations.find_one({"_id": registration_id})
+        registration = self.db.registrations.find_one({"_id": registration_id})
         if registration is None:
             raise not_found("registration", registration_id)
         session_id = registration["session_id"]
@@ -363,13 +365,13 @@ class RegistrationService(Operations):
             return current
 
         with session_lock(session_id):
-            return public_registration(self.store.transaction(cancel))
+            return public_registration(self.db.transaction(cancel))
 
     @rpc
     def get_registration(self, actor, registration_id):
         """A registration with its status, QR token, waitlist position and attendance (the operator,
         or the partner delivering its session)."""
-        doc = self.store.registrations.find_one({"_id": registration_id})
+        doc = self.db.registrations.find_one({"_id": registration_id})
         if doc is None:
             raise not_found("registration", registration_id)
         require_session_reader(actor, self._session(doc["session_id"]))
@@ -378,7 +380,7 @@ class RegistrationService(Operations):
     @rpc
     def registration_qr(self, actor, registration_id):
         """The registration's QR code (its token) as SVG text, for the confirmation."""
-        doc = self.store.registrations.find_one({"_id": registration_id})
+        doc = self.db.registrations.find_one({"_id": registration_id})
         if doc is None:
             raise not_found("registration", registration_id)
         require_session_reader(actor, self._session(doc["session_id"]))
@@ -401,7 +403,7 @@ class RegistrationService(Operations):
             match.pop("_id", None)
             if filters.get("cursor"):
                 match["waitlist_position"] = {"$gt": int(filters["cursor"]) if filters["cursor"].isdigit() else 0}
-        found = list(self.store.registrations.find(match).sort(order).limit(filters["limit"] + 1))
+        found = list(self.db.registrations.find(match).sort(order).limit(filters["limit"] + 1))
         more = len(found) > filters["limit"]
         found = found[:filters["limit"]]
         cursor = None
@@ -434,27 +436,27 @@ class RegistrationService(Operations):
             storage.promote(tx, tx.sessions.find_one({"_id": session_id}), emit_promoted)
 
         with session_lock(session_id):
-            self.store.transaction(apply)
+            self.db.transaction(apply)
         return self.seats(session_id)
 
-    def domain_metrics(self):
+    def domain_gauges(self):
         """Seats taken and waitlist length per upcoming session: what operators watch when a popular
         class opens."""
-        upcoming = list(self.store.sessions.find(
+        upcoming = list(self.db.sessions.find(
             {"status": "scheduled", "starts_at": {"$gte": utcnow()}},
             {"seats_taken": 1, "waitlist_length": 1, "capacity": 1}))
-        return metrics.render(*(
-            metrics.gauge(name, text, ["session_id"], [(s["_id"], s.get(field, 0)) for s in upcoming])
+        return [
+            gauge(name, text, ["session_id"], [(s["_id"], s.get(field, 0)) for s in upcoming])
             for name, text, field in (
                 ("trainops_session_seats_taken", "Seats taken in an upcoming session.", "seats_taken"),
                 ("trainops_session_capacity", "Seats an upcoming session has.", "capacity"),
                 ("trainops_session_waitlist", "Officials waiting for a seat in an upcoming session.",
-                 "waitlist_length"))))
+                 "waitlist_length"))]
 
     @rpc
     def seats(self, session_id):
         """Seats taken, waitlist length, quotas and over-capacity, for the gateway's view of a session."""
-        doc = self.store.sessions.find_one({"_id": session_id}) or {}
+        doc = self.db.sessions.find_one({"_id": session_id}) or {}
         out = {"seats_taken": doc.get("seats_taken", 0), "waitlist_length": doc.get("waitlist_length", 0)}
         if doc.get("quotas"):
             out["quotas"] = {storage.unit_code_of(k): {"seats": v, "taken": (doc.get("unit_seats") or {}).get(k, 0)}
@@ -468,7 +470,7 @@ class RegistrationService(Operations):
         """Sessions whose capacity fell below the seats already confirmed: nobody was dropped; an
         operator decides (raise the capacity, or cancel registrations)."""
         auth.require_operator(actor)
-        found = self.store.sessions.find({"over_capacity": {"$gt": 0}, "status": "scheduled"}).sort("starts_at")
+        found = self.db.sessions.find({"over_capacity": {"$gt": 0}, "status": "scheduled"}).sort("starts_at")
         return {"items": [{"session_id": s["_id"], "title": s["title"], "starts_at": s["starts_at"],
                            "capacity": s["capacity"], "seats_taken": s["seats_taken"],
                            "over_capacity": s["over_capacity"]} for s in found], "next_cursor": None}
@@ -485,10 +487,10 @@ class RegistrationService(Operations):
         fields = validated(schemas.CheckinIn(), data)
         session = self._session(session_id)
         require_session_reader(actor, session)
-        registration = self.store.registrations.find_one({"_id": storage.registration_of_token(fields["qr_token"])})
+        registration = self.db.registrations.find_one({"_id": storage.registration_of_token(fields["qr_token"])})
         if registration is None and "." not in fields["qr_token"]:
             # A token issued before tokens carried their registration's id (dev data): look it up.
-            registration = self.store.registrations.find_one({"session_id": session_id, "qr_token": fields["qr_token"]})
+            registration = self.db.registrations.find_one({"session_id": session_id, "qr_token": fields["qr_token"]})
         if registration is None or registration["session_id"] != session_id or not secrets.compare_digest(
                 registration["qr_token"].encode(), fields["qr_token"].encode()):
             raise DomainError("not_found", "No registration with this QR token for this session.", {}, 404)
@@ -529,12 +531,12 @@ class RegistrationService(Operations):
             return current
 
         try:
-            current = self.store.transaction(record)
+            current = self.db.transaction(record)
             repeat = False
         except DuplicateKeyError:
-            current = self.store.registrations.find_one({"_id": registration["_id"]})
+            current = self.db.registrations.find_one({"_id": registration["_id"]})
             repeat = True
-        checkin = self.store.attendance.find_one({"_id": attendance_id})
+        checkin = self.db.attendance.find_one({"_id": attendance_id})
         out = {"registration_id": registration["_id"], "official_id": registration["official_id"],
                "full_name": registration["official"]["full_name"], "part": part,
                "checked_in_at": checkin["checked_in_at"], "already_checked_in": repeat,
@@ -556,7 +558,7 @@ class RegistrationService(Operations):
     def certificate(self, code):
         """The printable Vietnamese certificate (HTML) for a verification code: anyone holding the
         code can verify it. 404 for an unknown code."""
-        found = self.store.certificates.find_one({"_id": code}) if isinstance(code, str) else None
+        found = self.db.certificates.find_one({"_id": code}) if isinstance(code, str) else None
         if found is None:
             raise not_found("certificate", code)
         return certificates.render(found)
@@ -571,7 +573,7 @@ class RegistrationService(Operations):
         validated(schemas.ReportQuery(), query)
         if by not in reports.GROUPINGS:
             raise not_found("report", by)
-        return reports.build(self.store, by)
+        return reports.build(self.db, by)
 
     @rpc
     def api_schemas(self):

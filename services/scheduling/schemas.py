@@ -2,7 +2,7 @@
 calendar."""
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from backbone.contracts import AUDIENCE_GROUPS
+from contracts.common import AUDIENCE_GROUPS
 
 Text = lambda n, **kw: fields.Str(validate=validate.Length(min=1, max=n), **kw)  # noqa: E731
 Capacity = lambda **kw: fields.Int(strict=True, validate=validate.Range(min=1, max=5000), **kw)  # noqa: E731

@@ -13,11 +13,13 @@ from datetime import timedelta
 from backbone import auth
 from backbone.errors import invalid, not_found, rule_broken, validated
 from backbone.logs import Tracing
-from backbone.operations import Operations
+from backbone.exposed import Exposed
 from backbone.openapi import schema_components
 from backbone.rpc import rpc
-from backbone.store import Store, new_id, utcnow
+from backbone.clock import utcnow
+from backbone.database import Database, new_id
 from backbone.subscriber import subscribe
+import contracts  # noqa: F401  (registers the contracts of the events it publishes and handles)
 from services.scheduling import calendars, schemas, storage
 from services.scheduling.storage import in_utc, public_session, public_venue
 
@@ -49,10 +51,10 @@ def require_room_seats(room, capacity):
                           {"capacity": ["At most {}.".format(room["capacity"])]})
 
 
-class SchedulingService(Operations):
+class SchedulingService(Exposed):
     name = "scheduling"
 
-    store = Store(indexes=storage.INDEXES)
+    db = Database(indexes=storage.INDEXES)
     tracing = Tracing()
 
     # -- what partners tell us -----------------------------------------------------------------------
@@ -76,7 +78,7 @@ class SchedulingService(Operations):
             storage.cancel_sessions(tx, {"offering_id": payload["offering_id"], "starts_at": {"$gt": utcnow()}},
                                     reason, "offering_withdrawn")
 
-        self.store.transaction(withdraw)
+        self.db.transaction(withdraw)
 
     @subscribe("agreement_expired")
     def on_agreement_expired(self, event):
@@ -109,7 +111,7 @@ class SchedulingService(Operations):
             doc["covered_until"] = ended["ends_at"] if ended else None
             tx.offerings.update_one({"_id": offering_id}, {"$set": doc}, upsert=True)
 
-        self.store.transaction(remember)
+        self.db.transaction(remember)
 
     def _end_agreement(self, payload, first_day_without, reason, cause):
         """From the local midnight that begins `first_day_without` the agreement covers nothing: its
@@ -132,7 +134,7 @@ class SchedulingService(Operations):
                 tx, {"offering_id": {"$in": offering_ids}, "starts_at": {"$gte": max(utcnow(), ends_at)}},
                 reason, cause)
 
-        self.store.transaction(end)
+        self.db.transaction(end)
 
     # -- venues -----------------------------------------------------------------------------------
 
@@ -143,7 +145,7 @@ class SchedulingService(Operations):
         fields = validated(schemas.VenueIn(), data)
         venue = dict(fields, id=new_id("venue"), created_at=utcnow())
         venue["_id"] = venue["id"]
-        self.store.venues.insert_one(venue)
+        self.db.venues.insert_one(venue)
         return public_venue(venue)
 
     @rpc
@@ -151,7 +153,7 @@ class SchedulingService(Operations):
         """Venues by name, paged with `limit` and `cursor`: {"items", "next_cursor"}."""
         require_reader(actor)
         paging = validated(schemas.Page(), query)
-        venues, next_cursor = storage.page(self.store.venues, {}, "name", paging["limit"], paging.get("cursor"))
+        venues, next_cursor = storage.page(self.db.venues, {}, "name", paging["limit"], paging.get("cursor"))
         return {"items": [public_venue(v) for v in venues], "next_cursor": next_cursor}
 
     @rpc
@@ -171,7 +173,7 @@ class SchedulingService(Operations):
         `no_active_agreement` (the offering's agreement has ended); `unknown_venue` / `unknown_room`;
         `in_the_past` (only the operator schedules sessions that have started)."""
         fields = validated(schemas.SessionIn(), data)
-        offering = self.store.offerings.find_one({"_id": fields["offering_id"]})
+        offering = self.db.offerings.find_one({"_id": fields["offering_id"]})
         if offering is None:
             raise storage.not_published()
         auth.require_operator_or_partner(actor, offering["partner_id"])
@@ -200,7 +202,7 @@ class SchedulingService(Operations):
             tx.sessions.insert_one(session)
             tx.emit("session_scheduled", storage.event_payload(session))
 
-        self.store.transaction(book)
+        self.db.transaction(book)
         return public_session(session)
 
     @rpc
@@ -245,7 +247,7 @@ class SchedulingService(Operations):
                 previous_ends_at=latest["ends_at"], previous_room=latest["room"]))
             return session
 
-        return public_session(self.store.transaction(move))
+        return public_session(self.db.transaction(move))
 
     @rpc
     def change_capacity(self, actor, session_id, data):
@@ -269,7 +271,7 @@ class SchedulingService(Operations):
                 "previous_capacity": latest["capacity"]})
             return session
 
-        return public_session(self.store.transaction(resize))
+        return public_session(self.db.transaction(resize))
 
     @rpc
     def cancel_session(self, actor, session_id, data):
@@ -282,7 +284,7 @@ class SchedulingService(Operations):
         if current["status"] == "cancelled":
             return public_session(current)
         require_future_unless_operator(actor, current["starts_at"])
-        self.store.transaction(
+        self.db.transaction(
             lambda tx: storage.cancel_sessions(tx, {"_id": session_id}, fields["reason"], "cancelled"))
         return public_session(self._session(session_id))
 
@@ -307,7 +309,7 @@ class SchedulingService(Operations):
             clauses.append({"$or": [{"eligible_units": filters["unit"]}, {"eligible_units": []}]})
         clauses.extend({key: filters[key]} for key in ("partner_id", "venue_id", "status") if key in filters)
         sessions, next_cursor = storage.page(
-            self.store.sessions, {"$and": clauses}, "starts_at", filters["limit"], filters.get("cursor"))
+            self.db.sessions, {"$and": clauses}, "starts_at", filters["limit"], filters.get("cursor"))
         return {"items": [public_session(s) for s in sessions], "next_cursor": next_cursor}
 
     # -- calendars (ICS text) -------------------------------------------------------------------------
@@ -323,7 +325,7 @@ class SchedulingService(Operations):
     def venue_calendar(self, actor, venue_id):
         """The feed of a venue's sessions, cancelled ones marked so. 404 for an unknown venue."""
         venue = self._venue(venue_id)
-        sessions = self.store.sessions.find(
+        sessions = self.db.sessions.find(
             {"$and": [visible_to(actor), {"venue_id": venue_id}]}).sort("starts_at")
         return calendars.calendar("{}@trainops".format(venue_id), "Lớp bồi dưỡng AI — {}".format(venue["name"]),
                                   sessions)
@@ -332,7 +334,7 @@ class SchedulingService(Operations):
     def partner_calendar(self, actor, partner_id):
         """The feed of the sessions a partner delivers or hosts (the operator, or that partner)."""
         auth.require_operator_or_partner(actor, partner_id)
-        sessions = self.store.sessions.find(
+        sessions = self.db.sessions.find(
             {"$or": [{"partner_id": partner_id}, {"host_partner_id": partner_id}]}).sort("starts_at")
         return calendars.calendar("{}@trainops".format(partner_id),
                                   "Lớp bồi dưỡng AI — đối tác {}".format(partner_id), sessions)
@@ -349,7 +351,7 @@ class SchedulingService(Operations):
 
     def _venue(self, venue_id, refusal=False):
         """The venue; unknown is a 404, or with `refusal` (a venue named in a body) a 422."""
-        venue = self.store.venues.find_one({"_id": venue_id})
+        venue = self.db.venues.find_one({"_id": venue_id})
         if venue is None:
             if refusal:
                 raise rule_broken("unknown_venue", "No such venue.", {"venue_id": ["Unknown venue."]})
@@ -365,7 +367,7 @@ class SchedulingService(Operations):
         return room
 
     def _session(self, session_id):
-        session = self.store.sessions.find_one({"_id": session_id})
+        session = self.db.sessions.find_one({"_id": session_id})
         if session is None:
             raise not_found("session", session_id)
         return session

@@ -10,7 +10,7 @@ from bson.errors import BSONError
 from pymongo import ASCENDING, IndexModel
 
 from backbone.errors import conflict, invalid, rule_broken
-from backbone.store import utcnow
+from backbone.clock import utcnow
 from services.scheduling.calendars import LOCAL
 
 INDEXES = {

@@ -1,35 +1,33 @@
 """The operator console: server-rendered pages (jinja2), no JavaScript.
 
-Login takes the operator token once and sets a cookie holding a signed session (an expiry and a nonce,
-HMAC-signed with the operator token as key): the token itself never sits in the browser. The cookie is
+Login takes the operator token once and sets a cookie holding a signed session (a nonce, signed and
+timestamped by itsdangerous with the operator token as key): the token itself never sits in the browser. The cookie is
 HttpOnly and SameSite=Strict, and every form that changes something carries a CSRF token derived from
 the session. Labels are Vietnamese; `?lang=en` switches to English (remembered in a cookie).
 """
-import hashlib
 import hmac
 import json
 import secrets
-import time
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
+from itsdangerous import BadSignature, Signer, URLSafeTimedSerializer
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from werkzeug.wrappers import Response
 
-from gateway.console.labels import LABELS
+from backbone.clock import shown
+from ops.console.labels import LABELS
 
 HERE = Path(__file__).resolve().parent
 SESSION_COOKIE = "trainops_console"
 LANG_COOKIE = "trainops_lang"
 SESSION_SECONDS = 8 * 3600
-LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
 
 env = Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=select_autoescape(["html"]))
 
 
 def _local(value):
     if hasattr(value, "astimezone"):
-        return value.astimezone(LOCAL).strftime("%d/%m/%Y %H:%M:%S")
+        return shown(value, "%d/%m/%Y %H:%M:%S")
     return value if value is not None else "—"
 
 
@@ -37,32 +35,28 @@ env.filters["local"] = _local
 env.filters["pretty"] = lambda value: json.dumps(value, ensure_ascii=False, indent=2, default=str)
 
 
-def _sign(key, text):
-    return hmac.new(key.encode("utf-8"), text.encode("utf-8"), hashlib.sha256).hexdigest()
+def _sessions(key):
+    return URLSafeTimedSerializer(key, salt="trainops-console-session")
 
 
 def new_session(key):
-    """A cookie value: `<expires>.<nonce>.<signature>`."""
-    payload = "{}.{}".format(int(time.time()) + SESSION_SECONDS, secrets.token_hex(16))
-    return "{}.{}".format(payload, _sign(key, "session:" + payload))
+    """A cookie value: a fresh nonce, signed with the time it was signed."""
+    return _sessions(key).dumps(secrets.token_hex(16))
 
 
 def session_of(request, key):
-    """The session's nonce when the cookie is genuine and not expired, else None."""
+    """The session's nonce when the cookie is genuine and younger than SESSION_SECONDS, else None."""
     value = request.cookies.get(SESSION_COOKIE, "")
-    parts = value.split(".")
-    if not key or len(parts) != 3:
+    if not key or not value:
         return None
-    expires, nonce, signature = parts
-    if not hmac.compare_digest(signature, _sign(key, "session:{}.{}".format(expires, nonce))):
+    try:
+        return _sessions(key).loads(value, max_age=SESSION_SECONDS)
+    except BadSignature:  # forged, altered or expired (SignatureExpired is a BadSignature)
         return None
-    if not expires.isdigit() or int(expires) < time.time():
-        return None
-    return nonce
 
 
 def csrf_token(key, nonce):
-    return _sign(key, "csrf:" + nonce)
+    return Signer(key, salt="trainops-console-csrf").get_signature(nonce).decode("ascii")
 
 
 def csrf_ok(request, key, nonce):

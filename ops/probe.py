@@ -1,6 +1,6 @@
-"""`python -m backbone.probe <service>`: the readiness and liveness probe of a service container.
+"""`python -m ops.probe <service>`: the readiness and liveness probe of a service container.
 
-Every service process writes a heartbeat file (`backbone/heartbeat.py`): every `HEARTBEAT_SECONDS` (5)
+Every service process writes a heartbeat file (`ops/heartbeat.py`): every `HEARTBEAT_SECONDS` (5)
 it runs the checks of its `health` RPC (MongoDB through its own client, the broker, the outbox) and
 writes the result to `<HEARTBEAT_DIR>/trainops-<service>.health` (`/tmp`, the pod's emptyDir). The probe
 runs in the pod and reads that file, so it speaks of this very process, not of whichever replica

@@ -1,24 +1,32 @@
-"""What the gateway's operator routes and console ask of every service at once: health, metrics, dead
-letters, the audit trail. Each service is asked in parallel with a short timeout, so one that is down or
-hung shows as such instead of holding up the answer."""
+"""What the operator routes and the console ask of every service at once (through the `Exposed`
+RPCs): health, metrics, dead letters, the audit trail. Each service is asked in parallel with a short
+timeout, so one that is down or hung shows as such instead of holding up the answer."""
 from datetime import datetime, timezone
 
 import eventlet
+from nameko import config
 
-from backbone import metrics
 from backbone.errors import DomainError, not_found
+from backbone.exposed import gauge
+from ops import metrics
 
-SERVICES = ("partners", "scheduling", "registration", "notifications")
 TIMEOUT = 2.0
 
-# The operator routes' request bodies, for the OpenAPI document.
-SCHEMAS = {"DeadLetterReplayIn": {
-    "type": "object", "required": ["consumer", "event_type"], "additionalProperties": False,
-    "properties": {"consumer": {"type": "string", "enum": list(SERVICES)}, "event_type": {"type": "string"}},
-}}
+
+def services():
+    """The names of trainops's services (config.yml's SERVICES)."""
+    return tuple(config.get("SERVICES") or ())
 
 
-def ask_all(gateway, call, services=SERVICES, timeout=TIMEOUT):
+def schemas():
+    """The operator routes' request bodies, for the OpenAPI document."""
+    return {"DeadLetterReplayIn": {
+        "type": "object", "required": ["consumer", "event_type"], "additionalProperties": False,
+        "properties": {"consumer": {"type": "string", "enum": list(services())}, "event_type": {"type": "string"}},
+    }}
+
+
+def ask_all(gateway, call, names=None, timeout=TIMEOUT):
     """{service: answer} for `call(rpc_client)` asked of every service in parallel; a service that
     raises or does not answer in `timeout` seconds maps to None."""
     def ask(name):
@@ -28,7 +36,8 @@ def ask_all(gateway, call, services=SERVICES, timeout=TIMEOUT):
         except BaseException:  # eventlet's Timeout is a BaseException
             return name, None
 
-    return dict(eventlet.GreenPool(len(services)).imap(ask, services))
+    names = services() if names is None else names
+    return dict(eventlet.GreenPool(len(names)).imap(ask, names))
 
 
 def health(gateway):
@@ -51,10 +60,10 @@ def scrape(gateway):
     every process serves its counters itself and neither the services' answers nor the gateway's own
     part carry them: this document is then only what is computed now from shared state."""
     answers = ask_all(gateway, lambda s: s.metrics())
-    up = metrics.gauge("trainops_service_up", "1 when the service answered the scrape in time.", ["service"],
-                       [(name, 0 if text is None else 1) for name, text in answers.items()])
-    own = metrics.exposition("gateway", [up])
-    return metrics.merge([own] + [text for text in answers.values() if text])
+    up = gauge("trainops_service_up", "1 when the service answered the scrape in time.", ["service"],
+               [(name, 0 if answer is None else 1) for name, answer in answers.items()])
+    own = metrics.own_text("gateway", [up])
+    return metrics.merge([own] + [metrics.service_text(answer) for answer in answers.values() if answer])
 
 
 def _newest_first(item):
@@ -64,9 +73,8 @@ def _newest_first(item):
 
 def dead_letters(gateway, actor, consumer=None, event_type=None, status=None):
     """{"items": every service's dead letters newest first, "unavailable": services that did not answer}."""
-    services = _consumers(consumer)
     filters = {k: v for k, v in (("event_type", event_type), ("status", status)) if v}
-    answers = ask_all(gateway, lambda s: s.dead_letters(actor, filters), services)
+    answers = ask_all(gateway, lambda s: s.dead_letters(actor, filters), _consumers(consumer))
     items = [letter for letters in answers.values() if letters for letter in letters]
     items.sort(key=_newest_first, reverse=True)
     return {"items": items, "next_cursor": None,
@@ -76,7 +84,7 @@ def dead_letters(gateway, actor, consumer=None, event_type=None, status=None):
 def replay_one(gateway, actor, letter_id):
     """Replay one dead letter: its id names its consumer (`<service>:<event id>`)."""
     consumer = letter_id.split(":", 1)[0]
-    if consumer not in SERVICES:
+    if consumer not in services():
         raise not_found("dead_letter", letter_id)
     return getattr(gateway, consumer).replay_dead_letters(actor, {"ids": [letter_id]})
 
@@ -84,8 +92,8 @@ def replay_one(gateway, actor, letter_id):
 def replay_kind(gateway, actor, consumer, event_type):
     """Replay every parked dead letter of `event_type` at `consumer`."""
     fields = {}
-    if consumer not in SERVICES:
-        fields["consumer"] = ["One of {}.".format(", ".join(SERVICES))]
+    if consumer not in services():
+        fields["consumer"] = ["One of {}.".format(", ".join(services()))]
     if not event_type:
         fields["event_type"] = ["Required."]
     if fields:
@@ -95,10 +103,10 @@ def replay_kind(gateway, actor, consumer, event_type):
 
 def _consumers(consumer):
     if not consumer:
-        return SERVICES
-    if consumer not in SERVICES:
+        return services()
+    if consumer not in services():
         raise DomainError("invalid_fields", "Some fields are invalid.",
-                          {"consumer": ["One of {}.".format(", ".join(SERVICES))]}, 422)
+                          {"consumer": ["One of {}.".format(", ".join(services()))]}, 422)
     return (consumer,)
 
 

@@ -1,6 +1,6 @@
-"""The heartbeat file that the pod's probe reads (`python -m backbone.probe <service>`).
+"""The heartbeat file that the pod's probe reads (`python -m ops.probe <service>`).
 
-Every service container runs one (`Operations` attaches it; nothing to declare): every
+Every service container runs one (`ops.container.Container` attaches it; nothing to declare): every
 `HEARTBEAT_SECONDS` (5) it writes `<HEARTBEAT_DIR>/trainops-<service>.health` (`/tmp`) with the result
 of the last health check of this process, the same checks the `health` RPC runs (MongoDB through the
 container's own client, the broker, the outbox).
@@ -24,8 +24,10 @@ from kombu import Connection
 from nameko import config
 from nameko.extensions import DependencyProvider
 
-from backbone.probe import DEFAULT_DIR, heartbeat_path, write_heartbeat
-from backbone.store import Store
+from backbone import topology
+from backbone.database import database_of
+from backbone.exposed import health_report
+from ops.probe import DEFAULT_DIR, heartbeat_path, write_heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +35,11 @@ DEFAULT_SECONDS = 5
 
 
 class Heartbeat(DependencyProvider):
-    """Writes this process's health to its heartbeat file. `check(service_name, db, connection)` is
-    `backbone.operations.health_report`: the broker connection is kept from one check to the next (and
-    opened again after a failure) instead of a new one every few seconds."""
+    """Writes this process's health to its heartbeat file: the checks of the service's `health` RPC
+    (`backbone.exposed.health_report`), with the broker connection kept from one check to the next
+    (and opened again after a failure) instead of a new one every few seconds."""
 
-    def __init__(self, check):
+    def __init__(self, check=health_report):
         self.check = check
         self._stopped = False
         self._wakeup = threading.Event()
@@ -54,11 +56,12 @@ class Heartbeat(DependencyProvider):
         self._remove()
 
     def start(self):
-        stores = [d for d in self.container.dependencies if isinstance(d, Store)]
-        if not stores:
-            log.warning("heartbeat: %s has no Store; no heartbeat file", self.container.service_name)
+        database = database_of(self.container)
+        if database is None:
+            log.warning("heartbeat: %s has no Database; no heartbeat file", self.container.service_name)
             return
-        self.db = stores[0].db
+        self.db = database.db
+        self.event_types = topology.subscriptions_of(self.container.service_cls)
         self.container.spawn_managed_thread(self._beat, identifier="heartbeat")
 
     def stop(self):
@@ -87,7 +90,7 @@ class Heartbeat(DependencyProvider):
         try:
             if self._connection is None:
                 self._connection = Connection(config["AMQP_URI"], connect_timeout=1.0)
-            report = self.check(self.container.service_name, self.db, self._connection)
+            report = self.check(self.container.service_name, self.db, self.event_types, self._connection)
             if report["checks"].get("broker") != "ok":
                 self._close_connection()
             self._last = {"status": report["status"], "checks": report["checks"], "checked": time.monotonic()}

@@ -4,21 +4,21 @@ from collections import Counter
 from datetime import datetime, timezone
 
 from backbone.auth import OPERATOR
-from gateway import ops
+from ops import fleet
 
 
 def overview(gateway):
-    healthy, services, details = ops.health(gateway)
+    healthy, services, details = fleet.health(gateway)
     queues = [q for d in details.values() for q in d.get("queues", [])]
-    letters = ops.dead_letters(gateway, OPERATOR, status="parked")
+    letters = fleet.dead_letters(gateway, OPERATOR, status="parked")
     dead_counts = Counter(d["consumer"] for d in letters["items"])
-    dead_counts = {name: dead_counts.get(name, 0) for name in ops.SERVICES if name not in letters["unavailable"]}
+    dead_counts = {name: dead_counts.get(name, 0) for name in fleet.services() if name not in letters["unavailable"]}
     return {"healthy": healthy, "services": services, "details": details, "queues": queues,
             "dead_counts": dead_counts}
 
 
 def dead_letters(gateway, replayed=None):
-    letters = ops.dead_letters(gateway, OPERATOR)
+    letters = fleet.dead_letters(gateway, OPERATOR)
     kinds = Counter((d["consumer"], d["event_type"]) for d in letters["items"]
                     if d["status"] == "parked" and d["event_type"])
     return {"items": letters["items"], "unavailable": letters["unavailable"], "kinds": dict(kinds),
@@ -29,10 +29,10 @@ def sessions(gateway):
     """Upcoming scheduled sessions with seats taken and waitlist (registration), and check-ins when
     registration reports them."""
     now = datetime.now(timezone.utc)
-    listed = ops.ask_all(gateway, lambda s: s.list_sessions(OPERATOR, {"status": "scheduled", "limit": 200}),
+    listed = fleet.ask_all(gateway, lambda s: s.list_sessions(OPERATOR, {"status": "scheduled", "limit": 200}),
                          ("scheduling",))["scheduling"] or {"items": []}
     upcoming = [s for s in listed["items"] if s.get("starts_at") and s["starts_at"] >= now]
-    seats = ops.ask_all(gateway, lambda r: [r.seats(s["id"]) for s in upcoming], ("registration",))["registration"]
+    seats = fleet.ask_all(gateway, lambda r: [r.seats(s["id"]) for s in upcoming], ("registration",))["registration"]
     attended = _attended_per_session(gateway)
     for session, numbers in zip(upcoming, seats or [{}] * len(upcoming)):
         session.update(seats_taken=numbers.get("seats_taken"), waitlist_length=numbers.get("waitlist_length"),
@@ -43,7 +43,7 @@ def sessions(gateway):
 def _attended_per_session(gateway):
     """{session id: officials who checked in}, from registration's per-session report; None if it
     does not answer."""
-    report = ops.ask_all(gateway, lambda r: r.report(OPERATOR, "session", {}), ("registration",),
+    report = fleet.ask_all(gateway, lambda r: r.report(OPERATOR, "session", {}), ("registration",),
                          timeout=5)["registration"]
     if not report or "attended" not in report.get("columns", []):
         return None
@@ -52,10 +52,10 @@ def _attended_per_session(gateway):
 
 
 def _notices(client, filters, pages=20):
-    """Notices in the delivery log, page after page (at most `pages` of 500)."""
+    """Notices in the log, page after page (at most `pages` of 200)."""
     found, cursor = [], None
     for _ in range(pages):
-        answer = client.list_notices(OPERATOR, dict(filters, limit=500, **({"cursor": cursor} if cursor else {})))
+        answer = client.list_notices(OPERATOR, dict(filters, limit=200, **({"cursor": cursor} if cursor else {})))
         if isinstance(answer, list):  # an unpaged log
             return answer
         found += answer["items"]
@@ -68,9 +68,9 @@ def _notices(client, filters, pages=20):
 def notifications(gateway, outcome=""):
     """Delivery by channel and status, and the latest notices that failed or wait for a retry."""
     def gather(client):
-        return {"all": _notices(client, {}),
-                "failing": _notices(client, {"status": "failed"}, 2) + _notices(client, {"status": "retrying"}, 2)}
-    answer = ops.ask_all(gateway, gather, ("notifications",), timeout=5)["notifications"]
+        return {"all": _notices(client, {}, 50),
+                "failing": _notices(client, {"status": "failed"}, 5) + _notices(client, {"status": "retrying"}, 5)}
+    answer = fleet.ask_all(gateway, gather, ("notifications",), timeout=5)["notifications"]
     counts = Counter((n["channel"], n["status"]) for n in (answer or {}).get("all", []))
     failing = sorted((answer or {}).get("failing", []), key=lambda n: str(n.get("created_at")), reverse=True)
     return {"counts": dict(sorted(counts.items())), "failures": failing[:50], "unavailable": answer is None,
@@ -83,4 +83,4 @@ def partners(gateway):
         for partner in found:
             partner["agreements"] = client.list_agreements(OPERATOR, partner["id"], {"limit": 200})["items"]
         return found
-    return {"partners": ops.ask_all(gateway, gather, ("partners",), timeout=5)["partners"] or []}
+    return {"partners": fleet.ask_all(gateway, gather, ("partners",), timeout=5)["partners"] or []}

@@ -1,14 +1,15 @@
-"""What operators need from every service, the same way in each: health, metrics, dead letters and the
-audit trail. A service inherits it (`class RegistrationService(Operations):`) and declares its `store`
-as usual; nameko finds these RPCs on the base class.
+"""The one hook operations needs in a service: `class PartnersService(Exposed)`.
 
-Every service also runs a `Heartbeat`: the file its pod's probe reads (`backbone/heartbeat.py`), and a
-`MetricsServer`: its process's counters on `METRICS_PORT`, for Prometheus to scrape every replica
-(`backbone/metrics.py`).
+`Exposed` gives the service five RPCs over the platform's own records (the outbox, dead letters,
+handled events) and the broker: `health`, `metrics`, `dead_letters`, `replay_dead_letters` and
+`events`. The operator tooling (`ops/`) asks them of every service and renders the answers; nothing
+here formats for people or for Prometheus. A service may add its own figures by overriding
+`domain_gauges()` (built with `gauge` and `counts`) and its own records to the audit trail by
+overriding `audit_records(correlation_id)`.
 
-A service may add its own numbers to its metrics by overriding `domain_metrics()` (text lines in the
-Prometheus format; `backbone.metrics.gauge` and `render` build them), and its own records to the audit
-trail by overriding `audit_records(correlation_id)`.
+The RPCs are attached to each subclass as it is defined, not decorated here: `nameko run
+services.x.service` runs every class of the module that has entrypoints, and this base class,
+imported there, must not look like a service itself.
 """
 import functools
 import json
@@ -18,12 +19,12 @@ from kombu import Connection
 from nameko import config
 from pymongo import ASCENDING, DESCENDING
 
-from backbone import auth, metrics, topology
+from backbone import auth, counters, topology
+from backbone.clock import utcnow
 from backbone.config import events_setting
 from backbone.errors import invalid, not_found
-from backbone.heartbeat import Heartbeat
+from backbone.outbox import ConfirmedPublisher, emitted_events
 from backbone.rpc import rpc
-from backbone.store import ConfirmedPublisher, emitted_events, utcnow
 from backbone.subscriber import replay_dead_letter
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,21 @@ log = logging.getLogger(__name__)
 # within this is reported down, not waited for.
 BROKER_TIMEOUT = 1.0
 DEAD_LETTER_PAGE = 200
+RPCS = ("health", "metrics", "dead_letters", "replay_dead_letters", "events")
+
+
+def gauge(name, documentation, labels, rows):
+    """A gauge as data: `rows` are (label values..., value) tuples."""
+    return {"name": name, "help": documentation, "labels": list(labels),
+            "rows": [[str(v) for v in row[:-1]] + [float(row[-1])] for row in rows]}
+
+
+def counts(collection, name, documentation, fields, match=None):
+    """A gauge of how many documents of `collection` have each combination of `fields`."""
+    pipeline = ([{"$match": match}] if match else []) + [
+        {"$group": {"_id": {f: "$" + f for f in fields}, "n": {"$sum": 1}}}]
+    rows = [tuple(str(row["_id"].get(f)) for f in fields) + (row["n"],) for row in collection.aggregate(pipeline)]
+    return gauge(name, documentation, fields, sorted(rows))
 
 
 def outbox_stall_seconds():
@@ -48,23 +64,12 @@ def outbox_state(db):
     }
 
 
-def public_dead_letter(doc):
-    try:
-        event = json.loads(doc.get("body") or "")
-    except ValueError:
-        event = doc.get("body")
-    out = {k: doc.get(k) for k in ("consumer", "event_id", "event_type", "correlation_id", "error", "attempts",
-                                   "status", "parked_at", "replayed_at")}
-    out.update(id=doc["_id"], replays=doc.get("replays", 0), event=event)
-    return out
-
-
-def broker_queues(service, connection):
+def broker_queues(service, event_types, connection):
     """(queue, messages, consumers) of the service's queues, asked passively (nothing is created)."""
-    if not topology.SUBSCRIPTIONS.get(service):
+    if not event_types:
         return []
     rows = []
-    for queue in topology.service_queues(service):
+    for queue in topology.service_queues(service, event_types):
         channel = connection.channel()
         try:
             _, messages, consumers = channel.queue_declare(queue=queue.name, passive=True)
@@ -79,10 +84,11 @@ def broker_queues(service, connection):
     return rows
 
 
-def health_report(name, db, connection=None):
-    """What the `health` RPC answers, for the service `name` with its database `db`. The same checks
-    feed the heartbeat file of the pod's probe (`backbone/heartbeat.py`), which passes the broker
-    `connection` it keeps between checks; without one, the check opens its own."""
+def health_report(name, db, event_types=(), connection=None):
+    """`status` ok when MongoDB and the broker answer and no event has waited in the outbox for longer
+    than `outbox_stall_seconds`; `down` when MongoDB or the broker fail; `degraded` when only the
+    outbox is stalled. `checks` names each result; with the outbox backlog, the age of the oldest
+    event not yet published and the service's queues. `connection`: a broker connection to reuse."""
     checks = {}
     result = {"service": name}
     try:
@@ -97,9 +103,9 @@ def health_report(name, db, connection=None):
     try:
         if connection is None:
             with Connection(config["AMQP_URI"], connect_timeout=BROKER_TIMEOUT) as connection:
-                result["queues"] = _broker_check(name, connection)
+                result["queues"] = _broker_check(name, event_types, connection)
         else:
-            result["queues"] = _broker_check(name, connection)
+            result["queues"] = _broker_check(name, event_types, connection)
         checks["broker"] = "ok"
     except Exception as exc:
         checks["broker"] = "down: {}".format(type(exc).__name__)
@@ -111,14 +117,22 @@ def health_report(name, db, connection=None):
     return result
 
 
-def _broker_check(name, connection):
+def _broker_check(name, event_types, connection):
     connection.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT)
     # A round trip, so that a kept connection the broker has dropped is found out here.
     connection.channel().close()
-    return [{"queue": q, "messages": m, "consumers": c} for q, m, c in broker_queues(name, connection)]
+    return [{"queue": q, "messages": m, "consumers": c} for q, m, c in broker_queues(name, event_types, connection)]
 
 
-RPCS = ("health", "metrics", "dead_letters", "replay_dead_letters", "events")
+def public_dead_letter(doc):
+    try:
+        event = json.loads(doc.get("body") or "")
+    except ValueError:
+        event = doc.get("body")
+    out = {k: doc.get(k) for k in ("consumer", "event_id", "event_type", "correlation_id", "error", "attempts",
+                                   "status", "parked_at", "replayed_at")}
+    out.update(id=doc["_id"], replays=doc.get("replays", 0), event=event)
+    return out
 
 
 def _exposed(method):
@@ -129,94 +143,77 @@ def _exposed(method):
     return rpc(entrypoint)
 
 
-class Operations:
-    """Health, metrics, dead letters and the audit trail of the service that inherits it.
-
-    The RPCs are attached to each subclass as it is defined, not decorated here: `nameko run
-    services.x.service` runs every class in the module that has entrypoints, and this base class,
-    imported there, must not look like a service itself. A subclass that defines one of them keeps its own.
-    """
+class Exposed:
+    """Health, metrics, dead letters and the audit trail of the service that inherits it. The service
+    declares its `db = Database(...)` as usual."""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         for name in RPCS:
             if name not in cls.__dict__:
-                setattr(cls, name, _exposed(getattr(Operations, name)))
-        # The file the pod's probe reads (backbone/probe.py): this process's health, every few seconds.
-        if "heartbeat" not in cls.__dict__:
-            cls.heartbeat = Heartbeat(health_report)
-        # This process's own counters on METRICS_PORT, once per process (off when it is empty).
-        if "metrics_server" not in cls.__dict__:
-            cls.metrics_server = metrics.MetricsServer()
+                setattr(cls, name, _exposed(getattr(Exposed, name)))
 
-    # -- overridable hooks ------------------------------------------------------------------------------
+    # -- what a service may add ---------------------------------------------------------------------
 
-    def domain_metrics(self):
-        """Extra metric lines (Prometheus text) about this service's own data; none by default."""
-        return ""
-
-    def audit_records(self, correlation_id):
-        """Extra audit-trail entries of this service for a correlation id (dicts with at least `at`
-        and `kind`); none by default."""
+    def domain_gauges(self):
+        """Gauges about this service's own data (`gauge`, `counts`); none by default."""
         return []
 
-    # -- health ---------------------------------------------------------------------------------------
+    def audit_records(self, correlation_id):
+        """Audit-trail entries of this service for a correlation id (dicts with at least `at` and
+        `kind`); none by default."""
+        return []
+
+    # -- the RPCs -----------------------------------------------------------------------------------
 
     def health(self):
-        """`status` ok when MongoDB and the broker answer and no event has waited in the outbox for
-        longer than `outbox_stall_seconds`; `down` when MongoDB or the broker fail, `degraded` when only
-        the outbox is stalled. `checks` names each check's result; with the outbox backlog, the age of
-        the oldest event not yet published, and the depth of the service's queues."""
-        return health_report(self.name, self.store.db)
-
-    # -- metrics --------------------------------------------------------------------------------------
+        """See `health_report`."""
+        return health_report(self.name, self.db.db, topology.subscriptions_of(type(self)))
 
     def metrics(self):
-        """This service's Prometheus text: computed now, its outbox backlog, parked dead letters, queue
-        depths and `domain_metrics`; and its event counters and handler latencies unless its processes
-        serve those themselves on `METRICS_PORT` (then any replica's answer would be a fraction)."""
+        """{"gauges": computed now: outbox backlog, parked dead letters, MongoDB and broker up, queue
+        depths and `domain_gauges`; "counters": this process's counters and handler latencies as
+        Prometheus text, unless the process serves them itself on METRICS_PORT (then any replica's
+        answer would be a fraction of them)}."""
         name = self.name
-        families = []
+        gauges = []
         try:
-            state = outbox_state(self.store.db)
-            families += [
-                metrics.gauge("trainops_outbox_backlog", "Events written but not yet published.",
-                              ["service"], [(name, state["outbox_backlog"])]),
-                metrics.gauge("trainops_outbox_oldest_pending_seconds",
-                              "Age of the oldest event not yet published (0 when none).",
-                              ["service"], [(name, state["oldest_pending_seconds"])]),
-                metrics.gauge("trainops_dead_letters", "Dead letters parked, waiting for an operator.",
-                              ["service"], [(name, self.store.db.dead_letters.count_documents({"status": "parked"}))]),
+            state = outbox_state(self.db.db)
+            gauges += [
+                gauge("trainops_outbox_backlog", "Events written but not yet published.",
+                      ["service"], [(name, state["outbox_backlog"])]),
+                gauge("trainops_outbox_oldest_pending_seconds",
+                      "Age of the oldest event not yet published (0 when none).",
+                      ["service"], [(name, state["oldest_pending_seconds"])]),
+                gauge("trainops_dead_letters", "Dead letters parked, waiting for an operator.",
+                      ["service"], [(name, self.db.dead_letters.count_documents({"status": "parked"}))]),
             ]
             mongo_up = 1
         except Exception:
             log.warning("metrics: the database did not answer")
             mongo_up = 0
-        families.append(metrics.gauge("trainops_mongodb_up", "1 when the service's database answers.",
-                                      ["service"], [(name, mongo_up)]))
+        gauges.append(gauge("trainops_mongodb_up", "1 when the service's database answers.",
+                            ["service"], [(name, mongo_up)]))
         try:
             with Connection(config["AMQP_URI"], connect_timeout=BROKER_TIMEOUT) as connection:
                 connection.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT)
-                queues = broker_queues(name, connection)
+                queues = broker_queues(name, topology.subscriptions_of(type(self)), connection)
             broker_up = 1
         except Exception:
             log.warning("metrics: the broker did not answer")
             queues, broker_up = [], 0
-        families.append(metrics.gauge("trainops_broker_up", "1 when the broker accepts a connection.",
-                                      ["service"], [(name, broker_up)]))
+        gauges.append(gauge("trainops_broker_up", "1 when the broker accepts a connection.",
+                            ["service"], [(name, broker_up)]))
         if queues:
-            families.append(metrics.gauge("trainops_queue_messages", "Messages ready in a queue.",
-                                          ["service", "queue"], [(name, q, m) for q, m, _ in queues]))
-            families.append(metrics.gauge("trainops_queue_consumers", "Consumers attached to a queue.",
-                                          ["service", "queue"], [(name, q, c) for q, _, c in queues]))
+            gauges.append(gauge("trainops_queue_messages", "Messages ready in a queue.",
+                                ["service", "queue"], [(name, q, m) for q, m, _ in queues]))
+            gauges.append(gauge("trainops_queue_consumers", "Consumers attached to a queue.",
+                                ["service", "queue"], [(name, q, c) for q, _, c in queues]))
         try:
-            extra = self.domain_metrics() or ""
+            gauges += self.domain_gauges() or []
         except Exception:
-            log.exception("metrics: domain_metrics failed")
-            extra = ""
-        return metrics.exposition(name, families, extra)
-
-    # -- dead letters ---------------------------------------------------------------------------------
+            log.exception("metrics: domain_gauges failed")
+        return {"gauges": gauges, "counters": counters.exported_text(name)}
 
     def dead_letters(self, actor, filters=None):
         """This service's dead letters, newest first: the consumer, the error, the attempts and the
@@ -224,7 +221,7 @@ class Operations:
         auth.require_operator(actor)
         filters = filters or {}
         query = {k: filters[k] for k in ("event_type", "status") if filters.get(k)}
-        docs = self.store.db.dead_letters.find(query).sort("parked_at", DESCENDING).limit(DEAD_LETTER_PAGE)
+        docs = self.db.dead_letters.find(query).sort("parked_at", DESCENDING).limit(DEAD_LETTER_PAGE)
         return [public_dead_letter(d) for d in docs]
 
     def replay_dead_letters(self, actor, selector):
@@ -234,7 +231,7 @@ class Operations:
         unknown id."""
         auth.require_operator(actor)
         selector = selector or {}
-        db = self.store.db
+        db = self.db.db
         if selector.get("ids"):
             ids = [str(i) for i in selector["ids"]]
             known = {d["_id"] for d in db.dead_letters.find({"_id": {"$in": ids}}, {"_id": 1})}
@@ -257,14 +254,12 @@ class Operations:
         log.info("replayed %d dead letters", len(ids), extra={"fields": {"outcome": "replayed", "count": len(ids)}})
         return {"replayed": ids}
 
-    # -- audit trail ----------------------------------------------------------------------------------
-
     def events(self, actor, correlation_id):
         """What this service did under a correlation id: events it wrote (and when they were
         published), events it handled, dead letters, and the service's own audit records."""
         auth.require_operator(actor)
         name = self.name
-        db = self.store.db
+        db = self.db.db
         trail = []
         for doc in emitted_events(db, {"correlation_id": correlation_id}):
             trail.append({"service": name, "kind": "published" if doc.get("state") == "published" else "pending",

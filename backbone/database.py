@@ -1,0 +1,199 @@
+"""The MongoDB dependency of a service, and the transaction that writes events with the change.
+
+A service declares `db = Database(indexes=store.INDEXES)`. Each container opens one client to its
+service's own database (`<prefix>_<service>`), ensures the indexes at start (the service's and the
+platform's) and runs the outbox relay (`backbone/outbox.py`). A worker gets a `WorkerDatabase`:
+collections by name for reads, and `transaction(work)` for every change that publishes events:
+
+    def onboard(tx):
+        tx.partners.insert_one(doc)
+        tx.emit("partner_onboarded", {...})
+    self.db.transaction(onboard)
+
+`tx` is a `Transaction`: the same collections, bound to one MongoDB transaction, and `emit`. The
+events go into the `outbox` collection in that transaction, so either both happen or neither.
+"""
+import functools
+import uuid
+import eventlet
+from eventlet.queue import Empty
+from nameko import config
+from nameko.extensions import DependencyProvider
+from pymongo import ASCENDING, IndexModel, MongoClient
+from pymongo.errors import DuplicateKeyError
+
+from backbone.clock import utcnow
+from backbone.config import database_name
+from backbone.events import make_envelope
+from backbone.outbox import OutboxRelay, archive, outbox_record
+
+PLATFORM_INDEXES = {
+    # Only what waits to be published; the relay deletes what the broker confirmed, so one index
+    # serves its order.
+    "outbox": [IndexModel([("created_at", ASCENDING)])],
+    # The producer's record of what it said; the audit trail looks events up by correlation id.
+    "published_events": [IndexModel([("correlation_id", ASCENDING)])],
+    # One document per handled event id: the unique _id is what makes consumers idempotent.
+    "handled_events": [],
+    "dead_letters": [IndexModel([("status", ASCENDING), ("parked_at", ASCENDING)])],
+    "leases": [],
+}
+
+
+class AlreadyHandled(Exception):
+    """The event being handled was handled before; its effects were rolled back."""
+
+
+def new_id(kind):
+    """Readable ids: the kind, then 16 random hex digits (`session-3f2a...`)."""
+    return "{}-{}".format(kind, uuid.uuid4().hex[:16])
+
+
+def mongo_client(uri=None):
+    return MongoClient(uri or config["MONGO_URI"], tz_aware=True, uuidRepresentation="standard")
+
+
+def take_queued(queue, linger=0.0, fill=0):
+    """For group commits: the next item to arrive on an eventlet queue (waiting for it), and every
+    item queued behind it by then. Fewer than `fill` of them wait `linger` seconds, once, for the
+    items right behind."""
+    items = [queue.get()]
+    while True:
+        try:
+            items.append(queue.get_nowait())
+        except Empty:
+            if not linger or len(items) >= fill:
+                return items
+            eventlet.sleep(linger)
+            linger = 0
+
+
+def handled_record(event):
+    """The record that makes a consumer idempotent; its type and correlation id serve the audit trail."""
+    return {"_id": event["event_id"], "event_type": event.get("type"),
+            "correlation_id": event.get("correlation_id"), "handled_at": utcnow()}
+
+
+class _InTransaction:
+    """A collection whose every operation joins the transaction's session."""
+
+    def __init__(self, collection, session):
+        self._collection = collection
+        self._session = session
+
+    def __getattr__(self, operation):
+        return functools.partial(getattr(self._collection, operation), session=self._session)
+
+
+class Transaction:
+    """The `tx` that `transaction(work)` hands to `work`: collections bound to one MongoDB
+    transaction, and `emit` to publish an event with the change."""
+
+    def __init__(self, db, session, producer, correlation_id):
+        self._db = db
+        self.session = session
+        self.producer = producer
+        self.correlation_id = correlation_id
+        self.events = []
+
+    def __getattr__(self, name):
+        return _InTransaction(self._db[name], self.session)
+
+    def emit(self, type_, payload, version=1):
+        envelope = make_envelope(type_, payload, self.producer, self.correlation_id, version)
+        self.events.append(envelope)
+        return envelope
+
+
+class WorkerDatabase:
+    """A worker's view of its service's database: `db.<collection>` and `db.transaction(work)`."""
+
+    def __init__(self, provider, worker_ctx):
+        self._provider = provider
+        self._worker_ctx = worker_ctx
+        self.db = provider.db
+
+    def __getattr__(self, name):
+        return self.db[name]
+
+    def _handled_event(self):
+        # Only the event-handler entrypoint marks events handled; an RPC call made from inside a
+        # handler must not, which is why this is not in the (propagated) context data.
+        if getattr(self._worker_ctx.entrypoint, "marks_handled", False):
+            return self._worker_ctx.args[0]
+        return None
+
+    def transaction(self, work):
+        """Run `work(tx)` in one MongoDB transaction together with its events and, inside an event
+        handler, the record that this event was handled. Returns what `work` returns. Raises
+        AlreadyHandled (everything rolled back) when the event was handled before."""
+        provider = self._provider
+        correlation_id = self._worker_ctx.context_data.get("correlation_id") or "none"
+        handled = self._handled_event()
+        written = []
+
+        def attempt(session):
+            tx = Transaction(self.db, session, provider.container.service_name, correlation_id)
+            result = work(tx)
+            if handled:
+                try:
+                    self.db.handled_events.insert_one(handled_record(handled), session=session)
+                except DuplicateKeyError:
+                    raise AlreadyHandled(handled["event_id"])
+                # Tell the subscriber not to record it again after the handler returns.
+                self._worker_ctx.handled_recorded = True
+            if tx.events:
+                self.db.outbox.insert_many([outbox_record(e) for e in tx.events], session=session)
+            written[:] = tx.events
+            return result
+
+        with provider.client.start_session() as session:
+            result = session.with_transaction(attempt)
+        if written:
+            provider.relay.wake()
+        return result
+
+
+class Database(DependencyProvider):
+    """The service's database: one client per container, indexes at start, the outbox relay."""
+
+    def __init__(self, indexes=None, relay=True):
+        self.indexes = indexes or {}
+        self.run_relay = relay
+
+    def setup(self):
+        self.client = mongo_client()
+        self.db = self.client[database_name(self.container.service_name)]
+        _move_published_out_of_outbox(self.db)
+        for collection, models in list(PLATFORM_INDEXES.items()) + list(self.indexes.items()):
+            if models:
+                self.db[collection].create_indexes(models)
+        self.relay = OutboxRelay(self.db, self.container.service_name)
+
+    def start(self):
+        if self.run_relay:
+            self.container.spawn_managed_thread(self.relay.run, identifier="outbox-relay")
+
+    def stop(self):
+        if hasattr(self, "relay"):
+            self.relay.stop()
+
+    kill = stop
+
+    def get_dependency(self, worker_ctx):
+        return WorkerDatabase(self, worker_ctx)
+
+
+def database_of(container):
+    """The Database dependency of a container (for extensions that work on the service's data)."""
+    return next((d for d in container.dependencies if isinstance(d, Database)), None)
+
+
+def _move_published_out_of_outbox(db):
+    """Databases written before the relay deleted what it published keep published records in the
+    outbox under a (state, created_at) index: move them to `published_events` and drop that index."""
+    if "state_1_created_at_1" not in db.outbox.index_information():
+        return
+    archive(db, list(db.outbox.find({"state": "published"})))
+    db.outbox.delete_many({"state": "published"})
+    db.outbox.drop_index("state_1_created_at_1")

@@ -1,0 +1,88 @@
+"""What registration publishes: registrations confirmed, waitlisted, promoted, cancelled and
+rescheduled, attendance recorded, courses completed, units merged. Consumer: notifications.
+
+Personal data: each registration event carries the official (`OfficialRef`: name, email, phone,
+language) because notifications must write to them and never reads registration's database; nothing
+else about them travels."""
+from marshmallow import Schema, fields, validate
+
+from backbone.events import contract
+from backbone.fields import Id, When
+
+
+class OfficialRef(Schema):
+    """What notifications need to reach an official, carried in the event so nobody reads another's data."""
+    id = Id(required=True)
+    full_name = fields.Str(required=True)
+    email = fields.Str(allow_none=True)
+    phone = fields.Str(allow_none=True)
+    language = fields.Str(load_default="vi")
+
+
+class SessionRef(Schema):
+    id = Id(required=True)
+    title = fields.Str(required=True)
+    venue_name = fields.Str(required=True)
+    address = fields.Str(required=True)
+    room = fields.Str(required=True)
+    starts_at = When(required=True)
+    ends_at = When(required=True)
+
+
+class _Registration(Schema):
+    registration_id = Id(required=True)
+    session = fields.Nested(SessionRef, required=True)
+    official = fields.Nested(OfficialRef, required=True)
+
+
+@contract("registration_confirmed")
+class RegistrationConfirmed(_Registration):
+    qr_token = fields.Str(required=True)
+
+
+@contract("registration_waitlisted")
+class RegistrationWaitlisted(_Registration):
+    waitlist_position = fields.Int(required=True)
+
+
+@contract("registration_promoted")
+class RegistrationPromoted(_Registration):
+    qr_token = fields.Str(required=True)
+
+
+@contract("registration_cancelled")
+class RegistrationCancelled(_Registration):
+    reason = fields.Str(allow_none=True)
+    # who or what ended it: the official (or their unit), an operator, or the session's cancellation.
+    cause = fields.Str(load_default="official",
+                       validate=validate.OneOf(("official", "operator", "session_cancelled")))
+
+
+@contract("registration_rescheduled")
+class RegistrationRescheduled(_Registration):
+    """Per registration of a rescheduled session, so each official can be told (`session` is the new time)."""
+    status = fields.Str(required=True, validate=validate.OneOf(("confirmed", "waitlisted")))
+    previous_starts_at = When(allow_none=True)
+    previous_ends_at = When(allow_none=True)
+
+
+@contract("attendance_recorded")
+class AttendanceRecorded(Schema):
+    registration_id = Id(required=True)
+    session_id = Id(required=True)
+    official_id = Id(required=True)
+    part = fields.Int(required=True)
+    checked_in_at = When(required=True)
+
+
+@contract("course_completed")
+class CourseCompleted(_Registration):
+    certificate_code = fields.Str(required=True)
+    certificate_url = fields.Str(required=True)
+
+
+@contract("units_merged")
+class UnitsMerged(Schema):
+    from_codes = fields.List(fields.Str(), required=True, validate=validate.Length(min=1))
+    into_code = fields.Str(required=True)
+    into_name = fields.Str(required=True)

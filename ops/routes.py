@@ -1,0 +1,162 @@
+"""The operator's HTTP routes, which the gateway mounts (`class GatewayService(OperationsRoutes)`):
+health, Prometheus metrics, dead letters and their replay, the audit trail of a correlation id, and
+the console (server-rendered pages, signed in by cookie: `ops/console/`)."""
+import hmac
+
+from nameko import config
+from prometheus_client import CONTENT_TYPE_LATEST
+from werkzeug.wrappers import Response
+
+from backbone.auth import OPERATOR, require_operator
+from backbone.errors import DomainError
+from gateway.entrypoints import api, read_json
+from ops import console, fleet
+from ops.console import pages
+
+
+class OperationsRoutes:
+    """Needs of the service that mounts it: `actor(request)` and an RPC client per service."""
+
+    @api("GET", "/health", auth=None, summary="Every service's health; 503 naming the failing ones.")
+    def health(self, request):
+        """Every service's health RPC (its MongoDB, its broker connection, its outbox backlog), asked
+        in parallel with a short timeout: a stopped or hung service shows as down within it; it does
+        not hang this endpoint. `checks` adds each service's details (what failed, outbox backlog)."""
+        healthy, services, details = fleet.health(self)
+        return (200 if healthy else 503), {"status": "ok" if healthy else "degraded", "services": services,
+                                           "checks": {name: {k: v for k, v in d.items() if k != "queues"}
+                                                      for name, d in details.items()}}
+
+    @api("GET", "/metrics",
+         summary="Prometheus text: the gateway's and every service's metrics; trainops_service_up 0 for "
+                 "a service that did not answer.")
+    def prometheus_metrics(self, request):
+        require_operator(self.actor(request))
+        return Response(fleet.scrape(self), content_type=CONTENT_TYPE_LATEST)
+
+    # -- operations -------------------------------------------------------------------------------
+
+    @api("GET", "/dead-letters",
+         summary="Dead letters of every service, newest first: consumer, error, attempts and the original "
+                 "event; ?consumer=&event_type=&status=")
+    def list_dead_letters(self, request):
+        return fleet.dead_letters(self, self.actor(request), request.args.get("consumer"),
+                                request.args.get("event_type"), request.args.get("status"))
+
+    @api("POST", "/dead-letters/<letter_id>/replay",
+         summary="Send one dead letter back to its consumer; an event handled since is not handled again.")
+    def replay_dead_letter(self, request, letter_id):
+        return fleet.replay_one(self, self.actor(request), letter_id)
+
+    @api("POST", "/dead-letters/replay", body="DeadLetterReplayIn",
+         summary="Replay every parked dead letter of one kind at one consumer: {consumer, event_type}.")
+    def replay_dead_letters(self, request):
+        actor = self.actor(request)
+        body = read_json(request)
+        return fleet.replay_kind(self, actor, body.get("consumer"), body.get("event_type"))
+
+    @api("GET", "/events",
+         summary="The audit trail of a correlation id across services, in order of time: events written, "
+                 "published, handled, dead-lettered; ?correlation_id=")
+    def audit_trail(self, request):
+        return fleet.audit_trail(self, self.actor(request), request.args.get("correlation_id", "")[:64])
+
+    # The console: pages for people, signed-in by cookie (see ops/console/__init__.py).
+
+    def console_session(self, request):
+        return console.session_of(request, config.get("OPERATOR_TOKEN") or "")
+
+    def console_form_refusal(self, request):
+        """For a console form: a redirect to the login, or a 403 page when the form's CSRF token is
+        not this session's; None when the post may go ahead."""
+        nonce = self.console_session(request)
+        if nonce is None:
+            return console.redirect("/console/login")
+        if not console.csrf_ok(request, config["OPERATOR_TOKEN"], nonce):
+            return console.page(request, "login.html", status=403,
+                                error=console.LABELS[console.language(request)]["forbidden"])
+        return None
+
+    def console_page(self, request, template, gather, *args):
+        nonce = self.console_session(request)
+        if nonce is None:
+            return console.redirect("/console/login")
+        csrf = console.csrf_token(config["OPERATOR_TOKEN"], nonce)
+        return console.page(request, template, csrf=csrf, **gather(self, *args))
+
+    @api("GET", "/console/static/console.css", auth=None, public=False)
+    def console_css(self, request):
+        return console.stylesheet()
+
+    @api("GET", "/console/login", auth=None, public=False)
+    def console_login_form(self, request):
+        return console.page(request, "login.html")
+
+    @api("POST", "/console/login", auth=None, public=False)
+    def console_login(self, request):
+        key = config.get("OPERATOR_TOKEN") or ""
+        given = request.form.get("token", "")
+        if key and hmac.compare_digest(given.encode(), key.encode()):
+            return console.redirect("/console", cookie=console.new_session(key))
+        return console.page(request, "login.html", status=401,
+                            error=console.LABELS[console.language(request)]["bad_token"])
+
+    @api("POST", "/console/logout", auth=None, public=False)
+    def console_logout(self, request):
+        return console.redirect("/console/login", clear=True)
+
+    @api("GET", "/console", auth=None, public=False)
+    def console_overview(self, request):
+        return self.console_page(request, "overview.html", pages.overview)
+
+    @api("GET", "/console/dead-letters", auth=None, public=False)
+    def console_dead_letters(self, request):
+        replayed = request.args.get("replayed")
+        return self.console_page(request, "dead_letters.html", pages.dead_letters,
+                                 int(replayed) if replayed and replayed.isdigit() else None)
+
+    @api("POST", "/console/dead-letters/replay", auth=None, public=False)
+    def console_replay(self, request):
+        refusal = self.console_form_refusal(request)
+        if refusal is not None:
+            return refusal
+        if request.form.get("id"):
+            done = fleet.replay_one(self, OPERATOR, request.form["id"])
+        else:
+            done = fleet.replay_kind(self, OPERATOR, request.form.get("consumer"), request.form.get("event_type"))
+        return console.redirect("/console/dead-letters?replayed={}".format(len(done["replayed"])))
+
+    @api("GET", "/console/sessions", auth=None, public=False)
+    def console_sessions(self, request):
+        return self.console_page(request, "sessions.html", pages.sessions)
+
+    @api("GET", "/console/notifications", auth=None, public=False)
+    def console_notifications(self, request):
+        return self.console_page(request, "notifications.html", pages.notifications,
+                                 request.args.get("outcome", "")[:40])
+
+    @api("POST", "/console/notifications/resend", auth=None, public=False)
+    def console_resend(self, request):
+        refusal = self.console_form_refusal(request)
+        if refusal is not None:
+            return refusal
+        try:
+            self.notifications.resend(OPERATOR, request.form.get("id", ""))
+            outcome = "resent"
+        except DomainError as error:  # not failed any more, or unknown: say so on the page
+            outcome = error.code
+        return console.redirect("/console/notifications?outcome={}".format(outcome))
+
+    @api("GET", "/console/partners", auth=None, public=False)
+    def console_partners(self, request):
+        return self.console_page(request, "partners.html", pages.partners)
+
+    @api("GET", "/console/events", auth=None, public=False)
+    def console_events(self, request):
+        correlation_id = request.args.get("correlation_id", "").strip()[:64]
+
+        def gather(gateway):
+            if not correlation_id:
+                return {"correlation_id": "", "items": [], "unavailable": []}
+            return fleet.audit_trail(gateway, OPERATOR, correlation_id)
+        return self.console_page(request, "events.html", gather)
