@@ -13,6 +13,6 @@
 - `topology`: the exchange, each subscriber's durable queue (from its `@subscribe`s), delay queues.
 - `lease`, `timer`: work that runs once across replicas.
 - `logs`: JSON lines with the correlation id, personal data masked.
-- `counters`: the process's counters (events, handlers, HTTP); `exposed`: the hook operations uses.
+- `counters`: the process's counters (events, handlers, HTTP); `operated`: the hook operations uses.
 - `openapi`: request schemas as JSON schema for the gateway's document.
 """

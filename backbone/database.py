@@ -25,7 +25,7 @@ from pymongo.errors import DuplicateKeyError
 from backbone.clock import utcnow
 from backbone.config import database_name
 from backbone.events import make_envelope
-from backbone.outbox import OutboxRelay, archive, outbox_record
+from backbone.outbox import OutboxRelay, outbox_record
 
 PLATFORM_INDEXES = {
     # Only what waits to be published; the relay deletes what the broker confirmed, so one index
@@ -164,7 +164,6 @@ class Database(DependencyProvider):
     def setup(self):
         self.client = mongo_client()
         self.db = self.client[database_name(self.container.service_name)]
-        _move_published_out_of_outbox(self.db)
         for collection, models in list(PLATFORM_INDEXES.items()) + list(self.indexes.items()):
             if models:
                 self.db[collection].create_indexes(models)
@@ -188,12 +187,3 @@ def database_of(container):
     """The Database dependency of a container (for extensions that work on the service's data)."""
     return next((d for d in container.dependencies if isinstance(d, Database)), None)
 
-
-def _move_published_out_of_outbox(db):
-    """Databases written before the relay deleted what it published keep published records in the
-    outbox under a (state, created_at) index: move them to `published_events` and drop that index."""
-    if "state_1_created_at_1" not in db.outbox.index_information():
-        return
-    archive(db, list(db.outbox.find({"state": "published"})))
-    db.outbox.delete_many({"state": "published"})
-    db.outbox.drop_index("state_1_created_at_1")

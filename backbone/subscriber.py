@@ -300,29 +300,3 @@ class Subscriber(Entrypoint):
 
 
 subscribe = Subscriber.decorator
-
-
-def replay_dead_letter(db, dead_letter_id, publisher=None):
-    """Send a parked message back to its consumer's queue, attempts reset. Replaying an event that
-    was since handled does nothing more: the consumer sees its handled-event record and skips it.
-    `publisher`: a ConfirmedPublisher to reuse (one is opened and closed otherwise)."""
-    letter = db.dead_letters.find_one({"_id": dead_letter_id})
-    if letter is None:
-        return None
-    own = publisher is None
-    if own:
-        publisher = ConfirmedPublisher(config["AMQP_URI"])
-    try:
-        properties = {"content_type": "application/json", "content_encoding": "utf-8",
-                      "application_headers": {"x-attempts": 0, "x-replay-of": dead_letter_id}}
-        if letter.get("event_id"):
-            properties["message_id"] = letter["event_id"]
-        publisher.publish_batch(
-            [("", topology.queue_name(letter["consumer"]), letter["body"].encode("utf-8"), properties)])
-    finally:
-        if own:
-            publisher.close()
-    db.dead_letters.update_one(
-        {"_id": dead_letter_id},
-        {"$set": {"status": "replayed", "replayed_at": utcnow()}, "$inc": {"replays": 1}})
-    return letter

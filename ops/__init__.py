@@ -6,6 +6,6 @@
 - In the gateway, which mounts `routes.OperationsRoutes`: health, Prometheus metrics, dead letters and
   replay, the audit trail of a correlation id (`fleet` asks every service), and the console.
 
-Services expose what this needs through one hook, `backbone.exposed.Exposed`. This package imports
+Services expose what this needs through one hook, `backbone.operated.Operated`. This package imports
 nothing heavy here: the probe runs in every pod every few seconds.
 """

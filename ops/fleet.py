@@ -1,5 +1,4 @@
-"""What the operator routes and the console ask of every service at once (through the `Exposed`
-RPCs): health, metrics, dead letters, the audit trail. Each service is asked in parallel with a short
+"""What the operator routes and the console ask of every service at once (`ops/rpcs.py`): health, metrics, dead letters, the audit trail. Each service is asked in parallel with a short
 timeout, so one that is down or hung shows as such instead of holding up the answer."""
 from datetime import datetime, timezone
 
@@ -7,8 +6,8 @@ import eventlet
 from nameko import config
 
 from backbone.errors import DomainError, not_found
-from backbone.exposed import gauge
 from ops import metrics
+from ops.rpcs import gauge
 
 TIMEOUT = 2.0
 

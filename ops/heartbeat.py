@@ -26,8 +26,8 @@ from nameko.extensions import DependencyProvider
 
 from backbone import topology
 from backbone.database import database_of
-from backbone.exposed import health_report
 from ops.probe import DEFAULT_DIR, heartbeat_path, write_heartbeat
+from ops.rpcs import health_report
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ DEFAULT_SECONDS = 5
 
 class Heartbeat(DependencyProvider):
     """Writes this process's health to its heartbeat file: the checks of the service's `health` RPC
-    (`backbone.exposed.health_report`), with the broker connection kept from one check to the next
+    (`ops.rpcs.health_report`), with the broker connection kept from one check to the next
     (and opened again after a failure) instead of a new one every few seconds."""
 
     def __init__(self, check=health_report):

@@ -1,7 +1,7 @@
 """Prometheus text for the gateway's `/metrics`, and each process's own counters on METRICS_PORT.
 
 The platform counts for every service the same way (`backbone/counters.py`), and each service
-computes its gauges when asked (`backbone/exposed.py`, the `metrics` RPC, as data). Here they become
+computes its gauges when asked (`ops/rpcs.py`, the `metrics` RPC, as data). Here they become
 the Prometheus text format: `render` turns a service's answer into text, and `merge` makes one
 document of several, where each metric family appears once, as Prometheus requires.
 
@@ -22,13 +22,43 @@ from prometheus_client import CollectorRegistry, generate_latest, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
-from backbone.counters import REGISTRY, exported_text, served_port
+from backbone.counters import REGISTRY
 
 log = logging.getLogger(__name__)
 
 
+def served_port():
+    """The port this process serves its own counters on (`METRICS_PORT`), or None: off."""
+    port = config.get("METRICS_PORT")
+    return int(port) if port not in (None, "") else None
+
+
+class _OwnSamples:
+    """The registry's families with only one service's samples (several share a process in tests)."""
+
+    def __init__(self, service):
+        self.service = service
+
+    def collect(self):
+        for family in REGISTRY.collect():
+            samples = [s for s in family.samples if s.labels.get("service") == self.service]
+            if samples:
+                family.samples = samples
+                yield family
+
+
+def exported_text(service):
+    """`service`'s counters as Prometheus text, to travel with its `metrics` RPC; empty when this
+    process serves them on METRICS_PORT itself (a replica's RPC answer would be a fraction)."""
+    if served_port() is not None:
+        return ""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_OwnSamples(service))
+    return generate_latest(registry).decode("utf-8")
+
+
 def gauge_family(data):
-    """A gauge as a service described it (`backbone.exposed.gauge`) as a Prometheus family."""
+    """A gauge as a service described it (`ops.rpcs.gauge`) as a Prometheus family."""
     family = GaugeMetricFamily(data["name"], data["help"], labels=data["labels"])
     for row in data["rows"]:
         family.add_metric([str(v) for v in row[:-1]], float(row[-1]))

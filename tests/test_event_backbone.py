@@ -15,7 +15,8 @@ from backbone.logs import Tracing
 from backbone.database import Database
 from backbone.outbox import ConfirmedPublisher, emitted_events, event_message
 from backbone.events import make_envelope
-from backbone.subscriber import replay_dead_letter, subscribe
+from backbone.subscriber import subscribe
+from ops.rpcs import replay_dead_letter
 from tests.helpers import wait_for
 
 WITHDRAWN = "offering_withdrawn"

@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from backbone import topology
 from backbone.events import make_envelope
 from backbone.logs import JsonFormatter, Tracing
-from backbone.exposed import Exposed, counts
+from backbone.operated import Operated
 from backbone.clock import utcnow
 from backbone.database import Database
 from backbone.outbox import ConfirmedPublisher
@@ -287,14 +287,17 @@ def test_an_outbox_that_stopped_publishing_shows_in_health_and_metrics(stuck_rel
     assert value(found, "trainops_outbox_oldest_pending_seconds", service="partners") >= 90
 
 
-class Counting(Exposed):
+class Counting(Operated):
     """A service that adds its own numbers to its metrics, as notifications and registration may."""
     name = "probe_counting"
     db = Database()
     tracing = Tracing()
 
     def domain_gauges(self):
-        return [counts(self.db.deliveries, "trainops_notices", "Notices by channel and status.", ["channel", "status"])]
+        rows = [[row["_id"]["channel"], row["_id"]["status"], row["n"]] for row in self.db.deliveries.aggregate(
+            [{"$group": {"_id": {"channel": "$channel", "status": "$status"}, "n": {"$sum": 1}}}])]
+        return [{"name": "trainops_notices", "help": "Notices by channel and status.",
+                 "labels": ["channel", "status"], "rows": rows}]
 
 
 def test_a_service_adds_its_own_numbers_through_domain_gauges(container_factory, app_config, db):

@@ -19,7 +19,7 @@ from backbone import auth
 from backbone.events import schema_for
 from backbone.errors import DomainError, invalid, not_found
 from backbone.logs import Tracing, mask
-from backbone.exposed import Exposed, counts
+from backbone.operated import Operated
 from backbone.rpc import rpc
 from backbone.clock import utcnow
 from backbone.database import Database
@@ -51,7 +51,7 @@ PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
 
-class NotificationsService(Exposed):
+class NotificationsService(Operated):
     name = "notifications"
 
     db = Database(indexes=INDEXES)
@@ -209,8 +209,10 @@ class NotificationsService(Exposed):
 
     def domain_gauges(self):
         """Notices by channel and status (failed ones are what operators look for)."""
-        return [counts(self.db.deliveries, "trainops_notices", "Notices in the delivery log by channel and status.",
-                       ["channel", "status"])]
+        rows = [[row["_id"]["channel"], row["_id"]["status"], row["n"]] for row in self.db.deliveries.aggregate(
+            [{"$group": {"_id": {"channel": "$channel", "status": "$status"}, "n": {"$sum": 1}}}])]
+        return [{"name": "trainops_notices", "help": "Notices in the delivery log by channel and status.",
+                 "labels": ["channel", "status"], "rows": sorted(rows)}]
 
     @rpc
     def list_notices(self, actor, filters):

@@ -34,7 +34,7 @@ from backbone import auth
 from contracts.common import AUDIENCE_GROUPS
 from backbone.errors import conflict, forbidden, invalid, not_found, rule_broken, validated
 from backbone.logs import Tracing
-from backbone.exposed import Exposed
+from backbone.operated import Operated
 from backbone.openapi import schema_components
 from backbone.rpc import rpc
 from backbone.clock import utcnow
@@ -149,7 +149,7 @@ def agreement_ended(agreement):
             agreement["id"], " (terminated)" if agreement.get("terminated_on") else ""))
 
 
-class PartnersService(Exposed):
+class PartnersService(Operated):
     name = "partners"
 
     db = Database(indexes=INDEXES)

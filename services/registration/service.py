@@ -24,7 +24,7 @@ from pymongo.errors import DuplicateKeyError
 from backbone import auth
 from backbone.errors import DomainError, conflict, invalid, not_found, rule_broken, validated
 from backbone.logs import Tracing
-from backbone.exposed import Exposed, gauge
+from backbone.operated import Operated
 from backbone.openapi import schema_components
 from backbone.rpc import rpc
 from backbone.clock import utcnow
@@ -51,7 +51,7 @@ def emit_promoted(tx, session, registration):
         "official": registration["official"], "qr_token": registration["qr_token"]})
 
 
-class RegistrationService(Exposed):
+class RegistrationService(Operated):
     name = "registration"
 
     db = Database(indexes=storage.INDEXES)
@@ -446,7 +446,8 @@ class RegistrationService(Exposed):
             {"status": "scheduled", "starts_at": {"$gte": utcnow()}},
             {"seats_taken": 1, "waitlist_length": 1, "capacity": 1}))
         return [
-            gauge(name, text, ["session_id"], [(s["_id"], s.get(field, 0)) for s in upcoming])
+            {"name": name, "help": text, "labels": ["session_id"],
+             "rows": [[s["_id"], s.get(field, 0)] for s in upcoming]}
             for name, text, field in (
                 ("trainops_session_seats_taken", "Seats taken in an upcoming session.", "seats_taken"),
                 ("trainops_session_capacity", "Seats an upcoming session has.", "capacity"),

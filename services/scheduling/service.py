@@ -13,7 +13,7 @@ from datetime import timedelta
 from backbone import auth
 from backbone.errors import invalid, not_found, rule_broken, validated
 from backbone.logs import Tracing
-from backbone.exposed import Exposed
+from backbone.operated import Operated
 from backbone.openapi import schema_components
 from backbone.rpc import rpc
 from backbone.clock import utcnow
@@ -51,7 +51,7 @@ def require_room_seats(room, capacity):
                           {"capacity": ["At most {}.".format(room["capacity"])]})
 
 
-class SchedulingService(Exposed):
+class SchedulingService(Operated):
     name = "scheduling"
 
     db = Database(indexes=storage.INDEXES)

@@ -1,17 +1,11 @@
-"""The one hook operations needs in a service: `class PartnersService(Exposed)`.
+"""The RPCs operations asks of every service: `health`, `metrics`, `dead_letters`,
+`replay_dead_letters` and `events` (the audit trail of a correlation id). They work on the platform's
+own records in the service's database (the outbox, handled events, dead letters) and on the broker,
+and answer data: `fleet` and the console render it.
 
-`Exposed` gives the service five RPCs over the platform's own records (the outbox, dead letters,
-handled events) and the broker: `health`, `metrics`, `dead_letters`, `replay_dead_letters` and
-`events`. The operator tooling (`ops/`) asks them of every service and renders the answers; nothing
-here formats for people or for Prometheus. A service may add its own figures by overriding
-`domain_gauges()` (built with `gauge` and `counts`) and its own records to the audit trail by
-overriding `audit_records(correlation_id)`.
-
-The RPCs are attached to each subclass as it is defined, not decorated here: `nameko run
-services.x.service` runs every class of the module that has entrypoints, and this base class,
-imported there, must not look like a service itself.
+A service does not declare them: it is `Operated` (`backbone/operated.py`), and its container
+(`ops.container.Container`) adds them to its class.
 """
-import functools
 import json
 import logging
 
@@ -19,13 +13,13 @@ from kombu import Connection
 from nameko import config
 from pymongo import ASCENDING, DESCENDING
 
-from backbone import auth, counters, topology
+from backbone import auth, topology
 from backbone.clock import utcnow
 from backbone.config import events_setting
 from backbone.errors import invalid, not_found
 from backbone.outbox import ConfirmedPublisher, emitted_events
 from backbone.rpc import rpc
-from backbone.subscriber import replay_dead_letter
+from ops.metrics import exported_text
 
 log = logging.getLogger(__name__)
 
@@ -33,21 +27,12 @@ log = logging.getLogger(__name__)
 # within this is reported down, not waited for.
 BROKER_TIMEOUT = 1.0
 DEAD_LETTER_PAGE = 200
-RPCS = ("health", "metrics", "dead_letters", "replay_dead_letters", "events")
 
 
 def gauge(name, documentation, labels, rows):
-    """A gauge as data: `rows` are (label values..., value) tuples."""
-    return {"name": name, "help": documentation, "labels": list(labels),
-            "rows": [[str(v) for v in row[:-1]] + [float(row[-1])] for row in rows]}
-
-
-def counts(collection, name, documentation, fields, match=None):
-    """A gauge of how many documents of `collection` have each combination of `fields`."""
-    pipeline = ([{"$match": match}] if match else []) + [
-        {"$group": {"_id": {f: "$" + f for f in fields}, "n": {"$sum": 1}}}]
-    rows = [tuple(str(row["_id"].get(f)) for f in fields) + (row["n"],) for row in collection.aggregate(pipeline)]
-    return gauge(name, documentation, fields, sorted(rows))
+    """A gauge as data, the shape `Operated.domain_gauges` answers: `rows` are (label values...,
+    value) tuples."""
+    return {"name": name, "help": documentation, "labels": list(labels), "rows": [list(row) for row in rows]}
 
 
 def outbox_stall_seconds():
@@ -135,41 +120,42 @@ def public_dead_letter(doc):
     return out
 
 
-def _exposed(method):
-    """A copy of `method` registered as an RPC entrypoint of one service class."""
-    @functools.wraps(method)
-    def entrypoint(self, *args, **kwargs):
-        return method(self, *args, **kwargs)
-    return rpc(entrypoint)
+def replay_dead_letter(db, dead_letter_id, publisher=None):
+    """Send a parked message back to its consumer's queue, attempts reset. Replaying an event that
+    was since handled does nothing more: the consumer sees its handled-event record and skips it.
+    `publisher`: a ConfirmedPublisher to reuse (one is opened and closed otherwise)."""
+    letter = db.dead_letters.find_one({"_id": dead_letter_id})
+    if letter is None:
+        return None
+    own = publisher is None
+    if own:
+        publisher = ConfirmedPublisher(config["AMQP_URI"])
+    try:
+        properties = {"content_type": "application/json", "content_encoding": "utf-8",
+                      "application_headers": {"x-attempts": 0, "x-replay-of": dead_letter_id}}
+        if letter.get("event_id"):
+            properties["message_id"] = letter["event_id"]
+        publisher.publish_batch(
+            [("", topology.queue_name(letter["consumer"]), letter["body"].encode("utf-8"), properties)])
+    finally:
+        if own:
+            publisher.close()
+    db.dead_letters.update_one(
+        {"_id": dead_letter_id},
+        {"$set": {"status": "replayed", "replayed_at": utcnow()}, "$inc": {"replays": 1}})
+    return letter
 
 
-class Exposed:
-    """Health, metrics, dead letters and the audit trail of the service that inherits it. The service
-    declares its `db = Database(...)` as usual."""
+class OperationsRpcs:
+    """Added to every `Operated` service class by its container. Uses the service's `db` (its
+    Database), and its `domain_gauges` and `audit_records`."""
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        for name in RPCS:
-            if name not in cls.__dict__:
-                setattr(cls, name, _exposed(getattr(Exposed, name)))
-
-    # -- what a service may add ---------------------------------------------------------------------
-
-    def domain_gauges(self):
-        """Gauges about this service's own data (`gauge`, `counts`); none by default."""
-        return []
-
-    def audit_records(self, correlation_id):
-        """Audit-trail entries of this service for a correlation id (dicts with at least `at` and
-        `kind`); none by default."""
-        return []
-
-    # -- the RPCs -----------------------------------------------------------------------------------
-
+    @rpc
     def health(self):
         """See `health_report`."""
         return health_report(self.name, self.db.db, topology.subscriptions_of(type(self)))
 
+    @rpc
     def metrics(self):
         """{"gauges": computed now: outbox backlog, parked dead letters, MongoDB and broker up, queue
         depths and `domain_gauges`; "counters": this process's counters and handler latencies as
@@ -213,8 +199,9 @@ class Exposed:
             gauges += self.domain_gauges() or []
         except Exception:
             log.exception("metrics: domain_gauges failed")
-        return {"gauges": gauges, "counters": counters.exported_text(name)}
+        return {"gauges": gauges, "counters": exported_text(name)}
 
+    @rpc
     def dead_letters(self, actor, filters=None):
         """This service's dead letters, newest first: the consumer, the error, the attempts and the
         original event. Filters: `event_type`, `status` (parked|replayed). Operator only."""
@@ -224,6 +211,7 @@ class Exposed:
         docs = self.db.dead_letters.find(query).sort("parked_at", DESCENDING).limit(DEAD_LETTER_PAGE)
         return [public_dead_letter(d) for d in docs]
 
+    @rpc
     def replay_dead_letters(self, actor, selector):
         """Send dead letters back to this service's queue: `{"ids": [...]}` (any status), or
         `{"event_type": "..."}` (every parked one of that kind). An event handled since is skipped by
@@ -254,6 +242,7 @@ class Exposed:
         log.info("replayed %d dead letters", len(ids), extra={"fields": {"outcome": "replayed", "count": len(ids)}})
         return {"replayed": ids}
 
+    @rpc
     def events(self, actor, correlation_id):
         """What this service did under a correlation id: events it wrote (and when they were
         published), events it handled, dead letters, and the service's own audit records."""
