@@ -487,6 +487,7 @@ def declare_topology(config, subscribed=None):
 
 
 def main():
+    from devstack import free_port
     from devstack.mongo import EmbeddedMongo
     from devstack.rabbit import delete_vhost, ensure_rabbitmq, make_vhost
     from devstack.smtp_sink import SmtpSink
@@ -503,7 +504,7 @@ def main():
     smtp_sink.start()
     sms = SmsGateway(directory=os.path.join(work, "sms"))
     sms.start()
-    port = _free_port()
+    port = free_port()
     config = load(AMQP_URI=base_uri.rstrip("/") + "/" + vhost, MONGO_URI=mongo.uri,
                   DATABASE_PREFIX="bench{}".format(uuid.uuid4().hex[:6]),
                   WEB_SERVER_ADDRESS="127.0.0.1:{}".format(port), OPERATOR_TOKEN=uuid.uuid4().hex)
@@ -544,12 +545,6 @@ def main():
         delete_vhost(vhost)
         shutil.rmtree(work, ignore_errors=True)  # the sink's tens of thousands of messages
 
-
-def _free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 if __name__ == "__main__":

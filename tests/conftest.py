@@ -27,7 +27,7 @@ import pytest
 
 import contracts  # noqa: E402,F401  (every event contract, for tests that make events themselves)
 
-AMQP_BASE = os.environ.get("TEST_AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672/")
+from tests.helpers import AMQP_BASE  # noqa: E402
 TEST_VHOST = "trainops-test-{}".format(os.getpid())
 # The services' heartbeat files (ops/heartbeat.py): this run's, not /tmp's.
 HEARTBEATS = tempfile.mkdtemp(prefix="trainops-heartbeats-")
@@ -84,19 +84,13 @@ def sms_fallback(tmp_path_factory):
     gateway.stop()
 
 
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def app_config(mongo, amqp_uri, smtp_sink, sms_gateway):
     """nameko's global config for one test: the repo's config.yml with this run's servers, fresh
     database names, fast retries, and an empty set of trainops queues."""
     import nameko
     from backbone.config import load
+    from devstack import free_port
     port = free_port()
     data = load(
         AMQP_URI=amqp_uri,
@@ -158,3 +152,32 @@ def operator(system, app_config):
 def anonymous(system, app_config):
     from tests.helpers import Client
     return Client(app_config["GATEWAY_URL"])
+
+
+@pytest.fixture
+def programme(operator, db):
+    """SIU, its agreement and offering, the Banking University's venue and the first class's units."""
+    from tests.helpers import Programme
+    return Programme(operator, db)
+
+
+@pytest.fixture
+def registration_only(runner_factory, app_config, db):
+    """The programme without the notifications service: for scenarios about seats alone, so that
+    thousands of confirmation emails don't share the test's CPU with the race being measured."""
+    from gateway.service import GatewayService
+    from services.partners.service import PartnersService
+    from services.registration.service import RegistrationService
+    from services.scheduling.service import SchedulingService
+    from tests.helpers import Client, Programme
+    runner = runner_factory(PartnersService, SchedulingService, RegistrationService, GatewayService)
+    runner.start()
+    return Programme(Client(app_config["GATEWAY_URL"], app_config["OPERATOR_TOKEN"]), db)
+
+
+@pytest.fixture
+def poison(monkeypatch):
+    """Scheduling's handler of offering_withdrawn fails until `poison.fix()`."""
+    from services.scheduling.service import SchedulingService
+    from tests.helpers import Poison
+    return Poison(monkeypatch, SchedulingService, "offering_withdrawn")

@@ -14,18 +14,11 @@ import requests
 
 from backbone.events import make_envelope
 from services.partners.service import local_date
-from tests.helpers import wait_for
-from tests.test_monitoring import Poison, publish_to, withdrawn
+from tests.helpers import publish_to, wait_for, withdrawn
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-
-
-@pytest.fixture
-def poison(monkeypatch):
-    from services.scheduling.service import SchedulingService
-    return Poison(monkeypatch, SchedulingService, "offering_withdrawn")
 
 
 def test_the_console_needs_a_login_keeps_the_token_out_of_the_cookie_and_checks_forms(system, app_config):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
+from devstack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 

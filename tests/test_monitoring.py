@@ -2,7 +2,6 @@
 service fast, metrics that move when events flow, dead letters that can be replayed once a fix is in,
 the audit trail of one correlation id, alert rules on metrics the system really exports, and logs
 without contact details. All on the real broker and database."""
-import inspect
 import json
 import logging
 import re
@@ -16,88 +15,14 @@ from nameko.testing.services import entrypoint_hook
 from nameko.testing.utils import get_container
 from prometheus_client.parser import text_string_to_metric_families
 
-from backbone import topology
-from backbone.events import make_envelope
 from backbone.logs import JsonFormatter, Tracing
 from backbone.operated import Operated
 from backbone.clock import utcnow
 from backbone.database import Database
-from backbone.outbox import ConfirmedPublisher
-from backbone.subscriber import Subscriber
 from ops import metrics
-from tests.helpers import wait_for
+from tests.helpers import moved, publish_to, samples, value, wait_for, withdrawn
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def samples(client):
-    """{(name, frozenset(labels)): value} of a GET /metrics."""
-    response = client.get("/metrics")
-    assert response.status_code == 200, response.text
-    assert response.headers["Content-Type"].startswith("text/plain")
-    found = {}
-    for family in text_string_to_metric_families(response.text):
-        for sample in family.samples:
-            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return found
-
-
-def value(found, name, **labels):
-    return sum(v for (n, ls), v in found.items() if n == name and set(labels.items()) <= set(ls))
-
-
-def moved(before, after, name, **labels):
-    """How much a counter moved between two scrapes (counters live as long as the process: the tests'
-    services share one)."""
-    return value(after, name, **labels) - value(before, name, **labels)
-
-
-class Poison:
-    """Makes a real consumer's handler fail for one event type until `fix()`: what a bug, or a
-    downstream outage, does to an event in production."""
-
-    def __init__(self, monkeypatch, service_cls, event_type):
-        name = next(name for name, fn in inspect.getmembers(service_cls, inspect.isfunction)
-                    for entrypoint in getattr(fn, "nameko_entrypoints", ())
-                    if isinstance(entrypoint, Subscriber) and entrypoint.event_type == event_type)
-        original = getattr(service_cls, name)
-        self.broken = True
-        self.calls = []
-
-        def handler(service, event):
-            self.calls.append(event["event_id"])
-            if self.broken:
-                raise RuntimeError("downstream unavailable for {}".format(event["payload"]["offering_id"]))
-            return original(service, event)
-
-        monkeypatch.setattr(service_cls, name, handler)
-
-    def fix(self):
-        self.broken = False
-        self.calls.clear()
-
-
-def publish_to(app_config, service, envelope):
-    """Straight into one consumer's queue, as the relay would have routed it there."""
-    publisher = ConfirmedPublisher(app_config["AMQP_URI"])
-    try:
-        publisher.publish_batch([("", topology.queue_name(service), json.dumps(envelope).encode(), {
-            "content_type": "application/json", "message_id": envelope["event_id"], "type": envelope["type"],
-            "correlation_id": envelope["correlation_id"]})])
-    finally:
-        publisher.close()
-
-
-def withdrawn(correlation_id, contact=""):
-    return make_envelope("offering_withdrawn", {
-        "offering_id": "offering-00000000000000aa", "partner_id": "partner-00000000000000bb",
-        "reason": "withdrawn" + contact}, "partners", correlation_id)
-
-
-@pytest.fixture
-def poison(monkeypatch):
-    from services.scheduling.service import SchedulingService
-    return Poison(monkeypatch, SchedulingService, "offering_withdrawn")
 
 
 def test_health_names_a_stopped_service_as_down_within_the_timeout(system, anonymous):

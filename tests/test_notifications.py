@@ -257,7 +257,7 @@ def test_a_notice_still_refused_after_the_last_retry_is_failed_with_the_reason(
 
 def test_an_unreachable_mail_server_is_retried_and_a_restarted_service_delivers_once(
         container_factory, notices, smtp_sink, db):
-    from tests.conftest import free_port
+    from devstack import free_port
     official = an_official(phone=False)
     nameko.config["SMTP"]["port"] = free_port()  # nothing listens: connection refused
     first = container_factory(NotificationsService)

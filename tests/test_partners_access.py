@@ -1,8 +1,7 @@
 """Who may do what with partners, agreements and offerings: API keys that rotate without downtime and
 stop working the moment they are revoked, and the whole authorisation matrix, endpoint by endpoint."""
 from backbone.outbox import emitted_events
-from tests.test_partners_agreements import SIU, day, onboard, sign
-from tests.test_partners_offerings import offering
+from tests.helpers import SIU, iso_day, offering, onboard, sign
 
 
 def test_a_key_is_rotated_without_downtime_and_a_revoked_key_is_refused_at_once(operator, db):
@@ -54,7 +53,7 @@ class World:
         self.a, self.owner = onboard(operator)
         self.b, self.other = onboard(operator, dict(SIU, code="BUH", name="Trường Đại học Ngân hàng TP.HCM"))
         self.anonymous = anonymous
-        self.agreement = sign(operator, self.a["id"], day(-10), day(100))["id"]
+        self.agreement = sign(operator, self.a["id"], iso_day(-10), iso_day(100))["id"]
         self.offering = self.new_offering()
 
     def caller(self, role):
@@ -65,14 +64,14 @@ class World:
         return self.owner.post("/offerings", offering()).json()["id"]
 
     def new_agreement(self):
-        return sign(self.operator, self.a["id"], day(-10), day(100))["id"]
+        return sign(self.operator, self.a["id"], iso_day(-10), iso_day(100))["id"]
 
     def new_key(self):
         return self.operator.post("/partners/{}/keys".format(self.a["id"])).json()["key_id"]
 
 
 NEW_PARTNER = dict(SIU, code="VNU-HCM", name="Đại học Quốc gia TP.HCM")
-AGREEMENT = {"title": "Thỏa thuận hợp tác", "signed_on": day(0), "valid_from": day(0), "valid_until": day(30)}
+AGREEMENT = {"title": "Thỏa thuận hợp tác", "signed_on": iso_day(0), "valid_from": iso_day(0), "valid_until": iso_day(30)}
 
 # (method, path, body, {role: status}); roles not named get 403, anonymous always gets 401.
 # A path may name a fresh target ({new_offering}) for the calls that change what they act on.
@@ -85,7 +84,7 @@ MATRIX = [
     ("POST", "/partners/{a}/agreements", AGREEMENT, {"operator": 201}),
     ("GET", "/partners/{a}/agreements", None, {"operator": 200, "owner": 200}),
     ("GET", "/agreements/{agreement}", None, {"operator": 200, "owner": 200}),
-    ("POST", "/agreements/{new_agreement}/amend", {"valid_until": day(200), "reason": "gia hạn"}, {"operator": 200}),
+    ("POST", "/agreements/{new_agreement}/amend", {"valid_until": iso_day(200), "reason": "gia hạn"}, {"operator": 200}),
     ("POST", "/agreements/{new_agreement}/terminate", {"reason": "chấm dứt"}, {"operator": 200}),
     ("POST", "/offerings", offering(), {"operator": 201, "owner": 201}),
     ("GET", "/offerings", None, {"operator": 200, "owner": 200, "other": 200}),

@@ -1,7 +1,7 @@
 """Cooperation agreements: validity by local calendar day, amendments and termination with their
 history and events, and the expiry sweep that announces each ended agreement exactly once, however
 many replicas run it."""
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 
 import eventlet
 from nameko.testing.services import entrypoint_hook
@@ -9,32 +9,7 @@ from nameko.testing.services import entrypoint_hook
 from backbone.auth import OPERATOR
 from backbone.outbox import emitted_events
 from services.partners.service import PartnersService, agreement_status, local_date
-from tests.helpers import wait_for
-
-SIU = {"code": "SIU", "name": "Trường Đại học Quốc tế Sài Gòn", "kind": "university",
-       "contact_email": "hoptac@siu.edu.vn"}
-TITLE = "Thỏa thuận hợp tác đào tạo, bồi dưỡng cán bộ, công chức giai đoạn 2025–2026"
-
-
-def day(offset):
-    """Today in Ho Chi Minh City, moved by `offset` days, as the API writes dates."""
-    return (local_date() + timedelta(days=offset)).isoformat()
-
-
-def onboard(operator, partner=SIU):
-    """A new partner, and a client that calls with its API key."""
-    response = operator.post("/partners", partner)
-    assert response.status_code == 201, response.text
-    return response.json(), operator.as_(response.json()["api_key"])
-
-
-def sign(operator, partner_id, valid_from, valid_until, scope=("district", "ward_commune")):
-    response = operator.post("/partners/{}/agreements".format(partner_id), {
-        "title": TITLE, "parties": ["HCMC-DXCENTER", "SIU"], "signed_on": valid_from, "valid_from": valid_from,
-        "valid_until": valid_until, "scope": list(scope)})
-    assert response.status_code == 201, response.text
-    return response.json()
-
+from tests.helpers import AGREEMENT_TITLE, SIU, iso_day, onboard, sign, wait_for
 
 def events(db, type_):
     return emitted_events(db("partners"), {"type": type_})
@@ -67,10 +42,10 @@ def test_a_terminated_agreement_ends_on_its_termination_day_even_before_it_began
 
 def test_the_api_derives_status_from_todays_local_date(operator):
     partner, _ = onboard(operator)
-    assert sign(operator, partner["id"], day(1), day(30))["status"] == "pending"
-    assert sign(operator, partner["id"], day(0), day(30))["status"] == "active"
-    assert sign(operator, partner["id"], day(-30), day(0))["status"] == "active"
-    assert sign(operator, partner["id"], day(-30), day(-1))["status"] == "expired"
+    assert sign(operator, partner["id"], iso_day(1), iso_day(30))["status"] == "pending"
+    assert sign(operator, partner["id"], iso_day(0), iso_day(30))["status"] == "active"
+    assert sign(operator, partner["id"], iso_day(-30), iso_day(0))["status"] == "active"
+    assert sign(operator, partner["id"], iso_day(-30), iso_day(-1))["status"] == "expired"
     listed = operator.get("/partners/{}/agreements".format(partner["id"])).json()
     assert sorted(a["status"] for a in listed["items"]) == ["active", "active", "expired", "pending"]
     assert listed["items"][0]["parties"] == ["HCMC-DXCENTER", "SIU"]
@@ -80,34 +55,34 @@ def test_the_api_derives_status_from_todays_local_date(operator):
 
 def test_amendments_extend_and_shorten_an_agreement_and_its_history_keeps_each(operator, db):
     partner, _ = onboard(operator)
-    agreement = sign(operator, partner["id"], day(-10), day(10))
+    agreement = sign(operator, partner["id"], iso_day(-10), iso_day(10))
     path = "/agreements/{}".format(agreement["id"])
 
-    extended = operator.post(path + "/amend", {"valid_until": day(100), "reason": "Phụ lục gia hạn số 01"})
+    extended = operator.post(path + "/amend", {"valid_until": iso_day(100), "reason": "Phụ lục gia hạn số 01"})
     assert extended.status_code == 200, extended.text
-    shortened = operator.post(path + "/amend", {"valid_until": day(50), "reason": "Phụ lục số 02"}).json()
+    shortened = operator.post(path + "/amend", {"valid_until": iso_day(50), "reason": "Phụ lục số 02"}).json()
 
-    assert shortened["valid_until"] == day(50) and shortened["status"] == "active"
+    assert shortened["valid_until"] == iso_day(50) and shortened["status"] == "active"
     assert [(h["before"]["valid_until"], h["after"]["valid_until"], h["reason"]) for h in shortened["history"]] == [
-        (day(10), day(100), "Phụ lục gia hạn số 01"), (day(100), day(50), "Phụ lục số 02")]
+        (iso_day(10), iso_day(100), "Phụ lục gia hạn số 01"), (iso_day(100), iso_day(50), "Phụ lục số 02")]
     amended = [e["payload"] for e in events(db, "agreement_amended")]
     assert [(p["previous_valid_until"], p["valid_until"]) for p in amended] == [
-        (day(10), day(100)), (day(100), day(50))]
+        (iso_day(10), iso_day(100)), (iso_day(100), iso_day(50))]
     assert operator.get(path).json() == shortened
 
 
 def test_an_amendment_that_does_not_fit_is_refused_and_changes_nothing(operator, db):
     partner, _ = onboard(operator)
-    agreement = sign(operator, partner["id"], day(-10), day(10))
+    agreement = sign(operator, partner["id"], iso_day(-10), iso_day(10))
     path = "/agreements/{}/amend".format(agreement["id"])
 
-    reversed_dates = operator.post(path, {"valid_until": day(-20), "reason": "nhầm"})
+    reversed_dates = operator.post(path, {"valid_until": iso_day(-20), "reason": "nhầm"})
     assert reversed_dates.status_code == 422
     assert list(reversed_dates.json()["error"]["fields"]) == ["valid_until"]
     assert operator.post(path, {"reason": "không có ngày"}).status_code == 422
-    assert operator.post(path, {"valid_until": day(20)}).json()["error"]["fields"] == {
+    assert operator.post(path, {"valid_until": iso_day(20)}).json()["error"]["fields"] == {
         "reason": ["Missing data for required field."]}
-    assert operator.post(path, {"valid_until": day(10), "reason": "như cũ"}).status_code == 422
+    assert operator.post(path, {"valid_until": iso_day(10), "reason": "như cũ"}).status_code == 422
 
     assert operator.get("/agreements/" + agreement["id"]).json()["history"] == []
     assert events(db, "agreement_amended") == []
@@ -115,35 +90,35 @@ def test_an_amendment_that_does_not_fit_is_refused_and_changes_nothing(operator,
 
 def test_termination_ends_an_agreement_at_once_and_for_good(operator, db):
     partner, _ = onboard(operator)
-    agreement = sign(operator, partner["id"], day(-10), day(300))
+    agreement = sign(operator, partner["id"], iso_day(-10), iso_day(300))
     path = "/agreements/{}".format(agreement["id"])
 
     terminated = operator.post(path + "/terminate", {"reason": "Hai bên thống nhất chấm dứt"})
     assert terminated.status_code == 200, terminated.text
     assert terminated.json()["status"] == "expired"
-    assert terminated.json()["terminated_on"] == day(0)
+    assert terminated.json()["terminated_on"] == iso_day(0)
     assert terminated.json()["history"][-1]["action"] == "terminated"
 
     # Terminating again (a retry) is the same termination; without a body it is allowed too.
     assert operator.post(path + "/terminate").json() == operator.get(path).json()
     [event] = events(db, "agreement_terminated")
-    assert event["payload"] | {"agreement_id": agreement["id"], "terminated_on": day(0),
+    assert event["payload"] | {"agreement_id": agreement["id"], "terminated_on": iso_day(0),
                                "reason": "Hai bên thống nhất chấm dứt"} == event["payload"]
 
     # An ended agreement is history: not amended, and it covers no new offering.
-    refused = operator.post(path + "/amend", {"valid_until": day(400), "reason": "gia hạn"})
+    refused = operator.post(path + "/amend", {"valid_until": iso_day(400), "reason": "gia hạn"})
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "agreement_ended"
     offering = operator.post("/offerings", {
         "partner_id": partner["id"], "title": "Ứng dụng AI trong công việc", "audience_groups": ["district"],
-        "starts_from": day(10), "ends_by": day(20)})
+        "starts_from": iso_day(10), "ends_by": iso_day(20)})
     assert offering.json()["error"]["code"] == "no_active_agreement"
 
 
 def test_an_expired_agreement_is_neither_amended_nor_terminated(operator):
     partner, _ = onboard(operator)
-    agreement = sign(operator, partner["id"], day(-30), day(-1))
+    agreement = sign(operator, partner["id"], iso_day(-30), iso_day(-1))
     path = "/agreements/{}".format(agreement["id"])
-    for action, body in (("/amend", {"valid_until": day(30), "reason": "gia hạn"}), ("/terminate", {})):
+    for action, body in (("/amend", {"valid_until": iso_day(30), "reason": "gia hạn"}), ("/terminate", {})):
         response = operator.post(path + action, body)
         assert response.status_code == 422 and response.json()["error"]["code"] == "agreement_ended"
     assert operator.get(path).json()["status"] == "expired"
@@ -164,7 +139,7 @@ def replicas(container_factory, sweep_seconds):
 def record(container, partner_id, valid_from, valid_until):
     with entrypoint_hook(container, "create_agreement") as create_agreement:
         return create_agreement(OPERATOR, partner_id, {
-            "title": TITLE, "signed_on": valid_from, "valid_from": valid_from, "valid_until": valid_until})
+            "title": AGREEMENT_TITLE, "signed_on": valid_from, "valid_from": valid_from, "valid_until": valid_until})
 
 
 def test_with_two_replicas_running_each_ended_agreement_is_announced_expired_once(
@@ -172,9 +147,9 @@ def test_with_two_replicas_running_each_ended_agreement_is_announced_expired_onc
     first, second = replicas(container_factory, sweep_seconds=0.1)
     with entrypoint_hook(first, "create_partner") as create_partner:
         partner = create_partner(OPERATOR, SIU)
-    ended = [record(first, partner["id"], day(-60), day(-1))["id"] for _ in range(3)]
-    last_day_today = record(second, partner["id"], day(-60), day(0))["id"]
-    terminated = record(second, partner["id"], day(-60), day(60))["id"]
+    ended = [record(first, partner["id"], iso_day(-60), iso_day(-1))["id"] for _ in range(3)]
+    last_day_today = record(second, partner["id"], iso_day(-60), iso_day(0))["id"]
+    terminated = record(second, partner["id"], iso_day(-60), iso_day(60))["id"]
     with entrypoint_hook(first, "terminate_agreement") as terminate:
         terminate(OPERATOR, terminated, {})
 
@@ -193,7 +168,7 @@ def test_two_sweeps_at_the_same_moment_still_announce_each_expiry_once(container
     first, second = replicas(container_factory, sweep_seconds=3600)
     with entrypoint_hook(first, "create_partner") as create_partner:
         partner = create_partner(OPERATOR, SIU)
-    ended = {record(first, partner["id"], day(-60), day(-1))["id"] for _ in range(10)}
+    ended = {record(first, partner["id"], iso_day(-60), iso_day(-1))["id"] for _ in range(10)}
 
     def sweep(container):
         with entrypoint_hook(container, "expire_agreements") as expire_agreements:

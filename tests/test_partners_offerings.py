@@ -8,20 +8,10 @@ from kombu import Connection
 from backbone import topology
 from backbone.events import read_envelope
 from backbone.outbox import emitted_events
-from tests.helpers import Client, wait_for
-from tests.test_partners_agreements import SIU, day, events, onboard, sign
+from tests.helpers import MODULES, SIU, Client, iso_day, offering, onboard, sign, wait_for
 
-MODULES = [{"title": "Xu hướng và ứng dụng AI trong công tác hành chính, văn phòng", "hours": 4},
-           {"title": "An toàn thông tin khi sử dụng AI", "hours": 4}]
-
-
-def offering(**changes):
-    body = {"title": "Bồi dưỡng kiến thức và kỹ năng ứng dụng AI trong công việc",
-            "title_en": "Knowledge and skills for using AI tools at work",
-            "audience_groups": ["district", "ward_commune"], "modules": MODULES,
-            "starts_from": day(5), "ends_by": day(25)}
-    body.update(changes)
-    return {k: v for k, v in body.items() if v is not None}
+def events(db, type_):
+    return emitted_events(db("partners"), {"type": type_})
 
 
 def error_of(response, status, code):
@@ -32,19 +22,19 @@ def error_of(response, status, code):
 
 def test_an_offering_refused_for_want_of_an_agreement_is_accepted_once_the_agreement_is_amended(operator, db):
     partner, siu = onboard(operator)
-    agreement = sign(operator, partner["id"], day(-10), day(30))
-    beyond = offering(ends_by=day(60))
+    agreement = sign(operator, partner["id"], iso_day(-10), iso_day(30))
+    beyond = offering(ends_by=iso_day(60))
 
     fields = error_of(siu.post("/offerings", beyond), 422, "no_active_agreement")
     assert set(fields) == {"starts_from", "ends_by"}
     assert db("partners").offerings.count_documents({}) == 0
 
     operator.post("/agreements/{}/amend".format(agreement["id"]),
-                  {"valid_until": day(90), "reason": "Phụ lục gia hạn"}).raise_for_status()
+                  {"valid_until": iso_day(90), "reason": "Phụ lục gia hạn"}).raise_for_status()
     accepted = siu.post("/offerings", beyond)
     assert accepted.status_code == 201, accepted.text
     assert accepted.json() | {"status": "published", "partner_id": partner["id"],
-                              "agreement_id": agreement["id"], "ends_by": day(60)} == accepted.json()
+                              "agreement_id": agreement["id"], "ends_by": iso_day(60)} == accepted.json()
     [published] = events(db, "offering_published")
     assert published["payload"]["offering_id"] == accepted.json()["id"]
     assert published["payload"]["agreement_id"] == agreement["id"]
@@ -52,32 +42,32 @@ def test_an_offering_refused_for_want_of_an_agreement_is_accepted_once_the_agree
 
 def test_an_agreement_covers_its_window_to_the_day_and_only_the_audiences_in_its_scope(operator):
     partner, siu = onboard(operator)
-    sign(operator, partner["id"], day(-10), day(30), scope=["district", "ai_office_work"])
-    assert siu.post("/offerings", offering(starts_from=day(-10), ends_by=day(30),
+    sign(operator, partner["id"], iso_day(-10), iso_day(30), scope=["district", "ai_office_work"])
+    assert siu.post("/offerings", offering(starts_from=iso_day(-10), ends_by=iso_day(30),
                                            audience_groups=["district"])).status_code == 201
-    error_of(siu.post("/offerings", offering(starts_from=day(-11), ends_by=day(30), audience_groups=["district"])),
+    error_of(siu.post("/offerings", offering(starts_from=iso_day(-11), ends_by=iso_day(30), audience_groups=["district"])),
              422, "no_active_agreement")
-    error_of(siu.post("/offerings", offering(starts_from=day(-10), ends_by=day(31), audience_groups=["district"])),
+    error_of(siu.post("/offerings", offering(starts_from=iso_day(-10), ends_by=iso_day(31), audience_groups=["district"])),
              422, "no_active_agreement")
     error_of(siu.post("/offerings", offering(audience_groups=["district", "leader"])), 422, "no_active_agreement")
     # A pending agreement covers nothing yet.
-    sign(operator, partner["id"], day(1), day(300))
-    error_of(siu.post("/offerings", offering(starts_from=day(40), ends_by=day(50), audience_groups=["district"])),
+    sign(operator, partner["id"], iso_day(1), iso_day(300))
+    error_of(siu.post("/offerings", offering(starts_from=iso_day(40), ends_by=iso_day(50), audience_groups=["district"])),
              422, "no_active_agreement")
 
 
 def test_the_operator_records_a_past_offering_under_the_agreement_that_covered_it_and_only_that(operator, db):
     # The programme's history given to a new installation after the agreement ended (the seed in 2027).
     partner, siu = onboard(operator)
-    ended = sign(operator, partner["id"], day(-400), day(-30))
-    past = offering(starts_from=day(-390), ends_by=day(-40))
+    ended = sign(operator, partner["id"], iso_day(-400), iso_day(-30))
+    past = offering(starts_from=iso_day(-390), ends_by=iso_day(-40))
     error_of(siu.post("/offerings", past), 422, "no_active_agreement")  # a partner posts only under a live one
     recorded = operator.post("/offerings", dict(past, partner_id=partner["id"]))
     assert recorded.status_code == 201, recorded.text
     assert recorded.json()["agreement_id"] == ended["id"] and recorded.json()["status"] == "published"
     # Not a way round the rule: a window that reaches today, goes beyond the agreement, or takes in
     # an audience outside its scope is refused.
-    for change in ({"ends_by": day(0)}, {"ends_by": day(-20)}, {"starts_from": day(-401)},
+    for change in ({"ends_by": iso_day(0)}, {"ends_by": iso_day(-20)}, {"starts_from": iso_day(-401)},
                    {"audience_groups": ["leader"]}):
         error_of(operator.post("/offerings", dict(past, partner_id=partner["id"], **change)), 422,
                  "no_active_agreement")
@@ -86,22 +76,22 @@ def test_the_operator_records_a_past_offering_under_the_agreement_that_covered_i
 
 def test_an_offering_is_updated_only_within_its_agreement(operator, db):
     partner, siu = onboard(operator)
-    sign(operator, partner["id"], day(-10), day(30))
+    sign(operator, partner["id"], iso_day(-10), iso_day(30))
     created = siu.post("/offerings", offering()).json()
     path = "/offerings/{}/update".format(created["id"])
 
-    error_of(siu.post(path, {"ends_by": day(31)}), 422, "no_active_agreement")
-    assert error_of(siu.post(path, {"starts_from": day(26)}), 422, "invalid_fields") == {
-        "ends_by": ["Must not be before starts_from ({}).".format(day(26))]}
+    error_of(siu.post(path, {"ends_by": iso_day(31)}), 422, "no_active_agreement")
+    assert error_of(siu.post(path, {"starts_from": iso_day(26)}), 422, "invalid_fields") == {
+        "ends_by": ["Must not be before starts_from ({}).".format(iso_day(26))]}
     assert siu.get("/offerings/" + created["id"]).json() == created
     assert events(db, "offering_updated") == []
 
-    updated = siu.post(path, {"ends_by": day(30), "title_en": None, "modules": MODULES[:1]})
+    updated = siu.post(path, {"ends_by": iso_day(30), "title_en": None, "modules": MODULES[:1]})
     assert updated.status_code == 200, updated.text
-    assert updated.json()["ends_by"] == day(30) and updated.json()["title_en"] is None
+    assert updated.json()["ends_by"] == iso_day(30) and updated.json()["title_en"] is None
     assert updated.json()["title"] == created["title"]
     [event] = events(db, "offering_updated")
-    expected = {"offering_id": created["id"], "ends_by": day(30), "modules": MODULES[:1], "title_en": None}
+    expected = {"offering_id": created["id"], "ends_by": iso_day(30), "modules": MODULES[:1], "title_en": None}
     assert event["payload"] | expected == event["payload"]
 
 
@@ -112,7 +102,7 @@ def test_withdrawal_puts_an_event_for_scheduling_in_its_queue(runner_factory, ap
     runner_factory(PartnersService, GatewayService).start()
     operator = Client(app_config["GATEWAY_URL"], app_config["OPERATOR_TOKEN"])
     partner, siu = onboard(operator)
-    sign(operator, partner["id"], day(-10), day(30))
+    sign(operator, partner["id"], iso_day(-10), iso_day(30))
     created = siu.post("/offerings", offering()).json()
 
     withdrawn = siu.post("/offerings/{}/withdraw".format(created["id"]), {"reason": "Giảng viên bận công tác"})
@@ -136,11 +126,11 @@ def test_offerings_are_listed_by_partner_audience_and_date_a_page_at_a_time(oper
     siu_partner, siu = onboard(operator)
     buh_partner, buh = onboard(operator, dict(SIU, code="BUH", name="Trường Đại học Ngân hàng TP.HCM"))
     for partner in (siu_partner, buh_partner):
-        sign(operator, partner["id"], day(-10), day(100), scope=[])
-    march = siu.post("/offerings", offering(starts_from=day(0), ends_by=day(9))).json()
-    april = siu.post("/offerings", offering(starts_from=day(10), ends_by=day(19), audience_groups=["leader"])).json()
-    may = siu.post("/offerings", offering(starts_from=day(20), ends_by=day(29))).json()
-    other = buh.post("/offerings", offering(starts_from=day(0), ends_by=day(29))).json()
+        sign(operator, partner["id"], iso_day(-10), iso_day(100), scope=[])
+    march = siu.post("/offerings", offering(starts_from=iso_day(0), ends_by=iso_day(9))).json()
+    april = siu.post("/offerings", offering(starts_from=iso_day(10), ends_by=iso_day(19), audience_groups=["leader"])).json()
+    may = siu.post("/offerings", offering(starts_from=iso_day(20), ends_by=iso_day(29))).json()
+    other = buh.post("/offerings", offering(starts_from=iso_day(0), ends_by=iso_day(29))).json()
 
     def ids(path, client=operator):
         response = client.get(path)
@@ -150,8 +140,8 @@ def test_offerings_are_listed_by_partner_audience_and_date_a_page_at_a_time(oper
     assert ids("/offerings") == {march["id"], april["id"], may["id"], other["id"]}
     assert ids("/offerings?partner_id=" + siu_partner["id"]) == {march["id"], april["id"], may["id"]}
     assert ids("/offerings?audience=leader") == {april["id"]}
-    assert ids("/offerings?date=" + day(9)) == {march["id"], other["id"]}
-    assert ids("/offerings?date={}&audience=district&partner_id={}".format(day(25), siu_partner["id"])) == {may["id"]}
+    assert ids("/offerings?date=" + iso_day(9)) == {march["id"], other["id"]}
+    assert ids("/offerings?date={}&audience=district&partner_id={}".format(iso_day(25), siu_partner["id"])) == {may["id"]}
     assert ids("/offerings", client=buh) == {other["id"]}
 
     seen, cursor = [], None
@@ -172,7 +162,7 @@ def test_offerings_are_listed_by_partner_audience_and_date_a_page_at_a_time(oper
 @pytest.mark.parametrize("body, field", [
     (offering(title=None), "title"),
     (offering(title="   "), "title"),
-    (offering(starts_from=day(20), ends_by=day(10)), "ends_by"),
+    (offering(starts_from=iso_day(20), ends_by=iso_day(10)), "ends_by"),
     (offering(audience_groups=["district", "citizens"]), "audience_groups"),
     (offering(audience_groups=[]), "audience_groups"),
     (offering(title="Đ" * 301), "title"),
@@ -184,7 +174,7 @@ def test_offerings_are_listed_by_partner_audience_and_date_a_page_at_a_time(oper
         "oversized title", "oversized module title", "$-key in a module", "$-key", "not a date"])
 def test_bad_offerings_are_refused_and_nothing_is_stored(operator, db, body, field):
     partner, siu = onboard(operator)
-    sign(operator, partner["id"], day(-10), day(30))
+    sign(operator, partner["id"], iso_day(-10), iso_day(30))
     outbox_before = len(emitted_events(db("partners")))
     assert field in error_of(siu.post("/offerings", body), 422, "invalid_fields")
     assert db("partners").offerings.count_documents({}) == 0
@@ -203,9 +193,9 @@ def test_bad_partners_and_agreements_are_refused_and_nothing_is_stored(operator,
 
     partner, _ = onboard(operator)
     outbox_before = len(emitted_events(db("partners")))
-    good = {"title": "Thỏa thuận", "signed_on": day(0), "valid_from": day(0), "valid_until": day(30)}
+    good = {"title": "Thỏa thuận", "signed_on": iso_day(0), "valid_from": iso_day(0), "valid_until": iso_day(30)}
     bad_agreements = [
-        (dict(good, valid_from=day(30), valid_until=day(0)), "valid_until"),
+        (dict(good, valid_from=iso_day(30), valid_until=iso_day(0)), "valid_until"),
         (dict(good, title="T" * 301), "title"),
         (dict(good, scope=["x" * 65]), "scope"),
         (dict(good, **{"$currentDate": {"signed_on": True}}), "$currentDate"),
@@ -219,7 +209,7 @@ def test_bad_partners_and_agreements_are_refused_and_nothing_is_stored(operator,
 
 def test_an_idempotency_key_posts_an_offering_once(operator, db):
     partner, siu = onboard(operator)
-    sign(operator, partner["id"], day(-10), day(30))
+    sign(operator, partner["id"], iso_day(-10), iso_day(30))
     first = siu.post("/offerings", offering(), headers={"Idempotency-Key": "offering-ai-1"})
     again = siu.post("/offerings", offering(), headers={"Idempotency-Key": "offering-ai-1"})
     assert first.status_code == again.status_code == 201

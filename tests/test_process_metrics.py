@@ -22,9 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from backbone import topology
 from backbone.events import make_envelope
 from backbone.outbox import ConfirmedPublisher
-from tests.conftest import free_port
-from tests.helpers import wait_for
-from tests.test_monitoring import moved, samples, value
+from devstack import free_port
+from tests.helpers import moved, samples, value, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("partners", "scheduling", "registration", "notifications")

@@ -5,7 +5,7 @@ from datetime import datetime
 
 from backbone.outbox import emitted_events
 from tests.helpers import wait_for
-from tests.test_registration_support import assert_error, at, programme  # noqa: F401
+from tests.helpers import assert_error, at
 
 
 def test_an_official_is_confirmed_once_and_a_second_registration_is_409(programme):

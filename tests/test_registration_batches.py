@@ -4,7 +4,6 @@ twice at once is registered once, and every event carries the correlation id of 
 import eventlet
 
 from backbone.outbox import emitted_events
-from tests.test_registration_support import programme  # noqa: F401
 
 SEATS = 3
 

@@ -11,7 +11,7 @@ import openpyxl
 from backbone.outbox import emitted_events
 from devstack import seed
 from tests.helpers import wait_for
-from tests.test_registration_support import assert_error
+from tests.helpers import assert_error
 
 DISTRICTS = ["Q1", "Q3", "Q4", "BINH-THANH", "PHU-NHUAN"]
 

@@ -1,7 +1,7 @@
 """Officials and their units through the public API: phones in +84 form, accent-insensitive search,
 unique by email and phone, staff lists imported from CSV (Excel's BOM, broken rows, re-import that
 changes nothing), and unit merges that carry officials, quotas, sessions and registrations along."""
-from tests.test_registration_support import assert_error, programme  # noqa: F401
+from tests.helpers import assert_error
 
 OFFICIAL = {"full_name": "Nguyễn Thị Ánh", "email": "Anh.Nguyen@q1.hochiminhcity.gov.vn", "phone": "0903 123 456",
             "unit_code": "Q1", "audience_group": "district"}

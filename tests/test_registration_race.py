@@ -3,7 +3,6 @@ Exactly 150 are confirmed, the seat counter says 150, and the other 1,850 are wa
 the order they reached the seat, with no position given twice."""
 import eventlet
 
-from tests.test_registration_support import registration_only  # noqa: F401
 
 OFFICIALS = 2000
 SEATS = 150

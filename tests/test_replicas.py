@@ -41,9 +41,8 @@ from eventlet.queue import Empty, LightQueue
 
 from backbone.outbox import emitted_events
 from devstack.run import processes
-from tests.conftest import AMQP_BASE, free_port
-from tests.helpers import Client
-from tests.test_registration_support import Registrations, at
+from devstack import free_port
+from tests.helpers import AMQP_BASE, Client, Programme, at
 
 SERVICES = processes()  # what `make run` starts: {name: module:Class}
 
@@ -390,7 +389,7 @@ def submit(stack, http, answer):
 
 def test_two_replicas_of_everything_take_1000_registrations_and_survive_losing_one_of_each_mid_run(stack):
     operator = Client(stack.gateway_urls["a"], TOKEN)
-    programme = Registrations(operator, stack.db)
+    programme = Programme(operator, stack.db)
     sessions = [programme.known_session(starts_at=at(20 + i, "08:00"), ends_at=at(20 + i, "12:00"),
                                         capacity=SEATS) for i in range(SESSIONS)]
     imported = operator.post("/officials/import", data=staff_list(OFFICIALS),

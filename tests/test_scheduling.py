@@ -2,112 +2,15 @@
 trainer booked twice (not even by twenty callers at once), changes that publish events, and the
 automatic cancellations when an offering is withdrawn or its agreement ends."""
 from datetime import datetime, timedelta, timezone
-from zoneinfo import ZoneInfo
 
 import eventlet
 import pytest
 
-from backbone import topology
-from backbone.events import make_envelope
-from backbone.outbox import ConfirmedPublisher, emitted_events, event_message
-from tests.helpers import wait_for
-
-LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
-HALL, LAB = "Hội trường lớn", "Phòng máy 1"
-
-
-def day(offset):
-    """The local calendar day `offset` days from today in Ho Chi Minh City."""
-    return datetime.now(LOCAL).date() + timedelta(days=offset)
-
-
-def at(offset, clock):
-    """`at(3, "08:00")`: 08:00 +07:00 three local days from today, as the API takes it."""
-    return "{}T{}:00+07:00".format(day(offset).isoformat(), clock)
-
-
-def full_day(offset):
-    """A full day of class with a lunch break: two parts."""
-    return {"starts_at": at(offset, "08:00"), "ends_at": at(offset, "17:00"),
-            "parts": [{"starts_at": at(offset, "08:00"), "ends_at": at(offset, "11:30")},
-                      {"starts_at": at(offset, "13:30"), "ends_at": at(offset, "17:00")}]}
-
-
-class Programme:
-    """What every scheduling scenario starts from: SIU with an agreement active from a year ago to a
-    year ahead, its published offering (which scheduling has heard of), and the Banking University
-    of HCMC as the venue host, with a hall and a computer lab."""
-
-    def __init__(self, operator, db):
-        self.operator = operator
-        siu = operator.post("/partners", {"code": "SIU", "name": "Trường Đại học Quốc tế Sài Gòn",
-                                          "kind": "university", "contact_email": "hoptac@siu.edu.vn"}).json()
-        buh = operator.post("/partners", {"code": "BUH", "name": "Trường Đại học Ngân hàng TP. Hồ Chí Minh",
-                                          "kind": "venue_host", "contact_email": "hoptac@hub.edu.vn"}).json()
-        self.siu_id, self.buh_id = siu["id"], buh["id"]
-        self.siu, self.buh = operator.as_(siu["api_key"]), operator.as_(buh["api_key"])
-        agreement = operator.post("/partners/{}/agreements".format(self.siu_id), {
-            "title": "Thỏa thuận hợp tác đào tạo", "signed_on": day(-400).isoformat(),
-            "valid_from": day(-400).isoformat(), "valid_until": day(400).isoformat(), "scope": []})
-        assert agreement.status_code == 201, agreement.text
-        self.agreement_id = agreement.json()["id"]
-        offering = self.siu.post("/offerings", {
-            "title": "Bồi dưỡng kiến thức và kỹ năng ứng dụng AI trong công việc",
-            "audience_groups": ["district", "ward_commune"],
-            "modules": [{"title": "AI trong công tác văn phòng", "hours": 4}],
-            "starts_from": day(-365).isoformat(), "ends_by": day(365).isoformat()})
-        assert offering.status_code == 201, offering.text
-        self.offering_id = offering.json()["id"]
-        venue = operator.post("/venues", {
-            "name": "Trường Đại học Ngân hàng TP. Hồ Chí Minh",
-            "address": "36 Tôn Thất Đạm, phường Nguyễn Thái Bình, Quận 1, TP. Hồ Chí Minh",
-            "host_partner_id": self.buh_id,
-            "rooms": [{"name": HALL, "capacity": 160, "equipment": ["máy chiếu", "âm thanh"]},
-                      {"name": LAB, "capacity": 40, "equipment": ["40 máy tính", "máy chiếu"]}]})
-        assert venue.status_code == 201, venue.text
-        self.venue_id = venue.json()["id"]
-        # Scheduling learns of the offering from partners' event, asynchronously.
-        wait_for(lambda: db("scheduling").offerings.find_one({"_id": self.offering_id}))
-
-    def session(self, **fields):
-        """A session body: a morning in the hall, 150 seats for Quận 1 and 3, unless told otherwise."""
-        return dict({
-            "offering_id": self.offering_id, "venue_id": self.venue_id, "room": HALL,
-            "trainer": "TS. Nguyễn Văn A", "starts_at": at(10, "08:00"), "ends_at": at(10, "12:00"),
-            "capacity": 150, "eligible_units": ["Q1", "Q3"], "audience_groups": ["district"]}, **fields)
-
-    def schedule(self, client=None, **fields):
-        return (client or self.operator).post("/sessions", self.session(**fields))
-
-    def scheduled(self, **fields):
-        response = self.schedule(**fields)
-        assert response.status_code == 201, response.text
-        return response.json()
-
-
-@pytest.fixture
-def programme(operator, db):
-    return Programme(operator, db)
-
-
-def publish(app_config, type_, payload):
-    """Publish an event as partners would, straight to the broker."""
-    publisher = ConfirmedPublisher(app_config["AMQP_URI"])
-    try:
-        publisher.publish_batch([event_message(make_envelope(type_, payload, "partners", "test"),
-                                               topology.exchange_name())])
-    finally:
-        publisher.close()
-
+from backbone.outbox import emitted_events
+from tests.helpers import HALL, LAB, assert_error, at, day, full_day, publish, wait_for
 
 def events(db, type_):
     return [e["payload"] for e in emitted_events(db("scheduling"), {"type": type_})]
-
-
-def assert_error(response, status, code):
-    assert response.status_code == status, response.text
-    assert response.json()["error"]["code"] == code, response.text
-    return response.json()["error"]
 
 
 # -- scheduling -------------------------------------------------------------------------------------

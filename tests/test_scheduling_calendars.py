@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 import pytest
 from icalendar import Calendar
 
-from tests.test_scheduling import HALL, LAB, at, day, full_day, programme  # noqa: F401 (a fixture)
+from tests.helpers import HALL, LAB, at, day, full_day
 
 
 def parse(response):

@@ -37,7 +37,7 @@ def test_what_the_platform_declares_on_a_broker_is_what_the_definitions_file_hol
     rabbitmqctl, and compared with deploy/rabbitmq/definitions.json; then the file's policies are set on
     that vhost, and each must govern exactly its queues."""
     from kombu import Connection
-    from tests.conftest import AMQP_BASE
+    from tests.helpers import AMQP_BASE
     from devstack.rabbit import _rabbitmqctl, delete_vhost, make_vhost
     vhost = "trainops-topology-{}".format(os.getpid())
     make_vhost(vhost)

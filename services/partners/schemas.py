@@ -150,3 +150,9 @@ BODIES = {
     "OfferingUpdate": OfferingUpdate,
     "OfferingWithdrawal": OfferingWithdrawal,
 }
+
+QUERIES = {
+    "PartnerQuery": PageQuery,
+    "AgreementQuery": PageQuery,
+    "OfferingQuery": OfferingQuery,
+}

@@ -35,7 +35,7 @@ from contracts.common import AUDIENCE_GROUPS
 from backbone.errors import conflict, forbidden, invalid, not_found, rule_broken, validated
 from backbone.logs import Tracing
 from backbone.operated import Operated
-from backbone.openapi import schema_components
+from backbone.openapi import describe
 from backbone.rpc import rpc
 from backbone.clock import utcnow
 from backbone.database import Database, new_id
@@ -513,5 +513,5 @@ class PartnersService(Operated):
 
     @rpc
     def api_schemas(self):
-        """JSON schemas of the request bodies this service accepts, for the gateway's OpenAPI document."""
-        return schema_components(schemas.BODIES)
+        """The request bodies and list queries this service accepts, for the gateway's OpenAPI document."""
+        return describe(schemas.BODIES, schemas.QUERIES)

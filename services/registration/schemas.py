@@ -102,3 +102,9 @@ class CheckinIn(Schema):
 
 class ReportQuery(Schema):
     format = fields.Str(load_default="json", validate=validate.OneOf(("json", "csv", "xlsx")))
+
+
+# Documented at GET /openapi.json; the gateway's routes name them.
+BODIES = {"UnitIn": UnitIn, "UnitMergeIn": UnitMergeIn, "OfficialIn": OfficialIn, "RegistrationIn": RegistrationIn,
+          "CancellationIn": CancellationIn, "QuotasIn": QuotasIn, "CheckinIn": CheckinIn}
+QUERIES = {"OfficialQuery": OfficialQuery, "RegistrationQuery": RegistrationQuery, "ReportQuery": ReportQuery}

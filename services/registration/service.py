@@ -25,7 +25,7 @@ from backbone import auth
 from backbone.errors import DomainError, conflict, invalid, not_found, rule_broken, validated
 from backbone.logs import Tracing
 from backbone.operated import Operated
-from backbone.openapi import schema_components
+from backbone.openapi import describe
 from backbone.rpc import rpc
 from backbone.clock import utcnow
 from backbone.database import Database, new_id
@@ -578,8 +578,5 @@ class RegistrationService(Operated):
 
     @rpc
     def api_schemas(self):
-        """JSON schemas of what this service accepts, for the gateway's OpenAPI document."""
-        return schema_components({
-            "UnitIn": schemas.UnitIn, "UnitMergeIn": schemas.UnitMergeIn, "OfficialIn": schemas.OfficialIn,
-            "RegistrationIn": schemas.RegistrationIn, "CancellationIn": schemas.CancellationIn,
-            "QuotasIn": schemas.QuotasIn, "CheckinIn": schemas.CheckinIn})
+        """The request bodies and list queries this service accepts, for the gateway's OpenAPI document."""
+        return describe(schemas.BODIES, schemas.QUERIES)

@@ -112,3 +112,9 @@ class SessionQuery(Page):
     partner_id = Text(64)
     venue_id = Text(64)
     status = fields.Str(validate=validate.OneOf(("scheduled", "cancelled")))
+
+
+# Documented at GET /openapi.json; the gateway's routes name them.
+BODIES = {"VenueIn": VenueIn, "SessionIn": SessionIn, "RescheduleIn": RescheduleIn, "CapacityIn": CapacityIn,
+          "CancelIn": CancelIn}
+QUERIES = {"VenueQuery": Page, "SessionQuery": SessionQuery}

@@ -14,7 +14,7 @@ from backbone import auth
 from backbone.errors import invalid, not_found, rule_broken, validated
 from backbone.logs import Tracing
 from backbone.operated import Operated
-from backbone.openapi import schema_components
+from backbone.openapi import describe
 from backbone.rpc import rpc
 from backbone.clock import utcnow
 from backbone.database import Database, new_id
@@ -341,10 +341,8 @@ class SchedulingService(Operated):
 
     @rpc
     def api_schemas(self):
-        """JSON schemas of what this service accepts, for the gateway's OpenAPI document."""
-        return schema_components({
-            "VenueIn": schemas.VenueIn, "SessionIn": schemas.SessionIn, "RescheduleIn": schemas.RescheduleIn,
-            "CapacityIn": schemas.CapacityIn, "CancelIn": schemas.CancelIn})
+        """The request bodies and list queries this service accepts, for the gateway's OpenAPI document."""
+        return describe(schemas.BODIES, schemas.QUERIES)
 
 
     # -- lookups ------------------------------------------------------------------------------------
