@@ -7,9 +7,13 @@ import eventlet
 from nameko.testing.services import entrypoint_hook
 
 from backbone.auth import OPERATOR
+from backbone.clock import local_date
 from backbone.outbox import emitted_events
-from services.partners.service import PartnersService, agreement_status, local_date
+from backbone.timer import LeasedTimer
+from services.partners.rules import agreement_status
+from services.partners.service import PartnersService
 from tests.helpers import AGREEMENT_TITLE, SIU, iso_day, onboard, sign, wait_for
+
 
 def events(db, type_):
     return emitted_events(db("partners"), {"type": type_})
@@ -142,6 +146,12 @@ def record(container, partner_id, valid_from, valid_until):
             "title": AGREEMENT_TITLE, "signed_on": valid_from, "valid_from": valid_from, "valid_until": valid_until})
 
 
+def lease_holder(container):
+    """The name the container's expiry timer holds its lease under."""
+    [timer] = [e for e in container.entrypoints if isinstance(e, LeasedTimer)]
+    return timer.lease.holder
+
+
 def test_with_two_replicas_running_each_ended_agreement_is_announced_expired_once(
         container_factory, app_config, db):
     first, second = replicas(container_factory, sweep_seconds=0.1)
@@ -155,12 +165,25 @@ def test_with_two_replicas_running_each_ended_agreement_is_announced_expired_onc
 
     expired = lambda: [e["payload"]["agreement_id"] for e in events(db, "agreement_expired")]  # noqa: E731
     wait_for(lambda: len(expired()) >= 3, timeout=10)
-    eventlet.sleep(1)  # ten more ticks in each replica
-    assert sorted(expired()) == sorted(ended)
+
+    # Later sweeps in each replica, seen by what they announce: one that ends after those were
+    # announced is announced by the sweeping replica; when it stops, the other takes the lease over
+    # and announces the next. Each of those sweeps had every agreement above in view.
+    lease = lambda: db("partners").leases.find_one({"_id": "agreement-expiry"})["holder"]  # noqa: E731
+    sweeping = next(c for c in (first, second) if lease_holder(c) == lease())
+    other = second if sweeping is first else first
+    later = [record(other, partner["id"], iso_day(-60), iso_day(-1))["id"]]
+    wait_for(lambda: later[0] in expired(), timeout=10)
+    sweeping.stop()
+    wait_for(lambda: lease() == lease_holder(other), timeout=10)
+    later.append(record(other, partner["id"], iso_day(-60), iso_day(-1))["id"])
+    wait_for(lambda: later[1] in expired(), timeout=10)
+
+    assert sorted(expired()) == sorted(ended + later)
     assert last_day_today not in expired() and terminated not in expired()
     assert len(events(db, "agreement_terminated")) == 1
     # And the relay published them.
-    wait_for(lambda: db("partners").published_events.count_documents({"type": "agreement_expired"}) == 3)
+    wait_for(lambda: db("partners").published_events.count_documents({"type": "agreement_expired"}) == 5)
 
 
 def test_two_sweeps_at_the_same_moment_still_announce_each_expiry_once(container_factory, app_config, db):

@@ -1,24 +1,19 @@
-"""What partners and operators may send. Every string has a length limit and every schema refuses
-unknown fields (marshmallow's default), so nothing unexpected, and no `$`-prefixed key, is ever stored."""
+"""What partners and operators may send, and what they get back. Every string has a length limit and
+every schema refuses unknown fields (marshmallow's default), so nothing unexpected, and no `$`-prefixed
+key, is ever stored. The `public_*` functions say what of a record leaves the service."""
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from backbone.fields import Id, OneOf, Text
+from backbone.paging import PageQuery
 from contracts.common import AUDIENCE_GROUPS
+from services.partners.rules import agreement_status
 
 KINDS = ("university", "operator", "venue_host")
 OFFERING_STATUSES = ("published", "withdrawn")
 
 
-def not_blank(value):
-    if not value.strip():
-        raise ValidationError("Must not be blank.")
-
-
-def Text(max_length, **kwargs):  # noqa: N802 (used like a field class)
-    return fields.Str(validate=[validate.Length(min=1, max=max_length), not_blank], **kwargs)
-
-
 def Audiences(**kwargs):  # noqa: N802
-    return fields.List(fields.Str(validate=validate.OneOf(AUDIENCE_GROUPS)),
+    return fields.List(OneOf(AUDIENCE_GROUPS),
                        validate=validate.Length(min=1, max=len(AUDIENCE_GROUPS)), **kwargs)
 
 
@@ -43,7 +38,7 @@ class PartnerIn(Schema):
         validate.Regexp(r"^[A-Z0-9][A-Z0-9-]*$", error="Upper-case letters, digits and dashes only."),
     ])
     name = Text(200, required=True)
-    kind = fields.Str(required=True, validate=validate.OneOf(KINDS))
+    kind = OneOf(KINDS, required=True)
     contact_email = fields.Email(required=True, validate=validate.Length(max=254))
     contacts = fields.List(fields.Nested(ContactIn), load_default=list, validate=validate.Length(max=10))
 
@@ -91,7 +86,7 @@ class ModuleIn(Schema):
 
 
 class OfferingIn(Schema):
-    partner_id = fields.Str(validate=validate.Length(min=1, max=64), metadata={
+    partner_id = Id(metadata={
         "description": "Only when the operator posts on a partner's behalf; a partner's key implies it."})
     title = Text(300, required=True, metadata={"description": "The title in Vietnamese."})
     title_en = Text(300, allow_none=True, metadata={"description": "The title in English (optional)."})
@@ -128,19 +123,54 @@ class OfferingWithdrawal(Schema):
 
 # -- list queries (?limit=&cursor=...) --------------------------------------------------------------
 
-class PageQuery(Schema):
-    limit = fields.Int(load_default=50, validate=validate.Range(min=1, max=200))
-    cursor = fields.Str(validate=validate.Length(min=1, max=64))
+class PartnerQuery(PageQuery):
+    """Partners in order of code; a partner sees only itself."""
+
+
+class AgreementQuery(PageQuery):
+    """A partner's agreements."""
 
 
 class OfferingQuery(PageQuery):
-    partner_id = fields.Str(validate=validate.Length(min=1, max=64))
-    audience = fields.Str(validate=validate.OneOf(AUDIENCE_GROUPS))
+    partner_id = Id()
+    audience = OneOf(AUDIENCE_GROUPS)
     date = fields.Date(metadata={"description": "Offerings whose window contains this day."})
-    status = fields.Str(validate=validate.OneOf(OFFERING_STATUSES))
+    status = OneOf(OFFERING_STATUSES)
 
 
-# Documented at GET /openapi.json; the gateway's routes name them as request bodies.
+# -- what leaves the service ------------------------------------------------------------------------
+
+def public_key(record):
+    """A key as its holder and the operator see it: id, hint and dates."""
+    # .get: keys issued before keys had ids and hints (early dev databases) have neither.
+    return {"key_id": record.get("id"), "hint": record.get("hint"), "issued_at": record["issued_at"],
+            "revoked_at": record.get("revoked_at")}
+
+
+def public_partner(doc):
+    """A partner with its keys' ids and hints; never a key or its hash."""
+    out = {k: doc.get(k) for k in ("id", "code", "name", "kind", "contact_email", "contacts", "created_at")}
+    out["api_keys"] = [public_key(k) for k in doc["api_keys"]]
+    out["revoked_api_keys"] = [public_key(k) for k in doc.get("revoked_api_keys", [])]
+    return out
+
+
+def public_agreement(doc, today):
+    """An agreement with its status on the local day `today`."""
+    out = {k: doc.get(k) for k in ("id", "partner_id", "title", "parties", "signed_on", "valid_from",
+                                   "valid_until", "scope", "terminated_on", "history", "created_at")}
+    out["status"] = agreement_status(doc, today)
+    return out
+
+
+def public_offering(doc):
+    """An offering with its status and the agreement that covers it."""
+    return {k: doc.get(k) for k in (
+        "id", "partner_id", "agreement_id", "title", "title_en", "audience_groups", "modules",
+        "starts_from", "ends_by", "status", "withdrawal_reason", "created_at", "updated_at", "withdrawn_at")}
+
+
+# Documented at GET /openapi.json; the gateway's routes name them as request bodies and list queries.
 BODIES = {
     "PartnerIn": PartnerIn,
     "AgreementIn": AgreementIn,
@@ -152,7 +182,7 @@ BODIES = {
 }
 
 QUERIES = {
-    "PartnerQuery": PageQuery,
-    "AgreementQuery": PageQuery,
+    "PartnerQuery": PartnerQuery,
+    "AgreementQuery": AgreementQuery,
     "OfferingQuery": OfferingQuery,
 }
