@@ -13,6 +13,12 @@ def events(db, type_):
     return [e["payload"] for e in emitted_events(db("scheduling"), {"type": type_})]
 
 
+def handled(db, type_):
+    """Wait until scheduling has handled an event of `type_` (its changes are committed with that
+    record): what did not happen by then will not."""
+    wait_for(lambda: db("scheduling").handled_events.find_one({"event_type": type_}))
+
+
 # -- scheduling -------------------------------------------------------------------------------------
 
 def test_a_full_day_is_stored_in_utc_shown_in_local_time_and_announced(programme, db):
@@ -201,8 +207,8 @@ def test_withdrawing_an_offering_cancels_its_future_sessions_but_not_past_ones(p
     publish(app_config, "offering_withdrawn", {
         "offering_id": programme.offering_id, "partner_id": programme.siu_id, "reason": "Đổi chương trình"})
 
-    sessions = db("scheduling").sessions
-    wait_for(lambda: sessions.count_documents({"status": "cancelled"}) == 2)
+    handled(db, "offering_withdrawn")
+    assert db("scheduling").sessions.count_documents({"status": "cancelled"}) == 2
     for session in future:
         shown = programme.operator.get("/sessions/" + session["id"]).json()
         assert shown["status"] == "cancelled"
@@ -222,7 +228,8 @@ def test_an_expired_agreement_cancels_the_future_sessions_of_its_offerings(progr
         "agreement_id": programme.agreement_id, "partner_id": programme.siu_id, "title": "Thỏa thuận",
         "valid_from": day(-400).isoformat(), "valid_until": day(-1).isoformat()})
 
-    wait_for(lambda: programme.operator.get("/sessions/" + future["id"]).json()["status"] == "cancelled")
+    handled(db, "agreement_expired")
+    assert programme.operator.get("/sessions/" + future["id"]).json()["status"] == "cancelled"
     assert programme.operator.get("/sessions/" + future["id"]).json()["cancel_reason"] == "Agreement expired."
     assert programme.operator.get("/sessions/" + past["id"]).json()["status"] == "scheduled"
     assert_error(programme.schedule(starts_at=at(7, "08:00"), ends_at=at(7, "12:00")), 422, "no_active_agreement")
@@ -237,7 +244,8 @@ def test_a_termination_dated_ahead_keeps_the_sessions_before_it(programme, app_c
         "valid_from": day(-400).isoformat(), "valid_until": day(400).isoformat(),
         "terminated_on": day(10).isoformat(), "reason": "Hai bên thống nhất"})
 
-    wait_for(lambda: programme.operator.get("/sessions/" + after["id"]).json()["status"] == "cancelled")
+    handled(db, "agreement_terminated")
+    assert programme.operator.get("/sessions/" + after["id"]).json()["status"] == "cancelled"
     assert programme.operator.get("/sessions/" + after["id"]).json()["cancel_reason"] == (
         "Agreement terminated: Hai bên thống nhất")
     assert programme.operator.get("/sessions/" + before["id"]).json()["status"] == "scheduled"

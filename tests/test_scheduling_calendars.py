@@ -120,8 +120,8 @@ def test_the_programme_calendar_filters_by_month_unit_partner_and_venue_and_page
 
 
 @pytest.mark.parametrize("query, field", [
-    ("month=2025-13", "month"), ("month=March", "month"), ("limit=0", "limit"), ("cursor=bm9wZQ", "cursor"),
-    ("status=maybe", "status"), ("colour=red", "colour"), ("token=x", "token")])
+    ("month=2025-13", "month"), ("month=March", "month"), ("limit=0", "limit"), ("limit=201", "limit"),
+    ("cursor=bm9wZQ", "cursor"), ("status=maybe", "status"), ("colour=red", "colour"), ("token=x", "token")])
 def test_bad_calendar_filters_are_named(operator, query, field):
     response = operator.get("/sessions?" + query)
     assert response.status_code == 422, response.text
@@ -136,6 +136,17 @@ def test_venues_are_listed_with_their_rooms_and_equipment(programme, anonymous):
     assert {r["name"]: (r["capacity"], r["equipment"]) for r in venue["rooms"]} == {
         HALL: (160, ["máy chiếu", "âm thanh"]), LAB: (40, ["40 máy tính", "máy chiếu"])}
     assert programme.siu.get("/venues/venue-0").status_code == 404
+
+    # Paged by name like every list: the Banking University, then SIU's campus.
+    programme.operator.post("/venues", {
+        "name": "Trường Đại học Quốc tế Sài Gòn", "address": "8C Tống Hữu Định",
+        "host_partner_id": programme.siu_id, "rooms": [{"name": "P.201", "capacity": 60}]})
+    first = programme.buh.get("/venues?limit=1").json()
+    second = programme.buh.get("/venues?limit=1&cursor=" + first["next_cursor"]).json()
+    assert [v["name"] for v in first["items"] + second["items"]] == [
+        "Trường Đại học Ngân hàng TP. Hồ Chí Minh", "Trường Đại học Quốc tế Sài Gòn"]
+    assert second["next_cursor"] is None
+    assert programme.buh.get("/venues?cursor=bm9wZQ").status_code == 422
     assert anonymous.get("/venues").status_code == 401
     assert programme.siu.post("/venues", {"name": "X", "address": "Y", "host_partner_id": programme.siu_id,
                                           "rooms": [{"name": "A", "capacity": 1}]}).status_code == 403

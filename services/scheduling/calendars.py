@@ -6,11 +6,10 @@ at 08:00 in the city at 08:00 +07:00. Each session is one VEVENT whose UID never
 rescheduled or cancelled session updates the entry already in the app (SEQUENCE counts the changes)
 instead of adding a second one; a cancelled session stays in the feed as STATUS:CANCELLED."""
 from datetime import timedelta
-from zoneinfo import ZoneInfo
 
 from icalendar import STATUS, Calendar, Event, vDuration
 
-LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
+from backbone.clock import LOCAL, shown
 PRODID = "-//Trung tam Chuyen doi so TP.HCM//trainops//VI"
 # How often a subscribed app should fetch the feed again.
 REFRESH = timedelta(hours=1)
@@ -54,16 +53,12 @@ def description(session):
     """What an official needs besides time and place, in Vietnamese like every notice they get."""
     lines = ["Giảng viên: {}".format(session["trainer"])]
     if session["parts"]:
-        one_day = len({local(part["starts_at"], "%x") for part in session["parts"]}) == 1
+        one_day = len({shown(part["starts_at"], "%x") for part in session["parts"]}) == 1
         start = "%H:%M" if one_day else "%d/%m %H:%M"
         lines.append("Các buổi: {}".format(", ".join(
-            "{}–{}".format(local(part["starts_at"], start), local(part["ends_at"], "%H:%M"))
+            "{}–{}".format(shown(part["starts_at"], start), shown(part["ends_at"], "%H:%M"))
             for part in session["parts"])))
-    lines.append("Hạn đăng ký: {}".format(local(session["registration_closes_at"], "%d/%m/%Y %H:%M")))
+    lines.append("Hạn đăng ký: {}".format(shown(session["registration_closes_at"])))
     if session["status"] == "cancelled":
         lines.append("Đã hủy: {}".format(session["cancel_reason"]))
     return "\n".join(lines)
-
-
-def local(moment, pattern):
-    return moment.astimezone(LOCAL).strftime(pattern)

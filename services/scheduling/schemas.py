@@ -1,11 +1,17 @@
-"""What operators and partners send to lay out venues and sessions, and the filters of the programme
-calendar."""
+"""What operators and partners send to lay out venues and sessions, the filters of the programme
+calendar, and what leaves the service: sessions and venues as callers see them, and the payloads of
+the events it publishes (contracts/scheduling.py)."""
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
+from backbone.fields import Id, OneOf, Text, When
+from backbone.paging import PageQuery
 from contracts.common import AUDIENCE_GROUPS
+from services.scheduling.rules import parts_problem
 
-Text = lambda n, **kw: fields.Str(validate=validate.Length(min=1, max=n), **kw)  # noqa: E731
-Capacity = lambda **kw: fields.Int(strict=True, validate=validate.Range(min=1, max=5000), **kw)  # noqa: E731
+
+def Capacity(**kwargs):  # noqa: N802 (used like a field class)
+    """Seats: a whole number from 1 to 5000 (a JSON number, not text)."""
+    return fields.Int(strict=True, validate=validate.Range(min=1, max=5000), **kwargs)
 
 
 class RoomIn(Schema):
@@ -18,7 +24,7 @@ class RoomIn(Schema):
 class VenueIn(Schema):
     name = Text(200, required=True)
     address = Text(300, required=True)
-    host_partner_id = Text(64, required=True)
+    host_partner_id = Id(required=True)
     rooms = fields.List(fields.Nested(RoomIn), required=True, validate=validate.Length(min=1, max=200))
 
     @validates_schema
@@ -28,21 +34,10 @@ class VenueIn(Schema):
             raise ValidationError("Room names must be unique within a venue.", "rooms")
 
 
-def parts_problem(starts_at, ends_at, parts):
-    """Why `parts` do not fit a session from `starts_at` to `ends_at`, or None. Each part lies within
-    the session and no two overlap (one may end as the next begins)."""
-    ordered = sorted(parts, key=lambda part: part["starts_at"])
-    if any(part["starts_at"] < starts_at or part["ends_at"] > ends_at for part in ordered):
-        return "Each part must lie within starts_at and ends_at."
-    if any(later["starts_at"] < earlier["ends_at"] for earlier, later in zip(ordered, ordered[1:])):
-        return "Parts must not overlap."
-    return None
-
-
 class Interval(Schema):
-    # AwareDateTime refuses a naive datetime: a time without an offset is ambiguous.
-    starts_at = fields.AwareDateTime(required=True)
-    ends_at = fields.AwareDateTime(required=True)
+    # When() refuses a naive datetime: a time without an offset is ambiguous.
+    starts_at = When(required=True)
+    ends_at = When(required=True)
 
     @validates_schema
     def ends_after_start(self, data, **kwargs):
@@ -50,10 +45,15 @@ class Interval(Schema):
             raise ValidationError("Must be after starts_at.", "ends_at")
 
 
+def Parts(**kwargs):  # noqa: N802
+    """A session's parts (at most ten), each a span of its own."""
+    return fields.List(fields.Nested(Interval), validate=validate.Length(max=10), **kwargs)
+
+
 class _Timing(Interval):
     """When a session happens: its span, its parts (a full day with a lunch break is two parts;
     attendance is taken per part) and when registration closes (by default, at the start)."""
-    registration_closes_at = fields.AwareDateTime(allow_none=True)
+    registration_closes_at = When(allow_none=True)
 
     @validates_schema
     def parts_and_cut_off_fit(self, data, **kwargs):
@@ -67,19 +67,15 @@ class _Timing(Interval):
             raise ValidationError("Must not be after starts_at.", "registration_closes_at")
 
 
-Parts = lambda **kw: fields.List(fields.Nested(Interval), validate=validate.Length(max=10), **kw)  # noqa: E731
-
-
 class SessionIn(_Timing):
-    offering_id = Text(64, required=True)
-    venue_id = Text(64, required=True)
+    offering_id = Id(required=True)
+    venue_id = Id(required=True)
     room = Text(100, required=True)
     trainer = Text(200, required=True)
     capacity = Capacity(required=True)
-    eligible_units = fields.List(Text(64), load_default=list, validate=validate.Length(max=500))
+    eligible_units = fields.List(Id(), load_default=list, validate=validate.Length(max=500))
     audience_groups = fields.List(
-        fields.Str(validate=validate.OneOf(AUDIENCE_GROUPS)), required=True,
-        validate=validate.Length(min=1, max=len(AUDIENCE_GROUPS)))
+        OneOf(AUDIENCE_GROUPS), required=True, validate=validate.Length(min=1, max=len(AUDIENCE_GROUPS)))
     parts = Parts(load_default=list)
 
 
@@ -98,23 +94,62 @@ class CancelIn(Schema):
     reason = Text(500, required=True)
 
 
-class Page(Schema):
-    limit = fields.Int(load_default=100, validate=validate.Range(min=1, max=500))
-    cursor = Text(500)
+class VenueQuery(PageQuery):
+    """Venues, by name."""
 
 
-class SessionQuery(Page):
+class SessionQuery(PageQuery):
     """The programme calendar's filters, from the query string."""
     # A calendar month in Ho Chi Minh City time: sessions that take place (at least partly) in it.
     month = fields.Str(validate=validate.Regexp(r"^\d{4}-(0[1-9]|1[0-2])$", error="Use YYYY-MM."))
     # Sessions an official of this unit may attend: those naming it, and those open to every unit.
-    unit = Text(64)
-    partner_id = Text(64)
-    venue_id = Text(64)
-    status = fields.Str(validate=validate.OneOf(("scheduled", "cancelled")))
+    unit = Id()
+    partner_id = Id()
+    venue_id = Id()
+    status = OneOf(("scheduled", "cancelled"))
+
+
+# -- what leaves the service --------------------------------------------------------------------------
+
+def public_session(doc):
+    return {k: doc.get(k) for k in (
+        "id", "offering_id", "partner_id", "title", "venue_id", "venue_name", "address", "room", "trainer",
+        "starts_at", "ends_at", "parts", "capacity", "eligible_units", "audience_groups",
+        "registration_closes_at", "status", "cancel_reason", "cancelled_at")}
+
+
+def public_venue(doc):
+    return {k: doc.get(k) for k in ("id", "name", "address", "host_partner_id", "rooms")}
+
+
+def scheduled_payload(session):
+    """The session as session_scheduled carries it."""
+    payload = {k: session[k] for k in (
+        "offering_id", "partner_id", "title", "venue_id", "venue_name", "address", "room", "trainer",
+        "starts_at", "ends_at", "parts", "capacity", "eligible_units", "audience_groups",
+        "registration_closes_at")}
+    payload["session_id"] = session["id"]
+    return payload
+
+
+def rescheduled_payload(session, previous):
+    """session_rescheduled: the session as it is now, and where and when it was."""
+    return dict(scheduled_payload(session), previous_starts_at=previous["starts_at"],
+                previous_ends_at=previous["ends_at"], previous_room=previous["room"])
+
+
+def capacity_changed_payload(session, previous):
+    return {"session_id": session["id"], "capacity": session["capacity"],
+            "previous_capacity": previous["capacity"]}
+
+
+def cancelled_payload(session, reason, cause):
+    return {"session_id": session["id"], "offering_id": session["offering_id"],
+            "partner_id": session["partner_id"], "starts_at": session["starts_at"], "reason": reason,
+            "cause": cause}
 
 
 # Documented at GET /openapi.json; the gateway's routes name them.
 BODIES = {"VenueIn": VenueIn, "SessionIn": SessionIn, "RescheduleIn": RescheduleIn, "CapacityIn": CapacityIn,
           "CancelIn": CancelIn}
-QUERIES = {"VenueQuery": Page, "SessionQuery": SessionQuery}
+QUERIES = {"VenueQuery": VenueQuery, "SessionQuery": SessionQuery}

@@ -1,0 +1,232 @@
+"""Scheduling's rules: plain functions, no I/O; the time is passed in (`now`).
+
+- A session is booked for a published offering only, within the offering's dates (whole local days),
+  ending before the offering's agreement ended, and for audiences the offering is for.
+- Neither a room nor a trainer is ever in two scheduled sessions whose times overlap; one session may
+  start as another ends. A trainer is one person however the name is spaced, cased or accented.
+- A session seats at most what its room seats; its parts lie within it and do not overlap.
+- Partners plan ahead: only the operator schedules, changes or cancels a session that has started.
+- Any operator or partner token reads sessions and venues; in lists and feeds the operator sees every
+  session, a partner those it delivers or hosts.
+- A withdrawn offering, or one whose agreement expired or was terminated, loses its sessions still to
+  come; the past stays as it was.
+"""
+import unicodedata
+from datetime import date, timedelta, timezone
+
+from backbone import auth
+from backbone.clock import local_midnight, shown
+from backbone.errors import conflict, invalid, rule_broken
+
+
+# -- who asks -----------------------------------------------------------------------------------------
+
+def require_reader(actor):
+    """Any operator or partner token may read sessions, venues and calendars; no token is a 401."""
+    auth.require_operator_or_partner(actor, auth.partner_id_of(actor))
+
+
+def whose_sessions(actor):
+    """Whose sessions `actor` sees in lists and feeds: None for the operator (everyone's), otherwise
+    the partner's id (the sessions it delivers or hosts). 401 without a token."""
+    require_reader(actor)
+    return auth.partner_id_of(actor)
+
+
+def require_future_unless_operator(actor, moment, now):
+    """Partners plan ahead; only the operator lays out or corrects sessions that have started at
+    `moment` (the 2025 programme began before this system did). 422 `in_the_past`."""
+    if not auth.is_operator(actor) and moment <= now:
+        raise rule_broken("in_the_past", "Only the operator may schedule or change a session that has started.",
+                          {"starts_at": ["In the past."]})
+
+
+def require_scheduled(session):
+    """The session, unless it was cancelled (422 `session_cancelled`: a cancelled session stays so)."""
+    if session["status"] != "scheduled":
+        raise rule_broken("session_cancelled", "The session was cancelled.")
+    return session
+
+
+def require_changeable(actor, session, now):
+    """`actor` may change `session`: the operator, or the session's partner (403 otherwise) while the
+    session is scheduled (422 `session_cancelled`) and, for a partner, still to come (422
+    `in_the_past`)."""
+    auth.require_operator_or_partner(actor, session["partner_id"])
+    require_scheduled(session)
+    require_future_unless_operator(actor, session["starts_at"], now)
+
+
+# -- rooms and trainers --------------------------------------------------------------------------------
+
+def room_of(venue, name):
+    """The venue's room called `name`; 422 `unknown_room` if it has none."""
+    room = next((r for r in venue["rooms"] if r["name"] == name), None)
+    if room is None:
+        raise rule_broken("unknown_room", "{} has no room {}.".format(venue["name"], name),
+                          {"room": ["Unknown room."]})
+    return room
+
+
+def require_room_seats(room, capacity):
+    """A session seats at most what its room seats: 422 `capacity_exceeds_room` otherwise."""
+    if capacity > room["capacity"]:
+        raise rule_broken("capacity_exceeds_room", "Room {} seats {}.".format(room["name"], room["capacity"]),
+                          {"capacity": ["At most {}.".format(room["capacity"])]})
+
+
+def room_key(venue_id, room):
+    """One room of one venue, as bookings claim it."""
+    return "{}/{}".format(venue_id, room)
+
+
+def trainer_key(name):
+    """One trainer however the name is spaced, cased or its Vietnamese accents encoded (composed or
+    not), so a double booking is not missed by a typing difference."""
+    return " ".join(unicodedata.normalize("NFC", name).casefold().split())
+
+
+def double_booking(field, session, other):
+    """The 409 for `session` wanting the `field` ("room" or "trainer") that `other` holds at an
+    overlapping time, naming the other session."""
+    booked = "Booked by session {} ({}), {} to {}.".format(
+        other["_id"], other["title"], shown(other["starts_at"]), shown(other["ends_at"]))
+    return conflict("{}_conflict".format(field), "The {} {} is taken. {}".format(field, session[field], booked),
+                    {field: [booked], "other_session_id": [other["_id"]]})
+
+
+# -- offerings and agreements ---------------------------------------------------------------------------
+
+def not_published():
+    """The refusal for an offering that is unknown here or not (any more) published."""
+    return rule_broken("offering_not_published", "The offering is not published.",
+                       {"offering_id": ["Unknown or not published."]})
+
+
+def offering_refusal(offering, session):
+    """Why `offering` cannot have `session`, as the error to raise, or None. The offering runs from
+    the start of its first local day to the end of its last; its agreement covers sessions that end
+    by `covered_until`."""
+    if offering is None or offering["status"] != "published":
+        return not_published()
+    opens = local_midnight(date.fromisoformat(offering["starts_from"]))
+    closes = local_midnight(date.fromisoformat(offering["ends_by"]) + timedelta(days=1))
+    if session["starts_at"] < opens or session["ends_at"] > closes:
+        return rule_broken(
+            "outside_offering_dates",
+            "The offering runs from {} to {}.".format(offering["starts_from"], offering["ends_by"]),
+            {"starts_at": ["Outside the offering's dates."]})
+    covered_until = offering.get("covered_until")
+    if covered_until and session["ends_at"] > covered_until:
+        return rule_broken(
+            "no_active_agreement",
+            "The agreement covering this offering ended at {}.".format(shown(covered_until)),
+            {"starts_at": ["After the offering's agreement ended."]})
+    if not set(session["audience_groups"]) <= set(offering["audience_groups"]):
+        return rule_broken(
+            "audience_not_offered", "The offering is for {}.".format(", ".join(offering["audience_groups"])),
+            {"audience_groups": ["Not an audience of the offering."]})
+    return None
+
+
+def withdrawal_is_final(status):
+    """A withdrawn offering stays withdrawn: a late published or updated event must not revive it."""
+    return status == "withdrawn"
+
+
+def agreement_ends_at(valid_until, terminated_on=None):
+    """The instant (UTC) an agreement stops covering anything: the local midnight after its last valid
+    day or, when it was terminated, the start of its termination day if that comes first (partners'
+    rule: a terminated agreement is over from the start of its termination day)."""
+    first_day_without = valid_until + timedelta(days=1)
+    if terminated_on is not None:
+        first_day_without = min(terminated_on, first_day_without)
+    return local_midnight(first_day_without)
+
+
+def first_lost_start(ends_at, now):
+    """The earliest start of the sessions an agreement ending at `ends_at` cancels: those from its
+    end on, and only those still to come (the past stays as it was)."""
+    return max(now, ends_at)
+
+
+def cancel_reason(what, detail=None):
+    """`Offering withdrawn: Đổi chương trình`, or `Offering withdrawn.` when no reason was given."""
+    return what + (": " + detail if detail else ".")
+
+
+# -- times -------------------------------------------------------------------------------------------
+
+def month_span(month):
+    """`2025-03` → the instants (UTC) that month begins and ends in Ho Chi Minh City."""
+    year, number = (int(part) for part in month.split("-"))
+    return local_midnight(date(year, number, 1)), local_midnight(date(year + number // 12, number % 12 + 1, 1))
+
+
+def in_utc(moment):
+    """An aware instant in UTC, as sessions are stored."""
+    return moment.astimezone(timezone.utc)
+
+
+def utc_parts(parts):
+    """A session's parts with their instants in UTC."""
+    return [{"starts_at": in_utc(part["starts_at"]), "ends_at": in_utc(part["ends_at"])} for part in parts]
+
+
+def parts_problem(starts_at, ends_at, parts):
+    """Why `parts` do not fit a session from `starts_at` to `ends_at`, or None. Each part lies within
+    the session and no two overlap (one may end as the next begins)."""
+    ordered = sorted(parts, key=lambda part: part["starts_at"])
+    if any(part["starts_at"] < starts_at or part["ends_at"] > ends_at for part in ordered):
+        return "Each part must lie within starts_at and ends_at."
+    if any(later["starts_at"] < earlier["ends_at"] for earlier, later in zip(ordered, ordered[1:])):
+        return "Parts must not overlap."
+    return None
+
+
+# -- sessions -----------------------------------------------------------------------------------------
+
+def new_session(session_id, fields, offering, venue, room, now):
+    """The session a booking of `fields` makes: the offering's title and partner, the venue's place
+    and host, its times in UTC and a registration cut-off at its start unless one is given."""
+    return {
+        "_id": session_id, "id": session_id, "offering_id": offering["_id"], "partner_id": offering["partner_id"],
+        "host_partner_id": venue["host_partner_id"], "title": offering["title"],
+        "venue_id": venue["_id"], "venue_name": venue["name"], "address": venue["address"],
+        "room": room["name"], "room_key": room_key(venue["_id"], room["name"]),
+        "trainer": fields["trainer"], "trainer_key": trainer_key(fields["trainer"]),
+        "starts_at": in_utc(fields["starts_at"]), "ends_at": in_utc(fields["ends_at"]),
+        "parts": utc_parts(fields["parts"]),
+        "capacity": fields["capacity"], "eligible_units": fields["eligible_units"],
+        "audience_groups": fields["audience_groups"],
+        "registration_closes_at": in_utc(fields.get("registration_closes_at") or fields["starts_at"]),
+        "status": "scheduled", "sequence": 0, "created_at": now, "updated_at": now,
+    }
+
+
+def moved(session, room, fields):
+    """Where and when `session` is after a move to `fields`' times in `room` of its venue. Without new
+    `parts` its parts move with its start and must still fit (422 naming `parts` otherwise); without
+    a new `registration_closes_at` the cut-off keeps its lead time."""
+    starts_at, ends_at = in_utc(fields["starts_at"]), in_utc(fields["ends_at"])
+    shift = starts_at - session["starts_at"]
+    if "parts" in fields:
+        parts = utc_parts(fields["parts"])
+    else:
+        parts = [{edge: moment + shift for edge, moment in part.items()} for part in session["parts"]]
+        problem = parts_problem(starts_at, ends_at, parts)
+        if problem:
+            raise invalid({"parts": ["The session's parts, moved with it, do not fit: {} Send its new parts."
+                                     .format(problem)]})
+    closes = fields.get("registration_closes_at")
+    return {
+        "room": room["name"], "room_key": room_key(session["venue_id"], room["name"]),
+        "starts_at": starts_at, "ends_at": ends_at, "parts": parts,
+        "registration_closes_at": in_utc(closes) if closes else session["registration_closes_at"] + shift,
+    }
+
+
+def changes_anything(session, change):
+    """Whether `change` differs from `session`: a move to where it already is changes nothing and
+    publishes nothing."""
+    return any(session[key] != value for key, value in change.items())

@@ -1,0 +1,216 @@
+"""Scheduling's collections and every read and write over them.
+
+- `venues`: venues with their rooms.
+- `sessions`: the programme calendar, instants in UTC; `room_key` and `trainer_key` say what a
+  session holds.
+- `offerings` and `agreements`: what partners' events said (whether an offering is published, until
+  when its agreement covers it); never partners' database.
+- `locks`: one document per room and per trainer that a booking writes, so that racing bookings
+  conflict in the database (see `claim`).
+"""
+from pymongo import ASCENDING, IndexModel
+
+from backbone.clock import utcnow
+from backbone.database import new_id, one_or_404
+from backbone.errors import rule_broken
+from backbone.paging import page
+from services.scheduling import rules, schemas
+
+INDEXES = {
+    "venues": [IndexModel([("name", ASCENDING), ("_id", ASCENDING)])],
+    "sessions": [
+        IndexModel([("room_key", ASCENDING), ("starts_at", ASCENDING)]),
+        IndexModel([("trainer_key", ASCENDING), ("starts_at", ASCENDING)]),
+        IndexModel([("offering_id", ASCENDING), ("starts_at", ASCENDING)]),
+        IndexModel([("starts_at", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("venue_id", ASCENDING), ("starts_at", ASCENDING)]),
+        IndexModel([("partner_id", ASCENDING), ("starts_at", ASCENDING)]),
+    ],
+    "offerings": [IndexModel([("agreement_id", ASCENDING)])],
+}
+
+
+# -- venues -----------------------------------------------------------------------------------------
+
+def add_venue(db, fields, now):
+    """Store a new venue with its rooms; returns it."""
+    venue = dict(fields, id=new_id("venue"), created_at=now)
+    venue["_id"] = venue["id"]
+    db.venues.insert_one(venue)
+    return venue
+
+
+def venue(db, venue_id):
+    """The venue, or 404."""
+    return one_or_404(db.venues, venue_id, "venue")
+
+
+def named_venue(db, venue_id):
+    """The venue a body names, or 422 `unknown_venue` (the body is wrong, not the URL)."""
+    found = db.venues.find_one({"_id": venue_id})
+    if found is None:
+        raise rule_broken("unknown_venue", "No such venue.", {"venue_id": ["Unknown venue."]})
+    return found
+
+
+def venue_page(db, limit, cursor=None):
+    """One page of venues by name: (venues, next_cursor)."""
+    return page(db.venues, {}, ["name", "_id"], limit, cursor)
+
+
+# -- sessions: reads ----------------------------------------------------------------------------------
+
+def session(db, session_id):
+    """The session, or 404."""
+    return one_or_404(db.sessions, session_id, "session")
+
+
+def session_in(tx, session_id):
+    """The session as the transaction sees it: a change that won a race is seen here, and one that
+    commits later conflicts with this transaction's write and re-runs it."""
+    return tx.sessions.find_one({"_id": session_id})
+
+
+def _delivered_or_hosted(partner_id):
+    return {"$or": [{"partner_id": partner_id}, {"host_partner_id": partner_id}]}
+
+
+def _seen_by(partner_id):
+    """The sessions seen by the partner `partner_id`, or by the operator (None): all."""
+    return {} if partner_id is None else _delivered_or_hosted(partner_id)
+
+
+def session_page(db, seen_by, filters, during=None):
+    """One page of the programme calendar by start time: (sessions, next_cursor). `seen_by`: the
+    partner whose sessions these are (None: all); `during`: (begins, ends), sessions taking place at
+    least partly in it; `filters`: `unit` (sessions naming it, and those open to every unit),
+    `partner_id`, `venue_id`, `status`, and `limit` and `cursor`."""
+    clauses = [_seen_by(seen_by)]
+    if during:
+        begins, ends = during
+        clauses.append({"starts_at": {"$lt": ends}, "ends_at": {"$gt": begins}})
+    if "unit" in filters:
+        clauses.append({"$or": [{"eligible_units": filters["unit"]}, {"eligible_units": []}]})
+    clauses.extend({key: filters[key]} for key in ("partner_id", "venue_id", "status") if key in filters)
+    return page(db.sessions, {"$and": clauses}, ["starts_at", "_id"], filters["limit"], filters.get("cursor"))
+
+
+def venue_sessions(db, venue_id, seen_by):
+    """Every session at the venue that `seen_by` sees (see `session_page`), by start time."""
+    return db.sessions.find({"$and": [_seen_by(seen_by), {"venue_id": venue_id}]}).sort("starts_at")
+
+
+def partner_sessions(db, partner_id):
+    """Every session the partner delivers or hosts, by start time."""
+    return db.sessions.find(_delivered_or_hosted(partner_id)).sort("starts_at")
+
+
+def offering(db, offering_id):
+    """What partners told us of the offering, or None."""
+    return db.offerings.find_one({"_id": offering_id})
+
+
+# -- sessions: writes -------------------------------------------------------------------------------
+
+def claim(tx, session):
+    """Book `session`'s offering, room and trainer inside the transaction `tx`, or raise the refusal.
+
+    Each claim writes a document before it reads (the offering, then one lock document per room and
+    per trainer), so two bookings racing for any of them write-conflict in the database: one commits
+    and the transaction re-runs the other, which then sees the winner. Without those writes both
+    could read "free" and both commit. Withdrawing an offering or ending its agreement writes the
+    offering too, so no session slips in beside a withdrawal."""
+    tx.offerings.update_one({"_id": session["offering_id"]}, {"$inc": {"bookings": 1}})
+    refusal = rules.offering_refusal(tx.offerings.find_one({"_id": session["offering_id"]}), session)
+    if refusal:
+        raise refusal
+    for key in ("room_key", "trainer_key"):
+        tx.locks.update_one({"_id": "{}:{}".format(key, session[key])}, {"$inc": {"v": 1}}, upsert=True)
+    for key, field in (("room_key", "room"), ("trainer_key", "trainer")):
+        # [a, b) and [c, d) overlap when a < d and c < b: a session may start as another ends.
+        other = tx.sessions.find_one({
+            key: session[key], "status": "scheduled", "_id": {"$ne": session["id"]},
+            "starts_at": {"$lt": session["ends_at"]}, "ends_at": {"$gt": session["starts_at"]}})
+        if other:
+            raise rules.double_booking(field, session, other)
+
+
+def add_session(tx, session):
+    """Store a new session (once `claim` has booked it)."""
+    tx.sessions.insert_one(session)
+
+
+def move_session(tx, latest, change, now):
+    """Move the session (`latest`, as the transaction sees it) as `change` says, claiming its room and
+    trainer at the new times; returns it as it is now."""
+    moved = dict(latest, **change, updated_at=now, sequence=latest["sequence"] + 1)
+    claim(tx, moved)
+    tx.sessions.update_one({"_id": latest["_id"]}, {"$set": dict(change, updated_at=now), "$inc": {"sequence": 1}})
+    return moved
+
+
+def resize_session(tx, latest, capacity, now):
+    """Set the session's seats; returns it as it is now."""
+    tx.sessions.update_one({"_id": latest["_id"]}, {"$set": {"capacity": capacity, "updated_at": now}})
+    return dict(latest, capacity=capacity, updated_at=now)
+
+
+def cancel_sessions(tx, query, reason, cause):
+    """Cancel the scheduled sessions matching `query`, each with its session_cancelled event; their
+    rooms and trainers are free again. `cause`: who or what cancelled (`cancelled` by a person,
+    `offering_withdrawn`, `agreement_expired`, `agreement_terminated`). Returns them as they are now."""
+    now = utcnow()
+    change = {"status": "cancelled", "cancel_reason": reason, "cancel_cause": cause, "cancelled_at": now,
+              "updated_at": now}
+    cancelled = []
+    for found in tx.sessions.find(dict(query, status="scheduled")):
+        tx.sessions.update_one({"_id": found["_id"]}, {"$set": change, "$inc": {"sequence": 1}})
+        found.update(change, sequence=found["sequence"] + 1)
+        tx.emit("session_cancelled", schemas.cancelled_payload(found, reason, cause))
+        cancelled.append(found)
+    return cancelled
+
+
+def cancel_session(tx, session_id, reason):
+    """Cancel one session at a person's request."""
+    return cancel_sessions(tx, {"_id": session_id}, reason, "cancelled")
+
+
+# -- what partners tell us ------------------------------------------------------------------------------
+
+def remember_offering(tx, payload):
+    """Keep (or refresh) our copy of a published offering, unless it was withdrawn (for good). Its
+    agreement may have ended before this event arrived (events can overtake each other): then the
+    copy starts with that end."""
+    known = tx.offerings.find_one({"_id": payload["offering_id"]}, {"status": 1})
+    if known and rules.withdrawal_is_final(known.get("status")):
+        return
+    ended = tx.agreements.find_one({"_id": payload["agreement_id"]}) if payload["agreement_id"] else None
+    tx.offerings.update_one({"_id": payload["offering_id"]}, {"$set": {
+        "partner_id": payload["partner_id"], "agreement_id": payload["agreement_id"],
+        "title": payload["title"], "audience_groups": payload["audience_groups"], "status": "published",
+        "starts_from": payload["starts_from"].isoformat(), "ends_by": payload["ends_by"].isoformat(),
+        "covered_until": ended["ends_at"] if ended else None}}, upsert=True)
+
+
+def withdraw_offering(tx, offering_id, partner_id, reason, now):
+    """Mark the offering withdrawn and cancel its sessions still to come (after `now`)."""
+    tx.offerings.update_one({"_id": offering_id}, {"$set": {"status": "withdrawn", "partner_id": partner_id}},
+                            upsert=True)
+    return cancel_sessions(tx, {"offering_id": offering_id, "starts_at": {"$gt": now}}, reason, "offering_withdrawn")
+
+
+def end_agreement(tx, agreement_id, partner_id, ends_at, reason, cause, now):
+    """From `ends_at` the agreement covers nothing: its offerings may not have sessions ending later,
+    and their scheduled sessions that start later (and are still to come) are cancelled with `reason`."""
+    # $min: an agreement that is terminated and later also expires ends at the earlier time.
+    tx.agreements.update_one({"_id": agreement_id}, {
+        "$min": {"ends_at": ends_at}, "$set": {"partner_id": partner_id}}, upsert=True)
+    offering_ids = [o["_id"] for o in tx.offerings.find({"agreement_id": agreement_id}, {"_id": 1})]
+    # Not $min here: an offering covered without end has covered_until None, which sorts first.
+    tx.offerings.update_many(
+        {"agreement_id": agreement_id, "$or": [{"covered_until": None}, {"covered_until": {"$gt": ends_at}}]},
+        {"$set": {"covered_until": ends_at}})
+    return cancel_sessions(
+        tx, {"offering_id": {"$in": offering_ids}, "starts_at": {"$gte": rules.first_lost_start(ends_at, now)}},
+        reason, cause)
