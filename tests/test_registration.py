@@ -189,3 +189,23 @@ def test_operators_see_seats_and_waitlist_of_upcoming_sessions_in_the_metrics(pr
     assert found[("trainops_session_seats_taken", session["id"])] == 1
     assert found[("trainops_session_capacity", session["id"])] == 1
     assert found[("trainops_session_waitlist", session["id"])] == 1
+
+
+def test_the_waitlist_pages_in_order_and_a_cursor_the_list_did_not_give_is_refused(programme):
+    session = programme.known_session(capacity=1)
+    registrations = [programme.registered(session, programme.official()) for _ in range(4)]
+    path = "/sessions/{}/registrations".format(session["id"])
+
+    first = programme.operator.get(path + "?status=waitlisted&limit=2").json()
+    assert [r["waitlist_position"] for r in first["items"]] == [1, 2] and first["next_cursor"]
+    rest = programme.operator.get(path + "?status=waitlisted&limit=2&cursor=" + first["next_cursor"]).json()
+    assert [r["waitlist_position"] for r in rest["items"]] == [3] and rest["next_cursor"] is None
+    assert [r["id"] for r in first["items"] + rest["items"]] == [r["id"] for r in registrations[1:]]
+
+    everyone = programme.operator.get(path + "?limit=3").json()
+    more = programme.operator.get(path + "?limit=3&cursor=" + everyone["next_cursor"]).json()
+    ids = [r["id"] for r in everyone["items"] + more["items"]]
+    assert ids == sorted(r["id"] for r in registrations) and more["next_cursor"] is None
+
+    assert "cursor" in assert_error(programme.operator.get(path + "?cursor=3"), 422, "invalid_fields")["fields"]
+    assert "limit" in assert_error(programme.operator.get(path + "?limit=201"), 422, "invalid_fields")["fields"]

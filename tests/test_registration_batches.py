@@ -4,6 +4,7 @@ twice at once is registered once, and every event carries the correlation id of 
 import eventlet
 
 from backbone.outbox import emitted_events
+from tests.helpers import wait_for
 
 SEATS = 3
 
@@ -60,13 +61,14 @@ def test_a_cancellation_in_the_middle_of_a_burst_promotes_and_the_counters_still
         client = programme.operator.as_(programme.operator.token)
         return client.post(path, {"official_id": official["id"]})
 
+    stored = programme.db("registration")
     burst = eventlet.spawn(lambda: list(eventlet.GreenPool(len(others)).imap(send, others)))
-    eventlet.sleep(0)
+    # The cancellation comes once the burst is being written: its first registration is in.
+    wait_for(lambda: stored.registrations.count_documents({"session_id": session["id"]}) > 1, interval=0.002)
     cancelled = programme.operator.post("/registrations/{}/cancel".format(first["id"]), {"reason": "Bận"})
     answers = burst.wait()
     assert cancelled.status_code == 200 and {a.status_code for a in answers} == {201}
 
-    stored = programme.db("registration")
     live = list(stored.registrations.find({"session_id": session["id"], "status": {"$in": ["confirmed", "waitlisted"]}}))
     confirmed = [r for r in live if r["status"] == "confirmed"]
     waitlisted = sorted(r["waitlist_position"] for r in live if r["status"] == "waitlisted")

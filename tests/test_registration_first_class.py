@@ -32,7 +32,7 @@ def test_the_first_class_is_filled_waitlisted_checked_in_and_certified(operator,
 
     imported = operator.post("/officials/import", data=staff_list(152), headers={"Content-Type": "text/csv"}).json()
     assert (imported["created"], imported["errors"]) == (152, [])
-    officials = operator.get("/officials?limit=500").json()["items"]
+    officials = operator.get("/officials?limit=200").json()["items"]
 
     path = "/sessions/{}/registrations".format(session_id)
     assert_error(operator.post(path, {"official_id": officials[0]["id"]}), 422, "registration_closed")

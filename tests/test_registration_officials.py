@@ -41,6 +41,12 @@ def test_search_finds_vietnamese_names_without_accents_or_case(programme):
     assert names("guyen") == []  # words match from their start
     assert names(".*") == []  # a query is text, never a pattern
 
+    # A page at a time, the search kept from page to page.
+    first = programme.operator.get("/officials?q=nguyen&limit=1").json()
+    second = programme.operator.get("/officials?q=nguyen&limit=1&cursor=" + first["next_cursor"]).json()
+    assert second["next_cursor"] is None
+    assert sorted(o["full_name"] for o in first["items"] + second["items"]) == ["Nguyễn Thị Anh Thư", "Nguyễn Thị Ánh"]
+
 
 CSV = ("full_name,email,phone,unit_code,audience_group\r\n"
        "Nguyễn Thị Ánh,anh.nguyen@q1.gov.vn,0903 123 456,Q1,district\r\n"

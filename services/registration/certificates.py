@@ -2,14 +2,13 @@
 registration's QR code."""
 import io
 import secrets
-from zoneinfo import ZoneInfo
+from pathlib import Path
 
 import segno
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from pathlib import Path
+from backbone.clock import shown
 
-LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
 _templates = Environment(loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
                          autoescape=select_autoescape(["html"]))
 
@@ -32,7 +31,8 @@ def qr_svg(token, scale=4):
 
 
 def shown_date(moment):
-    return moment.astimezone(LOCAL).strftime("%d/%m/%Y")
+    """The local calendar day, as people here write it (22/03/2025)."""
+    return shown(moment, "%d/%m/%Y")
 
 
 def render(certificate):

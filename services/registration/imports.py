@@ -11,7 +11,7 @@ from pymongo.errors import BulkWriteError
 from backbone.errors import invalid
 from backbone.clock import utcnow
 from backbone.database import new_id
-from services.registration import schemas, storage
+from services.registration import rules, schemas
 
 COLUMNS = ("full_name", "email", "phone", "unit_code", "audience_group")
 OPTIONAL = ("language",)
@@ -46,9 +46,10 @@ def read_rows(text):
     return rows
 
 
-def import_csv(store, text):
+def import_csv(db, text):
+    """{created, updated, unchanged, errors: [{row, fields}]} for a staff list's CSV text."""
     schema = schemas.OfficialIn()
-    units = {u["_id"]: u for u in store.units.find({}, {"status": 1, "merged_into": 1})}
+    units = {u["_id"]: u for u in db.units.find({}, {"status": 1, "merged_into": 1})}
     errors, valid, seen_email, seen_phone = [], [], {}, {}
     for number, data, problem in read_rows(text):
         if problem:
@@ -60,10 +61,9 @@ def import_csv(store, text):
             errors.append({"row": number, "fields": err.messages})
             continue
         fields["email"] = fields["email"].lower()
-        unit = units.get(fields["unit_code"])
-        if unit is None or unit.get("status") == "merged":
-            errors.append({"row": number, "fields": {"unit_code": [
-                "Unknown unit." if unit is None else "Merged into {}.".format(unit["merged_into"])]}})
+        problem = rules.unit_problem(units.get(fields["unit_code"]))
+        if problem:
+            errors.append({"row": number, "fields": {"unit_code": [problem]}})
             continue
         if fields["email"] in seen_email:
             errors.append({"row": number, "fields": {"email": ["Repeats row {}.".format(seen_email[fields["email"]])]}})
@@ -80,8 +80,8 @@ def import_csv(store, text):
         batch = valid[start:start + BATCH]
         emails = [f["email"] for _, f in batch]
         phones = [f["phone"] for _, f in batch]
-        known = {o["email"]: o for o in store.officials.find({"email": {"$in": emails}})}
-        phone_owner = {o["phone"]: o["email"] for o in store.officials.find({"phone": {"$in": phones}},
+        known = {o["email"]: o for o in db.officials.find({"email": {"$in": emails}})}
+        phone_owner = {o["phone"]: o["email"] for o in db.officials.find({"phone": {"$in": phones}},
                                                                            {"phone": 1, "email": 1})}
         writes, rows_of_writes = [], []
         for number, fields in batch:
@@ -91,14 +91,11 @@ def import_csv(store, text):
                 continue
             existing = known.get(fields["email"])
             if existing is None:
-                official = dict(fields, created_at=now)
-                official["_id"] = official["id"] = new_id("official")
-                official["search"] = storage.search_text(official)
-                writes.append(InsertOne(official))
+                writes.append(InsertOne(rules.new_official(fields, new_id("official"), now)))
                 rows_of_writes.append((number, "created"))
             elif any(existing.get(k) != fields.get(k) for k in COMPARED):
                 change = dict(fields, updated_at=now)
-                change["search"] = storage.search_text(dict(existing, **fields))
+                change["search"] = rules.search_text(dict(existing, **fields))
                 writes.append(UpdateOne({"_id": existing["_id"]}, {"$set": change}))
                 rows_of_writes.append((number, "updated"))
             else:
@@ -107,7 +104,7 @@ def import_csv(store, text):
             continue
         failed = set()
         try:
-            store.officials.bulk_write(writes, ordered=False)
+            db.officials.bulk_write(writes, ordered=False)
         except BulkWriteError as exc:
             # A race with another import or POST /officials: those rows are reported, the rest stand.
             for error in exc.details.get("writeErrors", []):

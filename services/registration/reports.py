@@ -7,9 +7,9 @@ GROUPINGS = ("session", "unit", "district", "partner")
 COUNTS = ("registered", "confirmed", "waitlisted", "cancelled", "attended", "completed")
 
 
-def build(store, by):
-    units = {u["_id"]: u for u in store.units.find({}, {"name": 1, "kind": 1, "parent_code": 1})}
-    sessions = {s["_id"]: s for s in store.sessions.find({}, {"title": 1, "starts_at": 1, "partner_id": 1})}
+def build(db, by):
+    units = {u["_id"]: u for u in db.units.find({}, {"name": 1, "kind": 1, "parent_code": 1})}
+    sessions = {s["_id"]: s for s in db.sessions.find({}, {"title": 1, "starts_at": 1, "partner_id": 1})}
 
     def district(code):
         unit = units.get(code) or {}
@@ -27,7 +27,7 @@ def build(store, by):
         return (sessions.get(registration["session_id"]) or {}).get("partner_id")
 
     rows = defaultdict(lambda: dict.fromkeys(COUNTS, 0))
-    for registration in store.registrations.find({}, {"session_id": 1, "unit_code": 1, "status": 1,
+    for registration in db.registrations.find({}, {"session_id": 1, "unit_code": 1, "status": 1,
                                                       "attended_parts": 1}):
         counts = rows[key_of(registration)]
         status = registration["status"]

@@ -1,13 +1,20 @@
-"""What units, officials, registrations, quotas, check-ins and merges look like on the way in."""
+"""What units, officials, registrations, quotas, check-ins and merges look like on the way in, and
+what leaves the service: the public shapes of units, officials, registrations, seats and check-ins,
+and the references to a session and an official that registrations and events carry."""
 import phonenumbers
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
+from backbone.fields import Id, OneOf, Text
+from backbone.paging import PageQuery
 from contracts.common import AUDIENCE_GROUPS
+from services.registration import certificates, rules
 
-Text = lambda n, **kw: fields.Str(validate=validate.Length(min=1, max=n), **kw)  # noqa: E731
 UNIT_KINDS = ("city", "district", "ward_commune", "department")
-UnitCode = lambda **kw: fields.Str(validate=[  # noqa: E731
-    validate.Length(min=1, max=32), validate.Regexp(r"^[A-Za-z0-9_.-]+$")], **kw)
+
+
+def UnitCode(**kwargs):  # noqa: N802 (used like a field class)
+    """A unit's code: letters, digits, `_`, `.` and `-`, at most 32."""
+    return fields.Str(validate=[validate.Length(min=1, max=32), validate.Regexp(r"^[A-Za-z0-9_.-]+$")], **kwargs)
 
 
 def vietnamese_phone(value):
@@ -30,17 +37,19 @@ class Phone(fields.Str):
         return vietnamese_phone(super()._deserialize(value, attr, data, **kwargs))
 
 
+# -- requests -------------------------------------------------------------------------------------------
+
 class UnitIn(Schema):
     code = UnitCode(required=True)
     name = Text(200, required=True)
-    kind = fields.Str(required=True, validate=validate.OneOf(UNIT_KINDS))
+    kind = OneOf(UNIT_KINDS, required=True)
     parent_code = fields.Str(allow_none=True, validate=validate.Length(max=32))
 
 
 class MergedUnit(Schema):
     code = UnitCode(required=True)
     name = Text(200, required=True)
-    kind = fields.Str(validate=validate.OneOf(UNIT_KINDS))
+    kind = OneOf(UNIT_KINDS)
     parent_code = fields.Str(allow_none=True, validate=validate.Length(max=32))
 
 
@@ -54,8 +63,8 @@ class OfficialIn(Schema):
     email = fields.Email(required=True, validate=validate.Length(max=254))
     phone = Phone(required=True, validate=validate.Length(max=32))
     unit_code = Text(32, required=True)
-    audience_group = fields.Str(required=True, validate=validate.OneOf(AUDIENCE_GROUPS))
-    language = fields.Str(load_default="vi", validate=validate.OneOf(("vi", "en")))
+    audience_group = OneOf(AUDIENCE_GROUPS, required=True)
+    language = OneOf(("vi", "en"), load_default="vi")
 
     @validates("email")
     def lower_case(self, value, **kwargs):
@@ -63,15 +72,13 @@ class OfficialIn(Schema):
             raise ValidationError("No surrounding spaces.")
 
 
-class OfficialQuery(Schema):
+class OfficialQuery(PageQuery):
     q = fields.Str(validate=validate.Length(max=200))
     unit_code = fields.Str(validate=validate.Length(max=32))
-    limit = fields.Int(load_default=50, validate=validate.Range(min=1, max=500))
-    cursor = fields.Str(validate=validate.Length(max=200))
 
 
 class RegistrationIn(Schema):
-    official_id = Text(64, required=True)
+    official_id = Id(required=True)
     # The operator records registrations of classes whose cut-off has passed (the 2025 programme
     # began before this system did); nobody else may, and it must be asked for explicitly.
     after_cutoff = fields.Bool(load_default=False)
@@ -79,13 +86,11 @@ class RegistrationIn(Schema):
 
 class CancellationIn(Schema):
     reason = fields.Str(validate=validate.Length(max=500))
-    cause = fields.Str(load_default="official", validate=validate.OneOf(("official", "operator")))
+    cause = OneOf(("official", "operator"), load_default="official")
 
 
-class RegistrationQuery(Schema):
-    status = fields.Str(validate=validate.OneOf(("confirmed", "waitlisted", "cancelled", "completed")))
-    limit = fields.Int(load_default=100, validate=validate.Range(min=1, max=1000))
-    cursor = fields.Str(validate=validate.Length(max=200))
+class RegistrationQuery(PageQuery):
+    status = OneOf(("confirmed", "waitlisted", "cancelled", "completed"))
 
 
 class QuotasIn(Schema):
@@ -101,7 +106,89 @@ class CheckinIn(Schema):
 
 
 class ReportQuery(Schema):
-    format = fields.Str(load_default="json", validate=validate.OneOf(("json", "csv", "xlsx")))
+    format = OneOf(("json", "csv", "xlsx"), load_default="json")
+
+
+# -- what leaves the service ------------------------------------------------------------------------------
+
+def public_official(doc):
+    return {k: doc.get(k) for k in ("id", "full_name", "email", "phone", "unit_code", "audience_group",
+                                    "language")}
+
+
+def public_unit(doc):
+    return {k: doc.get(k) for k in ("code", "name", "kind", "parent_code", "status", "merged_into",
+                                    "merged_from", "merged_at")}
+
+
+def public_registration(doc):
+    out = {k: doc.get(k) for k in ("id", "session_id", "official_id", "unit_code", "status", "qr_token",
+                                   "created_at", "cancelled_at", "cancel_reason", "cancel_cause",
+                                   "attended_parts", "certificate_code", "completed_at")}
+    if doc.get("status") == "waitlisted":
+        out["waitlist_position"] = doc.get("waitlist_position")
+    if doc.get("official"):
+        out["official"] = {k: doc["official"].get(k) for k in ("full_name", "email", "phone")}
+    return out
+
+
+def public_seats(session):
+    """Seats taken, waitlist length, quotas (seats and taken per unit) and over-capacity of a session
+    (all zero for a session not heard of)."""
+    doc = session or {}
+    out = {"seats_taken": doc.get("seats_taken", 0), "waitlist_length": doc.get("waitlist_length", 0)}
+    if doc.get("quotas"):
+        out["quotas"] = {rules.unit_code_of(k): {"seats": v, "taken": (doc.get("unit_seats") or {}).get(k, 0)}
+                         for k, v in doc["quotas"].items()}
+    if doc.get("over_capacity"):
+        out["over_capacity"] = doc["over_capacity"]
+    return out
+
+
+def public_over_capacity(session):
+    return {"session_id": session["_id"], "title": session["title"], "starts_at": session["starts_at"],
+            "capacity": session["capacity"], "seats_taken": session["seats_taken"],
+            "over_capacity": session["over_capacity"]}
+
+
+def public_checkin(registration, part, checkin, repeated):
+    """A check-in as the door sees it: who, which part, when, whether it was a repeat, and the
+    registration's status after it (with the certificate once the course is completed)."""
+    out = {"registration_id": registration["_id"], "official_id": registration["official_id"],
+           "full_name": registration["official"]["full_name"], "part": part,
+           "checked_in_at": checkin["checked_in_at"], "already_checked_in": repeated,
+           "status": registration["status"], "attended_parts": sorted(registration.get("attended_parts") or [])}
+    if registration.get("certificate_code"):
+        out["certificate_code"] = registration["certificate_code"]
+        out["certificate_url"] = certificates.url(registration["certificate_code"])
+    return out
+
+
+SESSION_REF = ("title", "venue_name", "address", "room", "starts_at", "ends_at")
+
+
+def session_ref(session):
+    """The session as registrations' events carry it (contracts.registration.SessionRef)."""
+    return {k: session[k] for k in SESSION_REF} | {"id": session["_id"]}
+
+
+def official_ref(official):
+    """The official as a registration keeps them and its events carry them (contracts.registration.OfficialRef)."""
+    return {"id": official["_id"], "full_name": official["full_name"], "email": official["email"],
+            "phone": official["phone"], "language": official.get("language", "vi")}
+
+
+SESSION_GAUGES = (
+    ("trainops_session_seats_taken", "Seats taken in an upcoming session.", "seats_taken"),
+    ("trainops_session_capacity", "Seats an upcoming session has.", "capacity"),
+    ("trainops_session_waitlist", "Officials waiting for a seat in an upcoming session.", "waitlist_length"))
+
+
+def session_gauges(upcoming):
+    """Seats taken, capacity and waitlist length per upcoming session, as Operated gauges."""
+    return [{"name": name, "help": text, "labels": ["session_id"],
+             "rows": [[s["_id"], s.get(field, 0)] for s in upcoming]}
+            for name, text, field in SESSION_GAUGES]
 
 
 # Documented at GET /openapi.json; the gateway's routes name them.

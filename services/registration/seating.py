@@ -1,13 +1,15 @@
-"""Seats, by group commit: the registrations that arrive while one transaction is being written wait,
-in arrival order, and go into the next transaction together.
+"""Seats, by group commit: hand-written because a burst of registrations (a popular class opening)
+would otherwise queue one transaction each on the session's seat counter. The registrations that
+arrive while one transaction is being written wait, in arrival order, and go into the next
+transaction together.
 
-One registration alone costs a handful of database round trips and a commit; a burst (a popular
-class opening) would queue for the seat counter anyway. So the registrations of a burst are written
-in batches: one transaction reads the sessions and the officials of the batch (two reads), decides
-each registration in arrival order (confirmed while seats and the unit's quota remain, else the next
-waitlist place), writes the touched sessions' counters (one bulk write, one update per session), and
-inserts the registrations and their events (an event per registration, in the same transaction):
-six round trips with the commit for up to BATCH registrations, where each one alone took five.
+One registration alone costs a handful of database round trips and a commit, so the registrations
+of a burst are written in batches: one transaction reads the sessions and the officials of the batch
+(two reads), decides each registration in arrival order (confirmed while seats and the unit's quota
+remain, else the next waitlist place), writes the touched sessions' counters (one bulk write, one
+update per session), and inserts the registrations and their events (an event per registration, in
+the same transaction): six round trips with the commit for up to BATCH registrations, where each
+one alone took five.
 
 The database stays the arbiter: each session's counters are written with a conditional update that
 only matches the counters that were read, inside the transaction, so a change by anyone else in
@@ -20,6 +22,7 @@ taken from its front, so the waitlist grows in the order the queue did. With sev
 "arrival order" holds per replica.
 """
 import contextlib
+import secrets
 import time
 from collections import defaultdict, deque
 from datetime import datetime, timezone
@@ -31,10 +34,10 @@ from nameko.extensions import DependencyProvider
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from backbone.errors import DomainError, conflict, not_found, rule_broken
+from backbone.errors import DomainError, conflict, not_found
 from backbone.clock import utcnow
-from services.registration import storage
-from services.registration.storage import official_ref, session_ref
+from services.registration import rules
+from services.registration.schemas import official_ref, session_ref
 
 # At most this many registrations in one transaction (bigger bursts take several).
 BATCH = 100
@@ -103,7 +106,7 @@ class Desk:
         self._seating = seating
         self._correlation_id = worker_ctx.context_data.get("correlation_id") or "none"
 
-    def register(self, store, session_id, official_id, after_cutoff=False):
+    def register(self, db, session_id, official_id, after_cutoff=False):
         """The registration document as written (status confirmed or waitlisted, with its waitlist
         position), or the DomainError that refused it: 404 unknown session, 422 `unknown_official`
         / `registration_closed` / `not_eligible`, 409 `already_registered`."""
@@ -115,12 +118,12 @@ class Desk:
         else:
             mine.woken.wait()
         if not mine.done:
-            self._lead(store, mine)
+            self._lead(db, mine)
         if mine.failure is not None:
             raise mine.failure
         return mine.answer
 
-    def _lead(self, store, mine):
+    def _lead(self, db, mine):
         seating = self._seating
         try:
             while not mine.done:
@@ -131,7 +134,7 @@ class Desk:
                 batch = [seating.waiting.popleft() for _ in range(min(BATCH, len(seating.waiting)))]
                 seating.last_batch = len(batch)
                 try:
-                    write_batch(store, batch)
+                    write_batch(db, batch)
                 finally:
                     for registration in batch:
                         if not registration.done:  # the leader died mid-batch (container killed)
@@ -147,7 +150,7 @@ class Desk:
                 seating.leader = None
 
 
-def write_batch(store, batch):
+def write_batch(db, batch):
     """Decide and write `batch` (in its order) in one transaction; every registration ends with its
     answer or its failure. Starts again while the sessions change under it, up to RETRY_SECONDS."""
     session_ids = sorted({r.session_id for r in batch})
@@ -160,7 +163,7 @@ def write_batch(store, batch):
         look_for_earlier = False
         while True:
             try:
-                outcomes = store.transaction(lambda tx: _seat(tx, batch, session_ids, look_for_earlier))
+                outcomes = db.transaction(lambda tx: _seat(tx, batch, session_ids, look_for_earlier))
                 break
             except Exception as exc:
                 # Someone else wrote a session in between, or one of these was registered before.
@@ -200,10 +203,10 @@ class _Counters:
 
     def place(self, unit_code):
         """(True, None) for a seat, else (False, waitlist position)."""
-        key = storage.unit_key(unit_code)
+        key = rules.unit_key(unit_code)
         taken = self.unit_seats.get(key, 0)
         self.units.add(key)
-        if self.seats_taken < self.session["capacity"] and taken < self.quotas.get(key, storage.NO_QUOTA):
+        if rules.seat_free(self.session["capacity"], self.seats_taken, taken, self.quotas.get(key)):
             self.seats_taken += 1
             self.unit_seats[key] = taken + 1
             self.seated += 1
@@ -236,7 +239,7 @@ def _seat(tx, batch, session_ids, look_for_earlier):
     registration of `batch`, in its order."""
     sessions = {s["_id"]: s for s in tx.sessions.find({"_id": {"$in": session_ids}})}
     officials = {o["_id"]: o for o in tx.officials.find({"_id": {"$in": list({r.official_id for r in batch})}})}
-    wanted = [storage.registration_id(r.session_id, r.official_id) for r in batch]
+    wanted = [rules.registration_id(r.session_id, r.official_id) for r in batch]
     taken = set()
     if look_for_earlier:
         taken = {d["_id"] for d in tx.registrations.find({"_id": {"$in": list(set(wanted))}}, {"_id": 1})}
@@ -249,7 +252,7 @@ def _seat(tx, batch, session_ids, look_for_earlier):
             if session is None:
                 raise not_found("session", registration.session_id)
             official = officials.get(registration.official_id)
-            _check(session, official, registration, now)
+            rules.require_registrable(session, official, registration.after_cutoff, now)
             if registration_id in taken:
                 raise conflict("already_registered", "This official is already registered for this session.",
                                {"official_id": ["Already registered."]})
@@ -260,7 +263,8 @@ def _seat(tx, batch, session_ids, look_for_earlier):
         seated, position = counters[session["_id"]].place(official["unit_code"])
         doc = {"_id": registration_id, "id": registration_id, "session_id": session["_id"],
                "official_id": official["_id"], "unit_code": official["unit_code"],
-               "official": official_ref(official), "qr_token": storage.new_qr_token(registration_id),
+               "official": official_ref(official),
+               "qr_token": rules.qr_token(registration_id, secrets.token_urlsafe(12)),
                "created_at": created_at, "status": "confirmed" if seated else "waitlisted"}
         if not seated:
             doc["waitlist_position"] = position
@@ -282,15 +286,3 @@ def _seat(tx, batch, session_ids, look_for_earlier):
             tx.emit("registration_waitlisted", dict(event, waitlist_position=doc["waitlist_position"]))
     return outcomes
 
-
-def _check(session, official, registration, now):
-    if official is None:
-        raise rule_broken("unknown_official", "No such official.", {"official_id": ["Unknown official."]})
-    closes_at = session.get("registration_closes_at")
-    late = closes_at is not None and now > closes_at
-    if session["status"] != "scheduled" or (late and not registration.after_cutoff):
-        raise rule_broken("registration_closed", "Registration for this session is closed.")
-    if official["audience_group"] not in session["audience_groups"] or (
-            session["eligible_units"] and official["unit_code"] not in session["eligible_units"]):
-        raise rule_broken("not_eligible", "This official's unit or audience group is not invited.",
-                          {"official_id": ["Not eligible for this session."]})

@@ -2,59 +2,48 @@
 with automatic promotion, per-unit quotas, check-in per session part, completion and certificates,
 and the operators' reports.
 
-Learns sessions from scheduling's events (session_scheduled / _rescheduled / _capacity_changed /
-_cancelled) and keeps its own copy with the seat counters. Publishes registration_confirmed,
+Reacts to scheduling's session_scheduled / _rescheduled / _capacity_changed / _cancelled and keeps
+its own copy of each session with the seat counters. Publishes registration_confirmed,
 registration_waitlisted, registration_promoted, registration_cancelled, registration_rescheduled,
 attendance_recorded, course_completed and units_merged, always through the outbox.
 
-Seats: registrations queue in arrival order and are written in batches, one transaction per batch
-(`seating`): each session's counters (`seats_taken < capacity`, and the unit's counter under its
-quota) change with one conditional update that only matches what the transaction read, in the
-transaction that inserts the registrations and their events: the database is the arbiter. Within
-one process the batch holds each session's FIFO lock, which cancellations and capacity or quota
-changes take too, so they don't write-conflict (conflicts make MongoDB abort and retry whole
+Rules (`rules`): an official registers once per session, if their unit and audience group are
+invited and before the cut-off; a seat is theirs while the session has one and their unit is under
+its quota, else they wait in arrival order; a freed seat goes to the first waitlisted official who
+fits; fewer seats than confirmed drop nobody; attending every part completes the course; merged
+units are data, and everything of theirs follows the new unit.
+
+Seats: registrations are written in batches, one transaction per batch (`seating`), and every seat
+is taken by a conditional update that only matches what the transaction read: the database is the
+arbiter. Within one process each session has a FIFO lock that batches, cancellations and capacity
+or quota changes take, so they don't write-conflict (conflicts make MongoDB abort and retry whole
 transactions). With several replicas the database still never over-books; "arrival order" then
 holds per replica.
 """
-import secrets
-
-from pymongo import ASCENDING
 from pymongo.errors import DuplicateKeyError
 
 from backbone import auth
-from backbone.errors import DomainError, conflict, invalid, not_found, rule_broken, validated
-from backbone.logs import Tracing
-from backbone.operated import Operated
-from backbone.openapi import describe
-from backbone.rpc import rpc
 from backbone.clock import utcnow
 from backbone.database import Database, new_id
+from backbone.errors import conflict, not_found, validated
+from backbone.logs import Tracing
+from backbone.openapi import describe
+from backbone.operated import Operated
+from backbone.paging import listed
+from backbone.rpc import rpc
 from backbone.subscriber import subscribe
 import contracts  # noqa: F401  (registers the contracts of the events it publishes and handles)
-from services.registration import certificates, imports, reports, schemas, storage
+from services.registration import certificates, imports, reports, rules, schemas, store
 from services.registration.seating import Seating, session_lock
-from services.registration.storage import (
-    LIVE, parts_of, public_official, public_registration, public_unit, session_ref)
 
 # Built once: a marshmallow schema is reusable, and building one costs more than a registration's load.
 REGISTRATION_IN = schemas.RegistrationIn()
 
 
-def require_session_reader(actor, session):
-    """The operator, or the partner that delivers the session."""
-    auth.require_operator_or_partner(actor, session.get("partner_id"))
-
-
-def emit_promoted(tx, session, registration):
-    tx.emit("registration_promoted", {
-        "registration_id": registration["_id"], "session": session_ref(session),
-        "official": registration["official"], "qr_token": registration["qr_token"]})
-
-
 class RegistrationService(Operated):
     name = "registration"
 
-    db = Database(indexes=storage.INDEXES)
+    db = Database(indexes=store.INDEXES)
     tracing = Tracing()
     seating = Seating()
 
@@ -62,105 +51,34 @@ class RegistrationService(Operated):
 
     @subscribe("session_scheduled")
     def on_session_scheduled(self, event):
+        """A copy of the session, with no seat taken. Scheduling may still name units that were merged
+        since: they are followed to the unit of today."""
         payload = event["payload"]
-        session = {k: payload[k] for k in (
-            "offering_id", "partner_id", "title", "venue_name", "address", "room", "starts_at", "ends_at",
-            "parts", "capacity", "audience_groups", "registration_closes_at")}
-        # Scheduling may still name units that were merged since: follow them to the unit of today.
-        session["eligible_units"] = self._current_codes(payload["eligible_units"])
-        session.update(status="scheduled", seats_taken=0, waitlist_length=0, waitlist_next=0,
-                       quotas={}, unit_seats={})
-
-        def remember(tx):
-            tx.sessions.update_one({"_id": payload["session_id"]}, {"$setOnInsert": session}, upsert=True)
-
-        self.db.transaction(remember)
+        eligible = rules.current_codes(payload["eligible_units"], store.merged_into(self.db))
+        self.db.transaction(lambda tx: store.remember_session(tx, payload, eligible))
 
     @subscribe("session_rescheduled")
     def on_session_rescheduled(self, event):
         """The copy moves; every live registration stays and its official is told."""
         payload = event["payload"]
-        session_id = payload["session_id"]
-        moved = {k: payload[k] for k in ("title", "venue_name", "address", "room", "starts_at", "ends_at",
-                                         "parts", "registration_closes_at")}
-
-        def move(tx):
-            session = self._known_session(tx, session_id)
-            tx.sessions.update_one({"_id": session_id}, {"$set": moved})
-            session.update(moved)
-            for registration in tx.registrations.find({"session_id": session_id, "status": {"$in": list(LIVE)}}):
-                tx.emit("registration_rescheduled", {
-                    "registration_id": registration["_id"], "session": session_ref(session),
-                    "official": registration["official"], "status": registration["status"],
-                    "previous_starts_at": payload.get("previous_starts_at"),
-                    "previous_ends_at": payload.get("previous_ends_at")})
-
-        with session_lock(session_id):
-            self.db.transaction(move)
+        with session_lock(payload["session_id"]):
+            self.db.transaction(lambda tx: store.move_session(tx, payload))
 
     @subscribe("session_capacity_changed")
     def on_session_capacity_changed(self, event):
         """More seats promote from the waitlist. Fewer seats than confirmed drop nobody: the session
         is flagged `over_capacity` (how many too many) for an operator to decide."""
         payload = event["payload"]
-        session_id = payload["session_id"]
-
-        def resize(tx):
-            session = self._known_session(tx, session_id)
-            over = max(0, session["seats_taken"] - payload["capacity"])
-            tx.sessions.update_one({"_id": session_id}, {"$set": {"capacity": payload["capacity"],
-                                                                  "over_capacity": over}})
-            session.update(capacity=payload["capacity"], over_capacity=over)
-            storage.promote(tx, session, emit_promoted)
-
-        with session_lock(session_id):
-            self.db.transaction(resize)
+        with session_lock(payload["session_id"]):
+            self.db.transaction(lambda tx: store.resize_session(tx, payload["session_id"], payload["capacity"]))
 
     @subscribe("session_cancelled")
     def on_session_cancelled(self, event):
         """Every live registration of the session is cancelled, each with its event."""
         payload = event["payload"]
-        session_id = payload["session_id"]
         now = utcnow()
-
-        def cancel(tx):
-            session = self._known_session(tx, session_id)
-            tx.sessions.update_one({"_id": session_id}, {"$set": {
-                "status": "cancelled", "cancel_reason": payload["reason"], "cancelled_at": now}})
-            for registration in tx.registrations.find({"session_id": session_id, "status": {"$in": list(LIVE)}}):
-                tx.registrations.update_one({"_id": registration["_id"]}, {"$set": {
-                    "status": "cancelled", "cancelled_at": now, "cancel_reason": payload["reason"],
-                    "cancel_cause": "session_cancelled", "status_before_cancel": registration["status"]}})
-                tx.emit("registration_cancelled", {
-                    "registration_id": registration["_id"], "session": session_ref(session),
-                    "official": registration["official"], "reason": payload["reason"],
-                    "cause": "session_cancelled"})
-
-        with session_lock(session_id):
-            self.db.transaction(cancel)
-
-    @staticmethod
-    def _known_session(tx, session_id):
-        session = tx.sessions.find_one({"_id": session_id})
-        if session is None:
-            # Not yet heard of (events overtaking each other): retried, then dead-lettered.
-            raise LookupError("session {} not known yet".format(session_id))
-        return session
-
-    def _current_codes(self, codes):
-        """Unit codes with merged units replaced by what they were merged into (transitively)."""
-        out = []
-        for code in codes:
-            seen = set()
-            while code not in seen:
-                seen.add(code)
-                unit = self.db.units.find_one({"_id": code}, {"merged_into": 1})
-                if not unit or not unit.get("merged_into"):
-                    break
-                code = unit["merged_into"]
-            if code not in out:
-                out.append(code)
-        return out
+        with session_lock(payload["session_id"]):
+            self.db.transaction(lambda tx: store.cancel_session(tx, payload["session_id"], payload["reason"], now))
 
     # -- units --------------------------------------------------------------------------------------
 
@@ -170,21 +88,17 @@ class RegistrationService(Operated):
         `unknown_unit` for an unknown parent."""
         auth.require_operator(actor)
         fields = validated(schemas.UnitIn(), data)
-        if fields.get("parent_code") and self.db.units.find_one({"_id": fields["parent_code"]}) is None:
-            raise rule_broken("unknown_unit", "No unit {}.".format(fields["parent_code"]),
-                              {"parent_code": ["Unknown unit."]})
-        unit = dict(fields, _id=fields["code"], status="active", created_at=utcnow())
-        try:
-            self.db.units.insert_one(unit)
-        except DuplicateKeyError:
-            raise conflict("unit_exists", "Unit {} exists.".format(fields["code"]), {"code": ["Already taken."]})
-        return public_unit(unit)
+        if fields.get("parent_code"):
+            rules.require_known_parent(fields["parent_code"], store.find_unit(self.db, fields["parent_code"]))
+        unit = rules.new_unit(fields, utcnow())
+        store.insert_unit(self.db, unit)
+        return schemas.public_unit(unit)
 
     @rpc
     def list_units(self, actor):
+        """Every unit, merged ones included, by code: {"items", "next_cursor": null}."""
         auth.require_operator_or_partner(actor, auth.partner_id_of(actor))
-        return {"items": [public_unit(u) for u in self.db.units.find({}).sort("_id", ASCENDING)],
-                "next_cursor": None}
+        return {"items": [schemas.public_unit(u) for u in store.all_units(self.db)], "next_cursor": None}
 
     @rpc
     def merge_units(self, actor, data):
@@ -195,62 +109,18 @@ class RegistrationService(Operated):
         auth.require_operator(actor)
         fields = validated(schemas.UnitMergeIn(), data)
         codes, into = list(dict.fromkeys(fields["from_"])), fields["into"]
-        olds = {u["_id"]: u for u in self.db.units.find({"_id": {"$in": codes}})}
-        missing = [c for c in codes if c not in olds]
-        if missing:
-            raise rule_broken("unknown_unit", "No unit {}.".format(", ".join(missing)), {"from": ["Unknown unit."]})
-        merged = [c for c in codes if olds[c].get("status") == "merged"]
-        if merged:
-            raise rule_broken("unit_merged", "Already merged: {}.".format(", ".join(merged)),
-                              {"from": ["Already merged."]})
-        if into["code"] in codes:
-            raise invalid({"into": {"code": ["Must be a new code."]}})
-        first = olds[codes[0]]
+        found = store.units_by_code(self.db, codes)
+        rules.require_mergeable(codes, found, into["code"])
         now = utcnow()
-        unit = {"_id": into["code"], "code": into["code"], "name": into["name"],
-                "kind": into.get("kind", first["kind"]), "parent_code": into.get("parent_code", first.get("parent_code")),
-                "status": "active", "merged_from": codes, "merged_at": now, "created_at": now}
-
-        def merge(tx):
-            tx.units.insert_one(unit)
-            tx.units.update_many({"_id": {"$in": codes}}, {"$set": {
-                "status": "merged", "merged_into": into["code"], "merged_at": now}})
-            tx.units.update_many({"parent_code": {"$in": codes}}, {"$set": {"parent_code": into["code"]}})
-            tx.officials.update_many({"unit_code": {"$in": codes}}, {"$set": {"unit_code": into["code"]}})
-            tx.registrations.update_many({"unit_code": {"$in": codes}}, {"$set": {"unit_code": into["code"]}})
-            new_key = storage.unit_key(into["code"])
-            old_keys = [storage.unit_key(c) for c in codes]
-            touched = tx.sessions.find({"$or": [{"eligible_units": {"$in": codes}}] + [
-                {"unit_seats." + k: {"$exists": True}} for k in old_keys] + [
-                {"quotas." + k: {"$exists": True}} for k in old_keys]})
-            for session in touched:
-                eligible = [into["code"] if c in codes else c for c in session.get("eligible_units", [])]
-                quotas, seats = dict(session.get("quotas") or {}), dict(session.get("unit_seats") or {})
-                if any(k in quotas for k in old_keys):
-                    quotas[new_key] = quotas.get(new_key, 0) + sum(quotas.pop(k, 0) for k in old_keys)
-                seats[new_key] = seats.get(new_key, 0) + sum(seats.pop(k, 0) for k in old_keys)
-                tx.sessions.update_one({"_id": session["_id"]}, {"$set": {
-                    "eligible_units": list(dict.fromkeys(eligible)), "quotas": quotas, "unit_seats": seats}})
-            tx.unit_history.insert_one({"_id": new_id("merge"), "from": codes, "into": into["code"],
-                                        "into_name": into["name"], "merged_at": now})
-            tx.emit("units_merged", {"from_codes": codes, "into_code": into["code"], "into_name": into["name"]})
-
+        unit = rules.merged_unit(codes, found[codes[0]], into, now)
         try:
-            self.db.transaction(merge)
+            self.db.transaction(lambda tx: store.merge_units(tx, codes, unit, now))
         except DuplicateKeyError:
-            raise conflict("unit_exists", "Unit {} exists.".format(into["code"]), {"into": {"code": ["Already taken."]}})
-        return public_unit(unit)
+            raise conflict("unit_exists", "Unit {} exists.".format(into["code"]),
+                           {"into": {"code": ["Already taken."]}})
+        return schemas.public_unit(unit)
 
     # -- officials ----------------------------------------------------------------------------------
-
-    def _active_unit(self, code, field="unit_code"):
-        unit = self.db.units.find_one({"_id": code})
-        if unit is None:
-            raise rule_broken("unknown_unit", "No unit {}.".format(code), {field: ["Unknown unit."]})
-        if unit.get("status") == "merged":
-            raise rule_broken("unit_merged", "Unit {} was merged into {}.".format(code, unit["merged_into"]),
-                              {field: ["Merged into {}.".format(unit["merged_into"])]})
-        return unit
 
     @rpc
     def create_official(self, actor, data):
@@ -258,43 +128,25 @@ class RegistrationService(Operated):
         `unknown_unit` / `unit_merged`."""
         auth.require_operator(actor)
         fields = validated(schemas.OfficialIn(), data)
-        fields["email"] = fields["email"].lower()
-        self._active_unit(fields["unit_code"])
-        official = dict(fields, id=new_id("official"), created_at=utcnow())
-        official["_id"] = official["id"]
-        official["search"] = storage.search_text(official)
-        try:
-            self.db.officials.insert_one(official)
-        except DuplicateKeyError as exc:
-            field = "phone" if "phone" in str(exc) else "email"
-            raise conflict("official_exists", "An official with this {} exists.".format(field),
-                           {field: ["Already registered."]})
-        return public_official(official)
+        rules.require_active_unit(store.find_unit(self.db, fields["unit_code"]), fields["unit_code"])
+        official = rules.new_official(fields, new_id("official"), utcnow())
+        store.insert_official(self.db, official)
+        return schemas.public_official(official)
 
     @rpc
     def get_official(self, actor, official_id):
+        """The official; 404 for an unknown id."""
         auth.require_operator(actor)
-        official = self.db.officials.find_one({"_id": official_id})
-        if official is None:
-            raise not_found("official", official_id)
-        return public_official(official)
+        return schemas.public_official(store.find_official(self.db, official_id))
 
     @rpc
     def list_officials(self, actor, query):
-        """Officials by name; `q` matches accent- and case-insensitively, each word the start of a
-        word of the name, email or phone ("nguyen thi anh" finds "Nguyễn Thị Ánh"); `unit_code`."""
+        """Officials by id, a page at a time ({"items", "next_cursor"}); `q` matches accent- and
+        case-insensitively, each word the start of a word of the name, email or phone ("nguyen thi
+        anh" finds "Nguyễn Thị Ánh"); `unit_code`. 422 `invalid_fields` for a bad limit or cursor."""
         auth.require_operator(actor)
         filters = validated(schemas.OfficialQuery(), query)
-        clauses = [storage.search_query(filters["q"])] if filters.get("q") else []
-        if filters.get("unit_code"):
-            clauses.append({"unit_code": filters["unit_code"]})
-        if filters.get("cursor"):
-            clauses.append({"_id": {"$gt": filters["cursor"]}})
-        found = list(self.db.officials.find({"$and": clauses} if clauses else {})
-                     .sort("_id", ASCENDING).limit(filters["limit"] + 1))
-        more = len(found) > filters["limit"]
-        found = found[:filters["limit"]]
-        return {"items": [public_official(o) for o in found], "next_cursor": found[-1]["_id"] if more else None}
+        return listed(store.officials_page(self.db, filters), schemas.public_official)
 
     @rpc
     def import_officials(self, actor, text):
@@ -308,12 +160,6 @@ class RegistrationService(Operated):
 
     # -- registrations --------------------------------------------------------------------------------
 
-    def _session(self, session_id):
-        session = self.db.sessions.find_one({"_id": session_id})
-        if session is None:
-            raise not_found("session", session_id)
-        return session
-
     @rpc
     def register(self, actor, session_id, data):
         """Register an official: `confirmed` while seats (and the unit's quota) remain, else
@@ -322,159 +168,79 @@ class RegistrationService(Operated):
         registration after the cut-off with `after_cutoff: true`."""
         auth.require_operator(actor)
         fields = validated(REGISTRATION_IN, data)
-        return public_registration(self.seating.register(
+        return schemas.public_registration(self.seating.register(
             self.db, session_id, fields["official_id"], fields["after_cutoff"]))
 
     @rpc
     def cancel_registration(self, actor, registration_id, data):
         """Cancel a registration: a confirmed seat is freed and the first waitlisted official who
         fits (unit quota) is promoted in the same transaction. Cancelling a cancelled registration
-        changes nothing. 422 `registration_completed` once the course is completed."""
+        changes nothing. 404 unknown registration; 422 `registration_completed` once the course is
+        completed."""
         auth.require_operator(actor)
         fields = validated(schemas.CancellationIn(), data)
-        registration = self.db.registrations.find_one({"_id": registration_id})
-        if registration is None:
-            raise not_found("registration", registration_id)
-        session_id = registration["session_id"]
+        registration = store.find_registration(self.db, registration_id)
         now = utcnow()
-
-        def cancel(tx):
-            current = tx.registrations.find_one({"_id": registration_id})
-            if current["status"] == "cancelled":
-                return current
-            if current["status"] not in LIVE:
-                raise rule_broken("registration_completed", "A completed course cannot be cancelled.")
-            change = {"status": "cancelled", "cancelled_at": now, "cancel_reason": fields.get("reason"),
-                      "cancel_cause": fields["cause"], "status_before_cancel": current["status"]}
-            tx.registrations.update_one({"_id": registration_id, "status": current["status"]},
-                                        {"$set": change, "$unset": {"waitlist_position": ""}})
-            if current["status"] == "confirmed":
-                storage.free_seat(tx, session_id, current["unit_code"])
-            else:
-                tx.sessions.update_one({"_id": session_id}, {"$inc": {"waitlist_length": -1}})
-            session = tx.sessions.find_one({"_id": session_id})
-            tx.emit("registration_cancelled", {
-                "registration_id": registration_id, "session": session_ref(session),
-                "official": current["official"], "reason": fields.get("reason"), "cause": fields["cause"]})
-            if current["status"] == "confirmed":
-                storage.promote(tx, session, emit_promoted)
-                if session.get("over_capacity"):
-                    tx.sessions.update_one({"_id": session_id, "over_capacity": {"$gt": 0}},
-                                           {"$inc": {"over_capacity": -1}})
-            current.update(change)
-            return current
-
-        with session_lock(session_id):
-            return public_registration(self.db.transaction(cancel))
+        with session_lock(registration["session_id"]):
+            return schemas.public_registration(self.db.transaction(lambda tx: store.cancel_registration(
+                tx, registration_id, fields.get("reason"), fields["cause"], now)))
 
     @rpc
     def get_registration(self, actor, registration_id):
         """A registration with its status, QR token, waitlist position and attendance (the operator,
-        or the partner delivering its session)."""
-        doc = self.db.registrations.find_one({"_id": registration_id})
-        if doc is None:
-            raise not_found("registration", registration_id)
-        require_session_reader(actor, self._session(doc["session_id"]))
-        return public_registration(doc)
+        or the partner delivering its session). 404 unknown registration."""
+        registration = store.find_registration(self.db, registration_id)
+        rules.require_session_reader(actor, store.find_session(self.db, registration["session_id"]))
+        return schemas.public_registration(registration)
 
     @rpc
     def registration_qr(self, actor, registration_id):
         """The registration's QR code (its token) as SVG text, for the confirmation."""
-        doc = self.db.registrations.find_one({"_id": registration_id})
-        if doc is None:
-            raise not_found("registration", registration_id)
-        require_session_reader(actor, self._session(doc["session_id"]))
-        return certificates.qr_svg(doc["qr_token"])
+        registration = store.find_registration(self.db, registration_id)
+        rules.require_session_reader(actor, store.find_session(self.db, registration["session_id"]))
+        return certificates.qr_svg(registration["qr_token"])
 
     @rpc
     def list_registrations(self, actor, session_id, query):
-        """A session's registrations, waitlist in order: {"items", "next_cursor"}; ?status= (the
-        operator, or the partner delivering the session)."""
-        session = self._session(session_id)
-        require_session_reader(actor, session)
+        """A session's registrations, a page at a time ({"items", "next_cursor"}): by id, or with
+        ?status=waitlisted the waitlist in order (the operator, or the partner delivering the
+        session). 404 unknown session; 422 `invalid_fields` for a bad status, limit or cursor."""
+        rules.require_session_reader(actor, store.find_session(self.db, session_id))
         filters = validated(schemas.RegistrationQuery(), query)
-        match = {"session_id": session_id}
-        if filters.get("status"):
-            match["status"] = filters["status"]
-        if filters.get("cursor"):
-            match["_id"] = {"$gt": filters["cursor"]}
-        order = [("waitlist_position", ASCENDING)] if filters.get("status") == "waitlisted" else [("_id", ASCENDING)]
-        if filters.get("status") == "waitlisted":
-            match.pop("_id", None)
-            if filters.get("cursor"):
-                match["waitlist_position"] = {"$gt": int(filters["cursor"]) if filters["cursor"].isdigit() else 0}
-        found = list(self.db.registrations.find(match).sort(order).limit(filters["limit"] + 1))
-        more = len(found) > filters["limit"]
-        found = found[:filters["limit"]]
-        cursor = None
-        if more:
-            cursor = str(found[-1]["waitlist_position"]) if filters.get("status") == "waitlisted" else found[-1]["_id"]
-        return {"items": [public_registration(r) for r in found], "next_cursor": cursor}
+        return listed(store.registrations_page(self.db, session_id, filters), schemas.public_registration)
 
     @rpc
     def set_quotas(self, actor, session_id, data):
         """Seats per unit on a session (`{"quotas": {"Q1": 30}}`, 0 removes a quota). Enforced by the
         same conditional update as the seats; a raised quota promotes from the waitlist. Returns the
-        session's seats."""
+        session's seats. 404 unknown session; 422 `unknown_unit` / `unit_merged`, `invalid_fields`
+        for a unit the session does not invite."""
         auth.require_operator(actor)
         fields = validated(schemas.QuotasIn(), data)
-        session = self._session(session_id)
+        session = store.find_session(self.db, session_id)
         for code in fields["quotas"]:
-            self._active_unit(code, "quotas")
-            if session["eligible_units"] and code not in session["eligible_units"]:
-                raise invalid({"quotas": {code: ["Not an eligible unit of this session."]}})
-
-        def apply(tx):
-            change = {"$set": {}, "$unset": {}}
-            for code, seats in fields["quotas"].items():
-                key = "quotas." + storage.unit_key(code)
-                if seats:
-                    change["$set"][key] = seats
-                else:
-                    change["$unset"][key] = ""
-            tx.sessions.update_one({"_id": session_id}, {k: v for k, v in change.items() if v})
-            storage.promote(tx, tx.sessions.find_one({"_id": session_id}), emit_promoted)
-
+            rules.require_quota_unit(session, code, store.find_unit(self.db, code))
         with session_lock(session_id):
-            self.db.transaction(apply)
+            self.db.transaction(lambda tx: store.set_quotas(tx, session_id, fields["quotas"]))
         return self.seats(session_id)
-
-    def domain_gauges(self):
-        """Seats taken and waitlist length per upcoming session: what operators watch when a popular
-        class opens."""
-        upcoming = list(self.db.sessions.find(
-            {"status": "scheduled", "starts_at": {"$gte": utcnow()}},
-            {"seats_taken": 1, "waitlist_length": 1, "capacity": 1}))
-        return [
-            {"name": name, "help": text, "labels": ["session_id"],
-             "rows": [[s["_id"], s.get(field, 0)] for s in upcoming]}
-            for name, text, field in (
-                ("trainops_session_seats_taken", "Seats taken in an upcoming session.", "seats_taken"),
-                ("trainops_session_capacity", "Seats an upcoming session has.", "capacity"),
-                ("trainops_session_waitlist", "Officials waiting for a seat in an upcoming session.",
-                 "waitlist_length"))]
 
     @rpc
     def seats(self, session_id):
         """Seats taken, waitlist length, quotas and over-capacity, for the gateway's view of a session."""
-        doc = self.db.sessions.find_one({"_id": session_id}) or {}
-        out = {"seats_taken": doc.get("seats_taken", 0), "waitlist_length": doc.get("waitlist_length", 0)}
-        if doc.get("quotas"):
-            out["quotas"] = {storage.unit_code_of(k): {"seats": v, "taken": (doc.get("unit_seats") or {}).get(k, 0)}
-                             for k, v in doc["quotas"].items()}
-        if doc.get("over_capacity"):
-            out["over_capacity"] = doc["over_capacity"]
-        return out
+        return schemas.public_seats(store.session_counters(self.db, session_id))
 
     @rpc
     def over_capacity_sessions(self, actor):
         """Sessions whose capacity fell below the seats already confirmed: nobody was dropped; an
         operator decides (raise the capacity, or cancel registrations)."""
         auth.require_operator(actor)
-        found = self.db.sessions.find({"over_capacity": {"$gt": 0}, "status": "scheduled"}).sort("starts_at")
-        return {"items": [{"session_id": s["_id"], "title": s["title"], "starts_at": s["starts_at"],
-                           "capacity": s["capacity"], "seats_taken": s["seats_taken"],
-                           "over_capacity": s["over_capacity"]} for s in found], "next_cursor": None}
+        return {"items": [schemas.public_over_capacity(s) for s in store.over_capacity_sessions(self.db)],
+                "next_cursor": None}
+
+    def domain_gauges(self):
+        """Seats taken and waitlist length per upcoming session: what operators watch when a popular
+        class opens."""
+        return schemas.session_gauges(store.upcoming_sessions(self.db, utcnow()))
 
     # -- check-in and completion ----------------------------------------------------------------------
 
@@ -486,90 +252,33 @@ class RegistrationService(Operated):
         part completes the course: `course_completed` with a certificate code. 404 unknown token for
         this session; 422 `not_confirmed` / `unknown_part`."""
         fields = validated(schemas.CheckinIn(), data)
-        session = self._session(session_id)
-        require_session_reader(actor, session)
-        registration = self.db.registrations.find_one({"_id": storage.registration_of_token(fields["qr_token"])})
-        if registration is None and "." not in fields["qr_token"]:
-            # A token issued before tokens carried their registration's id (dev data): look it up.
-            registration = self.db.registrations.find_one({"session_id": session_id, "qr_token": fields["qr_token"]})
-        if registration is None or registration["session_id"] != session_id or not secrets.compare_digest(
-                registration["qr_token"].encode(), fields["qr_token"].encode()):
-            raise DomainError("not_found", "No registration with this QR token for this session.", {}, 404)
-        if registration["status"] not in ("confirmed", "completed"):
-            raise rule_broken("not_confirmed", "This registration is {}, not confirmed.".format(registration["status"]),
-                              {"qr_token": ["Not a confirmed registration."]})
-        parts = parts_of(session)
-        part = fields.get("part") or self._part_now(parts)
-        if part > len(parts):
-            raise rule_broken("unknown_part", "The session has {} part(s).".format(len(parts)),
-                              {"part": ["At most {}.".format(len(parts))]})
-        attendance_id = "{}:{}".format(registration["_id"], part)
+        session = store.find_session(self.db, session_id)
+        rules.require_session_reader(actor, session)
+        registration = store.registration_by_token(self.db, session_id, fields["qr_token"])
+        rules.require_token(registration, session_id, fields["qr_token"])
+        rules.require_confirmed(registration)
         now = utcnow()
-
-        def record(tx):
-            tx.attendance.insert_one({"_id": attendance_id, "registration_id": registration["_id"],
-                                      "session_id": session_id, "official_id": registration["official_id"],
-                                      "part": part, "checked_in_at": now})
-            tx.registrations.update_one({"_id": registration["_id"]}, {"$addToSet": {"attended_parts": part}})
-            tx.emit("attendance_recorded", {"registration_id": registration["_id"], "session_id": session_id,
-                                            "official_id": registration["official_id"], "part": part,
-                                            "checked_in_at": now})
-            current = tx.registrations.find_one({"_id": registration["_id"]})
-            if current["status"] == "confirmed" and set(current["attended_parts"]) >= set(range(1, len(parts) + 1)):
-                code = certificates.new_code()
-                tx.certificates.insert_one({
-                    "_id": code, "registration_id": registration["_id"], "session_id": session_id,
-                    "official": registration["official"], "unit_code": registration["unit_code"],
-                    "session": session_ref(session), "partner_id": session.get("partner_id"),
-                    "issued_at": now})
-                tx.registrations.update_one({"_id": registration["_id"]}, {"$set": {
-                    "status": "completed", "certificate_code": code, "completed_at": now}})
-                tx.emit("course_completed", {
-                    "registration_id": registration["_id"], "session": session_ref(session),
-                    "official": registration["official"], "certificate_code": code,
-                    "certificate_url": certificates.url(code)})
-                current.update(status="completed", certificate_code=code)
-            return current
-
+        part = rules.part_to_check_in(rules.parts_of(session), fields.get("part"), now)
         try:
-            current = self.db.transaction(record)
-            repeat = False
+            current = self.db.transaction(lambda tx: store.record_attendance(tx, registration, session, part, now))
+            repeated = False
         except DuplicateKeyError:
-            current = self.db.registrations.find_one({"_id": registration["_id"]})
-            repeat = True
-        checkin = self.db.attendance.find_one({"_id": attendance_id})
-        out = {"registration_id": registration["_id"], "official_id": registration["official_id"],
-               "full_name": registration["official"]["full_name"], "part": part,
-               "checked_in_at": checkin["checked_in_at"], "already_checked_in": repeat,
-               "status": current["status"], "attended_parts": sorted(current.get("attended_parts") or [])}
-        if current.get("certificate_code"):
-            out["certificate_code"] = current["certificate_code"]
-            out["certificate_url"] = certificates.url(current["certificate_code"])
-        return out
-
-    @staticmethod
-    def _part_now(parts):
-        now = utcnow()
-        for number, part in enumerate(parts, start=1):
-            if part["starts_at"] <= now < part["ends_at"]:
-                return number
-        return 1
+            current, repeated = store.find_registration(self.db, registration["_id"]), True
+        checkin = store.find_attendance(self.db, registration["_id"], part)
+        return schemas.public_checkin(current, part, checkin, repeated)
 
     @rpc
     def certificate(self, code):
         """The printable Vietnamese certificate (HTML) for a verification code: anyone holding the
         code can verify it. 404 for an unknown code."""
-        found = self.db.certificates.find_one({"_id": code}) if isinstance(code, str) else None
-        if found is None:
-            raise not_found("certificate", code)
-        return certificates.render(found)
+        return certificates.render(store.find_certificate(self.db, code))
 
     # -- reports ------------------------------------------------------------------------------------
 
     @rpc
     def report(self, actor, by, query):
         """Registered, attended and completed per session, unit, district or partner (operator):
-        {"columns", "rows"}; the gateway renders CSV or XLSX."""
+        {"columns", "rows"}; the gateway renders CSV or XLSX. 404 for an unknown grouping."""
         auth.require_operator(actor)
         validated(schemas.ReportQuery(), query)
         if by not in reports.GROUPINGS:

@@ -1,0 +1,286 @@
+"""Registration's rules, as plain functions: who may register, who gets a seat and who is promoted,
+quotas per unit, what a merge of units does to sessions, cancellations, check-ins and completion,
+the keys and tokens derived from ids, and the folded text officials are searched by. No I/O: the
+caller reads and writes, and passes the time in."""
+import hashlib
+import secrets
+import unicodedata
+
+from backbone import auth
+from backbone.errors import DomainError, invalid, rule_broken
+
+# The statuses that hold a seat or a waitlist place.
+LIVE = ("confirmed", "waitlisted")
+# A unit without a quota on a session may take every seat.
+NO_QUOTA = 10 ** 9
+
+
+# -- ids, keys and tokens --------------------------------------------------------------------------------
+
+def registration_id(session_id, official_id):
+    """The same for the same official and session: a second registration is a duplicate _id."""
+    digest = hashlib.sha256("{}\0{}".format(session_id, official_id).encode()).hexdigest()[:20]
+    return "registration-" + digest
+
+
+def qr_token(registration_id, secret):
+    """`<id part>.<secret>`: the check-in finds the registration by _id and compares the secret."""
+    return "{}.{}".format(registration_id.split("-", 1)[1], secret)
+
+
+def registration_of_token(token):
+    """The id of the registration a QR token was issued for."""
+    return "registration-" + token.split(".", 1)[0][:40]
+
+
+def is_legacy_token(token):
+    """A token issued before tokens carried their registration's id (dev data) has no dot: it is
+    looked up by itself."""
+    return "." not in token
+
+
+def require_token(registration, session_id, token):
+    """`token` must open `registration` (the one it names, or None) for a check-in at `session_id`,
+    compared in constant time; 404 otherwise, whatever the reason, so tokens cannot be probed."""
+    if registration is None or registration["session_id"] != session_id or not secrets.compare_digest(
+            registration["qr_token"].encode(), token.encode()):
+        raise DomainError("not_found", "No registration with this QR token for this session.", {}, 404)
+    return registration
+
+
+def attendance_id(registration_id, part):
+    """One check-in per registration and part: the same check-in twice is the same key."""
+    return "{}:{}".format(registration_id, part)
+
+
+def unit_key(code):
+    """A unit code as a key inside the session document (codes may hold dots)."""
+    return code.replace("%", "%25").replace(".", "%2E").replace("$", "%24")
+
+
+def unit_code_of(key):
+    """The unit code a key of the session document stands for (`unit_key` undone)."""
+    return key.replace("%24", "$").replace("%2E", ".").replace("%25", "%")
+
+
+# -- search ------------------------------------------------------------------------------------------------
+
+def fold(text):
+    """Accent- and case-free form for search: "Nguyễn Thị Ánh" → "nguyen thi anh" (đ → d)."""
+    decomposed = unicodedata.normalize("NFD", text.replace("đ", "d").replace("Đ", "D"))
+    stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
+    return " ".join(stripped.casefold().split())
+
+
+def search_text(official):
+    """What an official is found by: name, email and phone, folded."""
+    return fold(" ".join([official["full_name"], official["email"], official["phone"]]))
+
+
+# -- units and officials -------------------------------------------------------------------------------------
+
+def new_unit(fields, now):
+    """A unit as created: active, its code its key."""
+    return dict(fields, _id=fields["code"], status="active", created_at=now)
+
+
+def require_known_parent(parent_code, parent):
+    """A unit's parent must exist (422 `unknown_unit`); none is fine."""
+    if parent_code and parent is None:
+        raise rule_broken("unknown_unit", "No unit {}.".format(parent_code), {"parent_code": ["Unknown unit."]})
+
+
+def unit_problem(unit):
+    """Why officials cannot be placed in `unit` (None when they can): unknown, or merged into another."""
+    if unit is None:
+        return "Unknown unit."
+    if unit.get("status") == "merged":
+        return "Merged into {}.".format(unit["merged_into"])
+    return None
+
+
+def require_active_unit(unit, code, field="unit_code"):
+    """422 `unknown_unit` or `unit_merged` unless `unit` (found for `code`) takes officials."""
+    problem = unit_problem(unit)
+    if problem is None:
+        return unit
+    if unit is None:
+        raise rule_broken("unknown_unit", "No unit {}.".format(code), {field: [problem]})
+    raise rule_broken("unit_merged", "Unit {} was merged into {}.".format(code, unit["merged_into"]),
+                      {field: [problem]})
+
+
+def new_official(fields, official_id, now):
+    """An official as stored: email in lower case (it is compared that way), with its search text."""
+    official = dict(fields, email=fields["email"].lower(), id=official_id, _id=official_id, created_at=now)
+    official["search"] = search_text(official)
+    return official
+
+
+def current_codes(codes, merged_into):
+    """`codes` with merged units replaced by what they were merged into, transitively (a cycle stops
+    where it closes), without repeats. `merged_into` maps a merged unit's code to its new one."""
+    out = []
+    for code in codes:
+        seen = set()
+        while code not in seen and merged_into.get(code):
+            seen.add(code)
+            code = merged_into[code]
+        if code not in out:
+            out.append(code)
+    return out
+
+
+def require_mergeable(codes, found, into_code):
+    """Units merge when every one exists and none was merged before, into a new code. 422
+    `unknown_unit` / `unit_merged` / `invalid_fields`. `found` maps code → unit."""
+    missing = [c for c in codes if c not in found]
+    if missing:
+        raise rule_broken("unknown_unit", "No unit {}.".format(", ".join(missing)), {"from": ["Unknown unit."]})
+    merged = [c for c in codes if found[c].get("status") == "merged"]
+    if merged:
+        raise rule_broken("unit_merged", "Already merged: {}.".format(", ".join(merged)),
+                          {"from": ["Already merged."]})
+    if into_code in codes:
+        raise invalid({"into": {"code": ["Must be a new code."]}})
+
+
+def merged_unit(codes, first, into, now):
+    """The unit that `codes` merge into: kind and parent are the first old unit's unless given."""
+    return {"_id": into["code"], "code": into["code"], "name": into["name"],
+            "kind": into.get("kind", first["kind"]),
+            "parent_code": into.get("parent_code", first.get("parent_code")),
+            "status": "active", "merged_from": codes, "merged_at": now, "created_at": now}
+
+
+def merged_session(session, codes, into_code):
+    """A session's eligible units, quotas and seats per unit once `codes` are merged into `into_code`:
+    the old units' quotas and seats add up under the new unit (a quota only if an old unit had one)."""
+    new_key, old_keys = unit_key(into_code), [unit_key(c) for c in codes]
+    eligible = [into_code if c in codes else c for c in session.get("eligible_units", [])]
+    quotas, seats = dict(session.get("quotas") or {}), dict(session.get("unit_seats") or {})
+    if any(k in quotas for k in old_keys):
+        quotas[new_key] = quotas.get(new_key, 0) + sum(quotas.pop(k, 0) for k in old_keys)
+    seats[new_key] = seats.get(new_key, 0) + sum(seats.pop(k, 0) for k in old_keys)
+    return {"eligible_units": list(dict.fromkeys(eligible)), "quotas": quotas, "unit_seats": seats}
+
+
+# -- who may read and register ------------------------------------------------------------------------------
+
+def require_session_reader(actor, session):
+    """The operator, or the partner that delivers the session (401 / 403 otherwise)."""
+    auth.require_operator_or_partner(actor, session.get("partner_id"))
+
+
+def require_registrable(session, official, after_cutoff, now):
+    """An official may register for a scheduled session before its cut-off (the operator may record
+    one after it, when asked explicitly), if their audience group and unit are invited. 422
+    `unknown_official` / `registration_closed` / `not_eligible`."""
+    if official is None:
+        raise rule_broken("unknown_official", "No such official.", {"official_id": ["Unknown official."]})
+    closes_at = session.get("registration_closes_at")
+    late = closes_at is not None and now > closes_at
+    if session["status"] != "scheduled" or (late and not after_cutoff):
+        raise rule_broken("registration_closed", "Registration for this session is closed.")
+    if official["audience_group"] not in session["audience_groups"] or (
+            session["eligible_units"] and official["unit_code"] not in session["eligible_units"]):
+        raise rule_broken("not_eligible", "This official's unit or audience group is not invited.",
+                          {"official_id": ["Not eligible for this session."]})
+
+
+# -- seats, quotas and the waitlist ---------------------------------------------------------------------------
+
+def seat_free(capacity, seats_taken, unit_taken, quota=None):
+    """A seat is free for an official of a unit while the session has one and the unit has taken
+    fewer than its quota (None: no quota)."""
+    return seats_taken < capacity and unit_taken < (NO_QUOTA if quota is None else quota)
+
+
+def has_open_seat(session):
+    """A scheduled session with fewer seats taken than it has."""
+    return session["status"] == "scheduled" and session["seats_taken"] < session["capacity"]
+
+
+def full_units(session):
+    """The units whose quota on `session` is used up (their waitlisted officials must wait)."""
+    quotas, taken = session.get("quotas") or {}, session.get("unit_seats") or {}
+    return [unit_code_of(key) for key, seats in quotas.items() if taken.get(key, 0) >= seats]
+
+
+def promoted_next(session, waitlisted):
+    """Who takes a free seat: of the `waitlisted` registrations, the lowest position whose unit is
+    under its quota; None when nobody fits or the session has no open seat."""
+    if not has_open_seat(session):
+        return None
+    blocked = set(full_units(session))
+    fits = [r for r in waitlisted if r["unit_code"] not in blocked]
+    return min(fits, key=lambda r: r["waitlist_position"], default=None)
+
+
+def require_quota_unit(session, code, unit):
+    """A quota is set for an active unit invited to the session. 422 `unknown_unit` / `unit_merged`
+    / `invalid_fields`."""
+    require_active_unit(unit, code, "quotas")
+    if session["eligible_units"] and code not in session["eligible_units"]:
+        raise invalid({"quotas": {code: ["Not an eligible unit of this session."]}})
+
+
+def over_capacity(seats_taken, capacity):
+    """How many confirmed officials a session has beyond its capacity: nobody is dropped, an
+    operator decides."""
+    return max(0, seats_taken - capacity)
+
+
+# -- cancellation ---------------------------------------------------------------------------------------------
+
+def must_cancel(registration):
+    """True for a live registration; False for one already cancelled (cancelling twice changes
+    nothing); 422 `registration_completed` once the course is completed."""
+    if registration["status"] == "cancelled":
+        return False
+    if registration["status"] not in LIVE:
+        raise rule_broken("registration_completed", "A completed course cannot be cancelled.")
+    return True
+
+
+def cancellation(status, reason, cause, now):
+    """The change that cancels a registration whose status was `status`, and says who or what ended it."""
+    return {"status": "cancelled", "cancelled_at": now, "cancel_reason": reason, "cancel_cause": cause,
+            "status_before_cancel": status}
+
+
+# -- check-in and completion ------------------------------------------------------------------------------------
+
+def parts_of(session):
+    """A session without parts has one part: itself."""
+    return session.get("parts") or [{"starts_at": session["starts_at"], "ends_at": session["ends_at"]}]
+
+
+def require_confirmed(registration):
+    """Only a confirmed (or already completed) registration is checked in: 422 `not_confirmed`."""
+    if registration["status"] not in ("confirmed", "completed"):
+        raise rule_broken("not_confirmed", "This registration is {}, not confirmed.".format(registration["status"]),
+                          {"qr_token": ["Not a confirmed registration."]})
+
+
+def part_now(parts, now):
+    """The 1-based number of the part running at `now`, else the first."""
+    for number, part in enumerate(parts, start=1):
+        if part["starts_at"] <= now < part["ends_at"]:
+            return number
+    return 1
+
+
+def part_to_check_in(parts, asked, now):
+    """The part a check-in records: the one asked for, else the one running now. 422 `unknown_part`
+    beyond the session's parts."""
+    part = asked or part_now(parts, now)
+    if part > len(parts):
+        raise rule_broken("unknown_part", "The session has {} part(s).".format(len(parts)),
+                          {"part": ["At most {}.".format(len(parts))]})
+    return part
+
+
+def completes_course(status, attended_parts, parts):
+    """A confirmed registration whose official attended every part completes the course."""
+    return status == "confirmed" and set(attended_parts or ()) >= set(range(1, len(parts) + 1))
