@@ -19,22 +19,21 @@ from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import gsm0338  # noqa: F401  (registers the gsm03.38 codec)
+
 from devstack import VAR
 
 log = logging.getLogger("devstack.sms_gateway")
 
-# GSM 03.38: a text using only these characters travels 7-bit, 160 to a segment (153 once split);
-# anything else, Vietnamese with its diacritics included, goes as UCS-2: 70 (67 once split).
-GSM7 = ("@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?"
-        "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà")
-GSM7_ESCAPED = "\f^{}\\[~]|€"  # two septets each
 PHONE = re.compile(r"\+?\d{8,15}")
 
 
 def segments(text):
-    if all(char in GSM7 or char in GSM7_ESCAPED for char in text):
-        units, single, part = len(text) + sum(char in GSM7_ESCAPED for char in text), 160, 153
-    else:
+    """What a provider bills: GSM-7 septets (160 a segment, 153 once split) when the GSM alphabet can
+    write the text, else UCS-2 units (70, 67)."""
+    try:
+        units, single, part = len(text.encode("gsm03.38")), 160, 153
+    except UnicodeEncodeError:
         units, single, part = len(text.encode("utf-16-le")) // 2, 70, 67
     return 1 if units <= single else -(-units // part)
 

@@ -7,7 +7,6 @@ from email import message_from_bytes
 from email.policy import default as email_policy
 from types import SimpleNamespace
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo
 
 import eventlet
 import nameko
@@ -19,17 +18,16 @@ from kombu import Connection, Queue, binding
 from pymongo import InsertOne, UpdateOne
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from backbone import topology
-from backbone.events import make_envelope, read_envelope
-from backbone.clock import utcnow
+from backbone import counters, topology
+from backbone.clock import LOCAL, utcnow
 from backbone.database import mongo_client
+from backbone.events import make_envelope, read_envelope
 from backbone.outbox import ConfirmedPublisher, emitted_events, event_message
 from services.notifications.batching import Batches
-from services.notifications.delivery import notice_id
+from services.notifications.notices import Notices
+from services.notifications.rules import notice_id
 from services.notifications.service import NotificationsService
 from tests.helpers import Client, wait_for
-
-HCMC = ZoneInfo("Asia/Ho_Chi_Minh")
 
 
 @pytest.fixture
@@ -75,7 +73,7 @@ def an_official(language="vi", phone=True):
 
 
 def a_session(starts_at=None):
-    starts_at = starts_at or datetime(2026, 12, 5, 8, 0, tzinfo=HCMC)
+    starts_at = starts_at or datetime(2026, 12, 5, 8, 0, tzinfo=LOCAL)
     return {"id": "session-" + uuid.uuid4().hex[:8],
             "title": "Bồi dưỡng kiến thức và kỹ năng ứng dụng AI trong công việc",
             "venue_name": "Trường Đại học Ngân hàng TP.HCM",
@@ -139,7 +137,7 @@ def heard(inbox, count, timeout=15):
 
 
 def log_of(db, **query):
-    return list(db("notifications").deliveries.find(query))
+    return list(db("notifications").notices.find(query))
 
 
 def settled(db, count, **query):
@@ -150,16 +148,52 @@ def settled(db, count, **query):
     return wait_for(check)
 
 
+# -- positive signals, before saying that something did not happen ----------------------------------------
+
+def handled(event_type, outcome="handled"):
+    """How many events of the type the notifications consumers of this process have handled so far
+    (or, with outcome="retried", sent back for another attempt): the platform's counters."""
+    return counters.REGISTRY.get_sample_value("trainops_events_{}_total".format(outcome), {
+        "service": "notifications", "event_type": event_type}) or 0
+
+
+def handled_since(before, event_type, count):
+    """Wait until `count` more events of the type were handled since `before` (a `handled` reading)."""
+    wait_for(lambda: handled(event_type) >= before + count)
+
+
+def swept(db):
+    """Wait until a whole sweep (reminders, then every notice due) has run from now on. Each sweep
+    forgets the copies of registrations long past: once a second marker copy is forgotten, the sweep
+    that forgot the first has finished, and another has done its reminders since."""
+    upcoming = db("notifications").upcoming
+    for _ in range(2):
+        marker = "registration-marker-" + uuid.uuid4().hex[:8]
+        upcoming.insert_one({"_id": marker, "status": "cancelled", "starts_at": utcnow() - timedelta(days=30)})
+        wait_for(lambda: upcoming.find_one({"_id": marker}) is None)
+
+
+def at_rest(db, *containers):
+    """Wait until a whole sweep has run from now on and none of these containers' senders is busy:
+    whatever the service was going to send by then, it has sent."""
+    swept(db)
+    for container in containers:
+        notices = next(d for d in container.dependencies if isinstance(d, Notices))
+        wait_for(lambda: notices.senders.running() == 0)
+
+
 # -- officials ------------------------------------------------------------------------------------------
 
 def test_a_confirmation_reaches_the_official_once_by_email_with_invite_and_qr_and_once_by_sms(
         service, app_config, smtp_sink, sms_gateway, db):
     official = an_official()
     event = confirmed(official)
+    before = handled("registration_confirmed")
     publish(app_config, event, event)  # delivered twice
     docs = settled(db, 2, event_id=event["event_id"])
     publish(app_config, event)  # and again after it was handled
-    eventlet.sleep(0.5)
+    handled_since(before, "registration_confirmed", 3)
+    at_rest(db, service)
 
     [mail] = mails_to(smtp_sink, official["email"])
     assert mail["Subject"] == ("Xác nhận đăng ký: Bồi dưỡng kiến thức và kỹ năng ứng dụng AI trong công việc "
@@ -173,7 +207,7 @@ def test_a_confirmation_reaches_the_official_once_by_email_with_invite_and_qr_an
     assert qr and qr[0]["Content-ID"] == "<qr>" and qr[0].get_content().startswith(b"\x89PNG")
     [invite] = [p for p in mail.iter_attachments() if p.get_content_type() == "text/calendar"]
     [vevent] = Calendar.from_ical(invite.get_content()).walk("VEVENT")
-    assert vevent.decoded("dtstart") == datetime(2026, 12, 5, 8, 0, tzinfo=HCMC)
+    assert vevent.decoded("dtstart") == datetime(2026, 12, 5, 8, 0, tzinfo=LOCAL)
     assert "36 Tôn Thất Đạm" in str(vevent["location"])
 
     [sms] = sms_to(sms_gateway, official["phone"])
@@ -198,7 +232,7 @@ def test_every_registration_event_gives_its_own_notice(service, app_config, smtp
     events = [
         registration_event("registration_waitlisted", official, session, waitlist_position=2),
         registration_event("registration_promoted", official, session, qr_token="QR-promoted"),
-        registration_event("registration_rescheduled", official, a_session(datetime(2026, 12, 6, 8, 0, tzinfo=HCMC)),
+        registration_event("registration_rescheduled", official, a_session(datetime(2026, 12, 6, 8, 0, tzinfo=LOCAL)),
                            status="confirmed", previous_starts_at=session["starts_at"],
                            previous_ends_at=session["ends_at"]),
         registration_event("registration_cancelled", official, session, reason="Bận công tác", cause="official"),
@@ -229,7 +263,7 @@ def test_an_smtp_server_refusing_for_a_while_gets_each_notice_once_when_it_retur
         smtp_sink.accept()
     docs = settled(db, 3, channel="email")
     assert {d["status"] for d in docs} == {"sent"} and all(d["attempts"] >= 2 for d in docs)
-    eventlet.sleep(1)
+    at_rest(db, service)
     for official in officials:
         assert len(mails_to(smtp_sink, official["email"])) == 1
     # Retries are not outcomes: one notification_sent per notice, no notification_failed.
@@ -268,10 +302,11 @@ def test_an_unreachable_mail_server_is_retried_and_a_restarted_service_delivers_
     first.stop()  # the service goes down with the notice still to send
 
     nameko.config["SMTP"]["port"] = smtp_sink.port
-    container_factory(NotificationsService).start()
+    second = container_factory(NotificationsService)
+    second.start()
     [doc] = settled(db, 1)
     assert doc["status"] == "sent" and doc["attempts"] >= 2
-    eventlet.sleep(0.5)
+    at_rest(db, second)
     assert len(mails_to(smtp_sink, official["email"])) == 1
 
 
@@ -320,7 +355,8 @@ def test_sms_goes_through_the_second_provider_while_the_first_is_down(
 def test_sms_with_every_provider_down_is_retried_and_sent_once_when_one_returns(
         container_factory, notices, sms_gateway, sms_fallback, db):
     nameko.config["SMS"]["fallback_url"] = sms_fallback.url
-    container_factory(NotificationsService).start()
+    service = container_factory(NotificationsService)
+    service.start()
     official = an_official()
     sms_gateway.fail(503)
     sms_fallback.fail(502)
@@ -333,7 +369,7 @@ def test_sms_with_every_provider_down_is_retried_and_sent_once_when_one_returns(
         sms_fallback.recover()
     [doc] = settled(db, 1, channel="sms")
     assert doc["status"] == "sent"
-    eventlet.sleep(0.5)
+    at_rest(db, service)
     assert len(sms_to(sms_gateway, official["phone"]) + sms_to(sms_fallback, official["phone"])) == 1
 
 
@@ -362,14 +398,14 @@ def test_every_outcome_is_published_sent_or_failed_with_the_reason_and_no_addres
                                "official_id": official["id"], "partner_id": None}
     assert failed["payload"]["notice_id"] == docs["sms"]["_id"] and failed["payload"]["channel"] == "sms"
     assert "HTTP 400" in failed["payload"]["error"]
-    # Under the correlation id of the event that caused them; the addresses stay in the delivery log.
+    # Under the correlation id of the event that caused them; the addresses stay in the notices' log.
     assert {m["correlation_id"] for m in (sent, failed)} == {event["correlation_id"]}
     assert all(official["email"] not in body and official["phone"] not in body for body, _ in messages)
     # Published, so gone from the outbox into the record of what the service said (the relay moves
     # them there once the broker confirmed them, which is also when the listener may hear them).
     wait_for(lambda: {e["state"] for e in emitted_events(
         db("notifications"), {"correlation_id": event["correlation_id"]})} == {"published"})
-    eventlet.sleep(0.5)
+    at_rest(db, service)
     assert len(told(db, "notification_sent")) == 1 and len(told(db, "notification_failed")) == 1
 
 
@@ -377,19 +413,23 @@ def test_by_default_only_failures_are_announced_and_a_repeated_event_leaves_no_h
         service, app_config, sms_gateway, smtp_sink, db):
     official = dict(an_official(), phone="không có số")
     event = confirmed(official)
+    before = handled("registration_confirmed")
     publish(app_config, event, event)
     docs = {d["channel"]: d for d in settled(db, 2, official_id=official["id"])}
     assert docs["email"]["status"] == "sent" and docs["sms"]["status"] == "failed"
     [failed] = told(db, "notification_failed")
     assert failed["payload"]["notice_id"] == docs["sms"]["_id"]
-    eventlet.sleep(0.5)  # the repeat, had it been taken for new, would have sent by now
+    # Both copies handled, and what they started is done: the repeat, had it been taken for new,
+    # would have sent by now.
+    handled_since(before, "registration_confirmed", 2)
+    at_rest(db, service)
     assert told(db, "notification_sent") == [] and len(mails_to(smtp_sink, official["email"])) == 1
     # The notices' own keys make the repeat harmless: no handled-event record is kept for it.
     assert db("notifications").handled_events.count_documents({"_id": event["event_id"]}) == 0
 
 
 def test_sms_in_quiet_hours_waits_until_morning_and_is_then_sent(service, app_config, sms_gateway, smtp_sink, db):
-    here = datetime.now(HCMC)
+    here = datetime.now(LOCAL)
     window = "{:%H:%M}-{:%H:%M}".format(here - timedelta(hours=1), here + timedelta(hours=1))
     nameko.config["NOTIFICATIONS"]["quiet_hours"] = window
     official = an_official()
@@ -397,12 +437,12 @@ def test_sms_in_quiet_hours_waits_until_morning_and_is_then_sent(service, app_co
     wait_for(lambda: mails_to(smtp_sink, official["email"]))  # email is not held back
     doc = wait_for(lambda: log_of(db, channel="sms", status="queued", not_before={"$gt": utcnow()}))[0]
     assert doc["attempts"] == 0
-    eventlet.sleep(1)  # several sweeps: still waiting
+    swept(db)  # a sweep came and went: still waiting
     assert sms_to(sms_gateway, official["phone"]) == [] and log_of(db, channel="sms")[0]["status"] == "queued"
 
     # Morning comes.
     nameko.config["NOTIFICATIONS"]["quiet_hours"] = ""
-    db("notifications").deliveries.update_one({"_id": doc["_id"]}, {"$set": {"not_before": utcnow()}})
+    db("notifications").notices.update_one({"_id": doc["_id"]}, {"$set": {"not_before": utcnow()}})
     [doc] = settled(db, 1, channel="sms")
     assert doc["status"] == "sent"
     assert len(sms_to(sms_gateway, official["phone"])) == 1
@@ -434,8 +474,9 @@ def test_opting_out_by_the_email_link_stops_that_channel_but_not_the_cancellatio
 
 def test_reminders_go_out_once_the_day_before_at_eight_even_with_two_replicas(
         container_factory, notices, smtp_sink, db):
-    container_factory(NotificationsService).start()
-    container_factory(NotificationsService).start()
+    replicas = [container_factory(NotificationsService) for _ in range(2)]
+    for replica in replicas:
+        replica.start()
     soon, later, dropped = an_official(phone=False), an_official(phone=False), an_official(phone=False)
     now = datetime.now(timezone.utc)
     # Starts in two hours: its 08:00 of the day before has passed, whenever the suite runs.
@@ -451,7 +492,7 @@ def test_reminders_go_out_once_the_day_before_at_eight_even_with_two_replicas(
                                             {"$set": {"remind_at": now - timedelta(minutes=1)}})
 
     wait_for(lambda: log_of(db, template="reminder", status="sent"))
-    eventlet.sleep(1.5)  # many sweeps later
+    at_rest(db, *replicas)  # a sweep later, in whichever replica holds the lease
     [reminder] = log_of(db, template="reminder")
     assert reminder["official_id"] == soon["id"] and reminder["event_id"].startswith("reminder:")
     subjects = [m["Subject"] for m in mails_to(smtp_sink, soon["email"])]
@@ -469,16 +510,18 @@ def test_a_notice_left_claimed_by_a_crashed_sender_is_sent_once_by_the_sweep(ser
     _, payload = read_envelope(event)
     context = dict(payload, language="vi", unsubscribe={"email": "u", "sms": "u"})
     now = utcnow()
-    db("notifications").deliveries.insert_one({
+    db("notifications").notices.insert_one({
         "_id": notice_id(event["event_id"], "email", official["email"]), "event_id": event["event_id"],
         "channel": "email", "to": official["email"], "template": "registration_confirmed", "language": "vi",
         "official_id": official["id"], "partner_id": None, "mandatory": False, "context": context,
         "status": "queued", "attempts": 0, "provider": None, "last_error": None, "not_before": now,
         "correlation_id": "c", "claimed_until": now + timedelta(seconds=1), "created_at": now, "sent_at": None})
+    before = handled("registration_confirmed")
     publish(app_config, event)
     [doc] = settled(db, 1)
     assert doc["status"] == "sent" and doc["attempts"] == 1
-    eventlet.sleep(0.5)
+    handled_since(before, "registration_confirmed", 1)
+    at_rest(db, service)
     assert len(mails_to(smtp_sink, official["email"])) == 1
 
 
@@ -490,8 +533,10 @@ def test_partners_hear_of_their_offerings_and_expired_agreement_even_if_onboardi
     partner_id, contact = "partner-" + tag, "hoptac.{}@siu.edu.vn".format(tag)
     offering = {"offering_id": "offering-" + tag, "partner_id": partner_id, "title": "Ứng dụng AI trong văn phòng",
                 "audience_groups": ["district"], "starts_from": "2026-01-01", "ends_by": "2026-06-30"}
+    before = handled("offering_published", "retried")
     publish(app_config, make_envelope("offering_published", offering, "partners", "c1"))
-    eventlet.sleep(0.3)  # the partner is not known yet: the event is retried
+    # The partner is not known yet: the event is retried.
+    wait_for(lambda: handled("offering_published", "retried") > before)
     publish(app_config, make_envelope("partner_onboarded", {
         "partner_id": partner_id, "code": "SIU-" + tag, "name": "Trường Đại học Quốc tế Sài Gòn",
         "kind": "university", "contact_email": contact}, "partners", "c0"))
@@ -517,7 +562,7 @@ def test_partners_hear_of_their_offerings_and_expired_agreement_even_if_onboardi
 
 # -- operators -----------------------------------------------------------------------------------------
 
-def test_operators_page_through_the_delivery_log_with_recipients_masked(gateway, app_config, db):
+def test_operators_page_through_the_notices_log_with_recipients_masked(gateway, app_config, db):
     official = an_official()
     session = a_session()
     publish(app_config, confirmed(official, session),
@@ -539,7 +584,12 @@ def test_operators_page_through_the_delivery_log_with_recipients_masked(gateway,
         "***" in n["to"] for n in seen)
     sms_only = gateway.get("/notifications?official_id={}&channel=sms".format(official["id"])).json()["items"]
     assert len(sms_only) == 2
-    assert gateway.get("/notifications?limit=0").status_code == 422
+    for query, field in (("limit=0", "limit"), ("limit=201", "limit"), ("limit=many", "limit"),
+                         ("cursor=not-one-of-ours", "cursor")):
+        refused = gateway.get("/notifications?" + query)
+        assert refused.status_code == 422 and field in refused.json()["error"]["fields"], (query, refused.text)
+    # A blank filter is no filter.
+    assert len(gateway.get("/notifications?official_id={}&status=".format(official["id"])).json()["items"]) == 4
     assert gateway.as_(None).get("/notifications").status_code == 401
 
 
@@ -551,7 +601,7 @@ def test_writes_made_at_one_moment_share_a_round_trip_and_each_worker_hears_its_
     failed has its later steps (its handled-event record) left unwritten."""
     client = mongo_client(app_config["MONGO_URI"])
     database = client["{}_notifications".format(app_config["DATABASE_PREFIX"])]
-    database.deliveries.insert_one({"_id": "notice-3"})
+    database.notices.insert_one({"_id": "notice-3"})
     batches = Batches(SimpleNamespace(db=database, client=client))
     rounds = []
     bulk = batches._bulk
@@ -560,8 +610,8 @@ def test_writes_made_at_one_moment_share_a_round_trip_and_each_worker_hears_its_
     outcomes = {}
 
     def worker(n):
-        first = (("deliveries", UpdateOne({"_id": "notice-3"}, {"$set": {"_id": "moved"}})) if n == 5
-                 else ("deliveries", InsertOne({"_id": "notice-{}".format(n)})))
+        first = (("notices", UpdateOne({"_id": "notice-3"}, {"$set": {"_id": "moved"}})) if n == 5
+                 else ("notices", InsertOne({"_id": "notice-{}".format(n)})))
         try:
             outcomes[n] = batches.write(first, ("handled_events", InsertOne({"_id": "event-{}".format(n)})))
         except OperationFailure as exc:

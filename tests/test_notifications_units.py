@@ -1,6 +1,6 @@
-"""Notifications, the parts that need no server: what an SMS costs (GSM 03.38 vectors), unaccented
-Vietnamese, quiet hours, when a reminder is due, every template in both languages with seed data,
-the calendar invite of a confirmation, its QR code, and the message as SMTP carries it."""
+"""Notifications, the parts that need no server besides the rules (test_notifications_rules.py): every
+template in both languages with seed data, the calendar invite of a confirmation, its QR code, the
+message as SMTP carries it, and what the service says of its list query."""
 import random
 import string
 import struct
@@ -8,105 +8,23 @@ import zlib
 from datetime import date, datetime, timedelta, timezone
 from email import message_from_bytes
 from email.policy import default as email_policy
-from zoneinfo import ZoneInfo
 
 import pytest
 import segno
 from icalendar import Calendar
 from jinja2 import UndefinedError
 
-from services.notifications import mail, qr
-from services.notifications.delivery import quiet_until, reminder_due_at, storable, unsubscribe_signature
-from services.notifications.sms import cost, prepare, segments, transliterate
-from services.notifications.templates import KINDS, LANGUAGES, OFFICIAL_KINDS, Renderer
+from backbone.clock import LOCAL
+from backbone.events import schema_for
+from backbone.openapi import describe
+from services.notifications import mail, qr, schemas
+from services.notifications.rules import LANGUAGES
+from services.notifications.store import storable
+from services.notifications.templates import KINDS, OFFICIAL_KINDS, Renderer, with_every_field
 
-HCMC = ZoneInfo("Asia/Ho_Chi_Minh")
-
-
-# -- segments: GSM 03.38 ----------------------------------------------------------------------------
-
-@pytest.mark.parametrize("text, encoding, units, count", [
-    ("", "GSM-7", 0, 1),
-    ("A" * 160, "GSM-7", 160, 1),                  # one full 7-bit segment
-    ("A" * 161, "GSM-7", 161, 2),                  # split: 153 per part
-    ("A" * 306, "GSM-7", 306, 2),
-    ("A" * 307, "GSM-7", 307, 3),
-    ("@£$¥èéùìòÇØøÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ¤¡ÄÖÑÜ§¿äöñüà", "GSM-7", 42, 1),  # basic table, not ASCII
-    ("Café à Paris", "GSM-7", 12, 1),              # é and à are in the basic table
-    ("€" * 80, "GSM-7", 160, 1),                   # extension table: two septets each
-    ("€" * 81, "GSM-7", 162, 2),
-    ("[{~}]|^\\\f", "GSM-7", 18, 1),
-    ("A" * 159 + "€", "GSM-7", 161, 2),            # the escape pushes it over
-    ("ç", "UCS-2", 1, 1),                          # only capital Ç is GSM-7
-    ("Đăng ký", "UCS-2", 7, 1),
-    ("ệ" * 70, "UCS-2", 70, 1),                    # Vietnamese: 70 in one
-    ("ệ" * 71, "UCS-2", 71, 2),                    # then 67 per part
-    ("ệ" * 134, "UCS-2", 134, 2),
-    ("ệ" * 135, "UCS-2", 135, 3),
-    ("Hello Việt Nam " + "A" * 60, "UCS-2", 75, 2),  # one diacritic turns the whole text UCS-2
-    ("😀" * 35, "UCS-2", 70, 1),                    # outside the BMP: two UCS-2 units each
-    ("😀" * 36, "UCS-2", 72, 2),
-])
-def test_segments_follow_gsm_03_38(text, encoding, units, count):
-    assert cost(text) == {"encoding": encoding, "units": units, "segments": count}
-    assert segments(text) == count
-
-
-def test_unaccented_vietnamese_keeps_the_words_and_drops_the_cost():
-    text = "Lớp Bồi dưỡng ứng dụng AI – Đăng ký đã được xác nhận, 36 Tôn Thất Đạm, Quận 1"
-    plain = transliterate(text)
-    assert plain == "Lop Boi duong ung dung AI - Dang ky da duoc xac nhan, 36 Ton That Dam, Quan 1"
-    assert cost(text)["segments"] == 2 and cost(plain) == {"encoding": "GSM-7", "units": 77, "segments": 1}
-
-
-def test_transliteration_modes():
-    short, long_ = "Đã xác nhận", "Đăng ký lớp học đã được xác nhận, " * 3
-    assert prepare(short, "long")[0] == short                       # one segment as written: untouched
-    assert prepare(long_, "long")[0] == transliterate(long_)
-    assert prepare(short, "always")[0] == "Da xac nhan"
-    assert prepare(long_, "never")[0] == long_ and prepare(long_, "never")[1]["encoding"] == "UCS-2"
-
-
-# -- clocks -------------------------------------------------------------------------------------------
 
 def local(*args):
-    return datetime(*args, tzinfo=HCMC)
-
-
-@pytest.mark.parametrize("now, resume", [
-    (local(2026, 3, 21, 20, 59), None),
-    (local(2026, 3, 21, 21, 0), local(2026, 3, 22, 7, 0)),
-    (local(2026, 3, 21, 23, 30), local(2026, 3, 22, 7, 0)),
-    (local(2026, 3, 22, 0, 15), local(2026, 3, 22, 7, 0)),
-    (local(2026, 3, 22, 6, 59), local(2026, 3, 22, 7, 0)),
-    (local(2026, 3, 22, 7, 0), None),
-    (local(2026, 3, 22, 12, 0), None),
-])
-def test_quiet_hours_wrap_past_midnight_in_ho_chi_minh_city_time(now, resume):
-    assert quiet_until(now.astimezone(timezone.utc), "21:00-07:00") == resume
-    assert quiet_until(now, "") is None
-
-
-def test_quiet_hours_within_one_day():
-    assert quiet_until(local(2026, 3, 22, 12, 30), "12:00-13:30") == local(2026, 3, 22, 13, 30)
-    assert quiet_until(local(2026, 3, 22, 13, 30), "12:00-13:30") is None
-
-
-@pytest.mark.parametrize("starts_at, due", [
-    (local(2025, 3, 22, 8, 0), local(2025, 3, 21, 8, 0)),
-    (local(2025, 3, 22, 0, 30), local(2025, 3, 21, 8, 0)),     # 17:30 UTC the day before: still local days
-    (local(2025, 3, 1, 13, 0), local(2025, 2, 28, 8, 0)),
-])
-def test_a_reminder_is_due_at_eight_local_time_the_day_before(starts_at, due):
-    assert reminder_due_at(starts_at.astimezone(timezone.utc)) == due
-
-
-def test_unsubscribe_signatures_are_bound_to_official_and_channel():
-    sig = unsubscribe_signature("s3cret", "official-1", "email")
-    assert sig == unsubscribe_signature("s3cret", "official-1", "email")
-    assert sig != unsubscribe_signature("s3cret", "official-1", "sms")
-    assert sig != unsubscribe_signature("s3cret", "official-2", "email")
-    assert sig != unsubscribe_signature("other", "official-1", "email")
+    return datetime(*args, tzinfo=LOCAL)
 
 
 # -- templates ----------------------------------------------------------------------------------------
@@ -178,11 +96,6 @@ def test_a_missing_variable_is_an_error_not_a_blank(kind):
         Renderer().email(kind, "vi", context)
 
 
-def test_an_unknown_language_falls_back_to_vietnamese():
-    from services.notifications.templates import language_of
-    assert language_of("fr") == "vi" and language_of(None) == "vi" and language_of("en") == "en"
-
-
 # -- the invite -----------------------------------------------------------------------------------------
 
 def test_the_confirmation_invite_parses_with_the_session_in_ho_chi_minh_city_time():
@@ -212,8 +125,6 @@ EVENT_OF = {"registration_confirmed": "registration_confirmed", "registration_wa
 def test_templates_need_only_what_the_contract_requires(kind, language):
     """A producer may leave every optional field out (a cancellation without a reason): the notice
     still renders, from the payload as the service completes it."""
-    from backbone.events import schema_for
-    from services.notifications.service import with_every_field
     seed = seed_context()
     fields = schema_for(EVENT_OF[kind]).fields
     payload = {name: seed[name] for name, field in fields.items() if field.required}
@@ -330,3 +241,47 @@ def test_the_invite_of_each_official_of_a_class_has_their_own_uid_and_attendee()
     assert (str(one["uid"]), str(one["attendee"])) == ("registration-1@trainops.local", "mailto:anh@q1.gov.vn")
     assert (str(two["uid"]), str(two["attendee"])) == ("registration-2@trainops.local", "mailto:binh@q1.gov.vn")
     assert one.decoded("dtstart") == two.decoded("dtstart") and str(one["summary"]) == str(two["summary"])
+
+
+# -- what is stored, what leaves the service ------------------------------------------------------------
+
+def test_dates_are_stored_as_midnight_utc_and_render_back_as_the_same_day():
+    stored = storable({"agreement": {"valid_until": date(2026, 12, 31)}, "days": (date(2026, 1, 1),),
+                       "at": local(2026, 1, 1, 8, 0), "n": 3})
+    assert stored == {"agreement": {"valid_until": datetime(2026, 12, 31, tzinfo=timezone.utc)},
+                      "days": [datetime(2026, 1, 1, tzinfo=timezone.utc)], "at": local(2026, 1, 1, 8, 0), "n": 3}
+    _, text, _ = Renderer().email("agreement_expired", "vi", seed_context())
+    assert "31/12/2026" in text
+
+
+def test_a_template_sees_every_field_of_the_contract_and_nothing_else():
+    payload = {"registration_id": "registration-1", "session": seed_context()["session"],
+               "official": seed_context()["official"], "cause": "official"}
+    context = with_every_field({"type": "registration_cancelled", "payload": payload})
+    assert context["reason"] is None and context["cause"] == "official"
+    assert set(context) == set(schema_for("registration_cancelled").fields)
+    # A reminder is made by the service itself: its payload is what it is.
+    assert with_every_field({"event_id": "reminder:x", "payload": {"a": 1}}) == {"a": 1}
+
+
+def test_operators_see_a_notice_with_its_recipient_masked_and_without_its_context():
+    notice = {"_id": "event-1:email:0123456789abcdef", "event_id": "event-1", "channel": "email",
+              "to": "anh@q1.gov.vn", "template": "registration_confirmed", "language": "vi", "status": "sent",
+              "attempts": 1, "provider": "smtp", "last_error": None, "official_id": "official-1",
+              "partner_id": None, "created_at": local(2026, 1, 1, 8, 0), "sent_at": local(2026, 1, 1, 8, 0),
+              "not_before": local(2026, 1, 1, 8, 0), "context": {"qr_token": "QR-7f3a9c"}, "claimed_until": None}
+    shown = schemas.public_notice(notice)
+    assert shown["id"] == notice["_id"] and shown["to"] == "a***@q1.gov.vn"
+    assert set(shown) == {"id", "to", "event_id", "channel", "template", "language", "status", "attempts",
+                          "provider", "last_error", "official_id", "partner_id", "segments", "created_at",
+                          "sent_at", "not_before"}
+    assert shown["segments"] is None and "QR-7f3a9c" not in str(shown)
+
+
+def test_the_list_query_is_described_for_the_openapi_document():
+    described = describe(schemas.BODIES, schemas.QUERIES)
+    assert described["bodies"] == {}
+    parameters = {p["name"]: p for p in described["queries"]["NoticeQuery"]}
+    assert set(parameters) == {"official_id", "partner_id", "status", "channel", "template", "event_id",
+                               "limit", "cursor"}
+    assert parameters["limit"]["schema"]["maximum"] == 200 and not any(p["required"] for p in parameters.values())

@@ -1,13 +1,11 @@
 """Group commit: the writes (and look-ups by _id) that concurrent workers make at one moment go to
-MongoDB together, one round trip per collection.
+MongoDB together, one round trip per collection. Why: the database's cost is per request rather than
+per document, and with a request per write it, not SMTP, set the pace of a fan-out.
 
-A notice takes a handful of small writes and reads. On SecantusDB (dev, tests, the bench) each one
-costs the server 0.2-1 ms of CPU, most of it per request rather than per document, so at fan-out the
-database, not SMTP, set the pace. A flusher (a green thread) takes whatever workers queued while its
-previous round ran, so batches grow with the load and a lone notice waits for nothing. A few
-flushers run (NOTIFICATIONS.flushers): while one waits for the database the next takes what queued
-meanwhile, so this process and the database work at the same time. Each worker still gets its own
-outcome: a duplicate key is news for the worker whose write it was only.
+A flusher (a green thread) takes whatever workers queued while its previous round ran, so batches
+grow with the load and a lone notice waits for nothing; a few run (NOTIFICATIONS.flushers), so this
+process and the database work at the same time. Each worker still gets its own outcome: a duplicate
+key is news for the worker whose write it was only.
 """
 from eventlet.event import Event
 from eventlet.queue import LightQueue
@@ -25,9 +23,9 @@ class Batches:
     round, in order; different workers' rounds touch different notices, so rounds in flight at
     once don't conflict."""
 
-    def __init__(self, store, linger=0.0, fill=16):
-        self.db = store.db
-        self.client = store.client
+    def __init__(self, database, linger=0.0, fill=16):
+        self.db = database.db
+        self.client = database.client
         self._queue = LightQueue()
         # A round costs a few round trips whatever its size (a commit: three, and the server's
         # transaction bookkeeping): a round that found less than `fill` waits `linger` seconds
@@ -37,7 +35,7 @@ class Batches:
 
     def write(self, *steps):
         """Write each step in turn, not atomically: a step is (collection, pymongo operation), e.g.
-        ("deliveries", InsertOne(doc)), or (collection, operation, operation on a duplicate key) to
+        ("notices", InsertOne(notice)), or (collection, operation, operation on a duplicate key) to
         update what an insert found there. Returns one entry per step: None when written, the
         DuplicateKeyError when an insert or upsert met an existing _id. Raises any other error; the
         steps after the one that failed are not written."""

@@ -1,17 +1,8 @@
-"""The check-in QR code of a confirmation, as a PNG: the symbol segno makes, in a tenth of segno's time.
-
-Most of `segno.make` is choosing the data mask (ISO/IEC 18004 7.8.3): it masks the matrix eight
-times and scores each, module by module in Python, ~2 ms a code, which at fan-out was more than the
-rest of an email. Here segno encodes the token (segments, version, error level: `_encode`), the error
-correction is computed by table, the bits go to the modules segno's placement gives (found once per
-version), and the eight masked matrices are scored as whole integers, a bit per module (shifts, XORs
-and bit counts), by segno's rules, its edge cases included; the winner differs from mask 0's matrix
-only by a known XOR of the data region, plus the format information, taken from a reference symbol
-of the same version, error level and mask. The result is the matrix `segno.make` returns (the unit
-tests compare them on six hundred tokens of every length), written as a 1-bit PNG.
-
-The layout of the function patterns comes from segno's encoder module (segno is pinned in pyproject:
-an upgrade that changed it fails those tests).
+"""The check-in QR code of a confirmation, as a PNG: exactly the symbol `segno.make(token, error="m")`
+makes, built faster. Why: segno chooses the data mask by scoring eight masked matrices module by
+module in Python, which at fan-out cost more than the rest of an email; here they are scored as
+whole integers, a bit per module, by segno's rules. The unit tests compare the two on six hundred
+tokens (segno is pinned in pyproject: an upgrade that changed its layout fails them).
 """
 import struct
 import zlib
@@ -55,8 +46,7 @@ def _encode(token):
     """segno's encoding of the token, the steps of `segno.make(token, error="m")` up to the placement
     in the matrix: (version, error level, the final message's bits as "0"/"1" bytes, interleaved data
     then error correction codewords), or None for a Micro QR code. segno's own placement and masking
-    (add_codewords, apply_mask) visit every module in Python and were half of its time; `_Layout`
-    places the bits. The error correction is `_error_words`: segno's make_blocks, by table."""
+    (add_codewords, apply_mask) visit every module in Python; `_Layout` places the bits. The error correction is `_error_words`: segno's make_blocks, by table."""
     segments = encoder.prepare_data(token, None, None)
     version = encoder.find_version(segments, _ERROR_M, eci=False, micro=None)
     if version < 1:
@@ -152,8 +142,8 @@ def png(modules):
 
 
 def _deflate(data):
-    # A 2 KB window is plenty for an image of a few KB whose rows repeat SCALE times, and setting up
-    # the default 32 KB one took two thirds of the compression's time.
+    # A 2 KB window is plenty for an image of a few KB whose rows repeat SCALE times, and much
+    # cheaper to set up than the default 32 KB one.
     compressor = zlib.compressobj(9, zlib.DEFLATED, 11, 2)
     return compressor.compress(data) + compressor.flush()
 

@@ -5,14 +5,13 @@ One file set per notice kind and language in `templates/`: `<kind>.<lang>.subjec
 (autoescaped) for email, and `.sms` when the notice also goes by SMS (no `.sms` file: email only).
 """
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateNotFound, select_autoescape
 
-LOCAL = ZoneInfo("Asia/Ho_Chi_Minh")
+from backbone.clock import shown
+from backbone.events import schema_for
+
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-LANGUAGES = ("vi", "en")
-DEFAULT_LANGUAGE = "vi"
 
 # Notices to officials (about their registration) and to partners (about their offerings/agreements).
 OFFICIAL_KINDS = (
@@ -25,17 +24,17 @@ KINDS = OFFICIAL_KINDS + PARTNER_KINDS
 
 def local(value):
     """dd/mm/yyyy HH:MM in Ho Chi Minh City time."""
-    return value.astimezone(LOCAL).strftime("%d/%m/%Y %H:%M")
+    return shown(value)
 
 
 def local_time(value):
-    return value.astimezone(LOCAL).strftime("%H:%M")
+    return shown(value, "%H:%M")
 
 
 def local_date(value):
     """dd/mm/yyyy; dates (agreement validity) as they are, datetimes in Ho Chi Minh City time."""
     if hasattr(value, "astimezone") and hasattr(value, "hour"):
-        value = value.astimezone(LOCAL)
+        return shown(value, "%d/%m/%Y")
     return value.strftime("%d/%m/%Y")
 
 
@@ -50,8 +49,13 @@ def environment(directory=TEMPLATES):
     return env
 
 
-def language_of(requested):
-    return requested if requested in LANGUAGES else DEFAULT_LANGUAGE
+def with_every_field(event):
+    """The payload with every field of its contract, None where the producer left an optional one out:
+    a template may then test `{% if reason %}`, while a name no contract has stays an error."""
+    if "type" not in event:
+        return event["payload"]
+    fields = schema_for(event["type"], event.get("version", 1)).fields
+    return dict({name: None for name in fields}, **event["payload"])
 
 
 class Renderer:
@@ -68,6 +72,7 @@ class Renderer:
         return subject, text, html
 
     def has_sms(self, template, language):
+        """Whether the notice also goes by SMS in that language (it has a `.sms` file)."""
         return (self.directory / "{}.{}.sms".format(template, language)).exists()
 
     def sms(self, template, language, context):
