@@ -17,23 +17,29 @@ _context = local()
 # The service this process runs, for lines logged outside any worker (`nameko run` runs one).
 _process = {"service": None}
 
-EMAIL = re.compile(r"([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)")
-# Vietnamese numbers as people write them: +84/84/0 then 8-10 digits, maybe split by spaces, dots or dashes.
-PHONE = re.compile(r"(?<![\w+])(\+?84|0)((?:[\s.-]?\d){8,10})(?![\w])")
-
-
-# Secrets that reach a log line by way of a URL (calendar apps send ?token=) or a header.
+# Unicode letters on both sides of the @: Vietnamese addresses (`nguyễn.ánh@bộnội.vn`) are addresses too.
+EMAIL = re.compile(r"([\w%+-])[\w.%+-]*@([\w-]+(?:\.[\w-]+)+)")
+# Vietnamese numbers as people write them: +84, (+84), 84 or 0, then 8-10 digits, maybe split by spaces,
+# dots or dashes.
+PHONE = re.compile(r"(?<![\w+(])(\(\+?84\)|\+?84|0)((?:[\s.-]?\d){8,10})(?![\w])")
+# Secrets that reach a log line: in a URL (calendar apps send ?token=), a header, a JSON body, or an
+# API key or token anywhere by its prefix.
 SECRET = re.compile(r"((?:token|api_key)=|Bearer\s+)[^\s&\"']+", re.IGNORECASE)
+SECRET_FIELD = re.compile(r'("(?:api_key|api_token|token|password|secret)"\s*:\s*")[^"]*(")', re.IGNORECASE)
+TOKEN = re.compile(r"\b(tok|feed|coord|op)_[A-Za-z0-9_-]{8,}")
 
 
 def _mask_phone(match):
     digits = re.sub(r"\D", "", match.group(2))
-    return "{}{}***{}".format(match.group(1), digits[:2], digits[-3:])
+    prefix = re.sub(r"[()]", "", match.group(1))
+    return "{}{}***{}".format(prefix, digits[:2], digits[-3:])
 
 
 def mask(text):
-    """Mask emails (`a***@example.vn`), phones (`+8490***567`) and tokens in any text."""
+    """Mask emails (`a***@example.vn`), phones (`+8490***567`) and secrets in any text."""
     text = SECRET.sub(lambda m: m.group(1) + "***", text)
+    text = SECRET_FIELD.sub(lambda m: m.group(1) + "***" + m.group(2), text)
+    text = TOKEN.sub(lambda m: m.group(1) + "_***", text)
     text = EMAIL.sub(lambda m: "{}***@{}".format(m.group(1), m.group(2)), text)
     return PHONE.sub(_mask_phone, text)
 

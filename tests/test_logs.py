@@ -15,6 +15,14 @@ from backbone.logs import JsonFormatter, Refusals, bind, clear, mask
     ("event 6f1c2b3a9d8e7f60 at 2025-03-22T08:00:00+07:00", "event 6f1c2b3a9d8e7f60 at 2025-03-22T08:00:00+07:00"),
     ("GET /venues/v-1/calendar.ics?token=tok_abc-123&x=1 HTTP/1.1", "GET /venues/v-1/calendar.ics?token=***&x=1 HTTP/1.1"),
     ("Authorization: Bearer tok_Zx9", "Authorization: Bearer ***"),
+    # Vietnamese addresses, phones as people write them, secrets in JSON and by their prefix.
+    ("to nguyễn.ánh@x.vn", "to n***@x.vn"),
+    ("to a@bộnội.vn.", "to a***@bộnội.vn."),
+    ("call (+84) 903123456 now", "call +8490***456 now"),
+    ("call 84 903 123 456", "call 8490***456"),
+    ('{"api_key": "tok_AbCdEfGh123456", "name": "SIU"}', '{"api_key": "***", "name": "SIU"}'),
+    ("issued tok_AbCdEfGh123456 to SIU", "issued tok_*** to SIU"),
+    ("SMTP 550 5.1.1 <cuc.le@q3.gov.vn>: Recipient address rejected", "SMTP 550 5.1.1 <c***@q3.gov.vn>: Recipient address rejected"),
 ])
 def test_mask_hides_contacts_and_leaves_ids_and_times_alone(text, expected):
     assert mask(text) == expected
