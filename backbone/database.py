@@ -24,6 +24,7 @@ from pymongo.errors import DuplicateKeyError
 
 from backbone.clock import utcnow
 from backbone.config import database_name
+from backbone.errors import not_found
 from backbone.events import make_envelope
 from backbone.outbox import OutboxRelay, outbox_record
 
@@ -66,6 +67,14 @@ def take_queued(queue, linger=0.0, fill=0):
                 return items
             eventlet.sleep(linger)
             linger = 0
+
+
+def one_or_404(collection, key, what):
+    """The document whose _id is `key`, or 404 `not_found` naming `what` (`session`, `venue`...)."""
+    found = collection.find_one({"_id": key}) if isinstance(key, str) else None
+    if found is None:
+        raise not_found(what, key)
+    return found
 
 
 def handled_record(event):

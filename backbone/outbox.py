@@ -220,8 +220,8 @@ class OutboxRelay:
         self._publisher.publish_batch([event_message(envelope_of(r), exchange) for r in records])
         published_at = utcnow()
         archive(self.db, [dict(r, state="published", published_at=published_at) for r in records])
-        # One delete per record by _id: on SecantusDB several times faster than one delete_many with
-        # $in over the same ids (measured: 0.1 s against 0.7 s for 500).
+        # One delete per record by _id: several times faster on SecantusDB than one delete_many with
+        # $in over the same ids (deploy/README.md, capacity).
         self.db.outbox.bulk_write([DeleteOne({"_id": r["_id"]}) for r in records], ordered=False)
         self.published += len(records)
         for record in records:

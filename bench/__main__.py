@@ -431,7 +431,7 @@ def as_deployed():
 def _bench_day(offset):
     """A day from today in Ho Chi Minh City (ISO): the bench's classes are always to come."""
     from datetime import timedelta
-    from services.partners.service import local_date
+    from backbone.clock import local_date
     return (local_date() + timedelta(days=offset)).isoformat()
 
 

@@ -100,14 +100,17 @@ class ServiceClient(ServiceRpc):
 class Api(HttpRequestHandler):
     """`@api("POST", "/partners", body="PartnerIn", auth="operator", summary="...")`: the handler
     returns a dict/list (200), `(status, body)`, or a werkzeug Response; raising DomainError gives its
-    status and the error shape. `body`, `auth`, `summary` and `status` describe the route in OpenAPI;
-    the summary names the query string (`?month=&unit=`) and says "(body optional)" where it is."""
+    status and the error shape. `body` and `query` (the names of a service's request and query
+    schemas), `auth`, `summary` and `status` describe the route in OpenAPI; the summary says "(body
+    optional)" where it is."""
 
     server = GatewayServer()
 
-    def __init__(self, method, url, summary="", body=None, auth="operator", status=200, public=True, **kwargs):
+    def __init__(self, method, url, summary="", body=None, query=None, auth="operator", status=200, public=True,
+                 **kwargs):
         self.summary = summary
         self.body = body
+        self.query = query
         self.auth = auth
         self.status = status
         # False: a page for people (the console), left out of the OpenAPI document.

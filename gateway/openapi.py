@@ -1,5 +1,6 @@
-"""The OpenAPI document of the public API: paths from the gateway's routes, request schemas from the
-services' marshmallow schemas (each service describes its own by RPC)."""
+"""The OpenAPI document of the public API: paths from the gateway's routes; request bodies and query
+parameters from the services' marshmallow schemas (each service describes its own by RPC, through
+apispec: `backbone.openapi.describe`); a route names its body and its query schema."""
 import re
 
 from backbone.openapi import new_spec
@@ -36,22 +37,35 @@ ERRORS = {
 }
 
 
-def build(routes, components):
-    """`routes`: the gateway's Api entrypoints; `components`: JSON schemas from the services."""
+# The query strings of the gateway's own routes (calendar feeds, unsubscribe links).
+GATEWAY_QUERIES = {"bodies": {}, "queries": {
+    "CalendarQuery": [{"in": "query", "name": "token", "required": False, "schema": {"type": "string"},
+                       "description": "Instead of the Authorization header: calendar apps cannot send one."}],
+    "UnsubscribeQuery": [{"in": "query", "name": name, "required": True, "schema": schema} for name, schema in (
+        ("official", {"type": "string"}), ("channel", {"type": "string", "enum": ["email", "sms"]}),
+        ("sig", {"type": "string"}))],
+}}
+
+
+def build(routes, described):
+    """`routes`: the gateway's Api entrypoints; `described`: what each service's `api_schemas` answers
+    ({"bodies": {name: JSON schema}, "queries": {name: [parameters]}})."""
     spec = new_spec(title="trainops public API", version="1.0.0")
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
     spec.components.schema("Error", ERROR)
-    for name, schema in sorted(components.items()):
-        if name not in spec.components.schemas:
-            spec.components.schema(name, schema)
+    queries = {}
+    for answer in described:
+        for name, schema in sorted(answer["bodies"].items()):
+            if name not in spec.components.schemas:
+                spec.components.schema(name, schema)
+        queries.update(answer["queries"])
     paths = {}
     for route in sorted(routes, key=lambda r: (r.url, r.method)):
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route.url)
         parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
                       for name in re.findall(r"{(\w+)}", path)]
-        # A route's summary names its query string as `?month=YYYY-MM&unit=`: one place says it.
-        parameters += [{"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
-                       for name in re.findall(r"[?&](\w+)=", route.summary)]
+        if route.query:
+            parameters += queries[route.query]
         responses = {str(route.status): {"description": "Success."}}
         for status, text in ERRORS.items():
             if route.auth is None and status in ("401", "403"):

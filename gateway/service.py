@@ -1,6 +1,6 @@
 """The HTTP gateway: the only public entry. It authenticates the caller, parses JSON, and calls the
 services by RPC (nameko's ServiceRpc, one connection per container, never a proxy per request). The
-paths, status codes and error shape are the contract in shared/API.md."""
+paths, status codes and error shape are the public contract, published at `GET /openapi.json`."""
 import hmac
 
 import eventlet
@@ -56,12 +56,11 @@ class GatewayService(OperationsRoutes):
 
     @api("GET", "/openapi.json", auth=None, summary="This document.")
     def openapi_document(self, request):
-        components = {}
-        for name in ("partners", "scheduling", "registration"):
+        described = [fleet.schemas(), openapi.GATEWAY_QUERIES]
+        for name in fleet.services():
             with eventlet.Timeout(HEALTH_TIMEOUT * 2):
-                components.update(getattr(self, name).api_schemas())
-        components.update(fleet.schemas())
-        return openapi.build(self.routes, components)
+                described.append(getattr(self, name).api_schemas())
+        return openapi.build(self.routes, described)
 
     # -- partners ---------------------------------------------------------------------------------
 
@@ -70,8 +69,8 @@ class GatewayService(OperationsRoutes):
     def create_partner(self, request):
         return 201, self.partners.create_partner(self.actor(request), read_json(request))
 
-    @api("GET", "/partners", auth="any",
-         summary="Partners by code (a partner sees only itself); ?limit=&cursor=")
+    @api("GET", "/partners", auth="any", query="PartnerQuery",
+         summary="Partners by code (a partner sees only itself).")
     def list_partners(self, request):
         return self.partners.list_partners(self.actor(request), request.args.to_dict())
 
@@ -95,7 +94,7 @@ class GatewayService(OperationsRoutes):
         return 201, self.partners.create_agreement(self.actor(request), partner_id, read_json(request))
 
     @api("GET", "/partners/<partner_id>/agreements", auth="partner",
-         summary="A partner's agreements with their status; ?limit=&cursor=")
+         query="AgreementQuery", summary="A partner's agreements with their status.")
     def list_agreements(self, request, partner_id):
         return self.partners.list_agreements(self.actor(request), partner_id, request.args.to_dict())
 
@@ -120,7 +119,7 @@ class GatewayService(OperationsRoutes):
         return 201, self.partners.create_offering(self.actor(request), read_json(request))
 
     @api("GET", "/offerings", auth="partner",
-         summary="Offerings (a partner sees its own); ?partner_id=&audience=&date=&status=&limit=&cursor=")
+         query="OfferingQuery", summary="Offerings (a partner sees its own).")
     def list_offerings(self, request):
         return self.partners.list_offerings(self.actor(request), request.args.to_dict())
 
@@ -158,7 +157,7 @@ class GatewayService(OperationsRoutes):
     def create_venue(self, request):
         return 201, self.scheduling.create_venue(self.actor(request), read_json(request))
 
-    @api("GET", "/venues", auth="any", summary="Venues by name with their rooms; ?limit=&cursor=")
+    @api("GET", "/venues", auth="any", query="VenueQuery", summary="Venues by name with their rooms.")
     def list_venues(self, request):
         return self.scheduling.list_venues(self.actor(request), request.args.to_dict())
 
@@ -167,12 +166,12 @@ class GatewayService(OperationsRoutes):
         return self.scheduling.get_venue(self.actor(request), venue_id)
 
     @api("GET", "/venues/<venue_id>/calendar.ics", auth="any",
-         summary="ICS feed of the venue's sessions for calendar apps; ?token= instead of the header.")
+         query="CalendarQuery", summary="ICS feed of the venue's sessions for calendar apps.")
     def venue_calendar(self, request, venue_id):
         return self.calendar_file(self.scheduling.venue_calendar(self.calendar_actor(request), venue_id), venue_id)
 
     @api("GET", "/partners/<partner_id>/calendar.ics", auth="partner",
-         summary="ICS feed of the sessions a partner delivers or hosts; ?token= instead of the header.")
+         query="CalendarQuery", summary="ICS feed of the sessions a partner delivers or hosts.")
     def partner_calendar(self, request, partner_id):
         return self.calendar_file(
             self.scheduling.partner_calendar(self.calendar_actor(request), partner_id), partner_id)
@@ -182,9 +181,7 @@ class GatewayService(OperationsRoutes):
     def create_session(self, request):
         return 201, self.scheduling.create_session(self.actor(request), read_json(request))
 
-    @api("GET", "/sessions", auth="any",
-         summary="The programme calendar by start time; ?month=YYYY-MM&unit=&partner_id=&venue_id=&status="
-                 "&limit=&cursor=")
+    @api("GET", "/sessions", auth="any", query="SessionQuery", summary="The programme calendar by start time.")
     def list_sessions(self, request):
         return self.scheduling.list_sessions(self.actor(request), request.args.to_dict())
 
@@ -195,7 +192,7 @@ class GatewayService(OperationsRoutes):
         return session
 
     @api("GET", "/sessions/<session_id>/calendar.ics", auth="any",
-         summary="The session as an iCalendar file; ?token= instead of the header.")
+         query="CalendarQuery", summary="The session as an iCalendar file.")
     def session_calendar(self, request, session_id):
         return self.calendar_file(
             self.scheduling.session_calendar(self.calendar_actor(request), session_id), session_id)
@@ -270,7 +267,7 @@ class GatewayService(OperationsRoutes):
             raise DomainError("malformed_csv", "The file is not UTF-8 text: {}".format(exc), {}, 400)
         return self.registration.import_officials(self.actor(request), text)
 
-    @api("GET", "/officials", summary="Officials; ?q= matches accent-insensitively; ?unit_code=&limit=&cursor=")
+    @api("GET", "/officials", query="OfficialQuery", summary="Officials; q matches accent-insensitively.")
     def list_officials(self, request):
         return self.registration.list_officials(self.actor(request), request.args.to_dict())
 
@@ -284,7 +281,7 @@ class GatewayService(OperationsRoutes):
         return 201, self.registration.register(self.actor(request), session_id, read_json(request))
 
     @api("GET", "/sessions/<session_id>/registrations", auth="partner",
-         summary="A session's registrations (the waitlist in order); ?status=&limit=&cursor=")
+         query="RegistrationQuery", summary="A session's registrations (the waitlist in order).")
     def list_registrations(self, request, session_id):
         return self.registration.list_registrations(self.actor(request), session_id, request.args.to_dict())
 
@@ -325,16 +322,15 @@ class GatewayService(OperationsRoutes):
         return self.registration.over_capacity_sessions(self.actor(request))
 
     @api("GET", "/reports/<by>",
-         summary="Registered, attended, completed per session|unit|district|partner; ?format=json|csv|xlsx")
+         query="ReportQuery", summary="Registered, attended, completed per session|unit|district|partner.")
     def report(self, request, by):
         report = self.registration.report(self.actor(request), by, request.args.to_dict())
         return self.tabular(report, request.args.get("format", "json"), "report-" + by)
 
     # -- notifications ----------------------------------------------------------------------------
 
-    @api("GET", "/notifications",
-         summary="The delivery log, oldest first, recipients masked: {items, next_cursor}; ?official_id=&status="
-                 "&channel=&partner_id=&template=&event_id=&limit=&cursor=")
+    @api("GET", "/notifications", query="NoticeQuery",
+         summary="The notices' log, oldest first, recipients masked: {items, next_cursor}.")
     def list_notifications(self, request):
         keys = ("official_id", "partner_id", "status", "channel", "template", "event_id", "limit", "cursor")
         filters = {k: request.args[k] for k in keys if k in request.args}
@@ -346,7 +342,7 @@ class GatewayService(OperationsRoutes):
         return self.notifications.resend(self.actor(request), notice_id)
 
     @api("GET", "/notifications/unsubscribe", auth=None,
-         summary="The signed link in every email: ?official=&channel=email|sms&sig=; 403 bad_signature.")
+         query="UnsubscribeQuery", summary="The signed link in every email; 403 bad_signature.")
     def unsubscribe(self, request):
         return self.notifications.unsubscribe(
             request.args.get("official"), request.args.get("channel"), request.args.get("sig"))

@@ -17,12 +17,25 @@ def services():
     return tuple(config.get("SERVICES") or ())
 
 
+def _query(name, required=False, **schema):
+    return {"in": "query", "name": name, "required": required, "schema": dict({"type": "string"}, **schema)}
+
+
 def schemas():
-    """The operator routes' request bodies, for the OpenAPI document."""
-    return {"DeadLetterReplayIn": {
-        "type": "object", "required": ["consumer", "event_type"], "additionalProperties": False,
-        "properties": {"consumer": {"type": "string", "enum": list(services())}, "event_type": {"type": "string"}},
-    }}
+    """The operator routes' request bodies and queries, for the OpenAPI document (as a service's
+    `api_schemas` describes its own)."""
+    consumers = list(services())
+    return {
+        "bodies": {"DeadLetterReplayIn": {
+            "type": "object", "required": ["consumer", "event_type"], "additionalProperties": False,
+            "properties": {"consumer": {"type": "string", "enum": consumers}, "event_type": {"type": "string"}},
+        }},
+        "queries": {
+            "DeadLetterQuery": [_query("consumer", enum=consumers), _query("event_type"),
+                                _query("status", enum=["parked", "replayed"])],
+            "AuditQuery": [_query("correlation_id", required=True, maxLength=64)],
+        },
+    }
 
 
 def ask_all(gateway, call, names=None, timeout=TIMEOUT):

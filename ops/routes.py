@@ -36,9 +36,8 @@ class OperationsRoutes:
 
     # -- operations -------------------------------------------------------------------------------
 
-    @api("GET", "/dead-letters",
-         summary="Dead letters of every service, newest first: consumer, error, attempts and the original "
-                 "event; ?consumer=&event_type=&status=")
+    @api("GET", "/dead-letters", query="DeadLetterQuery",
+         summary="Dead letters of every service, newest first: consumer, error, attempts and the original event.")
     def list_dead_letters(self, request):
         return fleet.dead_letters(self, self.actor(request), request.args.get("consumer"),
                                 request.args.get("event_type"), request.args.get("status"))
@@ -55,9 +54,9 @@ class OperationsRoutes:
         body = read_json(request)
         return fleet.replay_kind(self, actor, body.get("consumer"), body.get("event_type"))
 
-    @api("GET", "/events",
+    @api("GET", "/events", query="AuditQuery",
          summary="The audit trail of a correlation id across services, in order of time: events written, "
-                 "published, handled, dead-lettered; ?correlation_id=")
+                 "published, handled, dead-lettered.")
     def audit_trail(self, request):
         return fleet.audit_trail(self, self.actor(request), request.args.get("correlation_id", "")[:64])
 

@@ -303,3 +303,16 @@ def moved(before, after, name, **labels):
     """How much a counter moved between two scrapes (counters live as long as the process: the tests'
     services share one)."""
     return value(after, name, **labels) - value(before, name, **labels)
+
+
+def settled(service, event_type):
+    """How many deliveries of `event_type` this process's `service` consumer has settled so far:
+    handled, skipped as a repeat, sent to retry or dead-lettered. Every delivery ends in exactly one
+    of these, so a test that knows how many it sent waits for this instead of sleeping before it
+    asserts that nothing more happened."""
+    from backbone import counters
+    total = 0
+    for counter in (counters.EVENTS_HANDLED, counters.EVENTS_DUPLICATE, counters.EVENTS_RETRIED,
+                    counters.EVENTS_DEAD_LETTERED):
+        total += counter.labels(service, event_type)._value.get()
+    return total

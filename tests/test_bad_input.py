@@ -1,4 +1,4 @@
-"""Bad input gets a clear 4xx in the shape of shared/API.md, and nothing is written anywhere:
+"""Bad input gets a clear 4xx in the public error shape, and nothing is written anywhere:
 no document in any service's database, no event in any outbox."""
 import pytest
 

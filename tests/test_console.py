@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from backbone.events import make_envelope
-from services.partners.service import local_date
+from backbone.clock import local_date
 from tests.helpers import publish_to, wait_for, withdrawn
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -122,11 +122,11 @@ def test_an_operator_sees_why_a_notice_failed_and_resends_it_from_the_console(sy
                     "venue_name": "Trường Đại học Ngân hàng TP.HCM", "address": "36 Tôn Thất Đạm, Quận 1",
                     "room": "Hội trường A", "starts_at": starts, "ends_at": starts + timedelta(hours=9)}},
         "registration", "corr-notice-1")
-    deliveries = db("notifications").deliveries
+    notices = db("notifications").notices
     smtp_sink.refuse(550)  # the city's mail server refuses the message
     try:
         publish_to(app_config, "notifications", json.loads(json.dumps(event, default=lambda v: v.isoformat())))
-        wait_for(lambda: deliveries.find_one({"status": "failed"}), timeout=15)
+        wait_for(lambda: notices.find_one({"status": "failed"}), timeout=15)
     finally:
         smtp_sink.accept()
 
@@ -139,7 +139,7 @@ def test_an_operator_sees_why_a_notice_failed_and_resends_it_from_the_console(sy
 
     resent = browser.post(base + "/console/notifications/resend", data={"id": notice_id, "csrf": csrf})
     assert resent.status_code == 200 and "Đã gửi lại thông báo." in resent.text
-    assert deliveries.find_one({"_id": notice_id})["status"] == "sent"
+    assert notices.find_one({"_id": notice_id})["status"] == "sent"
     again = browser.post(base + "/console/notifications/resend", data={"id": notice_id, "csrf": csrf})
     assert "not_failed" in again.text  # a sent notice is never sent twice
 

@@ -17,7 +17,7 @@ from backbone.outbox import ConfirmedPublisher, emitted_events, event_message
 from backbone.events import make_envelope
 from backbone.subscriber import subscribe
 from ops.rpcs import replay_dead_letter
-from tests.helpers import wait_for
+from tests.helpers import settled, wait_for
 
 WITHDRAWN = "offering_withdrawn"
 
@@ -96,11 +96,11 @@ def test_events_published_while_the_consumer_is_down_are_all_handled_once_it_ret
     published = db("probe_producer").published_events
     wait_for(lambda: published.count_documents({}) == 500)
 
+    before = settled("probe_consumer", WITHDRAWN)
     consumer = container_factory(Consumer)
     consumer.start()
     effects = db("probe_consumer").effects
-    wait_for(lambda: effects.count_documents({}) >= 500, timeout=90)
-    eventlet.sleep(0.5)
+    wait_for(lambda: settled("probe_consumer", WITHDRAWN) - before >= 500, timeout=90)
     assert effects.count_documents({}) == 500
     assert len(effects.distinct("offering_id")) == 500
 
@@ -110,11 +110,12 @@ def test_the_same_event_delivered_twice_has_one_effect(container_factory, app_co
     consumer.start()
     envelope = make_envelope(WITHDRAWN, withdrawn_payload(7), "probe_producer", "corr-1")
     message = event_message(envelope, topology.exchange_name())
+    before = settled("probe_consumer", WITHDRAWN)
     publish_raw(app_config, [message, message])
     effects = db("probe_consumer").effects
     wait_for(lambda: db("probe_consumer").handled_events.count_documents({}) == 1)
     publish_raw(app_config, [message])
-    eventlet.sleep(0.5)
+    wait_for(lambda: settled("probe_consumer", WITHDRAWN) - before == 3)
     assert effects.count_documents({"offering_id": "off-7"}) == 1
 
 
@@ -149,8 +150,9 @@ def test_a_failing_handler_is_retried_with_growing_delays_then_dead_lettered_whi
     poisoned.clear()
     replay_dead_letter(db("probe_consumer"), letter["_id"])
     wait_for(lambda: effects.count_documents({"offering_id": "off-bad"}) == 1)
+    before = settled("probe_consumer", WITHDRAWN)
     replay_dead_letter(db("probe_consumer"), letter["_id"])
-    eventlet.sleep(0.5)
+    wait_for(lambda: settled("probe_consumer", WITHDRAWN) - before == 1)
     assert effects.count_documents({"offering_id": "off-bad"}) == 1
 
 
@@ -192,13 +194,16 @@ def test_an_event_committed_before_the_relay_died_is_published_once_after_restar
 
     consumer = container_factory(Consumer)
     consumer.start()
-    eventlet.sleep(0.3)
-    assert db("probe_consumer").effects.count_documents({}) == 0
+    with Connection(app_config["AMQP_URI"]) as connection:
+        _, waiting, _ = connection.default_channel.queue_declare(topology.queue_name("probe_consumer"), passive=True)
+    assert waiting == 0 and db("probe_consumer").effects.count_documents({}) == 0
 
+    before = settled("probe_consumer", WITHDRAWN)
     restarted = container_factory(Producer)
     restarted.start()
     wait_for(lambda: db("probe_consumer").effects.count_documents({}) == 1)
-    eventlet.sleep(0.5)
+    wait_for(lambda: outbox.count_documents({}) == 0)
+    wait_for(lambda: settled("probe_consumer", WITHDRAWN) - before >= 1)
     assert db("probe_consumer").effects.count_documents({}) == 1
     assert db("probe_producer").published_events.count_documents({}) == 1
     assert outbox.count_documents({}) == 0
@@ -231,7 +236,10 @@ def test_events_in_flight_when_a_consumer_shuts_down_go_back_to_the_queue_not_to
     slow["seconds"] = 0
     container_factory(Consumer).start()
     wait_for(lambda: effects.count_documents({}) == 30)
-    eventlet.sleep(0.3)
+    # Every one of the 30 was settled once by a consumer (the first one's handled, the second one's
+    # handled or repeats of what the first had handled when it went away).
+    handled = db("probe_consumer").handled_events
+    wait_for(lambda: handled.count_documents({}) == 30)
     assert effects.count_documents({}) == 30
     assert db("probe_consumer").dead_letters.count_documents({}) == 0
 

@@ -20,7 +20,7 @@ from backbone.operated import Operated
 from backbone.clock import utcnow
 from backbone.database import Database
 from ops import metrics
-from tests.helpers import moved, publish_to, samples, value, wait_for, withdrawn
+from tests.helpers import moved, publish_to, samples, settled, value, wait_for, withdrawn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -100,8 +100,9 @@ def test_a_poisoned_event_is_dead_lettered_then_handled_once_after_the_fix_and_r
     handled = db("scheduling").handled_events
     wait_for(lambda: handled.find_one({"_id": event["event_id"]}))
     # Replaying again, one at a time or all of the kind, changes nothing: the event was handled.
+    before = settled("scheduling", "offering_withdrawn")
     assert operator.post("/dead-letters/{}/replay".format(letter["id"])).status_code == 200
-    time.sleep(0.5)
+    wait_for(lambda: settled("scheduling", "offering_withdrawn") > before)
     assert poison.calls == [event["event_id"]]
     assert operator.get("/dead-letters?consumer=scheduling&status=parked").json()["items"] == []
     assert value(samples(operator), "trainops_dead_letters", service="scheduling") == 0
@@ -219,15 +220,15 @@ class Counting(Operated):
     tracing = Tracing()
 
     def domain_gauges(self):
-        rows = [[row["_id"]["channel"], row["_id"]["status"], row["n"]] for row in self.db.deliveries.aggregate(
+        rows = [[row["_id"]["channel"], row["_id"]["status"], row["n"]] for row in self.db.notices.aggregate(
             [{"$group": {"_id": {"channel": "$channel", "status": "$status"}, "n": {"$sum": 1}}}])]
         return [{"name": "trainops_notices", "help": "Notices by channel and status.",
                  "labels": ["channel", "status"], "rows": rows}]
 
 
 def test_a_service_adds_its_own_numbers_through_domain_gauges(container_factory, app_config, db):
-    deliveries = db("probe_counting").deliveries
-    deliveries.insert_many([{"channel": "email", "status": "sent"}, {"channel": "email", "status": "sent"},
+    notices = db("probe_counting").notices
+    notices.insert_many([{"channel": "email", "status": "sent"}, {"channel": "email", "status": "sent"},
                             {"channel": "sms", "status": "failed"}])
     container = container_factory(Counting)
     container.start()

@@ -3,7 +3,7 @@ process on the local RabbitMQ and SecantusDB, take 1,000 registrations for four 
 through both gateways. Mid-run, one replica of registration (the one running its outbox relay), one of
 notifications (the one running its sweep) and one gateway are killed with SIGKILL. The rest finish
 the work: every official is registered once and no class over-books; every confirmation and waitlist
-notice is in the delivery log once and sent (twice only in the crash window delivery.py documents:
+notice is in the notices' log once and sent (twice only in the crash window notices.py documents:
 handed to the server by the replica that died, not yet marked sent); no event is lost or
 dead-lettered; both replicas of each kind did some of the work; the relay and the timers ran in one
 replica at a time and moved to a survivor when theirs died.
@@ -465,11 +465,11 @@ def test_two_replicas_of_everything_take_1000_registrations_and_survive_losing_o
 
     def notice_counts():
         return {"{}/{}".format(r["_id"]["template"], r["_id"]["status"]): r["n"]
-                for r in notifications.deliveries.aggregate([
+                for r in notifications.notices.aggregate([
                     {"$group": {"_id": {"template": "$template", "status": "$status"}, "n": {"$sum": 1}}}])}
 
     _wait(lambda: "notices: {}".format(notice_counts()),
-          lambda: notifications.deliveries.count_documents(dict(official_notices, status="sent"))
+          lambda: notifications.notices.count_documents(dict(official_notices, status="sent"))
           == expected_notices, WORK_TIMEOUT, stack, victims)
     finished = time.monotonic()
 
@@ -485,7 +485,7 @@ def test_two_replicas_of_everything_take_1000_registrations_and_survive_losing_o
     assert by_type == {"registration_confirmed": CONFIRMED, "registration_waitlisted": WAITLISTED}
     # notifications keeps no handled-event record for these (its notices are keyed by the event):
     # every event having its notices, below, is what says each was handled.
-    deliveries = list(notifications.deliveries.find(official_notices, {"context": 0}))
+    deliveries = list(notifications.notices.find(official_notices, {"context": 0}))
     per_event = collections.Counter((d["event_id"], d["channel"]) for d in deliveries)
     assert set(per_event.values()) == {1}  # at most one notice per (event, channel): no duplicate
     for event_id, event in events.items():
@@ -493,7 +493,7 @@ def test_two_replicas_of_everything_take_1000_registrations_and_survive_losing_o
         assert {c for (e, c) in per_event if e == event_id} == channels, event_id
 
     # -- and one of each reached the official: one email per Message-ID, one SMS per confirmation.
-    # The one repeat allowed is the window services/notifications/delivery.py documents: a notice the
+    # The one repeat allowed is the window services/notifications/notices.py documents: a notice the
     # killed replica handed to the SMTP server (or SMS gateway) but could not mark sent is sent again
     # by the sweep once its claim runs out (an email then carries the same Message-ID). Such a first
     # copy was received before the replica died (GRACE: how late the sink may have stored it).
@@ -504,7 +504,7 @@ def test_two_replicas_of_everything_take_1000_registrations_and_survive_losing_o
     for path in stack.mail_dir.glob("*.eml"):
         with open(path, "rb") as handle:
             emails[parser.parse(handle, headersonly=True)["Message-ID"]].append(stored_at(path))
-    sent_emails = list(notifications.deliveries.find({"channel": "email"}, {"_id": 1}))
+    sent_emails = list(notifications.notices.find({"channel": "email"}, {"_id": 1}))
     assert set(emails) == {message_id(d["_id"]) for d in sent_emails}
     texts = collections.defaultdict(list)
     for line in stack.sms_journal.read_text(encoding="utf-8").splitlines():

@@ -2,7 +2,7 @@
 from datetime import date
 
 from devstack import seed
-from services.partners.service import local_date
+from backbone.clock import local_date
 
 
 def test_seed_loads_the_first_class_once(operator, app_config, db):

@@ -3,7 +3,7 @@ agreement, the partner posts an offering with its own key, a session is schedule
 registers, and a Vietnamese confirmation email arrives at the SMTP server."""
 from datetime import timedelta
 
-from services.partners.service import local_date
+from backbone.clock import local_date
 from tests.helpers import wait_for
 
 
@@ -74,7 +74,7 @@ def test_an_official_registers_and_gets_a_vietnamese_confirmation_email(operator
     # One correlation id follows the request through RPC and events to the notice it caused.
     # (the partner hears of its offering too: pick the official's confirmation email; the log says
     # `sent` a moment after the SMTP server accepted it)
-    delivery = wait_for(lambda: db("notifications").deliveries.find_one(
+    delivery = wait_for(lambda: db("notifications").notices.find_one(
         {"template": "registration_confirmed", "channel": "email", "status": "sent"}))
     assert delivery["correlation_id"] == registration.headers["X-Correlation-Id"]
     assert operator.get("/sessions/{}".format(session["id"])).json()["seats_taken"] == 1
