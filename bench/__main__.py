@@ -29,6 +29,7 @@ from nameko.rpc import ServiceRpc, rpc  # noqa: E402
 from nameko.runners import ServiceRunner  # noqa: E402
 from nameko.web.handlers import http  # noqa: E402
 
+import contracts  # noqa: E402,F401  (the contracts of the events the bench makes)
 from backbone import topology  # noqa: E402
 from backbone.config import load  # noqa: E402
 from backbone.events import make_envelope  # noqa: E402
