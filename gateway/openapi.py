@@ -24,16 +24,20 @@ AUTH_TEXT = {
     "operator": "Operator token only.",
     "partner": "A partner's API key (own records only) or the operator token.",
     "any": "Operator token or a partner's API key.",
+    "feed": "A Bearer token as for `any`, or, for calendar apps that cannot send headers, `?token=`.",
     None: "No authentication.",
 }
 
 ERRORS = {
-    "400": "Malformed JSON.",
+    "400": "Malformed JSON (or CSV): not UTF-8, not an object, nested too deep, a lone surrogate.",
     "401": "No token, or an unknown or revoked one.",
     "403": "A valid token acting outside its rights.",
     "404": "Unknown id.",
-    "409": "Conflict (for example `room_conflict`, `already_registered`).",
+    "409": "Conflict (for example `room_conflict`, `already_registered`, `request_in_progress`).",
+    "413": "`payload_too_large`: the body is over the cap (larger for imports), or a file has too many rows.",
     "422": "Invalid fields or a broken business rule (for example `no_active_agreement`).",
+    "429": "`too_many_requests` from this client or token: wait `Retry-After` seconds.",
+    "503": "`service_unavailable`: a service did not answer in time.",
 }
 
 
@@ -69,6 +73,8 @@ def build(routes, described):
         responses = {str(route.status): {"description": "Success."}}
         for status, text in ERRORS.items():
             if route.auth is None and status in ("401", "403"):
+                continue
+            if status in ("400", "413") and route.method != "POST":
                 continue
             responses[status] = {"description": text,
                                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}

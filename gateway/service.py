@@ -5,29 +5,33 @@ import hmac
 
 import eventlet
 from nameko import config
-from werkzeug.wrappers import Request, Response
+from pymongo import ASCENDING, IndexModel
+from werkzeug.wrappers import Response
 
 from backbone.auth import OPERATOR
 from backbone.database import Database
 from backbone.errors import DomainError
 from backbone.logs import Tracing
-from gateway import openapi
+from gateway import openapi, tables
+from gateway.admission import bearer_token, token_digest
 from gateway.entrypoints import Routes, ServiceClient, api, read_json
+from gateway.responses import attachment
 from ops import fleet
+from ops import routes as ops_routes
 from ops.routes import OperationsRoutes
 
 HEALTH_TIMEOUT = 2.0
-
-
-def bearer_token(request):
-    header = request.headers.get("Authorization", "")
-    return header[7:].strip() if header.lower().startswith("bearer ") else ""
+# An Idempotency-Key is honoured for a day: a retry comes within minutes, a replay after a day is a new request.
+IDEMPOTENCY_SECONDS = 24 * 3600
+_DOCUMENTS = {}
 
 
 class GatewayService(OperationsRoutes):
     name = "gateway"
 
-    db = Database(relay=False)  # idempotency records only; the gateway publishes no events
+    # Idempotency records (kept a day), console sessions and login attempts; it publishes no events.
+    db = Database(relay=False, indexes=dict(ops_routes.INDEXES, idempotency=[
+        IndexModel([("created_at", ASCENDING)], expireAfterSeconds=IDEMPOTENCY_SECONDS)]))
     tracing = Tracing()
     routes = Routes()
     partners = ServiceClient("partners")
@@ -36,16 +40,26 @@ class GatewayService(OperationsRoutes):
     notifications = ServiceClient("notifications")
 
     def actor(self, request):
-        """The caller: the operator, a partner (by its API key), or 401."""
+        """The caller: the operator, a partner (by its API key), or 401. Asked once per request (the
+        answer stays on it); a token that authenticated nobody is refused without an RPC for a
+        minute (`gateway/admission.py`)."""
+        known = request.environ.get("trainops.actor")
+        if known is not None:
+            return known
         token = bearer_token(request)
         if not token:
             raise DomainError("unauthenticated", "Send Authorization: Bearer <token>.", {}, 401)
         operator_token = config.get("OPERATOR_TOKEN") or ""
         if operator_token and hmac.compare_digest(token.encode(), operator_token.encode()):
-            return OPERATOR
-        found = self.partners.authenticate(token)
-        if not found:
-            raise DomainError("unauthenticated", "Unknown or revoked token.", {}, 401)
+            found = OPERATOR
+        else:
+            unknown = request.environ["trainops.admission"].unknown_tokens
+            digest = token_digest(token)
+            found = None if digest in unknown else self.partners.authenticate(token)
+            if not found:
+                unknown.add(digest)
+                raise DomainError("unauthenticated", "Unknown or revoked token.", {}, 401)
+        request.environ["trainops.actor"] = found
         return found
 
     # -- health and the API description -----------------------------------------------------------------
@@ -56,11 +70,16 @@ class GatewayService(OperationsRoutes):
 
     @api("GET", "/openapi.json", auth=None, summary="This document.")
     def openapi_document(self, request):
-        described = [fleet.schemas(), openapi.GATEWAY_QUERIES]
-        for name in fleet.services():
-            with eventlet.Timeout(HEALTH_TIMEOUT * 2):
-                described.append(getattr(self, name).api_schemas())
-        return openapi.build(self.routes, described)
+        """Built once per deployment (the services' schemas do not change while they run), and kept:
+        anyone may ask for it."""
+        deployment = (config.get("AMQP_URI"), config.get("DATABASE_PREFIX"))
+        if deployment not in _DOCUMENTS:
+            described = [fleet.schemas(), openapi.GATEWAY_QUERIES]
+            for name in fleet.services():
+                with eventlet.Timeout(HEALTH_TIMEOUT * 2):
+                    described.append(getattr(self, name).api_schemas())
+            _DOCUMENTS[deployment] = openapi.build(self.routes, described)
+        return _DOCUMENTS[deployment]
 
     # -- partners ---------------------------------------------------------------------------------
 
@@ -145,13 +164,13 @@ class GatewayService(OperationsRoutes):
         histories and access logs: nothing that writes accepts it)."""
         token = request.args.get("token")
         if token and not bearer_token(request):
-            request = Request.from_values(headers={"Authorization": "Bearer " + token})
+            request.environ["HTTP_AUTHORIZATION"] = "Bearer " + token
         return self.actor(request)
 
     @staticmethod
     def calendar_file(ics, name):
         return Response(ics.encode("utf-8"), mimetype="text/calendar",
-                        headers={"Content-Disposition": 'inline; filename="{}.ics"'.format(name)})
+                        headers={"Content-Disposition": attachment(name, "ics", "inline")})
 
     @api("POST", "/venues", body="VenueIn", status=201, summary="A venue and its rooms.")
     def create_venue(self, request):
@@ -165,12 +184,12 @@ class GatewayService(OperationsRoutes):
     def get_venue(self, request, venue_id):
         return self.scheduling.get_venue(self.actor(request), venue_id)
 
-    @api("GET", "/venues/<venue_id>/calendar.ics", auth="any",
+    @api("GET", "/venues/<venue_id>/calendar.ics", auth="feed",
          query="CalendarQuery", summary="ICS feed of the venue's sessions for calendar apps.")
     def venue_calendar(self, request, venue_id):
         return self.calendar_file(self.scheduling.venue_calendar(self.calendar_actor(request), venue_id), venue_id)
 
-    @api("GET", "/partners/<partner_id>/calendar.ics", auth="partner",
+    @api("GET", "/partners/<partner_id>/calendar.ics", auth="feed",
          query="CalendarQuery", summary="ICS feed of the sessions a partner delivers or hosts.")
     def partner_calendar(self, request, partner_id):
         return self.calendar_file(
@@ -191,7 +210,7 @@ class GatewayService(OperationsRoutes):
         session.update(self.registration.seats(session_id))
         return session
 
-    @api("GET", "/sessions/<session_id>/calendar.ics", auth="any",
+    @api("GET", "/sessions/<session_id>/calendar.ics", auth="feed",
          query="CalendarQuery", summary="The session as an iCalendar file.")
     def session_calendar(self, request, session_id):
         return self.calendar_file(
@@ -214,32 +233,6 @@ class GatewayService(OperationsRoutes):
 
     # -- registration -----------------------------------------------------------------------------
 
-    @staticmethod
-    def tabular(report, kind, name):
-        """A report ({columns, rows}) as JSON, CSV (UTF-8 with BOM, so Excel reads the accents) or XLSX."""
-        import csv
-        import io
-        if kind == "csv":
-            out = io.StringIO()
-            writer = csv.writer(out)
-            writer.writerow(report["columns"])
-            writer.writerows(report["rows"])
-            return Response(("\ufeff" + out.getvalue()).encode("utf-8"), mimetype="text/csv",
-                            headers={"Content-Disposition": 'attachment; filename="{}.csv"'.format(name)})
-        if kind == "xlsx":
-            from openpyxl import Workbook
-            book = Workbook()
-            sheet = book.active
-            sheet.title = name[:31]
-            sheet.append(report["columns"])
-            for row in report["rows"]:
-                sheet.append(row)
-            out = io.BytesIO()
-            book.save(out)
-            return Response(out.getvalue(), headers={"Content-Disposition": 'attachment; filename="{}.xlsx"'.format(name)},
-                            mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
-        return {"columns": report["columns"], "items": [dict(zip(report["columns"], row)) for row in report["rows"]]}
-
     @api("POST", "/units", body="UnitIn", status=201, summary="An administrative unit (city, district, ward/commune).")
     def create_unit(self, request):
         return 201, self.registration.create_unit(self.actor(request), read_json(request))
@@ -257,15 +250,16 @@ class GatewayService(OperationsRoutes):
     def create_official(self, request):
         return 201, self.registration.create_official(self.actor(request), read_json(request))
 
-    @api("POST", "/officials/import",
-         summary="A staff list as CSV (UTF-8, BOM accepted): {created, updated, unchanged, errors: [{row, fields}]}.")
+    @api("POST", "/officials/import", max_body="max_import_bytes",
+         summary="A staff list as CSV (UTF-8, BOM accepted): {created, updated, unchanged, errors: [{row, fields}], "
+                 "errors_total}; 413 past the size or row cap.")
     def import_officials(self, request):
-        raw = request.get_data()
+        actor = self.actor(request)  # before the file is read
         try:
-            text = raw.decode("utf-8-sig")
+            text = request.get_data().decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise DomainError("malformed_csv", "The file is not UTF-8 text: {}".format(exc), {}, 400)
-        return self.registration.import_officials(self.actor(request), text)
+        return self.registration.import_officials(actor, text)
 
     @api("GET", "/officials", query="OfficialQuery", summary="Officials; q matches accent-insensitively.")
     def list_officials(self, request):
@@ -325,7 +319,7 @@ class GatewayService(OperationsRoutes):
          query="ReportQuery", summary="Registered, attended, completed per session|unit|district|partner.")
     def report(self, request, by):
         report = self.registration.report(self.actor(request), by, request.args.to_dict())
-        return self.tabular(report, request.args.get("format", "json"), "report-" + by)
+        return tables.tabular(report, request.args.get("format", "json"), "report-" + by)
 
     # -- notifications ----------------------------------------------------------------------------
 

@@ -100,6 +100,8 @@ def app_config(mongo, amqp_uri, smtp_sink, sms_gateway):
         OPERATOR_TOKEN="test-operator-token",
     )
     data["EVENTS"].update(retry_delays=[0.2, 0.4, 0.8], relay_poll_seconds=0.1, lease_seconds=2)
+    # The scenarios send bursts from one address with one token: the limits have tests of their own.
+    data["HTTP"].update(rate_per_client=0, rate_per_token=0)
     data["SMTP"].update(host="127.0.0.1", port=smtp_sink.port)
     data["SMS"].update(gateway_url=sms_gateway.url)
     data["GATEWAY_URL"] = "http://127.0.0.1:{}".format(port)

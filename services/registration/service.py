@@ -20,6 +20,7 @@ or quota changes take, so they don't write-conflict (conflicts make MongoDB abor
 transactions). With several replicas the database still never over-books; "arrival order" then
 holds per replica.
 """
+from nameko import config
 from pymongo.errors import DuplicateKeyError
 
 from backbone import auth
@@ -156,7 +157,7 @@ class RegistrationService(Operated):
         {created, updated, unchanged, errors: [{row, fields}]} (row = the spreadsheet's line number,
         the header being row 1). A header with unknown or missing columns refuses the whole file."""
         auth.require_operator(actor)
-        return imports.import_csv(self.db, text)
+        return imports.import_csv(self.db, text, int(config.get("IMPORT_MAX_ROWS") or 100_000))
 
     # -- registrations --------------------------------------------------------------------------------
 

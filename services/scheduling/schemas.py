@@ -101,7 +101,8 @@ class VenueQuery(PageQuery):
 class SessionQuery(PageQuery):
     """The programme calendar's filters, from the query string."""
     # A calendar month in Ho Chi Minh City time: sessions that take place (at least partly) in it.
-    month = fields.Str(validate=validate.Regexp(r"^\d{4}-(0[1-9]|1[0-2])$", error="Use YYYY-MM."))
+    # The programme's calendar spans this century; a year outside it is no month anyone plans.
+    month = fields.Str(validate=validate.Regexp(r"^20\d\d-(0[1-9]|1[0-2])$", error="Use YYYY-MM (2000-2099)."))
     # Sessions an official of this unit may attend: those naming it, and those open to every unit.
     unit = Id()
     partner_id = Id()
