@@ -41,6 +41,23 @@ ERRORS = {
 }
 
 
+HEX_ID = "^{}-[0-9a-f]{{16}}$"
+# What the ids in paths look like (an id of another shape is simply unknown: 404).
+PATH_PARAMETERS = {
+    "partner_id": {"pattern": HEX_ID.format("partner")},
+    "agreement_id": {"pattern": HEX_ID.format("agreement")},
+    "offering_id": {"pattern": HEX_ID.format("offering")},
+    "venue_id": {"pattern": HEX_ID.format("venue")},
+    "session_id": {"pattern": HEX_ID.format("session")},
+    "official_id": {"pattern": HEX_ID.format("official")},
+    "key_id": {"pattern": HEX_ID.format("key")},
+    "registration_id": {"pattern": "^registration-[0-9a-f]{20}$"},
+    "code": {"pattern": "^[A-HJ-NP-Z2-9]{5}(-[A-HJ-NP-Z2-9]{5}){3}$",
+             "description": "A certificate's verification code, as printed on it."},
+    "by": {"enum": ["session", "unit", "district", "partner"]},
+}
+
+
 # The query strings of the gateway's own routes (calendar feeds, unsubscribe links).
 GATEWAY_QUERIES = {"bodies": {}, "queries": {
     "CalendarQuery": [{"in": "query", "name": "token", "required": False, "schema": {"type": "string"},
@@ -66,13 +83,14 @@ def build(routes, described):
     paths = {}
     for route in sorted(routes, key=lambda r: (r.url, r.method)):
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route.url)
-        parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        parameters = [{"name": name, "in": "path", "required": True,
+                       "schema": dict({"type": "string", "maxLength": 300}, **PATH_PARAMETERS.get(name, {}))}
                       for name in re.findall(r"{(\w+)}", path)]
         if route.query:
             parameters += queries[route.query]
         responses = {str(route.status): {"description": "Success."}}
         for status, text in ERRORS.items():
-            if route.auth is None and status in ("401", "403"):
+            if route.auth is None and status in ("401", "403") and status not in route.refuses:
                 continue
             if status in ("400", "413") and route.method != "POST":
                 continue

@@ -335,7 +335,7 @@ class GatewayService(OperationsRoutes):
     def resend_notification(self, request, notice_id):
         return self.notifications.resend(self.actor(request), notice_id)
 
-    @api("GET", "/notifications/unsubscribe", auth=None,
+    @api("GET", "/notifications/unsubscribe", auth=None, refuses=("403",),
          query="UnsubscribeQuery", summary="The signed link in every email; 403 bad_signature.")
     def unsubscribe(self, request):
         return self.notifications.unsubscribe(

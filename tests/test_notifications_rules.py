@@ -118,6 +118,8 @@ def test_the_unsubscribe_link_goes_to_the_gateway_with_the_official_channel_and_
     ("official-1", "email", None, False),
     ("", "email", unsubscribe_signature("s3cret", "", "email"), False),                    # nobody to opt out
     (None, "email", unsubscribe_signature("s3cret", "", "email"), False),
+    ("official-1", "email", "¡\x1aÏ\U0005c72fè", False),                                     # not even ASCII (fuzzing found a 500)
+    ("Ðó", "sms", "\ud800", False),
 ])
 def test_only_our_signature_for_that_official_and_channel_opts_out(official_id, channel, signature, valid):
     assert signed_by_us("s3cret", official_id, channel, signature) is valid

@@ -84,7 +84,8 @@ def unsubscribe_url(public_url, secret, official_id, channel):
 def signed_by_us(secret, official_id, channel, signature):
     """Whether an unsubscribe request carries our signature for that official and channel."""
     expected = unsubscribe_signature(secret, official_id or "", channel)
-    return bool(official_id) and hmac.compare_digest(expected, signature or "")
+    # As bytes: compare_digest refuses str with non-ASCII characters, and a link can carry any.
+    return bool(official_id) and hmac.compare_digest(expected.encode(), (signature or "").encode("utf-8", "replace"))
 
 
 # -- when ------------------------------------------------------------------------------------------
