@@ -25,7 +25,7 @@ from backbone.events import make_envelope, read_envelope
 from backbone.outbox import ConfirmedPublisher, emitted_events, event_message
 from services.notifications.batching import Batches
 from services.notifications.notices import Notices
-from services.notifications.rules import notice_id
+from services.notifications.rules import notice_id, recipient_of
 from services.notifications.service import NotificationsService
 from tests.helpers import Client, wait_for
 
@@ -511,7 +511,8 @@ def test_a_notice_left_claimed_by_a_crashed_sender_is_sent_once_by_the_sweep(ser
     context = dict(payload, language="vi", unsubscribe={"email": "u", "sms": "u"})
     now = utcnow()
     db("notifications").notices.insert_one({
-        "_id": notice_id(event["event_id"], "email", official["email"]), "event_id": event["event_id"],
+        "_id": notice_id(event["event_id"], "email", recipient_of(official_id=official["id"])),
+        "event_id": event["event_id"],
         "channel": "email", "to": official["email"], "template": "registration_confirmed", "language": "vi",
         "official_id": official["id"], "partner_id": None, "mandatory": False, "context": context,
         "status": "queued", "attempts": 0, "provider": None, "last_error": None, "not_before": now,

@@ -8,10 +8,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from backbone.clock import LOCAL
+from backbone.logs import mask
 from services.notifications.rules import (
     addressed, cancellation_notice, carries_invite, carries_qr, cost, forgotten_before, is_gsm7, language_of,
-    notice_id, opt_out_key, prepare, quiet_until, refusal_is_permanent, reminder_due_at, reminder_in_time,
-    reminder_key, reminder_of, retry_delay, retry_round, segments, signed_by_us, transliterate,
+    notice_id, opt_out_key, prepare, quiet_until, recipient_of, refusal_is_permanent, reminder_due_at,
+    reminder_in_time, reminder_key, reminder_of, retry_delay, retry_round, segments, signed_by_us, transliterate,
     unsubscribe_signature, unsubscribe_url)
 
 
@@ -25,22 +26,38 @@ ANH = {"id": "official-1", "full_name": "Nguyễn Thị Ánh", "email": "anh@q1.
 
 # -- which notices, to whom ----------------------------------------------------------------------------
 
-def test_a_notice_id_is_the_event_the_channel_and_a_hash_of_the_recipient():
-    first = notice_id("event-1", "email", "anh@q1.gov.vn")
-    event_id, channel, digest = first.split(":")
-    assert (event_id, channel, len(digest)) == ("event-1", "email", 16)
-    assert first == "event-1:email:" + hashlib.sha256(b"anh@q1.gov.vn").hexdigest()[:16]
-    # The same event to the same address by the same channel is the same notice, whoever handles it.
-    assert notice_id("event-1", "email", "anh@q1.gov.vn") == first
-    assert len({first, notice_id("event-2", "email", "anh@q1.gov.vn"), notice_id("event-1", "sms", "anh@q1.gov.vn"),
-                notice_id("event-1", "email", "binh@q1.gov.vn")}) == 4
-    # The address itself is not in the id (it travels in notification_* events).
-    assert "anh" not in first
+def test_a_notice_id_is_one_per_event_channel_and_recipient_and_made_of_ids_only():
+    first = notice_id("event-1", "email", recipient_of(official_id="official-1"))
+    assert first.startswith("notice-") and len(first) == len("notice-") + 32
+    # The same event to the same official by the same channel is the same notice, whoever handles it.
+    assert notice_id("event-1", "email", recipient_of(official_id="official-1")) == first
+    assert len({first, notice_id("event-2", "email", recipient_of(official_id="official-1")),
+                notice_id("event-1", "sms", recipient_of(official_id="official-1")),
+                notice_id("event-1", "email", recipient_of(official_id="official-2")),
+                notice_id("event-1", "email", recipient_of(partner_id="official-1"))}) == 5
+    with pytest.raises(ValueError):
+        recipient_of()
 
 
-def test_a_reminder_notice_id_keeps_the_reminder_key_whole():
+def test_a_notice_id_cannot_be_walked_back_to_the_phone_its_masked_hint_half_shows():
+    """The old id carried sha256(address)[:16]: with the hint `+8490***456` an operator (or anyone who
+    saw an id and a hint) tried the 10,000 numbers that fit and found the phone. The id is now made of
+    the event, the channel and the official's id: no number that fits the hint makes it."""
+    phone, hint = "+84903123456", "+8490***456"
+    assert mask(phone) == hint
+    shown = notice_id("event-1", "sms", recipient_of(official_id="official-1"))
+    fitting = ["+8490{:04d}456".format(n) for n in range(10000)]
+    assert phone in fitting
+    assert not any(hashlib.sha256(candidate.encode()).hexdigest()[:16] in shown for candidate in fitting)
+    assert not any(notice_id("event-1", "sms", candidate) == shown for candidate in fitting)
+
+
+def test_a_reminder_notice_id_is_the_same_for_the_same_reminder():
     key = reminder_key("registration-1", local(2026, 12, 5, 8, 0))
-    assert notice_id(key, "sms", "+84903123456").startswith(key + ":sms:")
+    official = recipient_of(official_id="official-1")
+    assert notice_id(key, "sms", official) == notice_id(key, "sms", official)
+    later = reminder_key("registration-1", local(2026, 12, 6, 8, 0))
+    assert notice_id(later, "sms", official) != notice_id(key, "sms", official)
 
 
 @pytest.mark.parametrize("requested, language", [

@@ -1,7 +1,7 @@
 """The notices' log and the sending of one notice.
 
-One document per notice in `notices`, `_id` = (source event id, channel, hash of the recipient):
-inserting it first is what makes "at most one notice per (event, recipient, channel)" hold when an
+One document per notice in `notices`, `_id` derived from (source event id, channel, the recipient's
+id: rules.notice_id; never from an address): inserting it first is what makes "at most one notice per (event, recipient, channel)" hold when an
 event arrives twice or the service restarts mid-send. Its status is a small state machine:
 
     queued ──> sent
@@ -244,20 +244,23 @@ class NoticeLog:
                           "provider_message_id": message_id}
 
     def _retry_later(self, notice, attempts, error):
+        # Masked before it is stored: an SMTP reply quotes the address, a provider's error the number.
+        error = mask(error)
         round_ = rules.retry_round(attempts, notice.get("round_starts_after", 0))
         delay = rules.retry_delay(round_, self.settings["retry_delays"])
         if delay is None:
             return self._fail(notice, attempts, "gave up after {} attempts: {}".format(round_, error))
         self._set(notice, {"status": "retrying", "attempts": attempts, "last_error": error,
                            "not_before": utcnow() + timedelta(seconds=delay), "claimed_until": store.NEVER})
-        log.warning("notice %s: attempt %d failed, retrying: %s", notice["_id"], attempts, mask(error))
+        log.warning("notice %s: attempt %d failed, retrying: %s", notice["_id"], attempts, error)
         return "retrying"
 
     def _fail(self, notice, attempts, error):
+        error = mask(error)  # as in _retry_later: stored, published and logged masked
         self._set(notice, {"status": "failed", "attempts": attempts, "last_error": error,
                            "claimed_until": store.NEVER},
-                  self._event("notification_failed", notice, error=mask(error)))
-        log.error("notice %s failed: %s", notice["_id"], mask(error))
+                  self._event("notification_failed", notice, error=error))
+        log.error("notice %s failed: %s", notice["_id"], error)
         return "failed"
 
     def _set(self, notice, fields, event=None):

@@ -23,11 +23,22 @@ FORGET_AFTER = timedelta(days=7)
 
 # -- which notices, to whom ------------------------------------------------------------------------
 
+def recipient_of(official_id=None, partner_id=None):
+    """Whom a notice is for, by id (`official:<id>`, `partner:<id>`), never by address."""
+    if official_id:
+        return "official:" + official_id
+    if partner_id:
+        return "partner:" + partner_id
+    raise ValueError("A notice is for an official or a partner.")
+
+
 def notice_id(event_id, channel, recipient):
-    """`<event id>:<channel>:<hash of the recipient>`: one notice per (event, recipient, channel),
-    whoever handles the event and however often it arrives."""
-    digest = hashlib.sha256(recipient.encode("utf-8")).hexdigest()[:16]
-    return "{}:{}:{}".format(event_id, channel, digest)
+    """`notice-<digest>`: one notice per (event, channel, recipient), whoever handles the event and
+    however often it arrives. `recipient` is `recipient_of(...)`: an id, never an address. A digest of
+    the address could be reversed from the masked hint operators see (`+8490***456` leaves four
+    digits to guess), while the event id and recipient id are in the notice's row already."""
+    digest = hashlib.sha256("\0".join((event_id, channel, recipient)).encode("utf-8")).hexdigest()[:32]
+    return "notice-" + digest
 
 
 def language_of(requested):

@@ -26,6 +26,8 @@ def public_notice(notice):
                                       "created_at", "sent_at", "not_before")}
     out["id"] = notice["_id"]
     out["to"] = mask(notice["to"])
+    # Stored masked since it is written so; masked here too for rows written before that.
+    out["last_error"] = mask(notice["last_error"]) if notice.get("last_error") else None
     return out
 
 

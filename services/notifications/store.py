@@ -13,7 +13,7 @@ from pymongo import ASCENDING, IndexModel, InsertOne, UpdateOne
 
 from backbone.database import handled_record
 from backbone.paging import page
-from services.notifications.rules import notice_id, opt_out_key
+from services.notifications.rules import notice_id, opt_out_key, recipient_of
 
 INDEXES = {
     "notices": [
@@ -41,7 +41,7 @@ def new_notice(now, claimed_until, event_id, channel, to, template, language, co
                official_id=None, partner_id=None, mandatory=False):
     """A new notice's document: queued, and claimed until `claimed_until` by whoever records it."""
     return {
-        "_id": notice_id(event_id, channel, to), "event_id": event_id, "channel": channel, "to": to,
+        "_id": notice_id(event_id, channel, recipient_of(official_id, partner_id)), "event_id": event_id, "channel": channel, "to": to,
         "template": template, "language": language, "official_id": official_id, "partner_id": partner_id,
         "mandatory": mandatory, "context": storable(context), "status": "queued", "attempts": 0,
         "provider": None, "last_error": None, "not_before": now, "correlation_id": correlation_id,
