@@ -24,6 +24,8 @@ AUTH_TEXT = {
     "operator": "Operator token only.",
     "partner": "A partner's API key (own records only) or the operator token.",
     "any": "Operator token or a partner's API key.",
+    "feed": "The feed's own read-only token in `?token=` (its calendar_url: API keys and the operator token are "
+            "refused there), or the operator token or a partner's API key as a Bearer header.",
     None: "No authentication.",
 }
 
@@ -37,14 +39,8 @@ ERRORS = {
 }
 
 
-# The query strings of the gateway's own routes (calendar feeds, unsubscribe links).
-GATEWAY_QUERIES = {"bodies": {}, "queries": {
-    "CalendarQuery": [{"in": "query", "name": "token", "required": False, "schema": {"type": "string"},
-                       "description": "Instead of the Authorization header: calendar apps cannot send one."}],
-    "UnsubscribeQuery": [{"in": "query", "name": name, "required": True, "schema": schema} for name, schema in (
-        ("official", {"type": "string"}), ("channel", {"type": "string", "enum": ["email", "sms"]}),
-        ("sig", {"type": "string"}))],
-}}
+# The gateway's own bodies and queries: none (the calendar feeds' query is scheduling's FeedQuery).
+GATEWAY_QUERIES = {"bodies": {}, "queries": {}}
 
 
 def build(routes, described):
@@ -80,7 +76,9 @@ def build(routes, described):
         }
         if parameters:
             operation["parameters"] = parameters
-        if route.auth:
+        if route.auth == "feed":
+            operation["security"] = [{}, {"bearer": []}]  # its token is in the query (FeedQuery)
+        elif route.auth:
             operation["security"] = [{"bearer": []}]
         if route.method == "POST":
             operation["parameters"] = operation.get("parameters", []) + [{

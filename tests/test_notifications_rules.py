@@ -13,7 +13,7 @@ from services.notifications.rules import (
     addressed, cancellation_notice, carries_invite, carries_qr, cost, forgotten_before, is_gsm7, language_of,
     notice_id, opt_out_key, prepare, quiet_until, recipient_of, refusal_is_permanent, reminder_due_at,
     reminder_in_time, reminder_key, reminder_of, retry_delay, retry_round, segments, signed_by_us, transliterate,
-    unsubscribe_signature, unsubscribe_url)
+    subscription_change, unsubscribe_signature, unsubscribe_url)
 
 
 def local(*args):
@@ -135,9 +135,29 @@ def test_the_unsubscribe_link_goes_to_the_gateway_with_the_official_channel_and_
     ("official-1", "email", None, False),
     ("", "email", unsubscribe_signature("s3cret", "", "email"), False),                    # nobody to opt out
     (None, "email", unsubscribe_signature("s3cret", "", "email"), False),
+    ("official-1", "email", "chữ-ký-giả", False),                                          # not ASCII: no error
 ])
 def test_only_our_signature_for_that_official_and_channel_opts_out(official_id, channel, signature, valid):
     assert signed_by_us("s3cret", official_id, channel, signature) is valid
+
+
+def test_the_link_of_an_official_who_reads_english_opens_the_page_in_english():
+    assert "lang" not in parse_qs(urlsplit(unsubscribe_url("https://x.vn", "s3cret", "official-1", "email")).query)
+    english = unsubscribe_url("https://x.vn", "s3cret", "official-1", "email", "en")
+    assert parse_qs(urlsplit(english).query)["lang"] == ["en"]
+
+
+@pytest.mark.parametrize("form, change", [
+    ({"action": "unsubscribe"}, "unsubscribe"),
+    ({"action": "resubscribe"}, "resubscribe"),
+    ({"List-Unsubscribe": "One-Click"}, "unsubscribe"),                # RFC 8058, what mail providers POST
+    ({"List-Unsubscribe": "One-Click", "action": "resubscribe"}, "unsubscribe"),
+    ({"action": "delete"}, None),
+    ({"List-Unsubscribe": "yes"}, None),
+    ({}, None),
+])
+def test_the_pages_post_says_what_it_changes(form, change):
+    assert subscription_change(form) == change
 
 
 # -- when -------------------------------------------------------------------------------------------------

@@ -85,17 +85,29 @@ def unsubscribe_signature(secret, official_id, channel):
     return hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()[:32]
 
 
-def unsubscribe_url(public_url, secret, official_id, channel):
-    """The signed link in every email (the gateway's GET /notifications/unsubscribe)."""
-    query = urlencode({"official": official_id, "channel": channel,
-                       "sig": unsubscribe_signature(secret, official_id, channel)})
-    return "{}/notifications/unsubscribe?{}".format(public_url.rstrip("/"), query)
+def unsubscribe_url(public_url, secret, official_id, channel, language=DEFAULT_LANGUAGE):
+    """The signed link in every email. It opens a page that asks before it changes anything (the
+    gateway's GET /notifications/unsubscribe), in the official's language."""
+    fields = {"official": official_id, "channel": channel, "sig": unsubscribe_signature(secret, official_id, channel)}
+    if language != DEFAULT_LANGUAGE:
+        fields["lang"] = language
+    return "{}/notifications/unsubscribe?{}".format(public_url.rstrip("/"), urlencode(fields))
 
 
 def signed_by_us(secret, official_id, channel, signature):
     """Whether an unsubscribe request carries our signature for that official and channel."""
     expected = unsubscribe_signature(secret, official_id or "", channel)
-    return bool(official_id) and hmac.compare_digest(expected, signature or "")
+    return bool(official_id) and hmac.compare_digest(expected.encode(), (signature or "").encode())
+
+
+def subscription_change(form):
+    """What the page's POST asks: "unsubscribe" or "resubscribe" (its buttons), "unsubscribe" for the
+    one-click POST mail providers send to the List-Unsubscribe address (RFC 8058:
+    `List-Unsubscribe=One-Click`), None for anything else."""
+    if form.get("List-Unsubscribe") == "One-Click":
+        return "unsubscribe"
+    action = form.get("action")
+    return action if action in ("unsubscribe", "resubscribe") else None
 
 
 # -- when ------------------------------------------------------------------------------------------
