@@ -314,8 +314,9 @@ class GatewayService(OperationsRoutes):
     def register(self, request, session_id):
         return 201, self.registration.register(self.actor(request), session_id, read_json(request))
 
-    @api("GET", "/sessions/<session_id>/registrations", auth="partner",
-         query="RegistrationQuery", summary="A session's registrations (the waitlist in order).")
+    @api("GET", "/sessions/<session_id>/registrations", auth="partner", query="RegistrationQuery",
+         summary="A session's registrations (the waitlist in order); partners see name, unit, audience group, "
+                 "status and attendance only.")
     def list_registrations(self, request, session_id):
         return self.registration.list_registrations(self.actor(request), session_id, request.args.to_dict())
 
@@ -325,16 +326,17 @@ class GatewayService(OperationsRoutes):
         return self.registration.set_quotas(self.actor(request), session_id, read_json(request))
 
     @api("POST", "/sessions/<session_id>/checkins", body="CheckinIn", auth="partner",
-         summary="Check an official in by QR token (per part); a repeat is the same check-in.")
+         summary="Check an official in by the QR token scanned at the door (per part), from an hour before the "
+                 "start to the end; a repeat is the same check-in.")
     def check_in(self, request, session_id):
         return self.registration.check_in(self.actor(request), session_id, read_json(request))
 
     @api("GET", "/registrations/<registration_id>", auth="partner",
-         summary="A registration with its status and QR token.")
+         summary="A registration with its status (the operator also sees contacts and the QR token).")
     def get_registration(self, request, registration_id):
         return self.registration.get_registration(self.actor(request), registration_id)
 
-    @api("GET", "/registrations/<registration_id>/qr.svg", auth="partner", summary="The registration's QR code (SVG).")
+    @api("GET", "/registrations/<registration_id>/qr.svg", summary="The registration's QR code (SVG).")
     def registration_qr(self, request, registration_id):
         svg = self.registration.registration_qr(self.actor(request), registration_id)
         return Response(svg.encode("utf-8"), mimetype="image/svg+xml")
