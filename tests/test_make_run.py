@@ -70,6 +70,7 @@ def test_make_run_serves_the_readme_walkthrough_and_stops_on_ctrl_c(running_stac
                           text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert '"status": "confirmed"' in done.stdout
+    assert "BEGIN:VCALENDAR" in done.stdout  # the session's calendar_url, on make run's PUBLIC_URL
     assert ".eml" in done.stdout
     assert '"status": "sent"' in done.stdout and '"to": "a***@example.gov.vn"' in done.stdout
 
