@@ -1,5 +1,7 @@
-"""What operators ask of the notices' log (the filters of GET /notifications) and what leaves the
-service about a notice (recipients masked)."""
+"""What operators ask of the notices' log (the filters of GET /notifications), what an unsubscribe
+link carries, and what leaves the service about a notice (recipients masked)."""
+from marshmallow import EXCLUDE, Schema, fields, validate
+
 from backbone.fields import Id, Text
 from backbone.logs import mask
 from backbone.paging import PageQuery
@@ -17,6 +19,18 @@ class NoticeQuery(PageQuery):
     channel = Text(20, metadata={"description": "One of: {}.".format(", ".join(CHANNELS))})
     template = Text(64, metadata={"description": "The notice's kind, e.g. registration_confirmed."})
     event_id = Text(200, metadata={"description": "The source event's id (a reminder's: `reminder:...`)."})
+
+
+class SubscriptionLink(Schema):
+    """The query of an unsubscribe link, for its page (subscriptions.py); other parameters, such as a
+    mail tracker's, are ignored. A page for people: not in the API document."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    official = Id(required=True)
+    channel = fields.Str(required=True, validate=validate.OneOf(CHANNELS))
+    sig = fields.Str(required=True, validate=validate.Length(min=1, max=64))
 
 
 def public_notice(notice):

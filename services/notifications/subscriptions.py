@@ -10,10 +10,10 @@ heading, the outcome announced as a status, real buttons, no script.
 """
 from urllib.parse import urlencode
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import ValidationError
 
-from backbone.fields import Id
 from services.notifications import rules
+from services.notifications.schemas import SubscriptionLink
 from services.notifications.templates import environment
 
 PAGE = "subscription.html"
@@ -56,17 +56,6 @@ LABELS = {
 }
 
 _env = environment()
-
-
-class SubscriptionLink(Schema):
-    """The query of an unsubscribe link (other parameters, such as a mail tracker's, are ignored)."""
-
-    class Meta:
-        unknown = EXCLUDE
-
-    official = Id(required=True)
-    channel = fields.Str(required=True, validate=validate.OneOf(rules.CHANNELS))
-    sig = fields.Str(required=True, validate=validate.Length(min=1, max=64))
 
 
 def language(query):
