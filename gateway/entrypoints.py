@@ -203,10 +203,8 @@ calendar feed, whose token may come in the URL."""
     server = GatewayServer()
 
     def __init__(self, method, url, summary="", body=None, query=None, auth="operator", status=200, public=True,
-                 max_body="max_body_bytes", refuses=(), **kwargs):
+                 max_body="max_body_bytes", **kwargs):
         self.summary = summary
-        # Statuses a route without authentication still answers (a signed link's 403).
-        self.refuses = tuple(refuses)
         self.body = body
         self.query = query
         self.auth = auth

@@ -24,7 +24,8 @@ AUTH_TEXT = {
     "operator": "Operator token only.",
     "partner": "A partner's API key (own records only) or the operator token.",
     "any": "Operator token or a partner's API key.",
-    "feed": "A Bearer token as for `any`, or, for calendar apps that cannot send headers, `?token=`.",
+    "feed": "The feed's own read-only token in `?token=` (its calendar_url: API keys and the operator token are "
+            "refused there), or the operator token or a partner's API key as a Bearer header.",
     None: "No authentication.",
 }
 
@@ -58,16 +59,6 @@ PATH_PARAMETERS = {
 }
 
 
-# The query strings of the gateway's own routes (calendar feeds, unsubscribe links).
-GATEWAY_QUERIES = {"bodies": {}, "queries": {
-    "CalendarQuery": [{"in": "query", "name": "token", "required": False, "schema": {"type": "string"},
-                       "description": "Instead of the Authorization header: calendar apps cannot send one."}],
-    "UnsubscribeQuery": [{"in": "query", "name": name, "required": True, "schema": schema} for name, schema in (
-        ("official", {"type": "string"}), ("channel", {"type": "string", "enum": ["email", "sms"]}),
-        ("sig", {"type": "string"}))],
-}}
-
-
 def build(routes, described):
     """`routes`: the gateway's Api entrypoints; `described`: what each service's `api_schemas` answers
     ({"bodies": {name: JSON schema}, "queries": {name: [parameters]}})."""
@@ -90,7 +81,7 @@ def build(routes, described):
             parameters += queries[route.query]
         responses = {str(route.status): {"description": "Success."}}
         for status, text in ERRORS.items():
-            if route.auth is None and status in ("401", "403") and status not in route.refuses:
+            if route.auth is None and status in ("401", "403"):
                 continue
             if status in ("400", "413") and route.method != "POST":
                 continue
@@ -104,7 +95,9 @@ def build(routes, described):
         }
         if parameters:
             operation["parameters"] = parameters
-        if route.auth:
+        if route.auth == "feed":
+            operation["security"] = [{}, {"bearer": []}]  # its token is in the query (FeedQuery)
+        elif route.auth:
             operation["security"] = [{"bearer": []}]
         if route.method == "POST":
             operation["parameters"] = operation.get("parameters", []) + [{

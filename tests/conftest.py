@@ -27,7 +27,7 @@ import pytest
 
 import contracts  # noqa: E402,F401  (every event contract, for tests that make events themselves)
 
-from tests.helpers import AMQP_BASE  # noqa: E402
+from tests.helpers import AMQP_BASE, TEST_SECRETS  # noqa: E402
 TEST_VHOST = "trainops-test-{}".format(os.getpid())
 # The services' heartbeat files (ops/heartbeat.py): this run's, not /tmp's.
 HEARTBEATS = tempfile.mkdtemp(prefix="trainops-heartbeats-")
@@ -103,6 +103,11 @@ def service_config(mongo, amqp_uri, smtp_sink, sms_gateway):
     data["SMTP"].update(host="127.0.0.1", port=smtp_sink.port)
     data["SMS"].update(gateway_url=sms_gateway.url)
     data["GATEWAY_URL"] = "http://127.0.0.1:{}".format(port)
+    # Links in emails and calendar URLs lead to this test's gateway.
+    data["PUBLIC_URL"] = data["GATEWAY_URL"]
+    # config.yml has no secret: each run makes its own, as `make run` does.
+    data.update(FEED_SECRET=TEST_SECRETS["FEED_SECRET"])
+    data["NOTIFICATIONS"]["unsubscribe_secret"] = TEST_SECRETS["UNSUBSCRIBE_SECRET"]
     data["HEARTBEAT_DIR"] = HEARTBEATS
     return data
 

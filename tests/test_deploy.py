@@ -354,7 +354,7 @@ def test_the_configuration_is_the_repository_config_yml_and_the_secrets_are_refe
     assert not of_kind(documents, "Secret")
     made = created_secrets()
     assert set(made["trainops-secrets"]) <= known, set(made["trainops-secrets"]) - known
-    assert {"OPERATOR_TOKEN", "UNSUBSCRIBE_SECRET", "AMQP_URI"} <= set(made["trainops-secrets"])
+    assert {"OPERATOR_TOKEN", "UNSUBSCRIBE_SECRET", "FEED_SECRET", "AMQP_URI"} <= set(made["trainops-secrets"])
     [mongodb] = of_kind(documents, "MongoDBCommunity").values()
     made_by_operator = {mongodb["spec"]["users"][0]["connectionStringSecretName"]: ["connectionString.standard"]}
     for deployment in of_kind(documents, "Deployment").values():

@@ -42,7 +42,7 @@ from eventlet.queue import Empty, LightQueue
 from backbone.outbox import emitted_events
 from devstack.run import processes
 from devstack import free_port
-from tests.helpers import AMQP_BASE, Client, Programme, at
+from tests.helpers import AMQP_BASE, TEST_SECRETS, Client, Programme, at
 
 SERVICES = processes()  # what `make run` starts: {name: module:Class}
 
@@ -288,6 +288,7 @@ def stack(mongo, tmp_path_factory):
         env = dict(os.environ, PYTHONUNBUFFERED="1",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
                    MONGO_URI=mongo, AMQP_URI=amqp_uri, DATABASE_PREFIX=stack.prefix, OPERATOR_TOKEN=TOKEN,
+                   **TEST_SECRETS,
                    SMTP_HOST="127.0.0.1", SMTP_PORT=str(smtp_port),
                    SMS_GATEWAY_URL="http://127.0.0.1:{}/sms".format(sms_port), **REPLICA_ENV)
         logs = root / "logs"

@@ -281,8 +281,9 @@ def test_console_logins_are_throttled_per_client(system, app_config):
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
 
 
-def test_the_console_cookie_is_secure_when_served_over_https(system, app_config):
-    app_config["NOTIFICATIONS"]["public_url"] = "https://daotao-ai.example.gov.vn"
+def test_the_console_cookie_is_secure_when_served_over_https(system, app_config, monkeypatch):
+    import nameko
+    monkeypatch.setitem(nameko.config, "PUBLIC_URL", "https://daotao-ai.example.gov.vn")
     _, answer = console_login(app_config["GATEWAY_URL"], app_config["OPERATOR_TOKEN"])
     assert answer.status_code == 303
     cookie = answer.headers["Set-Cookie"]

@@ -4,8 +4,9 @@
 # Needs kubectl (pointed at the cluster) and openssl. SMTP_USER and SMTP_PASSWORD, when set in the
 # environment, go into trainops-secrets for the mail server.
 #
-#   trainops-secrets            OPERATOR_TOKEN, UNSUBSCRIBE_SECRET, AMQP_URI, SMTP_USER, SMTP_PASSWORD:
-#                               the secret settings of config.yml, read by every trainops container
+#   trainops-secrets            OPERATOR_TOKEN, UNSUBSCRIBE_SECRET, FEED_SECRET, AMQP_URI, SMTP_USER,
+#                               SMTP_PASSWORD: the secret settings of config.yml, read by every trainops
+#                               container
 #   trainops-rabbitmq-users     users.json: the virtual host "/", the user "trainops" (AMQP_URI's) and
 #                               "admin" (management UI), loaded by RabbitMQ at boot; admin-password
 #   trainops-mongodb-password   password: the MongoDB user "trainops" (the operator then writes the
@@ -50,6 +51,7 @@ JSON
     kubectl --namespace "$ns" create secret generic trainops-secrets \
         --from-literal=OPERATOR_TOKEN="$(random)" \
         --from-literal=UNSUBSCRIBE_SECRET="$(random)" \
+        --from-literal=FEED_SECRET="$(random)" \
         --from-literal=AMQP_URI="amqp://trainops:${amqp_password}@${rabbitmq_host}:5672/" \
         --from-literal=SMTP_USER="${SMTP_USER:-}" \
         --from-literal=SMTP_PASSWORD="${SMTP_PASSWORD:-}"

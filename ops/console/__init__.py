@@ -16,6 +16,7 @@ from nameko import config
 from werkzeug.wrappers import Response
 
 from backbone.clock import shown
+from backbone.config import public_url
 from ops.console.labels import LABELS
 
 HERE = Path(__file__).resolve().parent
@@ -88,8 +89,7 @@ def page(request, template, status=200, **context):
 def served_over_https(request):
     """Whether the browser reached us over HTTPS: directly, or through the proxy that ends TLS
     (PUBLIC_URL says https)."""
-    public_url = (config.get("NOTIFICATIONS") or {}).get("public_url") or ""
-    return request.scheme == "https" or public_url.startswith("https://")
+    return request.scheme == "https" or public_url(config).startswith("https://")
 
 
 def redirect(location, cookie=None, clear=False, secure=False):
