@@ -53,18 +53,23 @@ class OperationsRoutes:
     @api("GET", "/dead-letters", query="DeadLetterQuery",
          summary="Dead letters of every service, newest first: consumer, error, attempts and the original event.")
     def list_dead_letters(self, request):
-        return fleet.dead_letters(self, self.actor(request), request.args.get("consumer"),
-                                request.args.get("event_type"), request.args.get("status"))
+        actor = self.actor(request)
+        require_operator(actor)  # before the services are asked: a partner's 403 is not "unavailable"
+        return fleet.dead_letters(self, actor, request.args.get("consumer"),
+                                  request.args.get("event_type"), request.args.get("status"))
 
     @api("POST", "/dead-letters/<letter_id>/replay",
          summary="Send one dead letter back to its consumer; an event handled since is not handled again.")
     def replay_dead_letter(self, request, letter_id):
-        return fleet.replay_one(self, self.actor(request), letter_id)
+        actor = self.actor(request)
+        require_operator(actor)
+        return fleet.replay_one(self, actor, letter_id)
 
     @api("POST", "/dead-letters/replay", body="DeadLetterReplayIn",
          summary="Replay every parked dead letter of one kind at one consumer: {consumer, event_type}.")
     def replay_dead_letters(self, request):
         actor = self.actor(request)
+        require_operator(actor)
         body = read_json(request)
         return fleet.replay_kind(self, actor, body.get("consumer"), body.get("event_type"))
 
@@ -72,7 +77,9 @@ class OperationsRoutes:
          summary="The audit trail of a correlation id across services, in order of time: events written, "
                  "published, handled, dead-lettered.")
     def audit_trail(self, request):
-        return fleet.audit_trail(self, self.actor(request), request.args.get("correlation_id", "")[:64])
+        actor = self.actor(request)
+        require_operator(actor)
+        return fleet.audit_trail(self, actor, request.args.get("correlation_id", "")[:64])
 
     # The console: pages for people, signed-in by cookie (see ops/console/__init__.py).
 

@@ -20,7 +20,8 @@ from backbone.config import MissingSecret, required_secret
 from tests.helpers import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
-SECRET_LIKE = re.compile(r"SECRET|TOKEN|PASSWORD|_KEY\b")
+# A setting named for a secret (not a limit counted per token, such as HTTP_RATE_PER_TOKEN).
+SECRET_LIKE = re.compile(r"SECRET|(?<!PER_)TOKEN|PASSWORD|_KEY\b")
 
 
 # -- no committed secret, and no start without one --------------------------------------------------------

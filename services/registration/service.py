@@ -259,9 +259,9 @@ class RegistrationService(Operated):
         (`already_checked_in: true`). Attending every part completes the course: `course_completed`
         with a certificate code. 404 unknown token for this session; 422 `checkin_not_open` /
         `checkin_closed` / `not_confirmed` / `unknown_part`; 403 `after_session` from a partner."""
-        fields = validated(schemas.CheckinIn(), data)
         session = store.find_session(self.db, session_id)
-        rules.require_session_reader(actor, session)
+        rules.require_session_reader(actor, session)  # who asks, before what is asked
+        fields = validated(schemas.CheckinIn(), data)
         now = utcnow()
         rules.require_checkin_open(session, now, actor, fields["after_session"])
         registration = store.registration_by_token(self.db, session_id, fields["qr_token"])

@@ -137,8 +137,9 @@ class SchedulingService(Operated):
         `registration_closes_at`, the cut-off keeps its lead time. Returns the session. The same
         refusals as scheduling it, and 422 `session_cancelled`. A move to where it already is changes
         nothing and publishes nothing."""
-        fields = validated(schemas.RescheduleIn(), data)
         current = store.session(self.db, session_id)
+        auth.require_operator_or_partner(actor, current["partner_id"])  # who asks, before what is asked
+        fields = validated(schemas.RescheduleIn(), data)
         now = utcnow()
         rules.require_changeable(actor, current, now)
         room = rules.room_of(store.venue(self.db, current["venue_id"]), fields.get("room", current["room"]))
@@ -162,8 +163,9 @@ class SchedulingService(Operated):
         session's partner). Returns the session. 422 `capacity_exceeds_room` / `session_cancelled`.
         What happens to seats already taken is registration's to decide: it hears
         session_capacity_changed."""
-        fields = validated(schemas.CapacityIn(), data)
         current = store.session(self.db, session_id)
+        auth.require_operator_or_partner(actor, current["partner_id"])
+        fields = validated(schemas.CapacityIn(), data)
         rules.require_changeable(actor, current, utcnow())
         room = rules.room_of(store.venue(self.db, current["venue_id"]), current["room"])
         rules.require_room_seats(room, fields["capacity"])
@@ -183,9 +185,9 @@ class SchedulingService(Operated):
         """Cancel a session with a reason (the operator, or the session's partner); its room and
         trainer are free again. Returns the session; cancelling a cancelled session changes nothing.
         422 `in_the_past` for a partner once the session has started."""
-        fields = validated(schemas.CancelIn(), data)
         current = store.session(self.db, session_id)
         auth.require_operator_or_partner(actor, current["partner_id"])
+        fields = validated(schemas.CancelIn(), data)
         if current["status"] == "cancelled":
             return public_session(current)
         rules.require_future_unless_operator(actor, current["starts_at"], utcnow())
