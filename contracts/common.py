@@ -1,9 +1,20 @@
 """The programme's vocabulary that several producers' events and requests share."""
+from datetime import date
+
 from marshmallow import Schema, fields, validate
 
 # The audience groups of the programme (DOMAIN.md): commune-level officials, district officials (history:
 # no district since 2025-07-01), department officials, leaders.
 AUDIENCE_GROUPS = ("ward_commune", "district", "department", "leader")
+# Since the reform (2025-07-01) the city has no districts: `district` stays readable for the classes
+# before it, and is no group of a class after it.
+REFORM_DAY = date(2025, 7, 1)
+ACTIVE_AUDIENCE_GROUPS = ("ward_commune", "department", "leader")
+
+
+def retired_groups(audience_groups, last_day):
+    """The groups of `audience_groups` that no longer exist on `last_day` (a date)."""
+    return [g for g in audience_groups if g not in ACTIVE_AUDIENCE_GROUPS and last_day >= REFORM_DAY]
 
 
 class Audience(fields.List):

@@ -1,5 +1,5 @@
 """What registration publishes: registrations confirmed, waitlisted, promoted, cancelled and
-rescheduled, attendance recorded, courses completed, units merged. Consumer: notifications.
+rescheduled, attendance recorded, courses completed, units reorganised. Consumer: notifications.
 
 Personal data: each registration event carries the official (`OfficialRef`: name, email, phone,
 language) because notifications must write to them and never reads registration's database; nothing
@@ -81,8 +81,14 @@ class CourseCompleted(_Registration):
     certificate_url = fields.Str(required=True)
 
 
-@contract("units_merged")
-class UnitsMerged(Schema):
+class UnitChange(Schema):
+    kind = fields.Str(required=True, validate=validate.OneOf(("merge", "absorb", "rename", "split")))
     from_codes = fields.List(fields.Str(), required=True, validate=validate.Length(min=1))
-    into_code = fields.Str(required=True)
-    into_name = fields.Str(required=True)
+    into_codes = fields.List(fields.Str(), required=True, validate=validate.Length(min=1))
+
+
+@contract("units_reorganized")
+class UnitsReorganized(Schema):
+    """Units dissolved into others (a merge, a rename, a split), as of `effective_on`. A fact."""
+    effective_on = fields.Date(required=True)
+    changes = fields.List(fields.Nested(UnitChange), required=True, validate=validate.Length(min=1))

@@ -2,10 +2,14 @@
 every POST carries a fixed Idempotency-Key, so running it again returns the first results and
 creates nothing new.
 
-Facts (shared/DOMAIN.md): HCMC-DXCENTER operates the programme; SIU signed a cooperation agreement on
-2025-03-13 for 2025–2026 training; the first class was on 2025-03-22, a full day at the Banking
-University of HCMC, 36 Tôn Thất Đạm, Quận 1, for about 150 officials of Quận 1, 3, 4, Bình Thạnh and
-Phú Nhuận.
+The facts (shared/DOMAIN.md and the article it quotes): HCMC-DXCENTER operates the programme under
+the joint plan of the Departments of Science and Technology and of Home Affairs, in the context of
+Resolution 57-NQ/TW of 2024-12-22; SIU signed a cooperation agreement with it on 2025-03-13 for
+2025–2026; the first class was on 2025-03-22, a full day at the Banking University of HCMC (HUB),
+36 Tôn Thất Đạm, phường Nguyễn Thái Bình, Quận 1, for about 150 officials of Quận 1, 3, 4, Bình
+Thạnh and Phú Nhuận, in two parts. Since 2025-07-01 the city has no districts: its 168 units of
+today, its departments and the units of the first class (dissolved that day) come with the map.
+Contact addresses are on reserved example domains (RFC 2606): a real relay writes to none of them.
 """
 import os
 import sys
@@ -15,35 +19,44 @@ import requests
 
 PARTNERS = [
     {"code": "HCMC-DXCENTER", "name": "Trung tâm Chuyển đổi số TP. Hồ Chí Minh", "kind": "operator",
-     "contact_email": "daotao-ai@dxcenter.hochiminhcity.gov.vn"},
+     "contact_email": "daotao-ai@dxcenter.example"},
     {"code": "SIU", "name": "Trường Đại học Quốc tế Sài Gòn (SIU)", "kind": "university",
-     "contact_email": "hoptac@siu.edu.vn"},
-    {"code": "BUH", "name": "Trường Đại học Ngân hàng TP. Hồ Chí Minh", "kind": "venue_host",
-     "contact_email": "hoptac@hub.edu.vn"},
+     "contact_email": "hoptac@siu.example"},
+    {"code": "HUB", "name": "Trường Đại học Ngân hàng TP. Hồ Chí Minh (HUB)", "kind": "venue_host",
+     "contact_email": "hoptac@hub.example"},
 ]
 
 SIU_AGREEMENT = {
-    "title": "Thỏa thuận hợp tác đào tạo, bồi dưỡng cán bộ, công chức, viên chức, người lao động và "
-             "thúc đẩy khoa học công nghệ giai đoạn 2025–2026",
+    "title": "Thỏa thuận hợp tác tổ chức các chương trình bồi dưỡng, đào tạo cho cán bộ, công chức, viên chức "
+             "và người lao động trên địa bàn Thành phố, thúc đẩy các hoạt động khoa học công nghệ giai đoạn 2025–2026",
+    "parties": ["HCMC-DXCENTER", "SIU"],
     "signed_on": "2025-03-13", "valid_from": "2025-03-13", "valid_until": "2026-12-31",
     "scope": ["ward_commune", "district", "department", "leader", "ai_office_work", "ai_information_security"],
 }
 
-OFFERING = {
-    "title": "Bồi dưỡng kiến thức và kỹ năng ứng dụng AI trong công việc",
-    "title_en": "Knowledge and skills for using AI tools at work",
-    "audience_groups": ["ward_commune", "district", "department", "leader"],
-    "modules": [
-        {"title": "Xu hướng và ứng dụng AI trong công tác hành chính, văn phòng: báo cáo, quản lý văn bản, "
-                  "lịch làm việc, phân tích dữ liệu, tự động hóa văn phòng", "hours": 4},
-        {"title": "An toàn thông tin khi sử dụng AI; công cụ hỗ trợ cán bộ phường, xã đưa thông tin đến "
-                  "khu phố, ấp, tổ dân phố; AI trong phân tích dữ liệu", "hours": 4},
-    ],
-    "starts_from": "2025-03-22", "ends_by": "2026-12-31",
-}
+# The two parts of the class, as the article words them; a full day of two parts of 3.5 hours each
+# (08:00–11:30 and 13:30–17:00).
+MODULES = [
+    {"title": "Tổng quan về xu hướng phát triển trí tuệ nhân tạo và các ứng dụng cụ thể trong công tác hành "
+              "chính, văn phòng (tạo báo cáo, quản lý tài liệu, lịch làm việc, phân tích dữ liệu, tự động hóa "
+              "công tác văn phòng); hướng dẫn sử dụng hiệu quả các nền tảng AI hiện đại để tối ưu hóa quy trình "
+              "làm việc", "hours": 3.5},
+    {"title": "Các vấn đề an toàn thông tin trong việc sử dụng trí tuệ nhân tạo; các công cụ công nghệ thông tin "
+              "hỗ trợ cán bộ, công chức phường, xã triển khai tổng hợp thông tin đến các khu phố, ấp, tổ dân phố; "
+              "ứng dụng AI để phân tích dữ liệu và nâng cao hiệu quả công việc", "hours": 3.5},
+]
+TITLE = "Bồi dưỡng kiến thức và kỹ năng ứng dụng AI trong công việc"
+TITLE_EN = "Knowledge and skills for using AI tools at work"
+
+# The class of 2025-03-22 was for district and ward officials: an offering of before the reform.
+FIRST_OFFERING = {"title": TITLE, "title_en": TITLE_EN, "audience_groups": ["district", "ward_commune"],
+                  "modules": MODULES, "starts_from": "2025-03-22", "ends_by": "2025-06-30"}
+# Since 2025-07-01: commune-level officials, department officials and leaders.
+OFFERING = {"title": TITLE, "title_en": TITLE_EN, "audience_groups": ["ward_commune", "department", "leader"],
+            "modules": MODULES, "starts_from": "2025-07-01", "ends_by": "2026-12-31"}
 
 VENUE = {
-    "name": "Trường Đại học Ngân hàng TP. Hồ Chí Minh",
+    "name": "Trường Đại học Ngân hàng TP. Hồ Chí Minh (HUB)",
     "address": "36 Tôn Thất Đạm, phường Nguyễn Thái Bình, Quận 1, TP. Hồ Chí Minh",
     "rooms": [
         {"name": "Hội trường lớn", "capacity": 160, "equipment": ["máy chiếu", "âm thanh", "wifi"]},
@@ -51,23 +64,28 @@ VENUE = {
     ],
 }
 
-UNITS = [
-    {"code": "HCM", "name": "Thành phố Hồ Chí Minh", "kind": "city"},
-    {"code": "Q1", "name": "Quận 1", "kind": "district", "parent_code": "HCM"},
-    {"code": "Q3", "name": "Quận 3", "kind": "district", "parent_code": "HCM"},
-    {"code": "Q4", "name": "Quận 4", "kind": "district", "parent_code": "HCM"},
-    {"code": "BINH-THANH", "name": "Quận Bình Thạnh", "kind": "district", "parent_code": "HCM"},
-    {"code": "PHU-NHUAN", "name": "Quận Phú Nhuận", "kind": "district", "parent_code": "HCM"},
-]
-
+# The first class's districts, as the map keeps them: their official codes of 2024.
+FIRST_CLASS_UNITS = ["old-760", "old-770", "old-773", "old-765", "old-768"]
 FIRST_CLASS = {
     "room": "Hội trường lớn", "trainer": "Giảng viên Trường Đại học Quốc tế Sài Gòn",
     "starts_at": "2025-03-22T08:00:00+07:00", "ends_at": "2025-03-22T17:00:00+07:00",
     "parts": [{"starts_at": "2025-03-22T08:00:00+07:00", "ends_at": "2025-03-22T11:30:00+07:00"},
               {"starts_at": "2025-03-22T13:30:00+07:00", "ends_at": "2025-03-22T17:00:00+07:00"}],
-    "capacity": 150, "eligible_units": ["Q1", "Q3", "Q4", "BINH-THANH", "PHU-NHUAN"],
-    "audience_groups": ["ward_commune", "district"],
+    "capacity": 150, "eligible_units": FIRST_CLASS_UNITS,
+    "audience_groups": ["district", "ward_commune"],
     "registration_closes_at": "2025-03-20T17:00:00+07:00",
+}
+
+PROGRAMME = {
+    "name": "Bồi dưỡng kiến thức và kỹ năng ứng dụng AI trong công việc cho cán bộ, công chức, viên chức "
+            "Thành phố Hồ Chí Minh, giai đoạn 2025–2026",
+    "legal_basis": "Nghị quyết số 57-NQ/TW ngày 22/12/2024 của Bộ Chính trị về đột phá phát triển khoa học, công "
+                   "nghệ, đổi mới sáng tạo và chuyển đổi số quốc gia; Kế hoạch liên tịch của Sở Khoa học và Công "
+                   "nghệ và Sở Nội vụ Thành phố Hồ Chí Minh",
+    "starts_on": "2025-03-22", "ends_on": "2026-12-31",
+    "targets": {"ward_commune": {"share": 0.8, "deadline": "2026-12-31"},
+                "department": {"share": 0.7, "deadline": "2026-12-31"},
+                "leader": {"share": 1.0, "deadline": "2026-06-30"}},
 }
 
 
@@ -77,36 +95,45 @@ class Api:
         self.http = requests.Session()
         self.http.headers["Authorization"] = "Bearer " + token
 
-    def post(self, path, body, key, accept=(200, 201), wait_for_events=False):
+    def post(self, path, body, key, accept=(200, 201), wait_for_events=False, data=None):
         """POST with a fixed Idempotency-Key. With `wait_for_events`, retry while the services are
         still learning of what we just created (the events are on their way)."""
         deadline = time.monotonic() + 30
         while True:
-            response = self.http.post(self.base_url + path, json=body, headers={"Idempotency-Key": key},
-                                      timeout=30)
+            response = self.http.post(self.base_url + path, json=body, data=data, headers={"Idempotency-Key": key},
+                                      timeout=60)
             if response.status_code in accept:
                 return response.json()
             if not (wait_for_events and response.status_code in (404, 422) and time.monotonic() < deadline):
                 raise SystemExit("seed: POST {} failed: {} {}".format(path, response.status_code, response.text))
             time.sleep(0.3)
 
+    def get(self, path):
+        response = self.http.get(self.base_url + path, timeout=60)
+        if response.status_code != 200:
+            raise SystemExit("seed: GET {} failed: {} {}".format(path, response.status_code, response.text))
+        return response.json()
+
 
 def load(base_url, token, say=print):
+    """The map, the programme, its partners and agreement, and the first class as history."""
     api = Api(base_url, token)
+    units = api.post("/units/load-map", None, "seed-map-2025")
+    programme = api.post("/programme", PROGRAMME, "seed-programme-2025")
     partners = {p["code"]: api.post("/partners", p, "seed-partner-" + p["code"]) for p in PARTNERS}
     agreement = api.post("/partners/{}/agreements".format(partners["SIU"]["id"]), SIU_AGREEMENT,
                          "seed-agreement-SIU-2025")
-    offering = api.post("/offerings", dict(OFFERING, partner_id=partners["SIU"]["id"]), "seed-offering-ai-2025")
-    venue = api.post("/venues", dict(VENUE, host_partner_id=partners["BUH"]["id"]), "seed-venue-BUH")
-    for unit in UNITS:
-        api.post("/units", unit, "seed-unit-" + unit["code"])
-    session = api.post("/sessions", dict(FIRST_CLASS, offering_id=offering["id"], venue_id=venue["id"]),
+    first_offering = api.post("/offerings", dict(FIRST_OFFERING, partner_id=partners["SIU"]["id"]),
+                              "seed-offering-ai-2025-03")
+    offering = api.post("/offerings", dict(OFFERING, partner_id=partners["SIU"]["id"]), "seed-offering-ai-2025-07")
+    venue = api.post("/venues", dict(VENUE, host_partner_id=partners["HUB"]["id"]), "seed-venue-HUB")
+    session = api.post("/sessions", dict(FIRST_CLASS, offering_id=first_offering["id"], venue_id=venue["id"]),
                        "seed-session-2025-03-22", wait_for_events=True)
-    say("seed: partners {}, agreement {} ({}), offering {}, venue {}, first class {}".format(
-        ", ".join(sorted(partners)), agreement["id"], agreement["status"], offering["id"], venue["id"],
-        session["id"]))
-    return {"partners": partners, "agreement": agreement, "offering": offering, "venue": venue,
-            "session": session}
+    say("seed: map ({} units new), programme, partners {}, agreement {} ({}), offerings {} and {}, venue {}, "
+        "first class {}".format(units["created"], ", ".join(sorted(partners)), agreement["id"], agreement["status"],
+                                first_offering["id"], offering["id"], venue["id"], session["id"]))
+    return {"partners": partners, "agreement": agreement, "first_offering": first_offering, "offering": offering,
+            "venue": venue, "session": session, "programme": programme}
 
 
 def main():

@@ -53,8 +53,8 @@ PATH_PARAMETERS = {
     "official_id": {"pattern": HEX_ID.format("official")},
     "key_id": {"pattern": HEX_ID.format("key")},
     "registration_id": {"pattern": "^registration-[0-9a-f]{20}$"},
-    "code": {"pattern": "^[A-HJ-NP-Z2-9]{5}(-[A-HJ-NP-Z2-9]{5}){3}$",
-             "description": "A certificate's verification code, as printed on it."},
+    "code": {"pattern": "^[A-Za-z0-9_.-]{1,32}$",
+             "description": "A certificate's verification code, as printed on it, or a unit's code."},
     "by": {"enum": ["session", "unit", "district", "partner"]},
 }
 

@@ -12,7 +12,7 @@ from backbone.auth import FEED_TOKEN_PREFIX, OPERATOR
 from backbone.database import Database
 from backbone.errors import DomainError
 from backbone.logs import Tracing
-from gateway import openapi, tables
+from gateway import documents, openapi, tables
 from gateway.admission import bearer_token, token_digest
 from gateway.entrypoints import Routes, ServiceClient, api, read_json
 from gateway.responses import attachment
@@ -267,18 +267,37 @@ class GatewayService(OperationsRoutes):
 
     # -- registration -----------------------------------------------------------------------------
 
-    @api("POST", "/units", body="UnitIn", status=201, summary="An administrative unit (city, district, ward/commune).")
+    @api("POST", "/units", body="UnitIn", status=201, summary="An administrative unit (a ward, a department, ...).")
     def create_unit(self, request):
         return 201, self.registration.create_unit(self.actor(request), read_json(request))
 
-    @api("GET", "/units", auth="any", summary="Administrative units, merged ones with what they became.")
+    @api("GET", "/units", auth="any", query="UnitQuery",
+         summary="Units by code, dissolved ones with what they became; q ignores accents.")
     def list_units(self, request):
-        return self.registration.list_units(self.actor(request))
+        return self.registration.list_units(self.actor(request), request.args.to_dict())
+
+    @api("POST", "/units/load-map",
+         summary="Load the city's map: its 168 units of today, its departments and leadership, and the units "
+                 "of early 2025 the first class was for; again, it changes nothing (body optional).")
+    def load_map(self, request):
+        actor = self.actor(request)
+        read_json(request, optional=True)
+        return self.registration.load_map(actor)
+
+    @api("POST", "/units/reorganize", body="ReorganizeIn",
+         summary="Merges, renames and splits of units as data, checked as a whole; 422 names the bad change.")
+    def reorganize_units(self, request):
+        return self.registration.reorganize_units(self.actor(request), read_json(request))
 
     @api("POST", "/units/merge", body="UnitMergeIn", status=201,
-         summary="Merge units into a new one; officials, quotas and sessions' eligible units follow.")
+         summary="Merge units into one; officials, quotas and sessions' eligible units follow.")
     def merge_units(self, request):
         return 201, self.registration.merge_units(self.actor(request), read_json(request))
+
+    @api("POST", "/units/<code>/headcount", body="HeadcountIn",
+         summary="Declare how many officials of an audience group a unit has (coverage counts against it).")
+    def set_headcount(self, request, code):
+        return self.registration.set_headcount(self.actor(request), code, read_json(request))
 
     @api("POST", "/officials", body="OfficialIn", status=201, summary="An official; phone answered in +84 form.")
     def create_official(self, request):
@@ -302,6 +321,11 @@ class GatewayService(OperationsRoutes):
     @api("GET", "/officials/<official_id>", summary="One official.")
     def get_official(self, request, official_id):
         return self.registration.get_official(self.actor(request), official_id)
+
+    @api("GET", "/officials/<official_id>/record",
+         summary="One official's training record: registrations, attendance and certificates.")
+    def official_record(self, request, official_id):
+        return self.registration.official_record(self.actor(request), official_id)
 
     @api("POST", "/sessions/<session_id>/registrations", body="RegistrationIn", status=201,
          summary="Register an official: confirmed, or waitlisted with a position.")
@@ -345,6 +369,33 @@ class GatewayService(OperationsRoutes):
          summary="A certificate of completion as printable HTML: the public verification of its code.")
     def certificate(self, request, code):
         return Response(self.registration.certificate(code).encode("utf-8"), mimetype="text/html")
+
+    @api("GET", "/programme", auth="any", summary="The programme: name, legal basis, period and targets.")
+    def get_programme(self, request):
+        return self.registration.get_programme(self.actor(request))
+
+    @api("POST", "/programme", body="ProgrammeIn", summary="Set the programme record (name, basis, targets).")
+    def set_programme(self, request):
+        return self.registration.set_programme(self.actor(request), read_json(request))
+
+    @api("GET", "/reports/coverage", query="CoverageQuery",
+         summary="Coverage for leaders: staff, trained, coverage, registered, attended, target and gap by unit, "
+                 "audience group, partner or month, with totals; json, csv, xlsx or pdf.")
+    def coverage(self, request):
+        actor = self.actor(request)
+        found = self.registration.coverage(actor, request.args.to_dict())
+        if request.args.get("by") == "partner":
+            names = {p["id"]: p["name"] for p in self.partners.list_partners(actor, {"limit": 200})["items"]}
+            for item in found["items"]:
+                item["name"] = names.get(item["key"], item["name"])
+        kind = request.args.get("format", "json")
+        if kind == "pdf":
+            return documents.coverage_pdf(found)
+        if kind in ("csv", "xlsx"):
+            rows = [[item[c] for c in found["columns"]] for item in found["items"] + [found["totals"]]]
+            return tables.tabular({"columns": found["columns"], "rows": rows}, kind,
+                                  "coverage-{}-{}".format(request.args.get("by", "unit"), found["as_of"]))
+        return found
 
     @api("GET", "/reports/over-capacity",
          summary="Sessions whose capacity fell below the seats confirmed (nobody was dropped).")

@@ -122,7 +122,7 @@ def offering(**changes):
     ahead; a change to None leaves that field out."""
     body = {"title": "Bồi dưỡng kiến thức và kỹ năng ứng dụng AI trong công việc",
             "title_en": "Knowledge and skills for using AI tools at work",
-            "audience_groups": ["district", "ward_commune"], "modules": MODULES,
+            "audience_groups": ["ward_commune"], "modules": MODULES,
             "starts_from": iso_day(5), "ends_by": iso_day(25)}
     body.update(changes)
     return {k: v for k, v in body.items() if v is not None}
@@ -163,7 +163,7 @@ class Programme:
         self.agreement_id = agreement.json()["id"]
         offering = self.siu.post("/offerings", {
             "title": "Bồi dưỡng kiến thức và kỹ năng ứng dụng AI trong công việc",
-            "audience_groups": ["district", "ward_commune"],
+            "audience_groups": ["ward_commune", "department"],
             "modules": [{"title": "AI trong công tác văn phòng", "hours": 4}],
             "starts_from": day(-365).isoformat(), "ends_by": day(365).isoformat()})
         assert offering.status_code == 201, offering.text
@@ -188,7 +188,7 @@ class Programme:
         return dict({
             "offering_id": self.offering_id, "venue_id": self.venue_id, "room": HALL,
             "trainer": "TS. Nguyễn Văn A", "starts_at": at(10, "08:00"), "ends_at": at(10, "12:00"),
-            "capacity": 150, "eligible_units": ["Q1", "Q3"], "audience_groups": ["district"]}, **fields)
+            "capacity": 150, "eligible_units": ["Q1", "Q3"], "audience_groups": ["ward_commune"]}, **fields)
 
     def schedule(self, client=None, **fields):
         return (client or self.operator).post("/sessions", self.session(**fields))
@@ -198,7 +198,7 @@ class Programme:
         assert response.status_code == 201, response.text
         return response.json()
 
-    def official(self, unit_code="Q1", audience_group="district", full_name=None):
+    def official(self, unit_code="Q1", audience_group="ward_commune", full_name=None):
         """A new official of `unit_code` (a number of its own in its name, email and phone)."""
         n = next(_numbers)
         response = self.operator.post("/officials", {

@@ -66,7 +66,7 @@ def test_nested_bad_input_is_named_field_by_field(operator, db):
 def test_a_phone_that_is_not_vietnamese_is_refused(operator, db):
     fields = assert_error(operator.post("/officials", {
         "full_name": "Trần Văn B", "email": "b@q3.gov.vn", "phone": "+1 202 555 0100",
-        "unit_code": "Q3", "audience_group": "district"}), 422, "invalid_fields")
+        "unit_code": "Q3", "audience_group": "ward_commune"}), 422, "invalid_fields")
     assert fields == {"phone": ["Not a Vietnamese mobile or landline number."]}
     nothing_written(db)
 
@@ -75,7 +75,7 @@ def test_a_naive_datetime_is_refused(operator, db):
     fields = assert_error(operator.post("/sessions", {
         "offering_id": "o", "venue_id": "v", "room": "A", "trainer": "T", "capacity": 10,
         "starts_at": "2026-12-05T08:00:00", "ends_at": "2026-12-05T17:00:00+07:00",
-        "audience_groups": ["district"]}), 422, "invalid_fields")
+        "audience_groups": ["ward_commune"]}), 422, "invalid_fields")
     assert list(fields) == ["starts_at"]
     nothing_written(db)
 

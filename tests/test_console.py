@@ -152,9 +152,9 @@ def test_the_console_shows_upcoming_sessions_with_seats_and_partners_with_agreem
                                           "kind": "university", "contact_email": "hoptac@siu.edu.vn"}).json()
     assert operator.post("/partners/{}/agreements".format(partner["id"]), {
         "title": "Thỏa thuận hợp tác đào tạo 2025–2026", "signed_on": "2025-03-13", "valid_from": "2025-03-13",
-        "valid_until": until.isoformat(), "scope": ["district"]}).status_code == 201
+        "valid_until": until.isoformat(), "scope": ["ward_commune"]}).status_code == 201
     offering = operator.as_(partner["api_key"]).post("/offerings", {
-        "title": "Bồi dưỡng kiến thức và kỹ năng ứng dụng AI trong công việc", "audience_groups": ["district"],
+        "title": "Bồi dưỡng kiến thức và kỹ năng ứng dụng AI trong công việc", "audience_groups": ["ward_commune"],
         "modules": [{"title": "AI trong công tác văn phòng", "hours": 8}],
         "starts_from": today.isoformat(), "ends_by": (today + timedelta(days=60)).isoformat()}).json()
     venue = operator.post("/venues", {"name": "Trường Đại học Ngân hàng TP.HCM", "address": "36 Tôn Thất Đạm, Quận 1",
@@ -166,7 +166,7 @@ def test_the_console_shows_upcoming_sessions_with_seats_and_partners_with_agreem
             "offering_id": offering["id"], "venue_id": venue["id"], "room": "Hội trường A",
             "trainer": "TS. Nguyễn Văn A", "starts_at": "{}T08:00:00+07:00".format(day),
             "ends_at": "{}T17:00:00+07:00".format(day), "capacity": 150, "eligible_units": ["Q1"],
-            "audience_groups": ["district"]})
+            "audience_groups": ["ward_commune"]})
         return response if response.status_code == 201 else None
     wait_for(schedule)
 

@@ -57,7 +57,7 @@ def running_stack(mongo, amqp_uri, smtp_sink, sms_gateway, tmp_path):
 def test_make_run_serves_the_readme_walkthrough_and_stops_on_ctrl_c(running_stack, smtp_sink, tmp_path):
     process, port, output = running_stack
     banner = output.read_text()
-    assert "seed: partners BUH, HCMC-DXCENTER, SIU" in banner
+    assert "partners HCMC-DXCENTER, HUB, SIU" in banner
     assert "operator token  walkthrough-token" in banner
     # config.yml commits no secret: make run makes the dev ones in var/ (once, then reads them).
     assert "var/dev-feed-secret" in banner and "var/dev-unsubscribe-secret" in banner

@@ -181,7 +181,7 @@ def test_logs_of_a_flow_and_of_a_dead_letter_show_no_phone_or_email(system, oper
         operator.post("/units", {"code": "Q1", "name": "Quận 1", "kind": "district"})
         official = operator.post("/officials", {
             "full_name": "Trần Văn Bình", "email": "binh.tran@q1.hochiminhcity.gov.vn", "phone": "0912 345 678",
-            "unit_code": "Q1", "audience_group": "district"})
+            "unit_code": "Q1", "audience_group": "ward_commune"})
         assert official.status_code == 201, official.text
         # A failing handler whose error and event carry contact details: still masked in every line.
         event = withdrawn("corr-logs", contact=" binh.tran@q1.hochiminhcity.gov.vn 0912 345 678")

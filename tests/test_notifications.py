@@ -533,7 +533,7 @@ def test_partners_hear_of_their_offerings_and_expired_agreement_even_if_onboardi
     tag = uuid.uuid4().hex[:8]
     partner_id, contact = "partner-" + tag, "hoptac.{}@siu.edu.vn".format(tag)
     offering = {"offering_id": "offering-" + tag, "partner_id": partner_id, "title": "Ứng dụng AI trong văn phòng",
-                "audience_groups": ["district"], "starts_from": "2026-01-01", "ends_by": "2026-06-30"}
+                "audience_groups": ["ward_commune"], "starts_from": "2026-01-01", "ends_by": "2026-06-30"}
     before = handled("offering_published", "retried")
     publish(app_config, make_envelope("offering_published", offering, "partners", "c1"))
     # The partner is not known yet: the event is retried.

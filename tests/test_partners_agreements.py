@@ -113,7 +113,7 @@ def test_termination_ends_an_agreement_at_once_and_for_good(operator, db):
     refused = operator.post(path + "/amend", {"valid_until": iso_day(400), "reason": "gia hạn"})
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "agreement_ended"
     offering = operator.post("/offerings", {
-        "partner_id": partner["id"], "title": "Ứng dụng AI trong công việc", "audience_groups": ["district"],
+        "partner_id": partner["id"], "title": "Ứng dụng AI trong công việc", "audience_groups": ["ward_commune"],
         "starts_from": iso_day(10), "ends_by": iso_day(20)})
     assert offering.json()["error"]["code"] == "no_active_agreement"
 

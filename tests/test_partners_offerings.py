@@ -42,17 +42,17 @@ def test_an_offering_refused_for_want_of_an_agreement_is_accepted_once_the_agree
 
 def test_an_agreement_covers_its_window_to_the_day_and_only_the_audiences_in_its_scope(operator):
     partner, siu = onboard(operator)
-    sign(operator, partner["id"], iso_day(-10), iso_day(30), scope=["district", "ai_office_work"])
+    sign(operator, partner["id"], iso_day(-10), iso_day(30), scope=["ward_commune", "ai_office_work"])
     assert siu.post("/offerings", offering(starts_from=iso_day(-10), ends_by=iso_day(30),
-                                           audience_groups=["district"])).status_code == 201
-    error_of(siu.post("/offerings", offering(starts_from=iso_day(-11), ends_by=iso_day(30), audience_groups=["district"])),
+                                           audience_groups=["ward_commune"])).status_code == 201
+    error_of(siu.post("/offerings", offering(starts_from=iso_day(-11), ends_by=iso_day(30), audience_groups=["ward_commune"])),
              422, "no_active_agreement")
-    error_of(siu.post("/offerings", offering(starts_from=iso_day(-10), ends_by=iso_day(31), audience_groups=["district"])),
+    error_of(siu.post("/offerings", offering(starts_from=iso_day(-10), ends_by=iso_day(31), audience_groups=["ward_commune"])),
              422, "no_active_agreement")
-    error_of(siu.post("/offerings", offering(audience_groups=["district", "leader"])), 422, "no_active_agreement")
+    error_of(siu.post("/offerings", offering(audience_groups=["ward_commune", "leader"])), 422, "no_active_agreement")
     # A pending agreement covers nothing yet.
     sign(operator, partner["id"], iso_day(1), iso_day(300))
-    error_of(siu.post("/offerings", offering(starts_from=iso_day(40), ends_by=iso_day(50), audience_groups=["district"])),
+    error_of(siu.post("/offerings", offering(starts_from=iso_day(40), ends_by=iso_day(50), audience_groups=["ward_commune"])),
              422, "no_active_agreement")
 
 
@@ -141,7 +141,7 @@ def test_offerings_are_listed_by_partner_audience_and_date_a_page_at_a_time(oper
     assert ids("/offerings?partner_id=" + siu_partner["id"]) == {march["id"], april["id"], may["id"]}
     assert ids("/offerings?audience=leader") == {april["id"]}
     assert ids("/offerings?date=" + iso_day(9)) == {march["id"], other["id"]}
-    assert ids("/offerings?date={}&audience=district&partner_id={}".format(iso_day(25), siu_partner["id"])) == {may["id"]}
+    assert ids("/offerings?date={}&audience=ward_commune&partner_id={}".format(iso_day(25), siu_partner["id"])) == {may["id"]}
     assert ids("/offerings", client=buh) == {other["id"]}
 
     seen, cursor = [], None

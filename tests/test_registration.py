@@ -26,7 +26,7 @@ def test_an_official_is_confirmed_once_and_a_second_registration_is_409(programm
 
 
 def test_only_invited_units_and_audiences_may_register_and_never_after_the_cut_off(programme):
-    session = programme.known_session(eligible_units=["Q1"], audience_groups=["district"])
+    session = programme.known_session(eligible_units=["Q1"], audience_groups=["ward_commune"])
     assert_error(programme.register(session, programme.official(unit_code="Q4")), 422, "not_eligible")
     assert_error(programme.register(session, programme.official(audience_group="leader")), 422, "not_eligible")
 

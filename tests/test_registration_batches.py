@@ -10,7 +10,7 @@ SEATS = 3
 
 
 def test_a_burst_with_refusals_and_a_double_send_gives_everyone_their_own_answer(programme):
-    session = programme.known_session(capacity=SEATS, eligible_units=["Q1"], audience_groups=["district"])
+    session = programme.known_session(capacity=SEATS, eligible_units=["Q1"], audience_groups=["ward_commune"])
     invited = [programme.official() for _ in range(8)]
     outsider = programme.official(unit_code="Q4")
     twice = invited[0]

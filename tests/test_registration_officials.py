@@ -4,7 +4,7 @@ changes nothing), and unit merges that carry officials, quotas, sessions and reg
 from tests.helpers import assert_error
 
 OFFICIAL = {"full_name": "Nguyễn Thị Ánh", "email": "Anh.Nguyen@q1.hochiminhcity.gov.vn", "phone": "0903 123 456",
-            "unit_code": "Q1", "audience_group": "district"}
+            "unit_code": "Q1", "audience_group": "ward_commune"}
 
 
 def test_phones_are_stored_in_plus_84_form_and_foreign_or_service_numbers_are_refused(programme):
@@ -92,7 +92,7 @@ def test_a_file_with_unknown_columns_or_not_utf8_is_refused_whole(programme):
     assert programme.db("registration").officials.count_documents({}) == 0
 
 
-def test_merging_districts_moves_officials_quotas_sessions_and_registrations_and_keeps_history(programme):
+def test_merging_units_moves_officials_quotas_sessions_and_registrations_and_keeps_history(programme):
     session = programme.known_session(capacity=3, eligible_units=["Q1", "Q3"])
     programme.operator.post("/sessions/{}/quotas".format(session["id"]), {"quotas": {"Q1": 1, "Q3": 1}})
     q1, q3 = programme.official("Q1"), programme.official("Q3")
@@ -102,26 +102,28 @@ def test_merging_districts_moves_officials_quotas_sessions_and_registrations_and
     merged = programme.operator.post("/units/merge", {"from": ["Q1", "Q3"],
                                                       "into": {"code": "TT", "name": "Quận Trung Tâm"}})
     assert merged.status_code == 201, merged.text
-    assert merged.json()["merged_from"] == ["Q1", "Q3"] and merged.json()["kind"] == "district"
+    assert merged.json()["predecessors"] == ["Q1", "Q3"] and merged.json()["kind"] == "district"
 
     assert programme.operator.get("/officials/{}".format(q1["id"])).json()["unit_code"] == "TT"
     assert programme.operator.get("/registrations/{}".format(r3["id"])).json()["unit_code"] == "TT"
+    # ...and remembers the unit it was made under.
+    assert programme.db("registration").registrations.find_one({"_id": r3["id"]})["unit_code_then"] == "Q3"
     seats = programme.operator.get("/sessions/{}".format(session["id"])).json()
     assert seats["quotas"] == {"TT": {"seats": 2, "taken": 2}}
     stored = programme.db("registration").sessions.find_one({"_id": session["id"]})
     assert stored["eligible_units"] == ["TT"]
     units = {u["code"]: u for u in programme.operator.get("/units").json()["items"]}
-    assert units["Q1"]["status"] == "merged" and units["Q1"]["merged_into"] == "TT"
+    assert units["Q1"]["status"] == "dissolved" and units["Q1"]["successors"] == ["TT"]
     assert units["BEN-NGHE"]["parent_code"] == "TT"
-    [event] = programme.outbox("units_merged")
-    assert event == {"from_codes": ["Q1", "Q3"], "into_code": "TT", "into_name": "Quận Trung Tâm"}
+    [event] = programme.outbox("units_reorganized")
+    assert event["changes"] == [{"kind": "merge", "from_codes": ["Q1", "Q3"], "into_codes": ["TT"]}]
 
     # The merged unit's officials register as before; the old codes take no one new.
     newcomer = programme.official("TT")
     assert programme.registered(session, newcomer)["status"] == "waitlisted"  # the TT quota (2) is full
-    assert_error(programme.operator.post("/officials", dict(OFFICIAL, unit_code="Q1")), 422, "unit_merged")
+    assert_error(programme.operator.post("/officials", dict(OFFICIAL, unit_code="Q1")), 422, "unit_dissolved")
     assert_error(programme.operator.post("/units/merge", {"from": ["Q1"], "into": {"code": "X", "name": "X"}}),
-                 422, "unit_merged")
+                 422, "invalid_reorganization")
     assert_error(programme.operator.post("/units/merge", {"from": ["Q4"], "into": {"code": "TT", "name": "X"}}),
                  409, "unit_exists")
     # A session scheduled later with the old codes (scheduling's copy did not follow) is open to TT.

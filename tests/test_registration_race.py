@@ -11,7 +11,7 @@ CALLERS = 200
 
 def staff_list(count):
     lines = ["full_name,email,phone,unit_code,audience_group"]
-    lines += ["Trần Thị Đua {n},dua{n}@q1.gov.vn,0987{n:06d},Q1,district".format(n=n) for n in range(count)]
+    lines += ["Trần Thị Đua {n},dua{n}@q1.gov.vn,0987{n:06d},Q1,ward_commune".format(n=n) for n in range(count)]
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
 

@@ -102,9 +102,8 @@ def test_an_official_is_found_by_name_email_and_phone_folded():
 
 # -- units and officials ------------------------------------------------------------------------------------------
 
-def test_a_new_unit_is_active_and_keyed_by_its_code():
-    unit = rules.new_unit({"code": "Q1", "name": "Quận 1", "kind": "district"}, NOW)
-    assert (unit["_id"], unit["status"], unit["created_at"], unit["name"]) == ("Q1", "active", NOW, "Quận 1")
+def test_a_unit_is_found_by_the_words_of_its_name_or_code_without_accents():
+    assert rules.unit_search_text({"code": "26740", "name": "Phường Sài Gòn"}) == "phuong sai gon 26740"
 
 
 def test_a_parent_unit_must_exist_when_one_is_named():
@@ -117,9 +116,11 @@ def test_a_parent_unit_must_exist_when_one_is_named():
 @pytest.mark.parametrize("unit, problem, code", [
     ({"_id": "Q1", "status": "active"}, None, None),
     (None, "Unknown unit.", "unknown_unit"),
-    ({"_id": "Q1", "status": "merged", "merged_into": "TT"}, "Merged into TT.", "unit_merged"),
+    ({"_id": "Q1", "status": "dissolved", "successors": ["26740", "26743"]},
+     "Dissolved; it became 26740, 26743.", "unit_dissolved"),
+    ({"_id": "Q1", "status": "merged", "merged_into": "TT"}, "Dissolved; it became TT.", "unit_dissolved"),
 ])
-def test_officials_are_placed_only_in_units_that_exist_and_were_not_merged(unit, problem, code):
+def test_officials_are_placed_only_in_units_that_exist_and_were_not_dissolved(unit, problem, code):
     assert rules.unit_problem(unit) == problem
     if code is None:
         assert rules.require_active_unit(unit, "Q1") is unit
@@ -136,56 +137,17 @@ def test_a_new_official_has_a_lower_case_email_an_id_and_a_search_text():
     assert made["search"] == "nguyen thi anh anh.nguyen@q1.gov.vn +84903123456"
 
 
-@pytest.mark.parametrize("codes, merged_into, current", [
+@pytest.mark.parametrize("codes, successors, current", [
     (["Q1", "Q3"], {}, ["Q1", "Q3"]),
-    (["Q1", "Q3"], {"Q1": "TT", "Q3": "TT"}, ["TT"]),  # both merged into one: named once
-    (["BEN-NGHE"], {"BEN-NGHE": "Q1-NEW", "Q1-NEW": "SAI-GON"}, ["SAI-GON"]),  # followed transitively
-    (["A"], {"A": "B", "B": "A"}, ["A"]),  # a cycle stops where it closes
-    (["Q4", "Q1"], {"Q1": "Q4"}, ["Q4"]),
+    (["Q1", "Q3"], {"Q1": ["TT"], "Q3": ["TT"]}, ["TT"]),  # both merged into one: named once
+    (["BEN-NGHE"], {"BEN-NGHE": ["Q1-NEW"], "Q1-NEW": ["SAI-GON"]}, ["SAI-GON"]),  # followed transitively
+    (["A"], {"A": ["B"], "B": ["A"]}, ["A"]),  # a cycle stops where it closes
+    (["X"], {"X": ["Y", "Z"], "Y": ["D"], "Z": ["D"], "D": ["E"]}, ["E"]),  # two ways to one unit
+    (["Q4", "Q1"], {"Q1": ["Q4"]}, ["Q4"]),
+    (["NTB"], {"NTB": ["BEN-THANH", "SAI-GON"]}, ["BEN-THANH", "SAI-GON"]),  # a split: open to each part
 ])
-def test_a_session_naming_merged_units_is_open_to_the_units_of_today(codes, merged_into, current):
-    assert rules.current_codes(codes, merged_into) == current
-
-
-@pytest.mark.parametrize("codes, into, code, field", [
-    (["Q1", "Q99"], "TT", "unknown_unit", "from"),
-    (["Q1", "OLD"], "TT", "unit_merged", "from"),
-    (["Q1", "Q3"], "Q3", "invalid_fields", "into"),
-])
-def test_units_merge_only_when_all_exist_none_was_merged_and_the_code_is_new(codes, into, code, field):
-    found = {"Q1": {"status": "active"}, "Q3": {"status": "active"}, "OLD": {"status": "merged"}}
-    found = {c: u for c, u in found.items() if c in codes}
-    error = refused(rules.require_mergeable, codes, found, into)
-    assert (error.code, list(error.fields)) == (code, [field])
-
-
-def test_units_that_exist_and_are_active_merge_into_a_new_code():
-    rules.require_mergeable(["Q1", "Q3"], {"Q1": {"status": "active"}, "Q3": {"status": "active"}}, "TT")
-
-
-@pytest.mark.parametrize("into, kind, parent", [
-    ({"code": "TT", "name": "Quận Trung Tâm"}, "district", "HCM"),
-    ({"code": "SG", "name": "Phường Sài Gòn", "kind": "ward_commune", "parent_code": None}, "ward_commune", None),
-])
-def test_a_merged_unit_keeps_the_first_units_kind_and_parent_unless_told(into, kind, parent):
-    unit = rules.merged_unit(["Q1", "Q3"], {"kind": "district", "parent_code": "HCM"}, into, NOW)
-    assert (unit["_id"], unit["kind"], unit["parent_code"], unit["status"], unit["merged_from"]) == (
-        into["code"], kind, parent, "active", ["Q1", "Q3"])
-
-
-@pytest.mark.parametrize("before, after", [
-    # Quotas and seats of the old units add up under the new one.
-    ({"eligible_units": ["Q1", "Q3"], "quotas": {"Q1": 1, "Q3": 1}, "unit_seats": {"Q1": 1, "Q3": 1}},
-     {"eligible_units": ["TT"], "quotas": {"TT": 2}, "unit_seats": {"TT": 2}}),
-    # No quota before, none after; other units stay.
-    ({"eligible_units": ["Q1", "Q4"], "quotas": {"Q4": 5}, "unit_seats": {"Q1": 3, "Q4": 2}},
-     {"eligible_units": ["TT", "Q4"], "quotas": {"Q4": 5}, "unit_seats": {"TT": 3, "Q4": 2}}),
-    # Open to all units (no eligible list): only the seats move.
-    ({"eligible_units": [], "quotas": {}, "unit_seats": {"Q3": 4}},
-     {"eligible_units": [], "quotas": {}, "unit_seats": {"TT": 4}}),
-])
-def test_a_merge_moves_a_sessions_eligible_units_quotas_and_seats_to_the_new_unit(before, after):
-    assert rules.merged_session(before, ["Q1", "Q3"], "TT") == after
+def test_a_session_naming_dissolved_units_is_open_to_the_units_of_today(codes, successors, current):
+    assert rules.current_codes(codes, successors) == current
 
 
 # -- who may read and register -----------------------------------------------------------------------------
@@ -280,7 +242,7 @@ def test_a_free_seat_goes_to_the_first_waitlisted_official_whose_unit_is_under_i
     ("Q4", {"_id": "Q4", "status": "active"}, ["Q1", "Q3"], "invalid_fields"),  # not invited
     ("Q4", {"_id": "Q4", "status": "active"}, [], None),  # every unit invited
     ("Q99", None, ["Q1"], "unknown_unit"),
-    ("Q1", {"_id": "Q1", "status": "merged", "merged_into": "TT"}, ["Q1"], "unit_merged"),
+    ("Q1", {"_id": "Q1", "status": "dissolved", "successors": ["TT"]}, ["Q1"], "unit_dissolved"),
 ])
 def test_a_quota_is_for_an_active_unit_the_session_invites(code, unit, eligible, refusal):
     if refusal is None:

@@ -339,7 +339,7 @@ def stack(mongo, tmp_path_factory):
 
 def staff_list(count):
     lines = ["full_name,email,phone,unit_code,audience_group"]
-    lines += ["Phạm Thị Song {n},song{n}@q1.gov.vn,0934{n:06d},Q1,district".format(n=n) for n in range(count)]
+    lines += ["Phạm Thị Song {n},song{n}@q1.gov.vn,0934{n:06d},Q1,ward_commune".format(n=n) for n in range(count)]
     return ("\r\n".join(lines) + "\r\n").encode("utf-8")
 
 

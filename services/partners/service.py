@@ -230,6 +230,7 @@ class PartnersService(Operated):
         partner_id = rules.offering_poster(actor, fields.get("partner_id"))
         store.get_partner(self.db, partner_id)
         offering = store.offering_record(fields, partner_id, new_id("offering"), utcnow())
+        rules.require_current_audiences(offering["audience_groups"], rules.as_date(offering["ends_by"]))
         offering["agreement_id"] = self._covering_agreement(offering, actor)
 
         def publish(tx):
@@ -256,6 +257,7 @@ class PartnersService(Operated):
         auth.require_operator_or_partner(actor, offering["partner_id"])
         changes = validated(schemas.OfferingUpdate(), data)
         updated = rules.updated_offering(offering, changes)
+        rules.require_current_audiences(updated["audience_groups"], rules.as_date(updated["ends_by"]))
         updated["agreement_id"] = self._covering_agreement(updated, actor)
         updated["updated_at"] = utcnow()
 

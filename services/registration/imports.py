@@ -56,7 +56,7 @@ def import_csv(db, text, max_rows=None):
     """{created, updated, unchanged, errors: [{row, fields}] (the first MAX_ERRORS), errors_total}
     for a staff list's CSV text."""
     schema = schemas.OfficialIn()
-    units = {u["_id"]: u for u in db.units.find({}, {"status": 1, "merged_into": 1})}
+    units = {u["_id"]: u for u in db.units.find({}, {"status": 1, "successors": 1, "merged_into": 1})}
     errors, valid, seen_email, seen_phone = [], [], {}, {}
     for number, data, problem in read_rows(text, max_rows):
         if problem:

@@ -1,34 +1,57 @@
 """Operators' reports: registered, attended and completed per session, unit, district or partner.
 Counted in Python from one pass over the registrations (no server-side aggregation: SecantusDB's
-is not the fast path, and these are operator reports, not hot paths)."""
+is not the fast path, and these are operator reports, not hot paths).
+
+Units two ways: `now`, each registration under the unit of today its unit became (a dissolved unit
+rolls up to its first successor, transitively), or `then`, under the unit it was made under."""
 from collections import defaultdict
+
+from services.registration import rules
 
 GROUPINGS = ("session", "unit", "district", "partner")
 COUNTS = ("registered", "confirmed", "waitlisted", "cancelled", "attended", "completed")
 
 
-def build(db, by):
-    units = {u["_id"]: u for u in db.units.find({}, {"name": 1, "kind": 1, "parent_code": 1})}
+def rolled_up(code, units):
+    """The unit of today a unit became: itself if active, else its first successor's, transitively."""
+    seen = set()
+    while code in units and rules.is_dissolved(units[code]) and code not in seen:
+        seen.add(code)
+        successors = rules.successors_of(units[code])
+        if not successors:
+            break
+        code = successors[0]
+    return code
+
+
+def build(db, by, units_as_of="now"):
+    units = {u["_id"]: u for u in db.units.find({}, {"name": 1, "kind": 1, "parent_code": 1, "status": 1,
+                                                       "successors": 1, "merged_into": 1})}
     sessions = {s["_id"]: s for s in db.sessions.find({}, {"title": 1, "starts_at": 1, "partner_id": 1})}
 
     def district(code):
         unit = units.get(code) or {}
-        if unit.get("kind") == "ward_commune" and unit.get("parent_code"):
+        if unit.get("kind") in ("ward", "ward_commune") and unit.get("parent_code"):
             return unit["parent_code"]
         return code
+
+    def unit_of(registration):
+        if units_as_of == "then":
+            return registration.get("unit_code_then") or registration["unit_code"]
+        return rolled_up(registration["unit_code"], units)
 
     def key_of(registration):
         if by == "session":
             return registration["session_id"]
         if by == "unit":
-            return registration["unit_code"]
+            return unit_of(registration)
         if by == "district":
-            return district(registration["unit_code"])
+            return district(unit_of(registration))
         return (sessions.get(registration["session_id"]) or {}).get("partner_id")
 
     rows = defaultdict(lambda: dict.fromkeys(COUNTS, 0))
-    for registration in db.registrations.find({}, {"session_id": 1, "unit_code": 1, "status": 1,
-                                                      "attended_parts": 1}):
+    for registration in db.registrations.find({}, {"session_id": 1, "unit_code": 1, "unit_code_then": 1,
+                                                      "status": 1, "attended_parts": 1}):
         counts = rows[key_of(registration)]
         status = registration["status"]
         if status in ("confirmed", "waitlisted", "cancelled"):

@@ -94,24 +94,37 @@ def require_known_parent(parent_code, parent):
         raise rule_broken("unknown_unit", "No unit {}.".format(parent_code), {"parent_code": ["Unknown unit."]})
 
 
+def unit_search_text(unit):
+    """What `GET /units?q=` matches: the unit's name and code, folded."""
+    return fold("{} {}".format(unit["name"], unit["code"]))
+
+
+def is_dissolved(unit):
+    # `merged` is how units merged before reorganisations existed were marked.
+    return unit.get("status") in ("dissolved", "merged")
+
+
+def successors_of(unit):
+    return unit.get("successors") or ([unit["merged_into"]] if unit.get("merged_into") else [])
+
+
 def unit_problem(unit):
-    """Why officials cannot be placed in `unit` (None when they can): unknown, or merged into another."""
+    """Why officials cannot be placed in `unit` (None when they can): unknown, or dissolved."""
     if unit is None:
         return "Unknown unit."
-    if unit.get("status") == "merged":
-        return "Merged into {}.".format(unit["merged_into"])
+    if is_dissolved(unit):
+        return "Dissolved; it became {}.".format(", ".join(successors_of(unit)) or "nothing")
     return None
 
 
 def require_active_unit(unit, code, field="unit_code"):
-    """422 `unknown_unit` or `unit_merged` unless `unit` (found for `code`) takes officials."""
+    """422 `unknown_unit` or `unit_dissolved` unless `unit` (found for `code`) takes officials."""
     problem = unit_problem(unit)
     if problem is None:
         return unit
     if unit is None:
         raise rule_broken("unknown_unit", "No unit {}.".format(code), {field: [problem]})
-    raise rule_broken("unit_merged", "Unit {} was merged into {}.".format(code, unit["merged_into"]),
-                      {field: [problem]})
+    raise rule_broken("unit_dissolved", "Unit {}: {}".format(code, problem), {field: [problem]})
 
 
 def new_official(fields, official_id, now):
@@ -121,52 +134,16 @@ def new_official(fields, official_id, now):
     return official
 
 
-def current_codes(codes, merged_into):
-    """`codes` with merged units replaced by what they were merged into, transitively (a cycle stops
-    where it closes), without repeats. `merged_into` maps a merged unit's code to its new one."""
-    out = []
-    for code in codes:
-        seen = set()
-        while code not in seen and merged_into.get(code):
-            seen.add(code)
-            code = merged_into[code]
-        if code not in out:
-            out.append(code)
-    return out
+def current_codes(codes, successors):
+    """`codes` with every dissolved unit replaced by what it became, transitively, without repeats.
+    `successors` maps a dissolved unit's code to its successors' codes. A cycle stops where it closes,
+    so an eligible list never ends up empty (empty means every unit)."""
+    def resolve(code, path):
+        if code in path or not successors.get(code):
+            return [code]
+        return [found for successor in successors[code] for found in resolve(successor, path | {code})]
 
-
-def require_mergeable(codes, found, into_code):
-    """Units merge when every one exists and none was merged before, into a new code. 422
-    `unknown_unit` / `unit_merged` / `invalid_fields`. `found` maps code → unit."""
-    missing = [c for c in codes if c not in found]
-    if missing:
-        raise rule_broken("unknown_unit", "No unit {}.".format(", ".join(missing)), {"from": ["Unknown unit."]})
-    merged = [c for c in codes if found[c].get("status") == "merged"]
-    if merged:
-        raise rule_broken("unit_merged", "Already merged: {}.".format(", ".join(merged)),
-                          {"from": ["Already merged."]})
-    if into_code in codes:
-        raise invalid({"into": {"code": ["Must be a new code."]}})
-
-
-def merged_unit(codes, first, into, now):
-    """The unit that `codes` merge into: kind and parent are the first old unit's unless given."""
-    return {"_id": into["code"], "code": into["code"], "name": into["name"],
-            "kind": into.get("kind", first["kind"]),
-            "parent_code": into.get("parent_code", first.get("parent_code")),
-            "status": "active", "merged_from": codes, "merged_at": now, "created_at": now}
-
-
-def merged_session(session, codes, into_code):
-    """A session's eligible units, quotas and seats per unit once `codes` are merged into `into_code`:
-    the old units' quotas and seats add up under the new unit (a quota only if an old unit had one)."""
-    new_key, old_keys = unit_key(into_code), [unit_key(c) for c in codes]
-    eligible = [into_code if c in codes else c for c in session.get("eligible_units", [])]
-    quotas, seats = dict(session.get("quotas") or {}), dict(session.get("unit_seats") or {})
-    if any(k in quotas for k in old_keys):
-        quotas[new_key] = quotas.get(new_key, 0) + sum(quotas.pop(k, 0) for k in old_keys)
-    seats[new_key] = seats.get(new_key, 0) + sum(seats.pop(k, 0) for k in old_keys)
-    return {"eligible_units": list(dict.fromkeys(eligible)), "quotas": quotas, "unit_seats": seats}
+    return list(dict.fromkeys(found for code in codes for found in resolve(code, frozenset())))
 
 
 # -- who may read and register ------------------------------------------------------------------------------
@@ -318,3 +295,10 @@ def part_to_check_in(parts, asked, now):
 def completes_course(status, attended_parts, parts):
     """A confirmed registration whose official attended every part completes the course."""
     return status == "confirmed" and set(attended_parts or ()) >= set(range(1, len(parts) + 1))
+
+
+def attended_at(parts, part, now):
+    """When the attendance of `part` (1-based) took place: now, or, for a part already over (the
+    operator recording a sign-in sheet), when that part began."""
+    held = parts[part - 1]
+    return now if now < held["ends_at"] else held["starts_at"]

@@ -9,7 +9,10 @@ from backbone.paging import PageQuery
 from contracts.common import AUDIENCE_GROUPS
 from services.registration import certificates, rules
 
-UNIT_KINDS = ("city", "district", "ward_commune", "department")
+# Since 2025-07-01 the city has wards, communes and one special zone; its departments and its leadership
+# are units too. `district` (and `ward_commune`, the kind this system once gave wards) are history.
+UNIT_KINDS = ("city", "ward", "commune", "special_zone", "department", "leadership", "district", "ward_commune")
+UNIT_STATUSES = ("active", "dissolved")
 
 
 def UnitCode(**kwargs):  # noqa: N802 (used like a field class)
@@ -46,7 +49,8 @@ class UnitIn(Schema):
     parent_code = fields.Str(allow_none=True, validate=validate.Length(max=32))
 
 
-class MergedUnit(Schema):
+class NewUnit(Schema):
+    """A unit a reorganisation makes (or, alone in `into`, an existing one that takes the others)."""
     code = UnitCode(required=True)
     name = Text(200, required=True)
     kind = OneOf(UNIT_KINDS)
@@ -55,7 +59,38 @@ class MergedUnit(Schema):
 
 class UnitMergeIn(Schema):
     from_ = fields.List(UnitCode(), required=True, data_key="from", validate=validate.Length(min=1, max=50))
-    into = fields.Nested(MergedUnit, required=True)
+    into = fields.Nested(NewUnit, required=True)
+
+
+class ChangeIn(Schema):
+    """One change: `from` several units into one (a merge), one into one (a rename), or one into
+    several (a split, whose officials go where `officials` says, else to `default`, else are listed
+    to be reassigned)."""
+    from_ = fields.List(UnitCode(), required=True, data_key="from", validate=validate.Length(min=1, max=200))
+    into = fields.List(fields.Nested(NewUnit), required=True, validate=validate.Length(min=1, max=50))
+    officials = fields.Dict(keys=Id(), values=UnitCode(), validate=validate.Length(max=100_000), metadata={
+        "description": "A split: which of the new units each named official goes to."})
+    default = UnitCode(allow_none=True, metadata={
+        "description": "A split: where the officials not named in `officials` go; without it they are "
+                       "listed in `to_reassign` for their coordinators."})
+
+
+class ReorganizeIn(Schema):
+    effective_on = fields.Date(required=True)
+    changes = fields.List(fields.Nested(ChangeIn), required=True, validate=validate.Length(min=1, max=500))
+
+
+class HeadcountIn(Schema):
+    """How many officials of an audience group a unit has, when not all of them are imported."""
+    audience_group = OneOf(AUDIENCE_GROUPS, required=True)
+    staff = fields.Int(strict=True, required=True, validate=validate.Range(min=0, max=1_000_000))
+
+
+class UnitQuery(PageQuery):
+    status = OneOf(UNIT_STATUSES)
+    kind = OneOf(UNIT_KINDS)
+    q = fields.Str(validate=validate.Length(max=200), metadata={
+        "description": "Words of the name or code, accents and case ignored."})
 
 
 class OfficialIn(Schema):
@@ -109,8 +144,31 @@ class CheckinIn(Schema):
     after_session = fields.Bool(load_default=False)
 
 
+class Target(Schema):
+    share = fields.Float(required=True, validate=validate.Range(min=0, max=1), metadata={
+        "description": "The share of the group's officials to have completed a course, 0 to 1."})
+    deadline = fields.Date(required=True)
+
+
+class ProgrammeIn(Schema):
+    """The programme record leaders follow coverage against."""
+    name = Text(300, required=True)
+    legal_basis = Text(1000, required=True)
+    starts_on = fields.Date(required=True)
+    ends_on = fields.Date(required=True)
+    targets = fields.Dict(keys=OneOf(AUDIENCE_GROUPS), values=fields.Nested(Target), required=True)
+
+
+class CoverageQuery(Schema):
+    by = OneOf(("unit", "audience_group", "partner", "month"), load_default="unit")
+    as_of = fields.Date(metadata={"description": "The figures as they stood at the end of that day (today by default)."})
+    format = OneOf(("json", "csv", "xlsx", "pdf"), load_default="json")
+
+
 class ReportQuery(Schema):
     format = OneOf(("json", "csv", "xlsx"), load_default="json")
+    units = OneOf(("now", "then"), load_default="now", metadata={
+        "description": "By unit: under the units of today (`now`), or those registrations were made under (`then`)."})
 
 
 # -- what leaves the service ------------------------------------------------------------------------------
@@ -121,8 +179,15 @@ def public_official(doc):
 
 
 def public_unit(doc):
-    return {k: doc.get(k) for k in ("code", "name", "kind", "parent_code", "status", "merged_into",
-                                    "merged_from", "merged_at")}
+    out = {k: doc.get(k) for k in ("code", "name", "kind", "parent_code", "valid_from", "valid_until",
+                                    "predecessors", "headcount")}
+    # Units merged before reorganisations kept `merged_into`: the same fact, said the new way.
+    dissolved = doc.get("status") in ("dissolved", "merged")
+    out["status"] = "dissolved" if dissolved else "active"
+    out["successors"] = doc.get("successors") or ([doc["merged_into"]] if doc.get("merged_into") else [])
+    out["predecessors"] = out["predecessors"] or doc.get("merged_from") or []
+    out["headcount"] = out["headcount"] or {}
+    return out
 
 
 def public_registration(doc):
@@ -216,6 +281,31 @@ def session_gauges(upcoming):
 
 
 # Documented at GET /openapi.json; the gateway's routes name them.
-BODIES = {"UnitIn": UnitIn, "UnitMergeIn": UnitMergeIn, "OfficialIn": OfficialIn, "RegistrationIn": RegistrationIn,
-          "CancellationIn": CancellationIn, "QuotasIn": QuotasIn, "CheckinIn": CheckinIn}
-QUERIES = {"OfficialQuery": OfficialQuery, "RegistrationQuery": RegistrationQuery, "ReportQuery": ReportQuery}
+BODIES = {"ProgrammeIn": ProgrammeIn, "UnitIn": UnitIn, "UnitMergeIn": UnitMergeIn, "ReorganizeIn": ReorganizeIn, "HeadcountIn": HeadcountIn,
+          "OfficialIn": OfficialIn, "RegistrationIn": RegistrationIn, "CancellationIn": CancellationIn,
+          "QuotasIn": QuotasIn, "CheckinIn": CheckinIn}
+QUERIES = {"CoverageQuery": CoverageQuery, "UnitQuery": UnitQuery, "OfficialQuery": OfficialQuery, "RegistrationQuery": RegistrationQuery,
+           "ReportQuery": ReportQuery}
+
+
+def public_programme(doc):
+    if doc is None:
+        return None
+    return {k: doc.get(k) for k in ("name", "legal_basis", "starts_on", "ends_on", "targets", "updated_at")}
+
+
+def public_record(official, registrations, attendance, certificates_, sessions):
+    """One official's training record: each registration with the parts attended and its certificate."""
+    parts = {}
+    for record in attendance:
+        parts.setdefault(record["registration_id"], []).append(
+            {"part": record["part"], "checked_in_at": record["checked_in_at"]})
+    issued = {c["registration_id"]: c for c in certificates_}
+    return {"official": public_official(official), "registrations": [dict(
+        {k: r.get(k) for k in ("id", "session_id", "status", "created_at", "cancelled_at", "completed_at",
+                                "unit_code", "unit_code_then")},
+        session={k: (sessions.get(r["session_id"]) or {}).get(k) for k in ("title", "venue_name", "starts_at", "ends_at")},
+        attendance=parts.get(r["_id"], []),
+        certificate=({"code": issued[r["_id"]]["_id"], "issued_at": issued[r["_id"]]["issued_at"],
+                      "url": certificates.url(issued[r["_id"]]["_id"])} if r["_id"] in issued else None))
+        for r in registrations]}

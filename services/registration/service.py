@@ -5,7 +5,7 @@ and the operators' reports.
 Reacts to scheduling's session_scheduled / _rescheduled / _capacity_changed / _cancelled and keeps
 its own copy of each session with the seat counters. Publishes registration_confirmed,
 registration_waitlisted, registration_promoted, registration_cancelled, registration_rescheduled,
-attendance_recorded, course_completed and units_merged, always through the outbox.
+attendance_recorded, course_completed and units_reorganized, always through the outbox.
 
 Rules (`rules`): partners see who registered for their sessions (name, unit, audience group),
 status and attendance, never contacts or QR tokens; an official registers once per session, if their
@@ -22,11 +22,13 @@ or quota changes take, so they don't write-conflict (conflicts make MongoDB abor
 transactions). With several replicas the database still never over-books; "arrival order" then
 holds per replica.
 """
+from datetime import date, timedelta
+
 from nameko import config
 from pymongo.errors import DuplicateKeyError
 
 from backbone import auth
-from backbone.clock import utcnow
+from backbone.clock import local_date, local_midnight, utcnow
 from backbone.database import Database, new_id
 from backbone.errors import conflict, not_found, validated
 from backbone.logs import Tracing
@@ -36,11 +38,17 @@ from backbone.paging import listed
 from backbone.rpc import rpc
 from backbone.subscriber import subscribe
 import contracts  # noqa: F401  (registers the contracts of the events it publishes and handles)
-from services.registration import certificates, imports, reports, rules, schemas, store
+from services.registration import certificates, coverage, imports, reorganisation, reports, rules, schemas, store
+from services.registration import map as citymap
 from services.registration.seating import Seating, session_lock
 
 # Built once: a marshmallow schema is reusable, and building one costs more than a registration's load.
 REGISTRATION_IN = schemas.RegistrationIn()
+
+
+def end_of_day(day):
+    """The last instant of a local calendar day (what "as of that day" counts up to)."""
+    return local_midnight(day + timedelta(days=1)) - timedelta(milliseconds=1)
 
 
 class RegistrationService(Operated):
@@ -54,10 +62,10 @@ class RegistrationService(Operated):
 
     @subscribe("session_scheduled")
     def on_session_scheduled(self, event):
-        """A copy of the session, with no seat taken. Scheduling may still name units that were merged
-        since: they are followed to the unit of today."""
+        """A copy of the session, with no seat taken. Scheduling may still name units that were
+        dissolved since: they are followed to the units of today."""
         payload = event["payload"]
-        eligible = rules.current_codes(payload["eligible_units"], store.merged_into(self.db))
+        eligible = rules.current_codes(payload["eligible_units"], store.successors_map(self.db))
         self.db.transaction(lambda tx: store.remember_session(tx, payload, eligible))
 
     @subscribe("session_rescheduled")
@@ -87,41 +95,81 @@ class RegistrationService(Operated):
 
     @rpc
     def create_unit(self, actor, data):
-        """An administrative unit (city → district → ward/commune). 409 `unit_exists`; 422
-        `unknown_unit` for an unknown parent."""
+        """An administrative unit (a ward, a department, ...). 409 `unit_exists`; 422 `unknown_unit`
+        for an unknown parent."""
         auth.require_operator(actor)
         fields = validated(schemas.UnitIn(), data)
         if fields.get("parent_code"):
             rules.require_known_parent(fields["parent_code"], store.find_unit(self.db, fields["parent_code"]))
-        unit = rules.new_unit(fields, utcnow())
+        unit = store.unit_record(fields, utcnow())
         store.insert_unit(self.db, unit)
         return schemas.public_unit(unit)
 
     @rpc
-    def list_units(self, actor):
-        """Every unit, merged ones included, by code: {"items", "next_cursor": null}."""
+    def list_units(self, actor, query=None):
+        """Units by code, dissolved ones included with what they became: {"items", "next_cursor"}.
+        `query`: status (active|dissolved), kind, q (words of the name or code, accents ignored),
+        limit, cursor."""
         auth.require_operator_or_partner(actor, auth.partner_id_of(actor))
-        return {"items": [schemas.public_unit(u) for u in store.all_units(self.db)], "next_cursor": None}
+        asked = validated(schemas.UnitQuery(), query or {})
+        return listed(store.units_page(self.db, asked.get("status"), asked.get("kind"), asked.get("q"),
+                                       asked["limit"], asked.get("cursor")), schemas.public_unit)
+
+    @rpc
+    def load_map(self, actor):
+        """Load the city's map (operator only): its 168 units of today with their official codes
+        (vietnam-provinces), its departments and leadership, and the units of early 2025 the first
+        class was for, dissolved on 2025-07-01 with their successors. Loading it again changes nothing.
+        Returns {created, known}."""
+        auth.require_operator(actor)
+        return store.load_map(self.db, citymap.every_unit(), utcnow())
+
+    @rpc
+    def reorganize_units(self, actor, data):
+        """Merges, renames and splits of units as data, checked as a whole (422 `invalid_reorganization`
+        naming the change) and applied in one transaction: dissolved units stay for history with their
+        successors; officials follow (a split's as its `officials` and `default` say; the others are
+        listed in `to_reassign`); registrations keep the unit they were made under and move their
+        current one; sessions' eligible units, seats and quotas follow. `units_reorganized` is
+        published. Returns {changes, officials_moved, to_reassign, quotas_dropped}."""
+        auth.require_operator(actor)
+        fields = validated(schemas.ReorganizeIn(), data)
+        named = {code for change in fields["changes"] for code in change["from_"]} | {
+            unit["code"] for change in fields["changes"] for unit in change["into"]}
+        found = store.units_by_code(self.db, named)
+        steps = reorganisation.plan(fields["changes"], {code: found.get(code) for code in named})
+        now = utcnow()
+        try:
+            return self.db.transaction(lambda tx: store.reorganize(tx, steps, fields["effective_on"], now))
+        except DuplicateKeyError:
+            raise conflict("unit_exists", "A unit this reorganisation makes exists.", {"changes": ["A code is taken."]})
 
     @rpc
     def merge_units(self, actor, data):
-        """Merge units into a new one, as data: the old units stay (status `merged`, `merged_into`)
-        for history; officials, registrations, session quotas and sessions' eligible units move to
-        the new unit; `units_merged` is published. 409 `unit_exists` if the new code is taken; 422
-        `unknown_unit` / `unit_merged` for codes that cannot be merged."""
+        """Merge units into one, as data (a reorganisation of one change, effective today): the old
+        units stay, dissolved, for history; officials, sessions' eligible units, seats and quotas
+        follow. Returns the unit they became. 409 `unit_exists` if the new code is taken; 422
+        `invalid_reorganization` for codes that cannot be merged."""
         auth.require_operator(actor)
         fields = validated(schemas.UnitMergeIn(), data)
-        codes, into = list(dict.fromkeys(fields["from_"])), fields["into"]
-        found = store.units_by_code(self.db, codes)
-        rules.require_mergeable(codes, found, into["code"])
-        now = utcnow()
-        unit = rules.merged_unit(codes, found[codes[0]], into, now)
-        try:
-            self.db.transaction(lambda tx: store.merge_units(tx, codes, unit, now))
-        except DuplicateKeyError:
-            raise conflict("unit_exists", "Unit {} exists.".format(into["code"]),
-                           {"into": {"code": ["Already taken."]}})
-        return schemas.public_unit(unit)
+        into = fields["into"]
+        if store.find_unit(self.db, into["code"]) is not None:  # a merge makes a unit; absorbing is reorganize's
+            raise conflict("unit_exists", "Unit {} exists.".format(into["code"]), {"into": {"code": ["Already taken."]}})
+        self.reorganize_units(actor, {"effective_on": local_date().isoformat(), "changes": [
+            {"from": fields["from_"], "into": [{k: v for k, v in into.items() if v is not None}]}]})
+        return schemas.public_unit(store.find_unit(self.db, into["code"]))
+
+    @rpc
+    def set_headcount(self, actor, code, data):
+        """Declare how many officials of an audience group a unit has, for coverage when not all of
+        them are imported (operator only). Returns the unit. 404 unknown unit."""
+        auth.require_operator(actor)
+        fields = validated(schemas.HeadcountIn(), data)
+        unit = store.find_unit(self.db, code) if isinstance(code, str) else None
+        if unit is None:
+            raise not_found("unit", code)
+        store.set_headcount(self.db, code, fields["audience_group"], fields["staff"])
+        return schemas.public_unit(store.find_unit(self.db, code))
 
     # -- officials ----------------------------------------------------------------------------------
 
@@ -268,8 +316,10 @@ class RegistrationService(Operated):
         rules.require_token(registration, session_id, fields["qr_token"])
         rules.require_confirmed(registration)
         part = rules.part_to_check_in(rules.parts_of(session), fields.get("part"), now)
+        # A sign-in sheet recorded after the class is dated when the part was held, not when it is typed.
+        at = rules.attended_at(rules.parts_of(session), part, now)
         try:
-            current = self.db.transaction(lambda tx: store.record_attendance(tx, registration, session, part, now))
+            current = self.db.transaction(lambda tx: store.record_attendance(tx, registration, session, part, at))
             repeated = False
         except DuplicateKeyError:
             current, repeated = store.find_registration(self.db, registration["_id"]), True
@@ -289,10 +339,55 @@ class RegistrationService(Operated):
         """Registered, attended and completed per session, unit, district or partner (operator):
         {"columns", "rows"}; the gateway renders CSV or XLSX. 404 for an unknown grouping."""
         auth.require_operator(actor)
-        validated(schemas.ReportQuery(), query)
+        asked = validated(schemas.ReportQuery(), query)
         if by not in reports.GROUPINGS:
             raise not_found("report", by)
-        return reports.build(self.db, by)
+        return reports.build(self.db, by, asked["units"])
+
+    @rpc
+    def get_programme(self, actor):
+        """The programme record: name, legal basis, period and target share per audience group
+        (anyone with a token may read it). None before the operator sets it."""
+        auth.require_operator_or_partner(actor, auth.partner_id_of(actor))
+        return schemas.public_programme(store.programme(self.db))
+
+    @rpc
+    def set_programme(self, actor, data):
+        """Set the programme record (operator only). Returns it."""
+        auth.require_operator(actor)
+        fields = validated(schemas.ProgrammeIn(), data)
+        record = dict(fields, starts_on=fields["starts_on"].isoformat(), ends_on=fields["ends_on"].isoformat(),
+                      targets={g: {"share": t["share"], "deadline": t["deadline"].isoformat()}
+                               for g, t in fields["targets"].items()})
+        store.save_programme(self.db, record, utcnow())
+        return schemas.public_programme(store.programme(self.db))
+
+    @rpc
+    def coverage(self, actor, query):
+        """Coverage for leaders (operator): {columns, items: [{key, name, staff, trained, coverage,
+        registered, attended, target, gap}], totals, as_of, programme}, by unit, audience_group,
+        partner or month, as things stood at the end of `as_of` (today by default)."""
+        auth.require_operator(actor)
+        asked = validated(schemas.CoverageQuery(), query or {})
+        as_of = asked.get("as_of") or local_date()
+        record = store.programme(self.db)
+        targets = {g: t["share"] for g, t in ((record or {}).get("targets") or {}).items()}
+        officials, units, registrations, sessions = store.coverage_inputs(self.db)
+        first = min((r["created_at"] for r in registrations), default=None)
+        starts = date.fromisoformat(record["starts_on"]) if record else (local_date(first) if first else as_of)
+        months = coverage.month_ends(starts, as_of, end_of_day) if asked["by"] == "month" else ()
+        found = coverage.report(asked["by"], officials, registrations, units, targets, end_of_day(as_of),
+                                sessions=sessions, months=months)
+        return dict(found, columns=list(coverage.COLUMNS), as_of=as_of.isoformat(),
+                    programme=schemas.public_programme(record))
+
+    @rpc
+    def official_record(self, actor, official_id):
+        """One official's training record: every registration with its session, attendance and
+        certificate (operator). 404 unknown official."""
+        auth.require_operator(actor)
+        official = store.find_official(self.db, official_id)
+        return schemas.public_record(official, *store.official_record(self.db, official_id))
 
     @rpc
     def api_schemas(self):

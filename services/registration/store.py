@@ -3,6 +3,7 @@ waitlist counters), registrations, attendance, certificates and the history of m
 and write of them is here, named for what it does; the rules decide (`rules`), these carry it out,
 and the writes that publish take the transaction (`tx`) and emit their events in it."""
 import re
+from datetime import timedelta
 
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import DuplicateKeyError
@@ -10,7 +11,7 @@ from pymongo.errors import DuplicateKeyError
 from backbone.database import new_id, one_or_404
 from backbone.errors import conflict
 from backbone.paging import page
-from services.registration import certificates, rules
+from services.registration import certificates, reorganisation, rules
 from services.registration.schemas import session_ref
 
 INDEXES = {
@@ -190,17 +191,38 @@ def find_unit(db, code):
 
 
 def units_by_code(db, codes):
-    return {u["_id"]: u for u in db.units.find({"_id": {"$in": codes}})}
+    return {u["_id"]: u for u in db.units.find({"_id": {"$in": list(codes)}})}
 
 
 def all_units(db):
     return list(db.units.find({}).sort("_id", ASCENDING))
 
 
-def merged_into(db):
-    """{code: code it was merged into} for every merged unit."""
-    return {u["_id"]: u["merged_into"] for u in db.units.find({"merged_into": {"$exists": True}}, {"merged_into": 1})
-            if u.get("merged_into")}
+def units_page(db, status=None, kind=None, q=None, limit=50, cursor=None):
+    """One page of units by code: (units, next_cursor). `status` active|dissolved; `q` words of the
+    name or code, accents and case ignored."""
+    clauses = []
+    if status == "active":
+        clauses.append({"status": "active"})
+    elif status == "dissolved":
+        clauses.append({"status": {"$in": ["dissolved", "merged"]}})
+    if kind:
+        clauses.append({"kind": kind})
+    clauses += words_query(q, "search")
+    return page(db.units, {"$and": clauses} if clauses else {}, ["_id"], limit, cursor)
+
+
+def successors_map(db):
+    """{code: successors' codes} of every dissolved unit."""
+    return {u["_id"]: rules.successors_of(u) for u in db.units.find(
+        {"status": {"$in": ["dissolved", "merged"]}}, {"successors": 1, "merged_into": 1})}
+
+
+def unit_record(fields, now):
+    """A unit as stored: its code its key, active unless said otherwise, with its search text."""
+    unit = dict({"status": "active", "successors": [], "predecessors": []}, **fields)
+    unit.update(_id=fields["code"], created_at=now, search=rules.unit_search_text(fields))
+    return unit
 
 
 def insert_unit(db, unit):
@@ -211,26 +233,106 @@ def insert_unit(db, unit):
         raise conflict("unit_exists", "Unit {} exists.".format(unit["code"]), {"code": ["Already taken."]})
 
 
-def merge_units(tx, codes, unit, now):
-    """Insert the merged `unit` and move everything of `codes` to it: the old units stay (status
-    `merged`, `merged_into`) for history; child units, officials, registrations, sessions' eligible
-    units, quotas and seats (`rules.merged_session`) follow; `units_merged` is published. A taken
-    code raises DuplicateKeyError."""
-    into = unit["code"]
-    tx.units.insert_one(unit)
-    tx.units.update_many({"_id": {"$in": codes}}, {"$set": {"status": "merged", "merged_into": into, "merged_at": now}})
-    tx.units.update_many({"parent_code": {"$in": codes}}, {"$set": {"parent_code": into}})
-    tx.officials.update_many({"unit_code": {"$in": codes}}, {"$set": {"unit_code": into}})
-    tx.registrations.update_many({"unit_code": {"$in": codes}}, {"$set": {"unit_code": into}})
-    old_keys = [rules.unit_key(c) for c in codes]
-    touched = tx.sessions.find({"$or": [{"eligible_units": {"$in": codes}}] + [
-        {"unit_seats." + k: {"$exists": True}} for k in old_keys] + [
-        {"quotas." + k: {"$exists": True}} for k in old_keys]})
+def load_map(db, units, now):
+    """Store the units of the map that are not known yet. A unit known already is left as it is (a
+    later reorganisation may have changed it): loading twice changes nothing. Returns how many were
+    new and how many known."""
+    known = {u["_id"] for u in db.units.find({"_id": {"$in": [u["code"] for u in units]}}, {"_id": 1})}
+    new = [unit_record(u, now) for u in units if u["code"] not in known]
+    for unit in new:
+        for successor in unit["successors"]:
+            db.units.update_one({"_id": successor}, {"$addToSet": {"predecessors": unit["code"]}})
+    if new:
+        db.units.insert_many(new, ordered=False)
+    # A unit of today loaded before the history learns its predecessors now.
+    for unit in units:
+        if unit["code"] in known and unit.get("successors"):
+            db.units.update_many({"_id": {"$in": unit["successors"]}}, {"$addToSet": {"predecessors": unit["code"]}})
+    return {"created": len(new), "known": len(known)}
+
+
+def set_headcount(db, code, audience_group, staff):
+    """The declared number of officials of a group in a unit (coverage counts against it)."""
+    db.units.update_one({"_id": code}, {"$set": {"headcount." + audience_group: staff}})
+
+
+def reorganize(tx, steps, effective_on, now):
+    """Apply a checked plan (`reorganisation.plan`) in one transaction. Dissolved units stay for
+    history (status `dissolved`, `valid_until`, `successors`); made units begin on `effective_on`;
+    officials move (a split as told, the rest listed to reassign); live and past registrations move
+    their current unit and keep the one they were made under (`unit_code_then`); sessions' eligible
+    units, seat counts and quotas follow (a split unit's quota is dropped and listed: how to divide it
+    is the operator's call). Publishes `units_reorganized`. Returns what changed."""
+    until = (effective_on - timedelta(days=1)).isoformat()
+    summary = {"changes": [], "officials_moved": 0, "to_reassign": [], "quotas_dropped": []}
+    for step in steps:
+        olds, codes = step["from"], [u["code"] for u in step["into"]]
+        for new in step["into"]:
+            if step["kind"] == reorganisation.ABSORB:
+                tx.units.update_one({"_id": new["code"]}, {"$addToSet": {"predecessors": {"$each": olds}}})
+            else:
+                tx.units.insert_one(unit_record(dict(new, valid_from=effective_on.isoformat(), predecessors=olds), now))
+        tx.units.update_many({"_id": {"$in": olds}}, {"$set": {
+            "status": "dissolved", "valid_until": until, "successors": codes, "dissolved_at": now}})
+        tx.units.update_many({"parent_code": {"$in": olds}}, {"$set": {"parent_code": codes[0]}})
+        for code in olds:  # what a registration was made under stays, whatever moves next
+            tx.registrations.update_many({"unit_code": code, "unit_code_then": {"$exists": False}},
+                                         {"$set": {"unit_code_then": code}})
+        if step["kind"] == reorganisation.SPLIT:
+            officials = list(tx.officials.find({"unit_code": {"$in": olds}}, {"_id": 1}))
+            reorganisation.require_known_officials(step, {o["_id"] for o in officials})
+            placed, unplaced = reorganisation.where_officials_go(step, officials)
+            for code in codes:
+                moving = [official_id for official_id, to in placed.items() if to == code]
+                tx.officials.update_many({"_id": {"$in": moving}}, {"$set": {"unit_code": code}})
+                tx.registrations.update_many({"official_id": {"$in": moving}}, {"$set": {"unit_code": code}})
+            tx.officials.update_many({"_id": {"$in": unplaced}}, {"$set": {"to_reassign": True}})
+            moved = len(placed)
+            summary["to_reassign"] += unplaced
+        else:
+            moved = tx.officials.update_many({"unit_code": {"$in": olds}}, {"$set": {"unit_code": codes[0]}}).modified_count
+            tx.registrations.update_many({"unit_code": {"$in": olds}}, {"$set": {"unit_code": codes[0]}})
+        summary["officials_moved"] += moved
+        summary["changes"].append({"kind": step["kind"], "from": olds, "into": codes, "officials_moved": moved})
+    _move_sessions(tx, steps, summary)
+    tx.unit_history.insert_one({"_id": new_id("reorganisation"), "effective_on": effective_on.isoformat(),
+                                "changes": summary["changes"], "at": now})
+    tx.emit("units_reorganized", {"effective_on": effective_on, "changes": [
+        {"kind": c["kind"], "from_codes": c["from"], "into_codes": c["into"]} for c in summary["changes"]]})
+    return summary
+
+
+def _move_sessions(tx, steps, summary):
+    """Sessions naming a dissolved unit: eligible units, seat counts and quotas as the plan says."""
+    olds = [code for step in steps for code in step["from"]]
+    keys = [rules.unit_key(c) for c in olds]
+    touched = tx.sessions.find({"$or": [{"eligible_units": {"$in": olds}}] + [
+        {"unit_seats." + k: {"$exists": True}} for k in keys] + [{"quotas." + k: {"$exists": True}} for k in keys]})
     for session in touched:
-        tx.sessions.update_one({"_id": session["_id"]}, {"$set": rules.merged_session(session, codes, into)})
-    tx.unit_history.insert_one({"_id": new_id("merge"), "from": codes, "into": into,
-                                "into_name": unit["name"], "merged_at": now})
-    tx.emit("units_merged", {"from_codes": codes, "into_code": into, "into_name": unit["name"]})
+        quotas, seats = dict(session.get("quotas") or {}), dict(session.get("unit_seats") or {})
+        for step in steps:
+            into = [rules.unit_key(u["code"]) for u in step["into"]]
+            old_keys = [rules.unit_key(c) for c in step["from"]]
+            if step["kind"] == reorganisation.SPLIT:
+                for key in old_keys:
+                    if key in quotas:
+                        summary["quotas_dropped"].append({"session_id": session["_id"], "unit": step["from"][0],
+                                                          "seats": quotas.pop(key)})
+                # Seats are counted again where the officials went (some may still be in the old unit).
+                for key in into + old_keys:
+                    seats[key] = tx.registrations.count_documents({
+                        "session_id": session["_id"], "status": "confirmed", "unit_code": rules.unit_code_of(key)})
+                    if not seats[key]:
+                        del seats[key]
+            else:
+                if any(k in quotas for k in old_keys):
+                    quotas[into[0]] = quotas.get(into[0], 0) + sum(quotas.pop(k, 0) for k in old_keys)
+                taken = sum(seats.pop(k, 0) for k in old_keys)
+                if taken:
+                    seats[into[0]] = seats.get(into[0], 0) + taken
+        tx.sessions.update_one({"_id": session["_id"]}, {"$set": {
+            "eligible_units": reorganisation.eligible_after(session.get("eligible_units", []), steps),
+            "quotas": quotas, "unit_seats": seats}})
 
 
 # -- officials --------------------------------------------------------------------------------------------------
@@ -250,16 +352,14 @@ def insert_official(db, official):
                        {field: ["Already registered."]})
 
 
-def search_query(q):
-    """Every word of `q` (folded) must begin a word of the official's folded search text."""
-    words = rules.fold(q).split()
-    return {"$and": [{"search": {"$regex": r"(^|[ .@_+-]){}".format(re.escape(word))}} for word in words]} \
-        if words else {}
+def words_query(q, field="search"):
+    """Clauses for: every word of `q` (folded) begins a word of the folded `field`."""
+    return [{field: {"$regex": r"(^|[ .@_+-]){}".format(re.escape(word))}} for word in rules.fold(q or "").split()]
 
 
 def officials_page(db, filters):
     """A page of officials by id, matching `q` and `unit_code` when given."""
-    clauses = [search_query(filters["q"])] if filters.get("q") else []
+    clauses = words_query(filters.get("q"))
     if filters.get("unit_code"):
         clauses.append({"unit_code": filters["unit_code"]})
     return page(db.officials, {"$and": clauses} if clauses else {}, ["_id"], filters["limit"], filters.get("cursor"))
@@ -327,7 +427,8 @@ def record_attendance(tx, registration, session, part, now):
     tx.attendance.insert_one({"_id": rules.attendance_id(registration["_id"], part),
                               "registration_id": registration["_id"], "session_id": session["_id"],
                               "official_id": registration["official_id"], "part": part, "checked_in_at": now})
-    tx.registrations.update_one({"_id": registration["_id"]}, {"$addToSet": {"attended_parts": part}})
+    tx.registrations.update_one({"_id": registration["_id"]}, {
+        "$addToSet": {"attended_parts": part}, "$min": {"first_checkin_at": now}})
     tx.emit("attendance_recorded", {"registration_id": registration["_id"], "session_id": session["_id"],
                                     "official_id": registration["official_id"], "part": part, "checked_in_at": now})
     current = tx.registrations.find_one({"_id": registration["_id"]})
@@ -354,3 +455,36 @@ def find_attendance(db, registration_id, part):
 def find_certificate(db, code):
     """The certificate with this verification code, or 404."""
     return one_or_404(db.certificates, code, "certificate")
+
+
+# -- the programme and its coverage -----------------------------------------------------------------------------
+
+def programme(db):
+    """The programme record (name, legal basis, period, targets), or None before it is set."""
+    return db.programme.find_one({"_id": "programme"})
+
+
+def save_programme(db, record, now):
+    db.programme.update_one({"_id": "programme"}, {"$set": dict(record, updated_at=now)}, upsert=True)
+
+
+def coverage_inputs(db):
+    """What coverage counts: officials, units, registrations (with their first check-in and
+    completion), and which partner delivers each session."""
+    officials = db.officials.find({}, {"unit_code": 1, "audience_group": 1})
+    units = {u["_id"]: u for u in db.units.find({}, {"name": 1, "headcount": 1, "status": 1})}
+    registrations = list(db.registrations.find({}, {
+        "official_id": 1, "session_id": 1, "status": 1, "created_at": 1, "cancelled_at": 1,
+        "first_checkin_at": 1, "completed_at": 1}))
+    sessions = {s["_id"]: s.get("partner_id") for s in db.sessions.find({}, {"partner_id": 1})}
+    return officials, units, registrations, sessions
+
+
+def official_record(db, official_id):
+    """Every registration of one official, with its attendance and certificate."""
+    registrations = list(db.registrations.find({"official_id": official_id}).sort("created_at", ASCENDING))
+    attendance = list(db.attendance.find({"official_id": official_id}).sort("checked_in_at", ASCENDING))
+    certificates_ = list(db.certificates.find({"official.id": official_id}))
+    sessions = {s["_id"]: s for s in db.sessions.find({"_id": {"$in": [r["session_id"] for r in registrations]}},
+                                                     {"title": 1, "venue_name": 1, "starts_at": 1, "ends_at": 1})}
+    return registrations, attendance, certificates_, sessions

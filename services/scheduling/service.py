@@ -15,7 +15,7 @@ only the operator schedules or changes what has started. Times are accepted only
 stored in UTC.
 """
 from backbone import auth
-from backbone.clock import utcnow
+from backbone.clock import local_date, utcnow
 from backbone.database import Database, new_id
 from backbone.errors import not_found, validated
 from backbone.logs import Tracing
@@ -115,6 +115,7 @@ class SchedulingService(Operated):
         if offering is None:
             raise rules.not_published()
         auth.require_operator_or_partner(actor, offering["partner_id"])
+        rules.require_current_audiences(fields["audience_groups"], local_date(fields["ends_at"]))
         venue = store.named_venue(self.db, fields["venue_id"])
         room = rules.room_of(venue, fields["room"])
         rules.require_room_seats(room, fields["capacity"])

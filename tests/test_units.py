@@ -1,0 +1,98 @@
+"""The city as it is now (issue 17): its 2025 map loaded from the packages that keep it, and its
+reorganisations as data, through the public API with the real services."""
+from tests.helpers import assert_error, at
+
+
+def units(client, **query):
+    found, cursor = [], None
+    while True:
+        page = client.get("/units?" + "&".join("{}={}".format(k, v) for k, v in dict(
+            query, limit=200, **({"cursor": cursor} if cursor else {})).items())).json()
+        found += page["items"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            return found
+
+
+def test_the_map_loads_the_168_units_of_today_the_departments_and_the_first_classs_units(operator):
+    first = operator.post("/units/load-map")
+    assert first.status_code == 200, first.text
+    again = operator.post("/units/load-map").json()
+    assert again["created"] == 0 and again["known"] == first.json()["created"] + first.json()["known"]
+    commune_level = [u for u in units(operator, status="active")
+                     if u["kind"] in ("ward", "commune", "special_zone") and u["parent_code"] == "79"]
+    assert len(commune_level) == 168
+    assert {u["kind"] for u in commune_level} == {"ward", "commune", "special_zone"}
+    assert any(u["code"] == "26732" and u["name"] == "Đặc khu Côn Đảo" for u in commune_level)
+    departments = units(operator, kind="department")
+    assert any(u["name"] == "Sở Khoa học và Công nghệ" for u in departments)
+    assert units(operator, kind="leadership")
+    # Quận 1 and its wards of early 2025: dissolved on 2025-07-01, with what they became.
+    districts = {u["name"]: u for u in units(operator, status="dissolved", kind="district")}
+    assert set(districts) == {"Quận 1", "Quận 3", "Quận 4", "Quận Bình Thạnh", "Quận Phú Nhuận"}
+    assert districts["Quận 1"]["valid_until"] == "2025-06-30"
+    [ntb] = units(operator, q="nguyen thai binh", status="dissolved")
+    named = {u["code"]: u["name"] for u in units(operator, status="active")}
+    assert [named[c] for c in ntb["successors"]] == ["Phường Bến Thành", "Phường Sài Gòn"]  # divided
+    [sai_gon] = units(operator, q="sai gon", kind="ward")
+    assert sai_gon["code"] == "26740" and "old-26740" in sai_gon["predecessors"]  # Bến Nghé became Sài Gòn
+
+
+def test_a_split_places_officials_as_told_and_lists_the_others_to_reassign(programme):
+    operator = programme.operator
+    assert operator.post("/units", {"code": "NTB", "name": "Phường Nguyễn Thái Bình", "kind": "ward",
+                                    "parent_code": "Q1"}).status_code == 201
+    session = programme.known_session(eligible_units=["NTB"], audience_groups=["ward_commune"])
+    a, b, c = (programme.official("NTB", "ward_commune") for _ in range(3))
+    programme.registered(session, a)
+    split = operator.post("/units/reorganize", {"effective_on": "2025-07-01", "changes": [{
+        "from": ["NTB"], "into": [{"code": "BEN-THANH", "name": "Phường Bến Thành"},
+                                  {"code": "SAI-GON", "name": "Phường Sài Gòn"}],
+        "officials": {a["id"]: "SAI-GON"}}]})
+    assert split.status_code == 200, split.text
+    assert split.json()["officials_moved"] == 1
+    assert sorted(split.json()["to_reassign"]) == sorted([b["id"], c["id"]])  # nothing silently dropped
+    assert operator.get("/officials/" + a["id"]).json()["unit_code"] == "SAI-GON"
+    assert operator.get("/officials/" + b["id"]).json()["unit_code"] == "NTB"
+    stored = programme.db("registration").sessions.find_one({"_id": session["id"]})
+    assert stored["eligible_units"] == ["BEN-THANH", "SAI-GON"] and stored["unit_seats"] == {"SAI-GON": 1}
+    # With a rule for the others, a second split of such a unit places everyone.
+    assert operator.post("/units", {"code": "DK", "name": "Phường Đa Kao", "kind": "ward"}).status_code == 201
+    d, e = programme.official("DK", "ward_commune"), programme.official("DK", "ward_commune")
+    split = operator.post("/units/reorganize", {"effective_on": "2025-07-01", "changes": [{
+        "from": ["DK"], "into": [{"code": "TAN-DINH", "name": "Phường Tân Định"}, {"code": "SG2", "name": "Phường X"}],
+        "officials": {d["id"]: "SG2"}, "default": "TAN-DINH"}]})
+    assert (split.json()["officials_moved"], split.json()["to_reassign"]) == (2, [])
+    assert operator.get("/officials/" + e["id"]).json()["unit_code"] == "TAN-DINH"
+
+
+def test_a_bad_plan_is_refused_whole_naming_the_change(programme):
+    before = programme.db("registration").units.count_documents({})
+    refused = programme.operator.post("/units/reorganize", {"effective_on": "2025-07-01", "changes": [
+        {"from": ["Q1"], "into": [{"code": "A1", "name": "A"}]},
+        {"from": ["Q1", "Q3"], "into": [{"code": "A2", "name": "B"}]}]})
+    error = assert_error(refused, 422, "invalid_reorganization")
+    assert "also dissolved by change 0" in error["fields"]["changes"]["1"]["from"][0]
+    assert programme.db("registration").units.count_documents({}) == before
+
+
+def test_a_merge_after_registrations_reports_units_as_of_then_and_as_of_now(programme):
+    session = programme.known_session(eligible_units=["Q1", "Q3"], starts_at=at(3, "08:00"), ends_at=at(3, "11:00"))
+    q1, q3 = programme.official("Q1"), programme.official("Q3")
+    programme.registered(session, q1)
+    programme.registered(session, q3)
+    merged = programme.operator.post("/units/reorganize", {"effective_on": "2025-07-01", "changes": [
+        {"from": ["Q1", "Q3"], "into": [{"code": "SAI-GON", "name": "Phường Sài Gòn", "kind": "ward"}]}]})
+    assert merged.status_code == 200, merged.text
+
+    def by_unit(units_as_of):
+        report = programme.operator.get("/reports/unit?units=" + units_as_of).json()
+        return {row["unit"]: row["registered"] for row in report["items"]}
+    assert by_unit("then") == {"Q1": 1, "Q3": 1}
+    assert by_unit("now") == {"SAI-GON": 2}
+    # Newcomers of the new unit register as before; the old codes take no one new.
+    newcomer = programme.official("SAI-GON")
+    assert programme.registered(session, newcomer)["status"] == "confirmed"
+    assert_error(programme.operator.post("/officials", {
+        "full_name": "Lê Văn C", "email": "c@q1.gov.vn", "phone": "0909000111", "unit_code": "Q1",
+        "audience_group": "ward_commune"}), 422, "unit_dissolved")
