@@ -6,8 +6,9 @@ reminders), what partners' events said of partners and offerings, and officials'
 Reacts to registration events (confirmed, waitlisted, promoted, cancelled, rescheduled, completed)
 with a notice to the official, to partners' (onboarded, offering published or withdrawn,
 agreement expired) with a notice to the partner's contact, and to scheduling's agreement_ending with
-one to the partner's contact and one to the operators' address (NOTIFICATIONS.operator_email). Publishes `notification_failed` for every
-notice that failed, and `notification_sent` when NOTIFICATIONS.announce_sent is on.
+one to the partner's contact and one to the operators' address (NOTIFICATIONS.operator_email).
+Publishes `notification_failed` for every notice that failed, and `notification_sent` when
+NOTIFICATIONS.announce_sent is on.
 
 Rules (rules.py): a notice is recorded before anything is sent, keyed by its event, so a repeated
 event or a restart never sends it twice. Transient failures (SMTP 4xx, a server or provider that is
