@@ -1,6 +1,7 @@
 """What partners publishes: partners onboarded, agreements signed, amended, terminated and expired,
-offerings published, updated and withdrawn. Consumers: scheduling (offerings, agreements' end),
-notifications (partners' contacts, offerings, expiry).
+offerings published, updated (also when a renewal or another agreement takes them on) and withdrawn.
+Consumers: scheduling (offerings, agreements and their ends), notifications (partners' contacts,
+offerings, expiry).
 
 Personal data: only a partner's institutional contact address (`contact_email`), which notifications
 needs to write to the partner."""
@@ -42,14 +43,22 @@ class AgreementAmended(_Agreement):
     previous_valid_until = fields.Date(allow_none=True, load_default=None)
 
 
+class _AgreementEnd(_Agreement):
+    # The offerings the agreement still carried when it ended: they lose their sessions after the
+    # end. An offering another agreement of the partner carries had moved onto it first (its
+    # offering_updated says so) and is not listed, whichever of the two events a consumer hears first.
+    # None: not said (an event written before partners said it); the consumer's own copy decides.
+    offering_ids = fields.List(Id(), allow_none=True, load_default=None)
+
+
 @contract("agreement_terminated")
-class AgreementTerminated(_Agreement):
+class AgreementTerminated(_AgreementEnd):
     terminated_on = fields.Date(required=True)
     reason = fields.Str(allow_none=True)
 
 
 @contract("agreement_expired")
-class AgreementExpired(_Agreement):
+class AgreementExpired(_AgreementEnd):
     pass
 
 

@@ -1,5 +1,6 @@
-"""What scheduling publishes: sessions scheduled, rescheduled, resized and cancelled. Consumer:
-registration (its copy of each session, with the seat counters). No personal data."""
+"""What scheduling publishes: sessions scheduled, rescheduled, resized and cancelled, and agreements
+about to end. Consumers: registration (its copy of each session, with the seat counters),
+notifications (the warnings to partner and operators). No personal data."""
 from marshmallow import Schema, fields
 
 from backbone.events import contract
@@ -60,3 +61,46 @@ class SessionCancelled(Schema):
     cause = fields.Str(allow_none=True)
     partner_id = Id(allow_none=True)
     starts_at = When(allow_none=True)
+
+
+class EndingOffering(Schema):
+    offering_id = Id(required=True)
+    title = fields.Str(required=True)
+    starts_from = fields.Date(required=True)
+    ends_by = fields.Date(required=True)
+    # Its window goes past the agreement's last day (the agreement was shortened, or ends early).
+    runs_past_end = fields.Bool(required=True)
+
+
+class EndingSession(Schema):
+    session_id = Id(required=True)
+    offering_id = Id(required=True)
+    title = fields.Str(required=True)
+    venue_name = fields.Str(required=True)
+    starts_at = When(required=True)
+    ends_at = When(required=True)
+
+
+class Renewal(Schema):
+    agreement_id = Id(required=True)
+    title = fields.Str(required=True)
+    valid_until = fields.Date(required=True)
+
+
+@contract("agreement_ending")
+class AgreementEnding(Schema):
+    """An agreement's last day is `days_left` local days away: the warning of `threshold` (60, 30 or
+    7 days), once per agreement, end and threshold. `offerings`: those it carries whose window has
+    not ended; `sessions_after_end`: their sessions that start after its last day, cancelled when it
+    ends unless another agreement takes the offering on; `renewal`: the partner's agreement that
+    follows it without a gap, if any."""
+    agreement_id = Id(required=True)
+    partner_id = Id(required=True)
+    title = fields.Str(required=True)
+    valid_from = fields.Date(allow_none=True)
+    last_day = fields.Date(required=True)
+    days_left = fields.Int(required=True)
+    threshold = fields.Int(required=True)
+    offerings = fields.List(fields.Nested(EndingOffering), load_default=list)
+    sessions_after_end = fields.List(fields.Nested(EndingSession), load_default=list)
+    renewal = fields.Nested(Renewal, allow_none=True, load_default=None)

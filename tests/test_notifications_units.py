@@ -48,7 +48,18 @@ def seed_context():
         "offering": {"offering_id": "offering-1", "title": "Ứng dụng AI trong công tác văn phòng",
                      "starts_from": date(2025, 3, 13), "ends_by": date(2025, 12, 31)},
         "agreement": {"agreement_id": "agreement-1", "title": "Thỏa thuận hợp tác đào tạo 2025–2026",
-                      "valid_from": date(2025, 3, 13), "valid_until": date(2026, 12, 31)},
+                      "valid_from": date(2025, 3, 13), "valid_until": date(2026, 12, 31),
+                      # agreement_ending: 30 days before its last day, one offering and one class after it
+                      "last_day": date(2026, 12, 31), "days_left": 30, "threshold": 30,
+                      "offerings": [{"offering_id": "offering-1", "title": "Ứng dụng AI trong công tác văn phòng",
+                                     "starts_from": date(2026, 11, 1), "ends_by": date(2027, 1, 31),
+                                     "runs_past_end": True}],
+                      "sessions_after_end": [{"session_id": "session-2", "offering_id": "offering-1",
+                                              "title": "Ứng dụng AI trong công tác văn phòng",
+                                              "venue_name": "Trường Đại học Ngân hàng TP.HCM",
+                                              "starts_at": local(2027, 1, 8, 8, 0).astimezone(timezone.utc),
+                                              "ends_at": local(2027, 1, 8, 11, 30).astimezone(timezone.utc)}],
+                      "renewal": None},
     })
 
 

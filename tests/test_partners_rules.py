@@ -143,6 +143,59 @@ def test_with_no_covering_agreement_the_offering_is_refused(candidates):
     assert set(error.fields) == {"starts_from", "ends_by"}
 
 
+@pytest.mark.parametrize("doc, expected", [
+    (agreement(), "2026-12-31"),
+    (agreement(terminated_on="2026-06-01"), "2026-05-31"),
+    (agreement(valid_until="2026-03-31", terminated_on="2026-06-01"), "2026-03-31"),
+], ids=["its valid_until", "the day before its termination", "its valid_until, terminated later"])
+def test_an_agreements_last_day_is_its_valid_until_or_the_day_before_its_termination(doc, expected):
+    assert rules.last_day(doc) == expected
+
+
+def carrier(agreement_id, valid_from="2026-01-01", valid_until="2026-12-31", **more):
+    return agreement(valid_from, valid_until, id=agreement_id, _id=agreement_id, **more)
+
+
+ON = date(2026, 3, 2)  # the offering runs 2026-03-01 to 2026-03-31 on agreement-1 (2026)
+
+
+@pytest.mark.parametrize("agreements, moves_to", [
+    ([carrier("agreement-1")], None),
+    ([carrier("agreement-1"), carrier("renewal", valid_until="2027-12-31")], "renewal"),
+    ([carrier("agreement-1"), carrier("renewal", valid_from="2026-02-01", valid_until="2027-12-31")], "renewal"),
+    ([carrier("agreement-1"), carrier("renewal", valid_from="2026-03-10", valid_until="2027-12-31")], None),
+    ([carrier("agreement-1"), carrier("renewal", "2026-02-01", "2026-12-31")], None),
+    ([carrier("agreement-1"), carrier("renewal", "2026-03-01", "2026-06-30")], None),
+    ([carrier("agreement-1"), carrier("renewal", "2026-02-01", "2027-12-31", scope=["leader"])], None),
+    ([carrier("agreement-1"), carrier("renewal", "2026-02-01", "2027-12-31", partner_id=BUH_ID)], None),
+    ([carrier("agreement-1"), carrier("renewal", "2026-02-01", "2027-12-31", terminated_on="2026-03-02")], None),
+    ([carrier("agreement-1", valid_until="2026-03-20"), carrier("other", "2026-02-01", "2026-06-30")], "other"),
+    ([carrier("agreement-1", terminated_on="2026-03-02"), carrier("other", "2026-02-01", "2026-06-30")], "other"),
+    ([carrier("agreement-1", terminated_on="2026-03-02")], None),
+    ([carrier("agreement-1"), carrier("pending", "2026-03-01", "2027-06-30")], "pending"),
+], ids=["alone: stays", "a longer renewal takes it on", "a renewal that began earlier", "a renewal starting inside its "
+        "window cannot", "as long as its own: stays", "shorter than its own: stays", "another audience cannot", "another partner's cannot",
+        "an ended one cannot", "shortened before its end: another carries it", "terminated: another carries it",
+        "terminated and nothing else: stays, and ends with it", "a renewal signed ahead, still pending"])
+def test_an_offering_lives_on_the_longest_running_agreement_that_carries_it(agreements, moves_to):
+    moves = rules.continuations([offering()], agreements, ON)
+    assert [(o["id"], a["id"]) for o, a in moves] == ([("offering-1", moves_to)] if moves_to else [])
+
+
+@pytest.mark.parametrize("changes", [{"status": "withdrawn"}, {"starts_from": "2026-02-01", "ends_by": "2026-03-01"}],
+                         ids=["withdrawn", "its window over by then"])
+def test_withdrawn_offerings_and_the_record_of_the_past_stay_where_they_are(changes):
+    renewal = carrier("renewal", "2026-01-01", "2027-12-31")
+    assert rules.continuations([offering(**changes)], [carrier("agreement-1"), renewal], ON) == []
+
+
+def test_the_home_of_an_offering_is_none_when_nothing_carries_it_and_its_own_on_a_tie():
+    assert rules.home_of(offering(), [carrier("agreement-1", terminated_on="2026-03-01")], ON) is None
+    twin = carrier("twin")
+    assert rules.home_of(offering(), [twin, carrier("agreement-1")], ON)["id"] == "agreement-1"
+    assert rules.home_of(offering(agreement_id="twin"), [carrier("agreement-1"), twin], ON)["id"] == "twin"
+
+
 @pytest.mark.parametrize("actor, named, expected", [
     (SIU_KEY, None, SIU_ID),
     (SIU_KEY, SIU_ID, SIU_ID),
@@ -273,8 +326,9 @@ def test_partner_onboarded_says_who_joined_and_where_to_write():
                                             "kind": "university", "contact_email": "hoptac@siu.edu.vn"}
 
 
-@pytest.mark.parametrize("extra", [{}, {"signed_on": "2025-12-20"}, {"reason": "gia hạn", "previous_valid_until": "2026-06-30"}],
-                         ids=["expired", "signed", "amended"])
+@pytest.mark.parametrize("extra", [{}, {"signed_on": "2025-12-20"}, {"reason": "gia hạn", "previous_valid_until": "2026-06-30"},
+                                   {"offering_ids": ["offering-1"]}],
+                         ids=["expired", "signed", "amended", "ended, with the offerings it carried"])
 def test_an_agreement_event_carries_the_agreement_as_it_is_and_what_happened(extra):
     doc = agreement(scope=["district"], history=[{"action": "amended"}], parties=["HCMC-DXCENTER", "SIU"])
     assert rules.agreement_event(doc, **extra) == dict({

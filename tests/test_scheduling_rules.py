@@ -234,6 +234,80 @@ def test_an_ended_agreement_cancels_only_sessions_still_to_come(ends_at, first):
     assert rules.first_lost_start(ends_at, NOW) == first
 
 
+# -- warnings before an agreement ends ----------------------------------------------------------------
+
+LAST = date(2026, 12, 31)  # SIU's agreement: valid through 31/12/2026
+
+
+@pytest.mark.parametrize("valid_until, terminated_on, last", [
+    (LAST, None, LAST), (LAST, date(2026, 7, 1), date(2026, 6, 30)), (date(2026, 3, 31), date(2026, 7, 1), date(2026, 3, 31)),
+], ids=["its valid_until", "the day before its termination", "its valid_until, terminated later"])
+def test_an_agreements_last_day(valid_until, terminated_on, last):
+    assert rules.last_day(valid_until, terminated_on) == last
+
+
+def warnings_over(seen_on):
+    """Run the rule on each local day of `seen_on` (the days the sweep ran), recording what it
+    sends as the sweep does: {day: threshold}."""
+    warned, sent = set(), {}
+    for today in seen_on:
+        due = rules.warning_due(LAST, today, warned)
+        if due is not None:
+            warned.add(due)
+            sent[today] = due
+    return sent
+
+
+def test_every_day_swept_the_warnings_go_60_30_and_7_days_before_the_last_day_once_each():
+    every_day = [LAST - timedelta(days=n) for n in range(90, -5, -1)]
+    assert warnings_over(every_day) == {date(2026, 11, 1): 60, date(2026, 12, 1): 30, date(2026, 12, 24): 7}
+
+
+@pytest.mark.parametrize("seen_on, sent", [
+    # Down from 62 to 46 days before: the 60-day warning goes when it is back, then the others on their days.
+    ([62, 46, 45, 30, 7], {46: 60, 30: 30, 7: 7}),
+    # Down from 61 to 20 days before: only the most urgent due (30), never 60 and 30 at once.
+    ([61, 20, 19, 7], {20: 30, 7: 7}),
+    # Back 3 days before the end after missing all of them: the 7-day warning alone.
+    ([80, 3, 2, 0], {3: 7}),
+    # Back on the last day itself: still warned; the day after, nothing.
+    ([90, 0], {0: 7}),
+    ([90, -1], {}),
+], ids=["60 caught up late", "60 and 30 due: only 30", "all missed: only 7", "the last day", "after the end"])
+def test_a_day_missed_is_caught_up_with_the_most_urgent_warning_only(seen_on, sent):
+    got = warnings_over([LAST - timedelta(days=n) for n in seen_on])
+    assert {(LAST - day).days: threshold for day, threshold in got.items()} == sent
+
+
+@pytest.mark.parametrize("days_left, warned, due", [
+    (61, set(), None), (60, set(), 60), (60, {60}, None), (31, {60}, None), (30, {60}, 30), (29, set(), 30),
+    (7, {60, 30}, 7), (7, {7}, None), (0, {60, 30}, 7), (-1, set(), None),
+])
+def test_the_warning_due_is_the_most_urgent_threshold_reached_and_not_yet_warned(days_left, warned, due):
+    assert rules.warning_due(LAST, LAST - timedelta(days=days_left), warned) == due
+
+
+def copy(agreement_id, valid_from, last_day, **more):
+    """Scheduling's copy of an agreement (dates as ISO days)."""
+    return dict({"_id": agreement_id, "partner_id": "partner-siu", "title": agreement_id, "valid_from": valid_from,
+                 "last_day": last_day}, **more)
+
+
+@pytest.mark.parametrize("others, renewal", [
+    ([], None),
+    ([copy("renewal", "2027-01-01", "2028-12-31")], "renewal"),
+    ([copy("renewal", "2026-06-01", "2028-12-31")], "renewal"),
+    ([copy("renewal", "2027-01-02", "2028-12-31")], None),
+    ([copy("renewal", "2026-01-01", "2026-12-31")], None),
+    ([copy("renewal", "2027-01-01", "2028-12-31", ended=True)], None),
+    ([copy("short", "2027-01-01", "2027-06-30"), copy("long", "2026-12-01", "2028-12-31")], "long"),
+], ids=["none", "from the next day", "overlapping", "a day's gap", "ending the same day", "ended", "the longest"])
+def test_a_renewal_follows_an_agreement_without_a_gap_and_runs_past_it(others, renewal):
+    agreement = copy("agreement-1", "2025-03-13", "2026-12-31")
+    found = rules.renewal_of(agreement, [agreement] + others)
+    assert (found or {}).get("_id") == renewal
+
+
 @pytest.mark.parametrize("what, detail, reason", [
     ("Offering withdrawn", "Đổi chương trình", "Offering withdrawn: Đổi chương trình"),
     ("Offering withdrawn", None, "Offering withdrawn."),

@@ -1,9 +1,10 @@
 """What each console page shows, gathered from the services by RPC (each asked with a short timeout:
 a page of a service that is down says so instead of failing)."""
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 from backbone.auth import OPERATOR
+from backbone.clock import local_date
 from ops import fleet
 
 
@@ -77,10 +78,44 @@ def notifications(gateway, outcome=""):
             "outcome": outcome}
 
 
+# The console lists the agreements whose last day is at most this many local days away (the first
+# warning to partner and operators goes 60 days before).
+ENDING_WITHIN_DAYS = 60
+
+
 def partners(gateway):
+    """Partners with their agreements (partners), and the agreements about to end with the warnings
+    sent for them (scheduling)."""
     def gather(client):
         found = client.list_partners(OPERATOR, {"limit": 200})["items"]
         for partner in found:
             partner["agreements"] = client.list_agreements(OPERATOR, partner["id"], {"limit": 200})["items"]
         return found
-    return {"partners": fleet.ask_all(gateway, gather, ("partners",), timeout=5)["partners"] or []}
+    found = fleet.ask_all(gateway, gather, ("partners",), timeout=5)["partners"] or []
+    warnings = fleet.ask_all(gateway, lambda client: client.ending_agreements(
+        OPERATOR, {"within_days": ENDING_WITHIN_DAYS}), ("scheduling",), timeout=5)["scheduling"]
+    return {"partners": found, "ending": ending_agreements(found, warnings, local_date()),
+            "warnings_unavailable": warnings is None, "within_days": ENDING_WITHIN_DAYS}
+
+
+def ending_agreements(partners, warnings, today, within=ENDING_WITHIN_DAYS):
+    """The agreements that have not ended and whose last day is at most `within` days after `today`,
+    soonest first: from partners' records (what they say is the agreement), with what scheduling
+    says of each (`warnings`: its ending_agreements answer, or None): the warnings sent for that end,
+    and the agreement that follows without a gap."""
+    said = {item["agreement_id"]: item for item in (warnings or {}).get("items", [])}
+    rows = []
+    for partner in partners:
+        titles = {a["id"]: a["title"] for a in partner.get("agreements") or []}
+        for agreement in partner.get("agreements") or []:
+            if agreement["status"] == "expired":
+                continue
+            days_left = (date.fromisoformat(agreement["valid_until"]) - today).days
+            if not 0 <= days_left <= within:
+                continue
+            known = said.get(agreement["id"])
+            rows.append({"partner": partner["name"], "code": partner["code"], "agreement_id": agreement["id"],
+                         "title": agreement["title"], "last_day": agreement["valid_until"], "days_left": days_left,
+                         "warned": known["warned"] if known else None,
+                         "renewal": titles.get(known["renewal_id"]) if known and known["renewal_id"] else None})
+    return sorted(rows, key=lambda row: (row["days_left"], row["code"], row["agreement_id"]))

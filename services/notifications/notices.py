@@ -61,6 +61,7 @@ DEFAULTS = {
     "flushers": 3,
     "flush_linger_seconds": 0.005,
     "announce_sent": False,
+    "operator_email": "",
 }
 
 
@@ -126,12 +127,12 @@ class NoticeLog:
     # -- recording notices --------------------------------------------------------------------------
 
     def new(self, event, channel, to, template, language, context, official_id=None, partner_id=None,
-            mandatory=False):
+            mandatory=False, operators=False):
         """A new notice of `event`, claimed by us (for `record`)."""
         now = utcnow()
         return store.new_notice(now, self._claim_ends(now), event["event_id"], channel, to, template, language,
                                 context, event["correlation_id"], official_id=official_id,
-                                partner_id=partner_id, mandatory=mandatory)
+                                partner_id=partner_id, mandatory=mandatory, operators=operators)
 
     def record(self, event, notices, steps=()):
         """Insert the notices, then the write `steps` (see Batches.write; a duplicate key there means

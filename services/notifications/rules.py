@@ -23,8 +23,14 @@ FORGET_AFTER = timedelta(days=7)
 
 # -- which notices, to whom ------------------------------------------------------------------------
 
-def recipient_of(official_id=None, partner_id=None):
-    """Whom a notice is for, by id (`official:<id>`, `partner:<id>`), never by address."""
+# The recipient of notices to the operators' address (NOTIFICATIONS.operator_email).
+OPERATORS = "operators"
+
+
+def recipient_of(official_id=None, partner_id=None, operators=False):
+    """Whom a notice is for, by id (`official:<id>`, `partner:<id>`, or `operators`), never by address."""
+    if operators:
+        return OPERATORS
     if official_id:
         return "official:" + official_id
     if partner_id:

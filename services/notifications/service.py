@@ -4,9 +4,11 @@
 Owns the notices' log (`notices`, see notices.py), its copy of upcoming confirmed registrations (for
 reminders), what partners' events said of partners and offerings, and officials' opt-outs.
 Reacts to registration events (confirmed, waitlisted, promoted, cancelled, rescheduled, completed)
-with a notice to the official, and to partners' (onboarded, offering published or withdrawn,
-agreement expired) with a notice to the partner's contact. Publishes `notification_failed` for every
-notice that failed, and `notification_sent` when NOTIFICATIONS.announce_sent is on.
+with a notice to the official, to partners' (onboarded, offering published or withdrawn,
+agreement expired) with a notice to the partner's contact, and to scheduling's agreement_ending with
+one to the partner's contact and one to the operators' address (NOTIFICATIONS.operator_email).
+Publishes `notification_failed` for every notice that failed, and `notification_sent` when
+NOTIFICATIONS.announce_sent is on.
 
 Rules (rules.py): a notice is recorded before anything is sent, keyed by its event, so a repeated
 event or a restart never sends it twice. Transient failures (SMTP 4xx, a server or provider that is
@@ -124,21 +126,35 @@ class NotificationsService(Operated):
     def on_agreement_expired(self, event):
         self._notify_partner(event, "agreement_expired", {"agreement": event["payload"]})
 
-    def _notify_partner(self, event, template, context):
+    @subscribe("agreement_ending")
+    def on_agreement_ending(self, event):
+        """The warning before an agreement ends: to the partner's contact, and to the operators."""
+        self._notify_partner(event, "agreement_ending", {"agreement": with_every_field(event)},
+                             to_operators="agreement_ending_operator")
+
+    def _notify_partner(self, event, template, context, to_operators=None):
+        """The partner's notice and, with `to_operators` (its template), the operators' copy."""
         partner_id = event["payload"]["partner_id"]
         partner = store.partner(self.db, partner_id)
         if partner is None:
             # Onboarding may not have reached us yet: raising lets the subscriber retry with backoff,
             # then dead-letter it for an operator if the partner never becomes known.
             raise LookupError("partner {} is not known to notifications yet".format(partner_id))
-        if not partner.get("contact_email"):
-            log.info("%s for partner %s not sent: no contact email", template, partner_id)
-            return
         context = dict(context, partner={"id": partner_id, "name": partner["name"], "code": partner["code"]},
                        language="vi")
-        notice = self.notices.new(event, "email", partner["contact_email"], template, "vi", context,
-                                  partner_id=partner_id)
-        for notice in self.notices.record(event, [notice]):
+        new = []
+        if partner.get("contact_email"):
+            new.append(self.notices.new(event, "email", partner["contact_email"], template, "vi", context,
+                                        partner_id=partner_id))
+        else:
+            log.info("%s for partner %s not sent: no contact email", template, partner_id)
+        operator_email = self.notices.settings["operator_email"]
+        if to_operators and operator_email:
+            new.append(self.notices.new(event, "email", operator_email, to_operators, "vi", context,
+                                        partner_id=partner_id, operators=True))
+        if not new:
+            return
+        for notice in self.notices.record(event, new):
             self.notices.send_soon(notice)
 
     # -- the sweep: reminders, retries, deferred SMS ----------------------------------------------

@@ -38,10 +38,11 @@ NOTICE_ORDER = ["created_at", "_id"]
 # -- notices --------------------------------------------------------------------------------------
 
 def new_notice(now, claimed_until, event_id, channel, to, template, language, context, correlation_id,
-               official_id=None, partner_id=None, mandatory=False):
-    """A new notice's document: queued, and claimed until `claimed_until` by whoever records it."""
+               official_id=None, partner_id=None, mandatory=False, operators=False):
+    """A new notice's document: queued, and claimed until `claimed_until` by whoever records it.
+    `operators`: for the operators' address, about the partner `partner_id`."""
     return {
-        "_id": notice_id(event_id, channel, recipient_of(official_id, partner_id)), "event_id": event_id,
+        "_id": notice_id(event_id, channel, recipient_of(official_id, partner_id, operators)), "event_id": event_id,
         "channel": channel, "to": to,
         "template": template, "language": language, "official_id": official_id, "partner_id": partner_id,
         "mandatory": mandatory, "context": storable(context), "status": "queued", "attempts": 0,

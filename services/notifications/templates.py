@@ -18,7 +18,8 @@ OFFICIAL_KINDS = (
     "registration_confirmed", "registration_waitlisted", "registration_promoted", "registration_cancelled",
     "session_cancelled", "registration_rescheduled", "reminder", "course_completed",
 )
-PARTNER_KINDS = ("offering_published", "offering_withdrawn", "agreement_expired")
+PARTNER_KINDS = ("offering_published", "offering_withdrawn", "agreement_expired", "agreement_ending",
+                 "agreement_ending_operator")
 KINDS = OFFICIAL_KINDS + PARTNER_KINDS
 
 

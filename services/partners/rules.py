@@ -4,7 +4,7 @@ the payloads of the events partners publishes. No I/O: the day (`today`) and the
 arguments; dates are ISO strings (`2025-03-13`), as they are stored."""
 import hashlib
 import secrets
-from datetime import date
+from datetime import date, timedelta
 
 from backbone import auth
 from backbone.errors import conflict, forbidden, invalid, rule_broken
@@ -56,14 +56,60 @@ def amended_validity(agreement, valid_from=None, valid_until=None):
 
 # -- offerings and the agreements that cover them --------------------------------------------------
 
+def last_day(agreement):
+    """The last local day the agreement covers (ISO): its valid_until, or the day before its
+    termination day when that comes first."""
+    last = agreement["valid_until"]
+    if agreement.get("terminated_on"):
+        last = min(last, (as_date(agreement["terminated_on"]) - timedelta(days=1)).isoformat())
+    return last
+
+
+def spans(agreement, offering):
+    """Whether the agreement's validity holds the offering's whole window and its scope every one of
+    the offering's audience groups (a scope that names no audience group covers them all)."""
+    scoped_audiences = set(agreement["scope"]) & set(AUDIENCE_GROUPS)
+    return (agreement["valid_from"] <= offering["starts_from"]
+            and offering["ends_by"] <= last_day(agreement)
+            and (not scoped_audiences or set(offering["audience_groups"]) <= scoped_audiences))
+
+
 def covers(agreement, offering, on):
     """Whether `agreement` is active on the day `on` and covers the offering's whole window and every
     one of its audience groups (a scope that names no audience group covers them all)."""
-    scoped_audiences = set(agreement["scope"]) & set(AUDIENCE_GROUPS)
-    return (agreement_status(agreement, on) == "active"
-            and agreement["valid_from"] <= offering["starts_from"]
-            and offering["ends_by"] <= agreement["valid_until"]
-            and (not scoped_audiences or set(offering["audience_groups"]) <= scoped_audiences))
+    return agreement_status(agreement, on) == "active" and spans(agreement, offering)
+
+
+def carries(agreement, offering, today):
+    """Whether the agreement can carry the offering from `today` on: it has not ended (a renewal signed
+    ahead, still pending, may) and it spans the offering's window and audiences."""
+    return agreement["partner_id"] == offering["partner_id"] and (
+        agreement_status(agreement, today) != "expired" and spans(agreement, offering))
+
+
+def home_of(offering, agreements, today):
+    """The agreement an offering belongs on from `today`: of the partner's `agreements` that carry it,
+    the one that runs longest (its own on a tie, so nothing moves for nothing); None when none does
+    (it stays on its own and ends with it)."""
+    carrying = [a for a in agreements if carries(a, offering, today)]
+    if not carrying:
+        return None
+    return max(carrying, key=lambda a: (last_day(a), a["_id"] == offering.get("agreement_id")))
+
+
+def continuations(offerings, agreements, today):
+    """[(offering, agreement)]: the partner's offerings that move onto another of its `agreements`,
+    so a renewal continues them without re-posting and they outlive the agreement they were on.
+    Only published offerings whose window has not ended by `today` move: the record of the past stays
+    under the agreement that covered it."""
+    moves = []
+    for offering in offerings:
+        if offering["status"] != "published" or offering["ends_by"] < today.isoformat():
+            continue
+        home = home_of(offering, agreements, today)
+        if home is not None and home["_id"] != offering.get("agreement_id"):
+            moves.append((offering, home))
+    return moves
 
 
 def coverage_day(offering, today, by_operator):

@@ -21,6 +21,14 @@ The rules:
   exception is the record of the past: the operator may record an offering whose window ended before
   today under the agreement that covered it (active on the window's last day), as when a new
   installation is given the programme's history.
+- An offering lives on the longest-running of its partner's agreements that carry it (not ended,
+  spanning its window and audiences). So a renewal (`POST /partners/{id}/agreements`) continues the
+  offerings it carries, with no re-posting, and an offering outlives an agreement that is shortened,
+  terminated or expires when another of its partner's agreements carries it: each move is an
+  `offering_updated` with the new agreement_id, written with the change that caused it, and the old
+  agreement's history names the offerings it handed on. `agreement_expired` and
+  `agreement_terminated` list the offerings the agreement still carried when it ended (`offering_ids`):
+  those lose their sessions after the end, and no other does, whatever order events arrive in.
 - A partner acts on its own offerings and reads its own agreements; everything else is the operator's.
 """
 from pymongo.errors import DuplicateKeyError
@@ -134,6 +142,7 @@ class PartnersService(Operated):
         def sign(tx):
             store.insert_agreement(tx, agreement)
             tx.emit("agreement_signed", rules.agreement_event(agreement, signed_on=agreement["signed_on"]))
+            self._continue_offerings(tx, partner_id, local_date())
 
         self.db.transaction(sign)
         return public_agreement(agreement, local_date())
@@ -174,6 +183,7 @@ class PartnersService(Operated):
             tx.emit("agreement_amended", rules.agreement_event(
                 dict(agreement, **after), reason=fields["reason"],
                 previous_valid_from=before["valid_from"], previous_valid_until=before["valid_until"]))
+            self._continue_offerings(tx, agreement["partner_id"], local_date())
 
         self.db.transaction(amend)
         return public_agreement(store.get_agreement(self.db, agreement_id), local_date())
@@ -195,8 +205,10 @@ class PartnersService(Operated):
         def terminate(tx):
             if not store.terminate(tx, agreement, today.isoformat(), reason, utcnow()):
                 raise rules.agreement_changed()
-            tx.emit("agreement_terminated",
-                    rules.agreement_event(agreement, terminated_on=today.isoformat(), reason=reason))
+            self._continue_offerings(tx, agreement["partner_id"], today)
+            tx.emit("agreement_terminated", rules.agreement_event(
+                agreement, terminated_on=today.isoformat(), reason=reason,
+                offering_ids=store.offerings_on(tx, agreement_id)))
 
         self.db.transaction(terminate)
         return public_agreement(store.get_agreement(self.db, agreement_id), local_date())
@@ -204,14 +216,18 @@ class PartnersService(Operated):
     @leased_timer("AGREEMENT_SWEEP_SECONDS", 60, lease="agreement-expiry")
     def expire_agreements(self):
         """Announce `agreement_expired` for every agreement whose last valid local day is before
-        today's. Runs in one replica (the lease) and is safe to run twice at once (the conditional
-        update): each agreement is announced exactly once. Returns how many it announced."""
+        today's, with the offerings it still carried (the others moved onto another agreement of the
+        partner first). Runs in one replica (the lease) and is safe to run twice at once (the
+        conditional update): each agreement is announced exactly once. Returns how many it announced."""
         announced = 0
-        for agreement in store.agreements_ended_unannounced(self.db, local_date().isoformat()):
+        today = local_date()
+        for agreement in store.agreements_ended_unannounced(self.db, today.isoformat()):
             def expire(tx, agreement=agreement):
                 if not store.mark_expired(tx, agreement, utcnow()):
                     return 0
-                tx.emit("agreement_expired", rules.agreement_event(agreement))
+                self._continue_offerings(tx, agreement["partner_id"], today)
+                tx.emit("agreement_expired", rules.agreement_event(
+                    agreement, offering_ids=store.offerings_on(tx, agreement["_id"])))
                 return 1
 
             announced += self.db.transaction(expire)
@@ -300,11 +316,37 @@ class PartnersService(Operated):
                                            status=asked.get("status")), public_offering)
 
     def _covering_agreement(self, offering, actor):
-        """The id of the partner's agreement that covers the offering, or 422 `no_active_agreement`."""
-        on = rules.coverage_day(offering, local_date(), by_operator=auth.is_operator(actor))
+        """The id of the agreement the offering goes on, or 422 `no_active_agreement` unless one of
+        the partner's agreements covers it (active today, or on its last day for the operator's
+        record of the past). A running offering goes on the longest-running agreement that carries
+        it, which may be a renewal signed ahead (rules.home_of), as a renewal's signing moves it."""
+        today = local_date()
+        on = rules.coverage_day(offering, today, by_operator=auth.is_operator(actor))
         candidates = store.agreements_spanning(self.db, offering["partner_id"], offering["starts_from"],
                                                offering["ends_by"])
-        return rules.covering_agreement(candidates, offering, on)["_id"]
+        covering = rules.covering_agreement(candidates, offering, on)
+        if on != today:
+            return covering["_id"]
+        return rules.home_of(offering, candidates, today)["_id"]
+
+    def _continue_offerings(self, tx, partner_id, today):
+        """Inside the transaction that signs, amends or ends one of the partner's agreements: move each
+        offering whose home changed (rules.continuations) onto its new agreement, with its
+        `offering_updated`, and note in the agreement it leaves which offerings went where. That note
+        is a write to the old agreement, so a sweep ending it at the same moment conflicts with this
+        transaction and one of them runs again, seeing the other's outcome."""
+        agreements = store.partner_agreements(tx, partner_id)
+        moves = rules.continuations(store.live_offerings(tx, partner_id, today.isoformat()), agreements, today)
+        at = utcnow()
+        handed_on = {}
+        for offering, home in moves:
+            store.move_offering(tx, offering["_id"], home["_id"], at)
+            tx.emit("offering_updated", rules.offering_event(dict(offering, agreement_id=home["_id"])))
+            handed_on.setdefault((offering.get("agreement_id"), home["_id"]), []).append(offering["_id"])
+        for (left, to), offering_ids in handed_on.items():
+            if left:
+                store.note_continued(tx, left, to, offering_ids, at)
+        return moves
 
     # -- the service itself -----------------------------------------------------------------------
 

@@ -16,7 +16,8 @@ INDEXES = {
         IndexModel([("api_keys.hash", ASCENDING)]),
     ],
     "agreements": [IndexModel([("partner_id", ASCENDING), ("valid_until", ASCENDING)])],
-    "offerings": [IndexModel([("partner_id", ASCENDING), ("status", ASCENDING)])],
+    "offerings": [IndexModel([("partner_id", ASCENDING), ("status", ASCENDING)]),
+                  IndexModel([("agreement_id", ASCENDING)])],
 }
 
 
@@ -96,6 +97,17 @@ def agreements_spanning(db, partner_id, starts_from, ends_by):
     }).sort("valid_until", DESCENDING))
 
 
+def partner_agreements(tx, partner_id):
+    """Every agreement of the partner, as the transaction sees them (ended ones too: the rules judge)."""
+    return list(tx.agreements.find({"partner_id": partner_id}))
+
+
+def note_continued(tx, agreement_id, to_agreement_id, offering_ids, at):
+    """Keep in the agreement's history that these offerings moved onto another agreement."""
+    entry = {"action": "continued", "at": at, "agreement_id": to_agreement_id, "offering_ids": offering_ids}
+    tx.agreements.update_one({"_id": agreement_id}, {"$push": {"history": entry}})
+
+
 def amend_validity(tx, agreement_id, before, after, reason, at):
     """Set the new validity and keep the amendment in the history. Conditional on the dates read and
     on no end announced since, so a concurrent amendment or sweep makes it match nothing (False)
@@ -170,6 +182,22 @@ def withdraw_offering(tx, offering_id, reason, at):
         {"_id": offering_id, "status": "published"},
         {"$set": {"status": "withdrawn", "withdrawal_reason": reason, "withdrawn_at": at}})
     return bool(done.modified_count)
+
+
+def live_offerings(tx, partner_id, today):
+    """The partner's published offerings whose window has not ended before `today` (an ISO day)."""
+    return list(tx.offerings.find({"partner_id": partner_id, "status": "published", "ends_by": {"$gte": today}}))
+
+
+def move_offering(tx, offering_id, agreement_id, at):
+    """Put the offering on another agreement (a new version: a concurrent update is then refused)."""
+    tx.offerings.update_one({"_id": offering_id}, {"$set": {"agreement_id": agreement_id, "updated_at": at}})
+
+
+def offerings_on(tx, agreement_id):
+    """The ids of the published offerings the agreement carries, in order."""
+    return [doc["_id"] for doc in tx.offerings.find(
+        {"agreement_id": agreement_id, "status": "published"}, {"_id": 1}).sort("_id")]
 
 
 def offering_filter(partner_id=None, audience=None, day=None, status=None):

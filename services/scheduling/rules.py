@@ -9,7 +9,11 @@
 - Any operator or partner token reads sessions and venues; in lists and feeds the operator sees every
   session, a partner those it delivers or hosts.
 - A withdrawn offering, or one whose agreement expired or was terminated, loses its sessions still to
-  come; the past stays as it was.
+  come; the past stays as it was. An offering partners moved onto another agreement (a renewal) keeps
+  them: the end of an agreement names the offerings it still carried.
+- Partner and operator are warned 60, 30 and 7 local days before an agreement's last day, once each
+  per end (an amended end is warned of again); a warning missed while the service was down goes out
+  when it is back, before the end, and only the most urgent one due.
 - A calendar feed (a partner's, a venue's, a session's) opens with its own read-only token, which
   opens no other feed; the operator and the partners the feed is about (the partner itself, the
   venue's host, the session's partner and host) hold it and may rotate it, which ends the old one.
@@ -215,6 +219,40 @@ def first_lost_start(ends_at, now):
     """The earliest start of the sessions an agreement ending at `ends_at` cancels: those from its
     end on, and only those still to come (the past stays as it was)."""
     return max(now, ends_at)
+
+
+def last_day(valid_until, terminated_on=None):
+    """The last local day an agreement covers: its valid_until, or the day before its termination day."""
+    if terminated_on is not None:
+        return min(valid_until, terminated_on - timedelta(days=1))
+    return valid_until
+
+
+# Days before an agreement's last day that partner and operator are warned, least urgent first.
+WARNING_DAYS = (60, 30, 7)
+
+
+def warning_due(last, today, warned):
+    """The warning due on the local day `today` for an agreement whose last day is `last`, as its
+    threshold (60, 30 or 7), or None. `warned`: the thresholds already warned of for this last day.
+    The most urgent threshold reached is the one due: a day missed (the service was down) is caught
+    up the next day, but never two warnings at once; after the last day, nothing."""
+    left = (last - today).days
+    reached = [days for days in WARNING_DAYS if 0 <= left <= days]
+    if not reached:
+        return None
+    due = min(reached)
+    return None if due in warned else due
+
+
+def renewal_of(agreement, others):
+    """Of the partner's `others` (our copies, dates as ISO days), the agreement that takes over from
+    `agreement` without a gap: not ended, starting by the day after its last day and running past
+    it (the latest-running if several), or None."""
+    after = (date.fromisoformat(agreement["last_day"]) + timedelta(days=1)).isoformat()
+    following = [a for a in others if a["_id"] != agreement["_id"] and not a.get("ended")
+                 and a.get("valid_from") and a["valid_from"] <= after and a["last_day"] > agreement["last_day"]]
+    return max(following, key=lambda a: a["last_day"], default=None)
 
 
 def cancel_reason(what, detail=None):

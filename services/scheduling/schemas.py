@@ -1,6 +1,8 @@
 """What operators and partners send to lay out venues and sessions, the filters of the programme
 calendar, and what leaves the service: sessions and venues as callers see them, and the payloads of
 the events it publishes (contracts/scheduling.py)."""
+from datetime import date
+
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from backbone.fields import Id, OneOf, Text, When
@@ -156,6 +158,39 @@ def cancelled_payload(session, reason, cause):
     return {"session_id": session["id"], "offering_id": session["offering_id"],
             "partner_id": session["partner_id"], "starts_at": session["starts_at"], "reason": reason,
             "cause": cause}
+
+
+def ending_payload(agreement, threshold, today, offerings, sessions, renewal):
+    """agreement_ending: the agreement (our copy), how far its last day is, what it carries and what
+    falls after its end, and the agreement that follows it."""
+    last = date.fromisoformat(agreement["last_day"])
+    return {
+        "agreement_id": agreement["_id"], "partner_id": agreement["partner_id"], "title": agreement["title"],
+        "valid_from": agreement.get("valid_from"), "last_day": agreement["last_day"],
+        "days_left": (last - today).days, "threshold": threshold,
+        "offerings": [{"offering_id": o["_id"], "title": o["title"], "starts_from": o["starts_from"],
+                       "ends_by": o["ends_by"], "runs_past_end": o["ends_by"] > agreement["last_day"]}
+                      for o in offerings],
+        "sessions_after_end": [{"session_id": s["_id"], "offering_id": s["offering_id"], "title": s["title"],
+                                "venue_name": s["venue_name"], "starts_at": s["starts_at"], "ends_at": s["ends_at"]}
+                               for s in sessions],
+        "renewal": {"agreement_id": renewal["_id"], "title": renewal["title"],
+                    "valid_until": renewal["last_day"]} if renewal else None,
+    }
+
+
+def public_ending(agreement, today, warned, renewal):
+    """An agreement about to end as the console lists it."""
+    return {"agreement_id": agreement["_id"], "partner_id": agreement["partner_id"], "title": agreement["title"],
+            "last_day": agreement["last_day"],
+            "days_left": (date.fromisoformat(agreement["last_day"]) - today).days,
+            "warned": sorted(warned, reverse=True),
+            "renewal_id": renewal["_id"] if renewal else None}
+
+
+class EndingQuery(Schema):
+    """Agreements whose last day is at most this many local days away (not ended)."""
+    within_days = fields.Int(load_default=60, validate=validate.Range(min=0, max=366))
 
 
 # Documented at GET /openapi.json; the gateway's routes name them.

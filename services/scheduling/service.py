@@ -2,18 +2,25 @@
 trainer), served as the programme calendar (a list, and ICS files and feeds, each feed with its own
 read-only token: feeds.py).
 
-Owns venues, sessions, the calendar feeds' generations, and its copy of what partners said about
-offerings and agreements.
-Publishes session_scheduled, session_rescheduled, session_capacity_changed and session_cancelled.
-Reacts to offering_published / offering_updated (which offerings may have sessions),
-offering_withdrawn, agreement_expired and agreement_terminated (their sessions still to come are
-cancelled with that reason).
+Owns venues, sessions, the calendar feeds' generations, its copy of what partners said about
+offerings and agreements, and the record of the warnings sent before agreements end.
+Publishes session_scheduled, session_rescheduled, session_capacity_changed, session_cancelled and
+agreement_ending (60, 30 and 7 days before an agreement's last day, with its offerings and the
+sessions that fall after it: notifications writes to partner and operators).
+Reacts to offering_published / offering_updated (which offerings may have sessions, on which
+agreement), agreement_signed / agreement_amended (each agreement's last day), offering_withdrawn,
+agreement_expired and agreement_terminated (the sessions still to come of the offerings the agreement
+still carried are cancelled with that reason).
 
 Rules (rules.py): no room or trainer is ever booked twice for overlapping times; a session belongs to
 a published offering, within its dates and its agreement, and seats at most what its room seats;
 only the operator schedules or changes what has started. Times are accepted only with an offset and
 stored in UTC.
 """
+from datetime import date, timedelta
+
+from pymongo.errors import DuplicateKeyError
+
 from backbone import auth
 from backbone.clock import local_date, utcnow
 from backbone.database import Database, new_id
@@ -24,6 +31,7 @@ from backbone.operated import Operated
 from backbone.paging import listed
 from backbone.rpc import rpc
 from backbone.subscriber import subscribe
+from backbone.timer import leased_timer
 import contracts  # noqa: F401  (registers the contracts of the events it publishes and handles)
 from services.scheduling import calendars, rules, schemas, store
 from services.scheduling.feeds import Feeds
@@ -57,24 +65,101 @@ class SchedulingService(Operated):
         self.db.transaction(lambda tx: store.withdraw_offering(
             tx, payload["offering_id"], payload["partner_id"], reason, utcnow()))
 
+    @subscribe("agreement_signed")
+    def on_agreement_signed(self, event):
+        """Its dates: its last day is what the warnings count down to."""
+        self.db.transaction(lambda tx: store.remember_agreement(tx, event["payload"], event["occurred_at"]))
+
+    @subscribe("agreement_amended")
+    def on_agreement_amended(self, event):
+        """Its new dates: an amended last day is warned of again. Its sessions stay until it ends."""
+        self.db.transaction(lambda tx: store.remember_agreement(tx, event["payload"], event["occurred_at"]))
+
     @subscribe("agreement_expired")
     def on_agreement_expired(self, event):
-        """Its offerings are covered through its last day; later sessions are cancelled."""
+        """The offerings it still carried are covered through its last day; their later sessions are
+        cancelled (an offering a renewal took on keeps its sessions)."""
         payload = event["payload"]
         ends_at = rules.agreement_ends_at(payload["valid_until"])
-        self.db.transaction(lambda tx: store.end_agreement(
-            tx, payload["agreement_id"], payload["partner_id"], ends_at, "Agreement expired.",
-            "agreement_expired", utcnow()))
+
+        def expire(tx):
+            store.remember_agreement(tx, payload, event["occurred_at"])
+            return store.end_agreement(tx, payload["agreement_id"], payload["partner_id"], ends_at,
+                                       "Agreement expired.", "agreement_expired", utcnow(), payload.get("offering_ids"))
+
+        self.db.transaction(expire)
 
     @subscribe("agreement_terminated")
     def on_agreement_terminated(self, event):
-        """Its offerings are covered until its termination day begins; later sessions are cancelled."""
+        """The offerings it still carried are covered until its termination day begins; their later
+        sessions are cancelled."""
         payload = event["payload"]
         ends_at = rules.agreement_ends_at(payload["valid_until"], payload["terminated_on"])
         reason = rules.cancel_reason("Agreement terminated", payload.get("reason"))
-        self.db.transaction(lambda tx: store.end_agreement(
-            tx, payload["agreement_id"], payload["partner_id"], ends_at, reason, "agreement_terminated",
-            utcnow()))
+
+        def terminate(tx):
+            store.remember_agreement(tx, payload, event["occurred_at"], terminated_on=payload["terminated_on"])
+            return store.end_agreement(tx, payload["agreement_id"], payload["partner_id"], ends_at, reason,
+                                       "agreement_terminated", utcnow(), payload.get("offering_ids"))
+
+        self.db.transaction(terminate)
+
+    # -- agreements about to end ----------------------------------------------------------------------
+
+    @leased_timer("AGREEMENT_WARNING_SECONDS", 60, lease="agreement-warnings")
+    def warn_of_ending_agreements(self, today=None):
+        """Publish `agreement_ending` for each agreement that reached a warning day (60, 30 or 7
+        days before its last day, in local days) and was not warned of it for that end. `today`: the
+        local day to judge (by default today's in Ho Chi Minh City). Runs in one replica (the lease)
+        and is safe to run twice at once: the warning's record has a unique key and is written with
+        the event. Returns how many warnings it published."""
+        today = today or local_date()
+        published = 0
+        horizon = today + timedelta(days=max(rules.WARNING_DAYS))
+        for agreement in store.agreements_ending(self.db, today, horizon):
+            if rules.warning_due(self._last_day(agreement), today,
+                                 store.warned(self.db, agreement["_id"], agreement["last_day"])) is None:
+                continue
+            try:
+                published += self.db.transaction(lambda tx, agreement=agreement: self._warn(tx, agreement, today))
+            except DuplicateKeyError:
+                pass  # another sweep recorded it first: it published the warning
+        store.note_swept(self.db, today, utcnow())
+        return published
+
+    def _warn(self, tx, agreement, today):
+        """Inside a transaction: the agreement as it is now, its warning recorded once and published."""
+        current = tx.agreements.find_one({"_id": agreement["_id"]})
+        if current.get("ended") or current.get("last_day") != agreement["last_day"]:
+            return 0  # it ended or changed since the sweep read it: the next sweep judges it afresh
+        threshold = rules.warning_due(self._last_day(current), today, store.warned(tx, current["_id"], current["last_day"]))
+        if threshold is None:
+            return 0
+        store.record_warning(tx, current, threshold, today, utcnow())
+        offerings = store.carried_offerings(tx, current["_id"], today)
+        sessions = store.sessions_after(tx, [o["_id"] for o in offerings], self._last_day(current))
+        renewal = rules.renewal_of(current, store.partner_agreements(tx, current["partner_id"]))
+        tx.emit("agreement_ending", schemas.ending_payload(current, threshold, today, offerings, sessions, renewal))
+        return 1
+
+    @staticmethod
+    def _last_day(agreement):
+        return date.fromisoformat(agreement["last_day"])
+
+    @rpc
+    def ending_agreements(self, actor, query):
+        """The agreements whose last day is at most `within_days` (default 60) local days away and
+        that have not ended, soonest first, with the warnings sent for that end and the renewal that
+        follows, if any: {"items": [...]} (operator only; the console's list)."""
+        auth.require_operator(actor)
+        asked = validated(schemas.EndingQuery(), query or {})
+        today = local_date()
+        items = []
+        for agreement in store.agreements_ending(self.db, today, today + timedelta(days=asked["within_days"])):
+            renewal = rules.renewal_of(agreement, store.partner_agreements(self.db, agreement["partner_id"]))
+            items.append(schemas.public_ending(
+                agreement, today, store.warned(self.db, agreement["_id"], agreement["last_day"]), renewal))
+        return {"items": items, "swept_through": store.last_swept(self.db)}
 
     # -- venues -----------------------------------------------------------------------------------
 

@@ -3,16 +3,22 @@
 - `venues`: venues with their rooms.
 - `sessions`: the programme calendar, instants in UTC; `room_key` and `trainer_key` say what a
   session holds.
-- `offerings` and `agreements`: what partners' events said (whether an offering is published, until
-  when its agreement covers it); never partners' database.
+- `offerings` and `agreements`: what partners' events said (whether an offering is published and on
+  which agreement, each agreement's dates and last day, and when an ended one stopped covering);
+  never partners' database.
+- `agreement_warnings`: one document per warning sent (`<agreement>:<last day>:<threshold>`): its
+  unique _id is what sends each warning once, across replicas and sweeps. `sweeps` says which local
+  day the warnings sweep last looked at.
 - `locks`: one document per room and per trainer that a booking writes, so that racing bookings
   conflict in the database (see `claim`).
 - `feeds`: the generation of each calendar feed that was ever rotated (`<kind>:<id>`; none: 0). Its
   token is derived from it (rules.feed_token); no token is stored.
 """
+from datetime import timedelta
+
 from pymongo import ASCENDING, IndexModel
 
-from backbone.clock import utcnow
+from backbone.clock import local_midnight, utcnow
 from backbone.database import new_id, one_or_404
 from backbone.errors import rule_broken
 from backbone.paging import page
@@ -29,6 +35,8 @@ INDEXES = {
         IndexModel([("partner_id", ASCENDING), ("starts_at", ASCENDING)]),
     ],
     "offerings": [IndexModel([("agreement_id", ASCENDING)])],
+    "agreements": [IndexModel([("partner_id", ASCENDING)]), IndexModel([("last_day", ASCENDING)])],
+    "agreement_warnings": [IndexModel([("agreement_id", ASCENDING), ("last_day", ASCENDING)])],
 }
 
 
@@ -206,12 +214,28 @@ def remember_offering(tx, payload):
     known = tx.offerings.find_one({"_id": payload["offering_id"]}, {"status": 1})
     if known and rules.withdrawal_is_final(known.get("status")):
         return
-    ended = tx.agreements.find_one({"_id": payload["agreement_id"]}) if payload["agreement_id"] else None
+    agreement = tx.agreements.find_one({"_id": payload["agreement_id"]}) if payload["agreement_id"] else None
     tx.offerings.update_one({"_id": payload["offering_id"]}, {"$set": {
         "partner_id": payload["partner_id"], "agreement_id": payload["agreement_id"],
         "title": payload["title"], "audience_groups": payload["audience_groups"], "status": "published",
         "starts_from": payload["starts_from"].isoformat(), "ends_by": payload["ends_by"].isoformat(),
-        "covered_until": ended["ends_at"] if ended else None}}, upsert=True)
+        "covered_until": (agreement or {}).get("ends_at")}}, upsert=True)
+
+
+def remember_agreement(tx, payload, as_of, terminated_on=None):
+    """Keep our copy of an agreement as the newest event about it says: partner, title, dates and
+    its last day. `as_of`: when the event was written; an older event arriving late changes nothing
+    (an amendment overtaken by the expiry it led to, a signing by its amendment). Returns the copy."""
+    known = tx.agreements.find_one({"_id": payload["agreement_id"]})
+    if known and known.get("as_of") and known["as_of"] > as_of:
+        return known
+    fields = {"partner_id": payload["partner_id"], "title": payload["title"],
+              "valid_from": payload["valid_from"].isoformat(), "valid_until": payload["valid_until"].isoformat(),
+              "last_day": rules.last_day(payload["valid_until"], terminated_on).isoformat(), "as_of": as_of}
+    if terminated_on is not None:
+        fields["terminated_on"] = terminated_on.isoformat()
+    tx.agreements.update_one({"_id": payload["agreement_id"]}, {"$set": fields}, upsert=True)
+    return dict(known or {"_id": payload["agreement_id"]}, **fields)
 
 
 def withdraw_offering(tx, offering_id, partner_id, reason, now):
@@ -221,17 +245,79 @@ def withdraw_offering(tx, offering_id, partner_id, reason, now):
     return cancel_sessions(tx, {"offering_id": offering_id, "starts_at": {"$gt": now}}, reason, "offering_withdrawn")
 
 
-def end_agreement(tx, agreement_id, partner_id, ends_at, reason, cause, now):
-    """From `ends_at` the agreement covers nothing: its offerings may not have sessions ending later,
-    and their scheduled sessions that start later (and are still to come) are cancelled with `reason`."""
+def end_agreement(tx, agreement_id, partner_id, ends_at, reason, cause, now, offering_ids=None):
+    """From `ends_at` the agreement covers nothing: the offerings it still carried may not have
+    sessions ending later, and their scheduled sessions that start later (and are still to come) are
+    cancelled with `reason`. `offering_ids`: the offerings partners says it carried when it ended
+    (an offering moved onto a renewal is not among them, whether or not we heard of the move yet);
+    None (an event from before partners said so): those our copy has on it."""
     # $min: an agreement that is terminated and later also expires ends at the earlier time.
     tx.agreements.update_one({"_id": agreement_id}, {
-        "$min": {"ends_at": ends_at}, "$set": {"partner_id": partner_id}}, upsert=True)
-    offering_ids = [o["_id"] for o in tx.offerings.find({"agreement_id": agreement_id}, {"_id": 1})]
+        "$min": {"ends_at": ends_at}, "$set": {"partner_id": partner_id, "ended": True}}, upsert=True)
+    if offering_ids is None:
+        offering_ids = [o["_id"] for o in tx.offerings.find({"agreement_id": agreement_id}, {"_id": 1})]
+    # Only copies still on this agreement: one we already know moved on is covered by its new one.
     # Not $min here: an offering covered without end has covered_until None, which sorts first.
     tx.offerings.update_many(
-        {"agreement_id": agreement_id, "$or": [{"covered_until": None}, {"covered_until": {"$gt": ends_at}}]},
+        {"_id": {"$in": offering_ids}, "agreement_id": agreement_id,
+         "$or": [{"covered_until": None}, {"covered_until": {"$gt": ends_at}}]},
         {"$set": {"covered_until": ends_at}})
     return cancel_sessions(
         tx, {"offering_id": {"$in": offering_ids}, "starts_at": {"$gte": rules.first_lost_start(ends_at, now)}},
         reason, cause)
+
+
+# -- agreements about to end: the warnings ----------------------------------------------------------
+
+def agreements_ending(db, today, horizon):
+    """Our copies of the agreements not ended whose last day is from `today` to `horizon` (dates)."""
+    return list(db.agreements.find({"ended": {"$ne": True}, "last_day": {
+        "$gte": today.isoformat(), "$lte": horizon.isoformat()}}).sort([("last_day", ASCENDING), ("_id", ASCENDING)]))
+
+
+def partner_agreements(db, partner_id):
+    """Our copies of every agreement of the partner."""
+    return list(db.agreements.find({"partner_id": partner_id}))
+
+
+def _warning_key(agreement_id, last_day, threshold):
+    return "{}:{}:{}".format(agreement_id, last_day, threshold)
+
+
+def warned(db, agreement_id, last_day):
+    """The thresholds already warned of for the agreement ending on `last_day` (an ISO day)."""
+    return {doc["threshold"] for doc in db.agreement_warnings.find(
+        {"agreement_id": agreement_id, "last_day": last_day}, {"threshold": 1})}
+
+
+def record_warning(tx, agreement, threshold, today, now):
+    """Record the warning of `threshold` for the agreement's current last day. Raises
+    DuplicateKeyError when it was recorded already (by another replica, or an earlier sweep)."""
+    tx.agreement_warnings.insert_one({
+        "_id": _warning_key(agreement["_id"], agreement["last_day"], threshold), "agreement_id": agreement["_id"],
+        "partner_id": agreement["partner_id"], "last_day": agreement["last_day"], "threshold": threshold,
+        "day": today.isoformat(), "at": now})
+
+
+def carried_offerings(tx, agreement_id, today):
+    """Our copies of the published offerings on the agreement whose window has not ended by `today`."""
+    return list(tx.offerings.find({"agreement_id": agreement_id, "status": "published",
+                                   "ends_by": {"$gte": today.isoformat()}}).sort([("starts_from", ASCENDING), ("_id", ASCENDING)]))
+
+
+def sessions_after(tx, offering_ids, last_day):
+    """The scheduled sessions of these offerings that start after the local day `last_day` (a date)."""
+    return list(tx.sessions.find({
+        "offering_id": {"$in": offering_ids}, "status": "scheduled",
+        "starts_at": {"$gte": local_midnight(last_day + timedelta(days=1))}}).sort("starts_at"))
+
+
+def note_swept(db, today, now):
+    """Record the local day the warnings sweep last looked at (what operators and tests read)."""
+    db.sweeps.update_one({"_id": "agreement-warnings"}, {"$set": {"day": today.isoformat(), "at": now}}, upsert=True)
+
+
+def last_swept(db):
+    """The local day (ISO) the warnings sweep last looked at, or None."""
+    found = db.sweeps.find_one({"_id": "agreement-warnings"})
+    return found["day"] if found else None
