@@ -38,6 +38,17 @@ def mongo(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def smtp_sink(tmp_path_factory):
+    """A mail server of the drill's own: the walk-through looks for the first mail to its official."""
+    from devstack.smtp_sink import SmtpSink
+    folder = tmp_path_factory.mktemp("drill-mail")
+    sink = SmtpSink(directory=str(folder), log_path=str(folder.parent / "drill-smtp.log"))
+    sink.start()
+    yield sink
+    sink.stop()
+
+
 @pytest.fixture
 def tools(tmp_path):
     """`mongodump` and `mongorestore` on the PATH: this repository's stand-ins (ops/backup.py)."""
