@@ -1,7 +1,7 @@
 PYTHON ?= python3
 VENV := .venv
 
-.PHONY: venv rabbitmq browser run test bench clean deploy-files
+.PHONY: venv rabbitmq browser promtool run test bench clean deploy-files audit lock
 
 venv: $(VENV)/.installed
 
@@ -28,8 +28,19 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
 	fi
 
+# The alert rules' unit tests (tests/test_alerts.py) run promtool from Debian's prometheus package:
+# downloaded with apt and only promtool extracted into .venv/bin, so no Prometheus server is installed
+# or started on this machine.
+promtool: $(VENV)/bin/promtool
+
+$(VENV)/bin/promtool: | $(VENV)/.installed
+	@echo "promtool: extracting it from Debian's prometheus package (apt-get download)"
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf $$tmp' EXIT; cd $$tmp; \
+		apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus >/dev/null; }; \
+		dpkg-deb -x prometheus_*.deb extracted; cp extracted/usr/bin/promtool $(CURDIR)/$(VENV)/bin/promtool
+
 # The tests start their own SecantusDB, SMTP sink and SMS gateway (devstack fixtures).
-test: venv rabbitmq browser
+test: venv rabbitmq browser promtool
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
 bench: venv rabbitmq
