@@ -118,21 +118,26 @@ def image_uid():
 
 def test_one_non_root_python_311_image_holds_every_service_and_the_gateway():
     text = dockerfile()
-    assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
+    # The base by digest, the same in both stages.
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim@sha256:[0-9a-f]{64}$", text, re.M)
+    assert re.findall(r"^FROM (\S+)", text, re.M) == ["${PYTHON_IMAGE}", "${PYTHON_IMAGE}"]
     requires = re.search(r'requires-python = ">=(\d+)\.(\d+)"', (ROOT / "pyproject.toml").read_text())
     assert (3, 11) >= tuple(map(int, requires.groups()))
-    # The runtime dependencies come pinned from pyproject.toml; the dev extras stay out.
-    assert "COPY pyproject.toml" in text and "['project']['dependencies']" in text and "[dev]" not in text
-    copied = set(re.findall(r"^COPY (\S+) ", text, re.M))
-    assert "config.yml" in copied
+    # The runtime dependencies from the hashed lock and nothing else: no resolution, no build of the project.
+    assert "RUN pip install --require-hashes --no-deps -r requirements.lock" in text
+    assert "pip install -e" not in text and "[dev]" not in text
+    copied = set(re.findall(r"^COPY (?:--from=\S+ )?(.+) \S+$", text, re.M))
+    copied = {name for line in copied for name in line.split()}
+    assert {"config.yml", "deploy/requirements.lock"} <= copied
     for name, module in SERVICES.items():
         assert module_exists(module), module
         assert module.split(".")[0] in copied, "{} is not in the image".format(module)
     assert image_uid() > 0
     assert re.search(r"^CMD \[\"nameko\", \"run\", \"--config\", \"config.yml\", ", text, re.M)
-    # The build context is the repository root: keep the virtualenv and local data out of it.
+    # The build context is the repository root: keep the virtualenv and local data out of it, but let the
+    # locks of deploy/ in.
     ignored = (ROOT / ".dockerignore").read_text().split()
-    assert {".venv", "var", ".git"} <= set(ignored)
+    assert {".venv", "var", ".git", "deploy/*", "!deploy/requirements.lock", "!deploy/sbom-tools.lock"} <= set(ignored)
 
 
 # -- compose ------------------------------------------------------------------------------------------
