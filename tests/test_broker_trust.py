@@ -88,7 +88,8 @@ def stack(broker_users, mongo, smtp_sink, sms_gateway, tmp_path_factory):
                   PUBLIC_URL="http://127.0.0.1:{}".format(port), HEARTBEAT_DIR=str(logs))
     from devstack.run import processes
     running = []
-    for name, target in processes().items():
+
+    def start(name, target):
         env = dict(common, AMQP_URI=uri(name, broker_users[name]))
         if name == "gateway":
             env["OPERATOR_TOKEN"] = "trust-operator-token"
@@ -96,22 +97,40 @@ def stack(broker_users, mongo, smtp_sink, sms_gateway, tmp_path_factory):
             running.append((name, subprocess.Popen([NAMEKO, "run", "--config", "config.yml", target], cwd=ROOT,
                                                    env=env, stdout=log, stderr=subprocess.STDOUT,
                                                    start_new_session=True)))
+
+    def ready(name):
+        return subprocess.run([sys.executable, "-m", "ops.probe", name, "--dir", str(logs)], cwd=ROOT,
+                              capture_output=True).returncode == 0
+
+    def wait(what, done):
+        deadline = time.monotonic() + 120
+        while not done():
+            dead = [name for name, process in running if process.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                tails = "\n".join("--- {}\n{}".format(n, (logs / "{}.log".format(n)).read_text(errors="replace")[-3000:])
+                                  for n, _ in running)
+                for _, process in running:
+                    process.kill()
+                pytest.fail("{} did not come up ({} died):\n{}".format(what, dead, tails))
+            time.sleep(0.3)
+
+    targets = processes()
+    # The services first, each ready by its own heartbeat (as Kubernetes' readiness would have it), then
+    # the gateway in front of them.
+    for name, target in targets.items():
+        if name != "gateway":
+            start(name, target)
+    wait("the services", lambda: all(ready(name) for name in targets if name != "gateway"))
+    start("gateway", targets["gateway"])
     url = "http://127.0.0.1:{}".format(port)
-    deadline = time.monotonic() + 120
-    while True:
+
+    def healthy():
         try:
-            if requests.get(url + "/health", timeout=2).status_code == 200:
-                break
+            return requests.get(url + "/health", timeout=5).status_code == 200
         except requests.RequestException:
-            pass
-        dead = [name for name, process in running if process.poll() is not None]
-        if dead or time.monotonic() > deadline:
-            tails = "\n".join("--- {}\n{}".format(n, (logs / "{}.log".format(n)).read_text(errors="replace")[-2000:])
-                              for n, _ in running)
-            for _, process in running:
-                process.kill()
-            pytest.fail("the stack did not come up ({} died):\n{}".format(dead, tails))
-        time.sleep(0.3)
+            return False
+
+    wait("the gateway", healthy)
     yield url
     for _, process in running:
         if process.poll() is None:
