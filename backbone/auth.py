@@ -7,6 +7,9 @@ each service checks it again before any write (a service is never more trusting 
 from backbone.errors import DomainError, forbidden
 
 OPERATOR = {"role": "operator"}
+# What a calendar feed's read-only token starts with: it opens its feed only, in `?token=`, and is
+# refused as a Bearer token anywhere (the gateway tells it apart from an API key by this alone).
+FEED_TOKEN_PREFIX = "feed_"
 
 
 def is_operator(actor):

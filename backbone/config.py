@@ -92,6 +92,37 @@ def events_setting(key, default=None):
     return (nameko_config.get("EVENTS") or {}).get(key, default)
 
 
+# A secret shorter than this is refused: 32 characters of `secrets.token_urlsafe` are 192 bits.
+SECRET_MIN_LENGTH = 32
+
+
+class MissingSecret(RuntimeError):
+    """A process was started without a secret it needs, or with one too short to be one."""
+
+
+def required_secret(value, variable):
+    """`value`, a secret from the configuration, when it can be one; otherwise MissingSecret naming the
+    environment variable that sets it, and the process refuses to start. No secret has a committed
+    default (`make run` writes dev ones into var/, the tests set theirs), and a loopback PUBLIC_URL
+    earns no exception: nobody needs one, and a signature made with an empty or published key is
+    forgeable wherever the process happens to listen."""
+    text = "" if value is None else str(value)
+    if not text.strip():
+        raise MissingSecret("{} is not set: this process refuses to start without it. Set it to a random "
+                            "value of at least {} characters (python3 -c 'import secrets; "
+                            "print(secrets.token_urlsafe(32))'); `make run` makes one in var/."
+                            .format(variable, SECRET_MIN_LENGTH))
+    if len(text) < SECRET_MIN_LENGTH:
+        raise MissingSecret("{} is too short ({} characters): it takes at least {}.".format(
+            variable, len(text), SECRET_MIN_LENGTH))
+    return text
+
+
+def public_url(config):
+    """The address people and calendar apps reach the gateway at, without a trailing slash."""
+    return (config.get("PUBLIC_URL") or "http://127.0.0.1:8000").rstrip("/")
+
+
 def env_flag(name, default=False):
     value = os.environ.get(name)
     return default if value is None else value.lower() in ("1", "true", "yes", "on")

@@ -19,9 +19,10 @@ _process = {"service": None}
 
 # Unicode letters on both sides of the @: Vietnamese addresses (`nguyễn.ánh@bộnội.vn`) are addresses too.
 EMAIL = re.compile(r"([\w%+-])[\w.%+-]*@([\w-]+(?:\.[\w-]+)+)")
-# Vietnamese numbers as people write them: +84, (+84), 84 or 0, then 8-10 digits, maybe split by spaces,
-# dots or dashes.
-PHONE = re.compile(r"(?<![\w+(])(\(\+?84\)|\+?84|0)((?:[\s.-]?\d){8,10})(?![\w])")
+# Vietnamese numbers as people write them: +84, (+84), 84 (maybe with the trunk 0 kept as "(0)") or 0,
+# then 8-10 digits, maybe split by spaces, dots or dashes, or a landline's area code in brackets:
+# (028) 3829 1234.
+PHONE = re.compile(r"(?<![\w+(])(\(\+?84\)|\+?84|\(?0)(?:\s?\(0\))?((?:(?:[\s.-]|\)\s?)?\d){8,10})(?![\w])")
 # Secrets that reach a log line: in a URL (calendar apps send ?token=), a header, a JSON body, or an
 # API key or token anywhere by its prefix.
 SECRET = re.compile(r"((?:token|api_key)=|Bearer\s+)[^\s&\"']+", re.IGNORECASE)

@@ -8,6 +8,8 @@ caller; one that this module did not write is refused with 422 naming `cursor`.
 import base64
 import binascii
 import json
+import math
+from datetime import datetime
 
 from bson import json_util
 from bson.errors import BSONError
@@ -30,14 +32,26 @@ def encode_cursor(values):
     return base64.urlsafe_b64encode(json_util.dumps(values).encode("utf-8")).decode("ascii").rstrip("=")
 
 
+INT64 = 2 ** 63
+
+
+def _storable(value):
+    """What a sort key may hold: text, a date, a flag, nothing, or a number MongoDB can compare."""
+    if isinstance(value, bool) or value is None or isinstance(value, (str, datetime)):
+        return True
+    if isinstance(value, int):
+        return -INT64 <= value < INT64
+    return isinstance(value, float) and math.isfinite(value)
+
+
 def decode_cursor(cursor, width):
     """The values a cursor carries, or 422: a cursor is only ever what `page` wrote."""
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode("utf-8")
         values = json_util.loads(text)
-    except (ValueError, TypeError, binascii.Error, UnicodeError, BSONError, json.JSONDecodeError):
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeError, BSONError, json.JSONDecodeError):
         values = None
-    if not isinstance(values, list) or len(values) != width:
+    if not isinstance(values, list) or len(values) != width or not all(_storable(v) for v in values):
         raise invalid({"cursor": ["Not a cursor this list returned."]})
     return values
 

@@ -112,13 +112,27 @@ class Notifications(Section):
     quiet_hours = _text(validate=validate.Regexp(r"^(?:{0}-{0})?$".format(_CLOCK),
                                                   error="HH:MM-HH:MM, or empty for none."))
     reminder_hour = _count(0, 23)
-    public_url = _text(validate=validate.URL(require_tld=False, schemes={"http", "https"}))
+    # A secret: its presence and length are checked where it is used (backbone.config.required_secret).
     unsubscribe_secret = _text()
     smtp_pool = _count()
     senders = _count()
     flushers = _count()
     flush_linger_seconds = _seconds(strict=False)
     announce_sent = _boolean()
+
+
+class Http(Section):
+    """What the gateway lets in (gateway/admission.py); 0 for a rate: no limit."""
+    max_body_bytes = _count()
+    max_import_bytes = _count()
+    rate_per_client = _count(0)
+    burst_per_client = _count(0)
+    rate_per_token = _count(0)
+    burst_per_token = _count(0)
+    trusted_proxies = _text(validate=validate.Regexp(r"^[0-9A-Fa-f.:,\s]*$",
+                                                      error="Comma-separated IP addresses, or empty."))
+    socket_timeout = _seconds()
+    max_connections = _count()
 
 
 class Settings(Section):
@@ -129,6 +143,8 @@ class Settings(Section):
                                                      error="Letters, digits, _ and - (a database name)."))
     WEB_SERVER_ADDRESS = _text(validate=validate.Regexp(r"^[^\s:]+:\d{1,5}$", error="host:port."))
     OPERATOR_TOKEN = _text()
+    PUBLIC_URL = _text(validate=validate.URL(require_tld=False, schemes={"http", "https"}))
+    FEED_SECRET = _text()
     max_workers = _count()
     SERVICES = fields.Dict(keys=fields.String(), values=fields.String(), required=True)
     SERVICE_CONTAINER_CLS = _text()
@@ -137,6 +153,8 @@ class Settings(Section):
                           required=True)
     QUEUE_TYPE = _text(validate=validate.OneOf(["classic", "quorum"]))
     EVENTS = fields.Nested(Events, required=True)
+    HTTP = fields.Nested(Http, required=True)
+    IMPORT_MAX_ROWS = _count()
     AGREEMENT_SWEEP_SECONDS = _seconds()
     SMTP = fields.Nested(Smtp, required=True)
     SMS = fields.Nested(Sms, required=True)

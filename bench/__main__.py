@@ -15,6 +15,7 @@ eventlet.monkey_patch()
 
 import json  # noqa: E402
 import os  # noqa: E402
+import secrets  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -508,11 +509,14 @@ def main():
     port = free_port()
     config = load(AMQP_URI=base_uri.rstrip("/") + "/" + vhost, MONGO_URI=mongo.uri,
                   DATABASE_PREFIX="bench{}".format(uuid.uuid4().hex[:6]),
-                  WEB_SERVER_ADDRESS="127.0.0.1:{}".format(port), OPERATOR_TOKEN=uuid.uuid4().hex)
-    config["GATEWAY_URL"] = "http://127.0.0.1:{}".format(port)
+                  WEB_SERVER_ADDRESS="127.0.0.1:{}".format(port), OPERATOR_TOKEN=uuid.uuid4().hex,
+                  FEED_SECRET=secrets.token_urlsafe(32))  # config.yml commits no secret
+    config["GATEWAY_URL"] = config["PUBLIC_URL"] = "http://127.0.0.1:{}".format(port)
+    config["NOTIFICATIONS"]["unsubscribe_secret"] = secrets.token_urlsafe(32)
     config["SMTP"].update(host="127.0.0.1", port=smtp_sink.port)
     config["SMS"].update(gateway_url=sms.url)
     config["EVENTS"].update(relay_poll_seconds=0.05)
+    config["HTTP"].update(rate_per_client=0, rate_per_token=0)  # capacity, not the limiter, is measured
     print("bench: {} HTTP requests, {} events, {} registrations, concurrency {} (2 cores; services, "
           "SecantusDB and the load generator share them)".format(HTTP_REQUESTS, EVENTS, REGISTRATIONS, CONCURRENCY))
     try:

@@ -2,7 +2,8 @@
 
 Uses the real servers named by MONGO_URI, AMQP_URI, SMTP_HOST/SMTP_PORT and SMS_GATEWAY_URL, and starts
 an embedded one for each that is not set (RabbitMQ: the local server, started if it is stopped);
-declares the RabbitMQ topology; runs the services and the gateway under `nameko run`; waits for
+takes the secrets from the environment or makes dev ones in var/ (DEV_SECRETS); declares the
+RabbitMQ topology; runs the services and the gateway under `nameko run`; waits for
 /health; loads the seed data; then runs until Ctrl-C or SIGTERM and stops everything in order: the
 services first, then the servers they were using.
 """
@@ -165,19 +166,31 @@ def start_servers(stack):
         say("SMS gateway: {} (messages in var/sms/sms.jsonl)".format(gateway.url))
 
 
-def operator_token():
-    if os.environ.get("OPERATOR_TOKEN"):
-        say("operator token: from OPERATOR_TOKEN")
-        return os.environ["OPERATOR_TOKEN"]
-    path = VAR / "dev-operator-token"
+# The secrets the services need, each from its variable when set, else made once into var/ (config.yml
+# commits none): {variable: (what it is, its file in var/, random bytes)}.
+DEV_SECRETS = {
+    "OPERATOR_TOKEN": ("operator token", "dev-operator-token", 24),
+    "UNSUBSCRIBE_SECRET": ("unsubscribe links' key", "dev-unsubscribe-secret", 32),
+    "FEED_SECRET": ("calendar feeds' key", "dev-feed-secret", 32),
+}
+
+
+def dev_secret(variable):
+    """The secret `variable` names: from the environment, else var/<file>, made there (0600) the
+    first time, so links and calendar URLs stay valid from one `make run` to the next."""
+    what, name, size = DEV_SECRETS[variable]
+    if os.environ.get(variable):
+        say("{}: from {}".format(what, variable))
+        return os.environ[variable]
+    path = VAR / name
     if path.exists():
-        say("operator token: var/dev-operator-token")
+        say("{}: var/{}".format(what, name))
         return path.read_text().strip()
-    token = secrets.token_urlsafe(24)
+    value = secrets.token_urlsafe(size)
     with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
-        file.write(token + "\n")
-    say("operator token: created var/dev-operator-token")
-    return token
+        file.write(value + "\n")
+    say("{}: created var/{}".format(what, name))
+    return value
 
 
 def down_services(body):
@@ -236,10 +249,14 @@ Ctrl-C stops everything.
 def start(stack):
     LOGS.mkdir(parents=True, exist_ok=True)
     start_servers(stack)
-    stack.env["OPERATOR_TOKEN"] = token = operator_token()
+    for variable in DEV_SECRETS:
+        stack.env[variable] = dev_secret(variable)
+    token = stack.env["OPERATOR_TOKEN"]
+    gateway = "http://127.0.0.1:{}".format(os.environ.get("GATEWAY_PORT") or 8000)
+    # Links in emails and calendar URLs lead to this gateway unless PUBLIC_URL says otherwise.
+    stack.env.setdefault("PUBLIC_URL", gateway)
     stack.run_once("backbone.topology", "RabbitMQ topology")
     stack.start_services()
-    gateway = "http://127.0.0.1:{}".format(os.environ.get("GATEWAY_PORT") or 8000)
     wait_until_healthy(stack, gateway + "/health")
     say("healthy: {}/health".format(gateway))
     stack.run_once("devstack.seed", "seed data")

@@ -1,9 +1,9 @@
 """A local SMTP server that keeps every message it receives as a file, for `make run` and the tests.
 
 Each message lands in `<directory>/<UTC timestamp>-<counter>.eml`, raw as received, under two added
-headers with the envelope (`X-Envelope-From`, `X-Envelope-To`). `refuse(code)` makes it answer RCPT
-and DATA with that code until `accept()`, to play a mail server that is failing for a while (4xx) or
-refusing for good (5xx).
+headers with the envelope (`X-Envelope-From`, `X-Envelope-To`). `refuse(code[, text])` makes it answer
+RCPT and DATA with that code until `accept()`, to play a mail server that is failing for a while (4xx)
+or refusing for good (5xx), quoting the address if asked to as real ones do.
 
 `SmtpSink` runs the server as a child process (`python -m devstack.smtp_sink`), not on a thread:
 under eventlet's monkey patching aiosmtpd's thread is a green thread, so its asyncio loop counts as
@@ -84,11 +84,14 @@ class SmtpSink:
         stop_process(self._process, STOP_TIMEOUT)
         self._process = None
 
-    def refuse(self, code=451):
+    def refuse(self, code=451, text=None):
+        """Answer RCPT and DATA with `code` until `accept()`. `text` replaces the usual reply text;
+        `{rcpt}` in it becomes the address, as real servers quote it (Postfix: `550 5.1.1
+        <a@q1.gov.vn>: Recipient address rejected: User unknown`)."""
         if code // 100 not in REFUSAL_TEXT:
             raise ValueError("a refusal is a 4xx or 5xx SMTP code, not {}".format(code))
         partial = self.directory / (REFUSE_FILE + ".partial")
-        partial.write_text(str(code))
+        partial.write_text("{}\n{}".format(code, text or ""), encoding="utf-8")
         partial.replace(self.directory / REFUSE_FILE)  # never read half-written
 
     def accept(self):
@@ -115,22 +118,23 @@ class Recorder:
         self.directory = Path(directory)
         self._counter = itertools.count(1)
 
-    def refusal(self):
+    def refusal(self, address=""):
         try:
-            code = int((self.directory / REFUSE_FILE).read_text())
+            code, _, text = (self.directory / REFUSE_FILE).read_text(encoding="utf-8").partition("\n")
         except FileNotFoundError:
             return None
-        return "{} {}".format(code, REFUSAL_TEXT[code // 100])
+        text = text or REFUSAL_TEXT[int(code) // 100]
+        return "{} {}".format(int(code), text.replace("{rcpt}", address))
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-        refusal = self.refusal()
+        refusal = self.refusal(address)
         if refusal:
             return refusal
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
-        refusal = self.refusal()
+        refusal = self.refusal(", ".join(envelope.rcpt_tos))
         if refusal:
             return refusal
         path = self.store(envelope)

@@ -1,67 +1,104 @@
-"""The gateway's HTTP entrypoint: JSON in and out, the one place where errors become the public error
-shape, and where `Idempotency-Key` is honoured for every POST."""
-import hashlib
+"""The gateway's HTTP entrypoint: `@api`. JSON in and out; the one place where errors become the
+public error shape; what every request goes through, in order:
+
+1. the rate limits of its client and token (429), and the cap on its body (413, while reading);
+2. in a worker: the caller's authentication, before any of the body is read (401);
+3. the `Idempotency-Key` of a POST, scoped to that caller (`gateway/admission.py`);
+4. the handler, which calls the services by RPC (503 when one does not answer in time).
+"""
+import functools
+import io
 import json
 import logging
 import time
-from datetime import date, datetime, timedelta
 from functools import partial
 
 import eventlet
 from eventlet.event import Event
-from nameko.exceptions import RemoteError, UnknownService
+from eventlet.semaphore import Semaphore
 from nameko.extensions import DependencyProvider
 from nameko.rpc import ServiceRpc
 from nameko.web.handlers import HttpRequestHandler
-from nameko.web.server import WebServer
-from pymongo.errors import DuplicateKeyError
-from werkzeug.exceptions import HTTPException
-from werkzeug.wrappers import Response
+from nameko.web.server import WebServer, WsgiApp
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.wrappers import Request
 
 from backbone import counters
-from backbone.clock import LOCAL, utcnow
-from backbone.database import database_of
 from backbone.errors import DomainError
+from gateway import admission
+from gateway.responses import as_response, from_exception
 
 log = logging.getLogger(__name__)
 
 # How long the gateway waits for a service before answering 503 rather than hanging.
 RPC_TIMEOUT = 15
-# An Idempotency-Key still "in progress" this long after its request began was left by a gateway
-# replica that died mid-request (a live one has answered within RPC_TIMEOUT): a retry takes it over.
-ABANDONED_AFTER = 2 * RPC_TIMEOUT
+# Nesting deeper than this in a JSON body is refused before the parser recurses into it.
+MAX_JSON_DEPTH = 64
 
 
-def _jsonable(value):
-    """Times leave as ISO 8601 in the programme's local time, with the offset (stored in UTC)."""
-    if isinstance(value, datetime):
-        return value.astimezone(LOCAL).isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    return str(value)
+def _depth(raw):
+    """How deeply a JSON text nests arrays and objects (strings skipped), without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > MAX_JSON_DEPTH:
+                return deepest
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
-def json_response(status, body, headers=None):
-    return Response(json.dumps(body, ensure_ascii=False, default=_jsonable), status=status,
-                    headers=headers, mimetype="application/json")
+def _has_lone_surrogate(value):
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
 
 
-def error_response(status, code, message, fields=None):
-    return json_response(status, {"error": {"code": code, "message": message, "fields": fields or {}}})
+def malformed(message):
+    return DomainError("malformed_json", message, {}, 400)
 
 
 def read_json(request, optional=False):
-    """The request body as a JSON object, or 400 `malformed_json`. `optional`: for actions whose body
-    only adds a reason, no body at all means `{}`."""
+    """The request body as a JSON object, or 400 `malformed_json` (not JSON, not an object, nested
+    deeper than MAX_JSON_DEPTH, or a string with a lone surrogate, which no database can store).
+    `optional`: for actions whose body only adds a reason, no body at all means `{}`."""
     raw = request.get_data()
     if optional and not raw:
         return {}
     try:
-        body = json.loads(raw.decode("utf-8")) if raw else None
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise DomainError("malformed_json", "The body is not valid JSON: {}".format(exc), {}, 400)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise malformed("The body is not UTF-8: {}".format(exc))
+    if _depth(text) > MAX_JSON_DEPTH:
+        raise malformed("The body nests deeper than {} levels.".format(MAX_JSON_DEPTH))
+    try:
+        body = json.loads(text) if text else None
+    except ValueError as exc:
+        raise malformed("The body is not valid JSON: {}".format(exc))
     if not isinstance(body, dict):
-        raise DomainError("malformed_json", "The body must be a JSON object.", {}, 400)
+        raise malformed("The body must be a JSON object.")
+    if _has_lone_surrogate(body):
+        raise malformed("The body holds a lone surrogate (\\ud800-\\udfff), which is no text.")
     return body
 
 
@@ -69,10 +106,26 @@ def read_json(request, optional=False):
 LISTEN_BACKLOG = 1024
 
 
+class JsonWsgiApp(WsgiApp):
+    """nameko's WSGI app, with an unknown path (404) or method (405) in the public error shape."""
+
+    def __call__(self, environ, start_response):
+        request = Request(environ, shallow=True)
+        try:
+            provider, values = self.url_map.bind_to_environ(environ).match()
+        except HTTPException as exc:  # no route: answered here, in the error shape
+            response = from_exception(exc)
+            response.headers["X-Content-Type-Options"] = "nosniff"
+            return response(environ, start_response)
+        request.path_values = values
+        return provider.handle_request(request)(environ, start_response)
+
+
 class GatewayServer(WebServer):
-    """nameko's web server with a listen backlog for bursts: eventlet's default of 50 pending
-    connections overflows when a popular class opens (hundreds of officials at once), and the kernel
-    then drops connections, which the callers see closed without an answer."""
+    """nameko's web server with a listen backlog for bursts (eventlet's default of 50 overflows when a
+    popular class opens, and the kernel then drops connections), a socket timeout (a client that
+    sends nothing does not hold a connection), a bound on the connections served at once, JSON for
+    unknown routes, and an accept() that fails (out of file descriptors) waits instead of ending."""
 
     def start(self):
         if not self._starting:
@@ -80,7 +133,37 @@ class GatewayServer(WebServer):
             self._sock = eventlet.listen(self.bind_addr, backlog=LISTEN_BACKLOG)
             self._sock.settimeout(None)  # as nameko does: https://github.com/celery/kombu/issues/838
             self._serv = self.get_wsgi_server(self._sock, self.get_wsgi_app())
+            self._serv.socket_timeout = float(admission.setting("socket_timeout"))
+            self._slots = Semaphore(int(admission.setting("max_connections")))
+            # The container's limits and unknown tokens, shared by its routes.
+            self.admission = admission.Admission()
             self._gt = self.container.spawn_managed_thread(self.run)
+
+    def get_wsgi_app(self):
+        return JsonWsgiApp(self)
+
+    def run(self):
+        while self._is_accepting:
+            self._slots.acquire()
+            try:
+                sock, addr = self._sock.accept()
+            except OSError as exc:
+                self._slots.release()
+                if not self._is_accepting:
+                    return
+                log.error("gateway: accept failed (%s); trying again in a moment", exc)
+                eventlet.sleep(0.5)
+                continue
+            sock.settimeout(self._serv.socket_timeout)
+            self.container.spawn_managed_thread(partial(self._serve, sock, addr))
+
+    def _serve(self, sock, addr):
+        try:
+            self.process_request(sock, addr)
+        except OSError as exc:  # the peer went away or timed out: its connection only
+            log.info("gateway: connection from %s ended: %s", addr[0] if addr else "?", exc)
+        finally:
+            self._slots.release()
 
 
 class ServiceClient(ServiceRpc):
@@ -97,22 +180,36 @@ class ServiceClient(ServiceRpc):
         self.publisher.declare = []
 
 
+def _take_chunked(request):
+    """A chunked body (no Content-Length) read here, up to the cap and no further: more is 413.
+    werkzeug would otherwise read it as empty, or cut it at the cap without saying so."""
+    cap = request.max_content_length
+    body = request.environ["wsgi.input"].read(cap + 1)
+    if len(body) > cap:
+        raise RequestEntityTooLarge()
+    request.environ["wsgi.input"] = io.BytesIO(body)
+    request.environ["CONTENT_LENGTH"] = str(len(body))
+
+
 class Api(HttpRequestHandler):
     """`@api("POST", "/partners", body="PartnerIn", auth="operator", summary="...")`: the handler
     returns a dict/list (200), `(status, body)`, or a werkzeug Response; raising DomainError gives its
     status and the error shape. `body` and `query` (the names of a service's request and query
     schemas), `auth`, `summary` and `status` describe the route in OpenAPI; the summary says "(body
-    optional)" where it is."""
+    optional)" where it is. `max_body`: the setting that caps this route's body (imports have their
+    own). `auth=None`: the route checks who asks itself, if at all (public pages); `auth="feed"`: a
+calendar feed, whose token may come in the URL."""
 
     server = GatewayServer()
 
     def __init__(self, method, url, summary="", body=None, query=None, auth="operator", status=200, public=True,
-                 **kwargs):
+                 max_body="max_body_bytes", **kwargs):
         self.summary = summary
         self.body = body
         self.query = query
         self.auth = auth
         self.status = status
+        self.max_body = max_body
         # False: a page for people (the console), left out of the OpenAPI document.
         self.public = public
         super().__init__(method, url, **kwargs)
@@ -120,10 +217,23 @@ class Api(HttpRequestHandler):
     def handle_request(self, request):
         request.shallow = False
         started = time.monotonic()
-        if request.method == "POST" and request.headers.get("Idempotency-Key"):
-            response = self._idempotent(request)
-        else:
-            response = self._run(request)
+        try:
+            admitting = self.server.admission
+            request.environ["trainops.admission"] = admitting
+            wait = admitting.wait_before(request)
+            if wait:
+                response = admission.too_many(wait)
+            else:
+                request.max_content_length = int(admission.setting(self.max_body))
+                if request.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    _take_chunked(request)
+                response = self._run(request)
+        except Exception as exc:  # whatever happens, an answer in the error shape
+            response = from_exception(exc)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        if response.mimetype == "application/json":
+            # API answers carry personal data, keys and tokens: no cache keeps them.
+            response.headers.setdefault("Cache-Control", "no-store")
         # By route pattern, not path: one series per route, whatever the ids.
         service = self.container.service_name
         counters.HTTP_REQUESTS.labels(service, self.method, self.url, str(response.status_code)).inc()
@@ -145,16 +255,13 @@ class Api(HttpRequestHandler):
             except eventlet.Timeout as timeout:
                 # A BaseException: left to `except Exception` below, it escaped as a bare 500 (not our
                 # error shape) and left an Idempotency-Key in progress.
-                return self.response_from_exception(timeout)
-            if exc_info is not None:
-                response = self.response_from_exception(exc_info[1])
-            else:
-                response = self.response_from_result(result)
+                return from_exception(timeout)
+            response = from_exception(exc_info[1]) if exc_info is not None else as_response(result)
             # Quoted in support requests, it finds every log line, event and notice of this request.
             response.headers["X-Correlation-Id"] = correlation_id
             return response
         except Exception as exc:
-            return self.response_from_exception(exc)
+            return from_exception(exc)
 
     @staticmethod
     def _context(request):
@@ -165,92 +272,41 @@ class Api(HttpRequestHandler):
         done.send((result, exc_info, worker_ctx.context_data.get("correlation_id", "")))
         return result, exc_info
 
-    def response_from_result(self, result):
-        if isinstance(result, Response):
-            return result
-        if isinstance(result, tuple):
-            status, body = result
-            return json_response(status, body)
-        return json_response(200, result)
 
-    def response_from_exception(self, exc):
-        if isinstance(exc, DomainError):
-            return json_response(exc.status, exc.as_body())
-        if isinstance(exc, HTTPException):
-            return error_response(exc.code, exc.name.lower().replace(" ", "_"), exc.description)
-        if isinstance(exc, (eventlet.Timeout, UnknownService)):
-            return error_response(503, "service_unavailable", "A service did not answer in time.")
-        if isinstance(exc, RemoteError):
-            log.error("remote error: %s", exc)
-        else:
-            log.exception("unhandled error", exc_info=exc)
-        return error_response(500, "internal_error", "Something went wrong; it has been logged.")
+def admitted(handler, auth):
+    """The handler as its worker runs it: the caller authenticated first (`service.actor(request)`,
+    401 before any body is read), then a POST's Idempotency-Key scoped to that caller."""
 
-    # -- Idempotency-Key ----------------------------------------------------------------------------
+    @functools.wraps(handler)
+    def run(service, request, *args, **kwargs):
+        # A calendar feed ("feed") may carry its token in the URL: its handler authenticates it.
+        actor = service.actor(request) if auth not in (None, "feed") else None
+        if request.method == "POST" and request.headers.get("Idempotency-Key"):
+            return admission.idempotent(service.db.idempotency, request, caller_key(actor, request),
+                                        lambda: as_response(_answer(handler, service, request, args, kwargs)))
+        return handler(service, request, *args, **kwargs)
 
-    def _idempotent(self, request):
-        """The same key with the same body returns the first result; with another body it is refused.
-        Keys are scoped to the caller (a hash of the bearer token) and the path."""
-        caller = hashlib.sha256(request.headers.get("Authorization", "").encode()).hexdigest()[:32]
-        key = "{}:{}:{}".format(caller, request.path, request.headers["Idempotency-Key"][:200])
-        body_hash = hashlib.sha256(request.get_data()).hexdigest()
-        records = database_of(self.container).db.idempotency
-        try:
-            records.insert_one({"_id": key, "body_hash": body_hash, "state": "in_progress",
-                                "created_at": utcnow()})
-        except DuplicateKeyError:
-            first = records.find_one({"_id": key})
-            if first is None:
-                # The first request was refused and let the key go between our insert and this read.
-                return self._idempotent(request)
-            if first.get("body_hash") != body_hash:
-                return error_response(422, "idempotency_key_reused",
-                                      "This Idempotency-Key was used with another body.",
-                                      {"Idempotency-Key": ["Already used with a different body."]})
-            if first.get("state") == "done":
-                return Response(first["body"], status=first["status"], mimetype="application/json",
-                                headers={"Idempotent-Replay": "true"})
-            if not take_over_abandoned(records, first):
-                return error_response(409, "request_in_progress",
-                                      "A request with this Idempotency-Key is still being handled.")
-        response = self._run(request)
-        if response.status_code >= 300:
-            # Only a success is replayed: after a refusal the caller fixes things (or waits for an
-            # event to arrive) and retries with the same key.
-            records.delete_one({"_id": key})
-        else:
-            records.update_one({"_id": key}, {"$set": {
-                "state": "done", "status": response.status_code,
-                "body": replayable_body(response.get_data(as_text=True))}})
-        return response
+    return run
 
 
-def take_over_abandoned(records, first):
-    """True when `first` (in progress) was abandoned by a gateway that died and this request now owns
-    it. The request then runs again, as any retry without a key would: what it did before the gateway
-    died stays done (a repeated registration answers 409 `already_registered`). The update is
-    conditional, so of several retries only one takes over."""
-    started = first.get("created_at")
-    if started is None or utcnow() - started < timedelta(seconds=ABANDONED_AFTER):
-        return False
-    taken = records.update_one({"_id": first["_id"], "state": "in_progress", "created_at": started},
-                               {"$set": {"created_at": utcnow(), "taken_over": True}})
-    return taken.modified_count == 1
-
-
-def replayable_body(text):
-    """What a replay may show: a secret that is shown once (a new API key) is not kept."""
+def _answer(handler, service, request, args, kwargs):
     try:
-        body = json.loads(text)
-    except ValueError:
-        return text
-    if isinstance(body, dict) and "api_key" in body:
-        body["api_key"] = None
-        body["api_key_note"] = "Shown only in the first response."
-    return json.dumps(body, ensure_ascii=False)
+        return handler(service, request, *args, **kwargs)
+    except DomainError as error:
+        return from_exception(error)
 
 
-api = Api.decorator
+def caller_key(actor, request):
+    """Whose Idempotency-Key it is: the authenticated caller, or for a public route the token sent."""
+    if actor:
+        return ":".join(str(actor.get(k) or "") for k in ("role", "partner_id", "id"))
+    return "anonymous:" + admission.token_digest(admission.bearer_token(request))[:32]
+
+
+def api(method, url, auth="operator", **kwargs):
+    def decorate(handler):
+        return Api.decorator(method, url, auth=auth, **kwargs)(admitted(handler, auth))
+    return decorate
 
 
 class Routes(DependencyProvider):

@@ -24,27 +24,39 @@ AUTH_TEXT = {
     "operator": "Operator token only.",
     "partner": "A partner's API key (own records only) or the operator token.",
     "any": "Operator token or a partner's API key.",
+    "feed": "The feed's own read-only token in `?token=` (its calendar_url: API keys and the operator token are "
+            "refused there), or the operator token or a partner's API key as a Bearer header.",
     None: "No authentication.",
 }
 
 ERRORS = {
-    "400": "Malformed JSON.",
+    "400": "Malformed JSON (or CSV): not UTF-8, not an object, nested too deep, a lone surrogate.",
     "401": "No token, or an unknown or revoked one.",
     "403": "A valid token acting outside its rights.",
     "404": "Unknown id.",
-    "409": "Conflict (for example `room_conflict`, `already_registered`).",
+    "409": "Conflict (for example `room_conflict`, `already_registered`, `request_in_progress`).",
+    "413": "`payload_too_large`: the body is over the cap (larger for imports), or a file has too many rows.",
     "422": "Invalid fields or a broken business rule (for example `no_active_agreement`).",
+    "429": "`too_many_requests` from this client or token: wait `Retry-After` seconds.",
+    "503": "`service_unavailable`: a service did not answer in time.",
 }
 
 
-# The query strings of the gateway's own routes (calendar feeds, unsubscribe links).
-GATEWAY_QUERIES = {"bodies": {}, "queries": {
-    "CalendarQuery": [{"in": "query", "name": "token", "required": False, "schema": {"type": "string"},
-                       "description": "Instead of the Authorization header: calendar apps cannot send one."}],
-    "UnsubscribeQuery": [{"in": "query", "name": name, "required": True, "schema": schema} for name, schema in (
-        ("official", {"type": "string"}), ("channel", {"type": "string", "enum": ["email", "sms"]}),
-        ("sig", {"type": "string"}))],
-}}
+HEX_ID = "^{}-[0-9a-f]{{16}}$"
+# What the ids in paths look like (an id of another shape is simply unknown: 404).
+PATH_PARAMETERS = {
+    "partner_id": {"pattern": HEX_ID.format("partner")},
+    "agreement_id": {"pattern": HEX_ID.format("agreement")},
+    "offering_id": {"pattern": HEX_ID.format("offering")},
+    "venue_id": {"pattern": HEX_ID.format("venue")},
+    "session_id": {"pattern": HEX_ID.format("session")},
+    "official_id": {"pattern": HEX_ID.format("official")},
+    "key_id": {"pattern": HEX_ID.format("key")},
+    "registration_id": {"pattern": "^registration-[0-9a-f]{20}$"},
+    "code": {"pattern": "^[A-HJ-NP-Z2-9]{5}(-[A-HJ-NP-Z2-9]{5}){3}$",
+             "description": "A certificate's verification code, as printed on it."},
+    "by": {"enum": ["session", "unit", "district", "partner"]},
+}
 
 
 def build(routes, described):
@@ -62,13 +74,16 @@ def build(routes, described):
     paths = {}
     for route in sorted(routes, key=lambda r: (r.url, r.method)):
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route.url)
-        parameters = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        parameters = [{"name": name, "in": "path", "required": True,
+                       "schema": dict({"type": "string", "maxLength": 300}, **PATH_PARAMETERS.get(name, {}))}
                       for name in re.findall(r"{(\w+)}", path)]
         if route.query:
             parameters += queries[route.query]
         responses = {str(route.status): {"description": "Success."}}
         for status, text in ERRORS.items():
             if route.auth is None and status in ("401", "403"):
+                continue
+            if status in ("400", "413") and route.method != "POST":
                 continue
             responses[status] = {"description": text,
                                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -80,7 +95,9 @@ def build(routes, described):
         }
         if parameters:
             operation["parameters"] = parameters
-        if route.auth:
+        if route.auth == "feed":
+            operation["security"] = [{}, {"bearer": []}]  # its token is in the query (FeedQuery)
+        elif route.auth:
             operation["security"] = [{"bearer": []}]
         if route.method == "POST":
             operation["parameters"] = operation.get("parameters", []) + [{

@@ -5,29 +5,33 @@ import hmac
 
 import eventlet
 from nameko import config
-from werkzeug.wrappers import Request, Response
+from pymongo import ASCENDING, IndexModel
+from werkzeug.wrappers import Response
 
-from backbone.auth import OPERATOR
+from backbone.auth import FEED_TOKEN_PREFIX, OPERATOR
 from backbone.database import Database
 from backbone.errors import DomainError
 from backbone.logs import Tracing
-from gateway import openapi
+from gateway import openapi, tables
+from gateway.admission import bearer_token, token_digest
 from gateway.entrypoints import Routes, ServiceClient, api, read_json
+from gateway.responses import attachment
 from ops import fleet
+from ops import routes as ops_routes
 from ops.routes import OperationsRoutes
 
 HEALTH_TIMEOUT = 2.0
-
-
-def bearer_token(request):
-    header = request.headers.get("Authorization", "")
-    return header[7:].strip() if header.lower().startswith("bearer ") else ""
+# An Idempotency-Key is honoured for a day: a retry comes within minutes, a replay after a day is a new request.
+IDEMPOTENCY_SECONDS = 24 * 3600
+_DOCUMENTS = {}
 
 
 class GatewayService(OperationsRoutes):
     name = "gateway"
 
-    db = Database(relay=False)  # idempotency records only; the gateway publishes no events
+    # Idempotency records (kept a day), console sessions and login attempts; it publishes no events.
+    db = Database(relay=False, indexes=dict(ops_routes.INDEXES, idempotency=[
+        IndexModel([("created_at", ASCENDING)], expireAfterSeconds=IDEMPOTENCY_SECONDS)]))
     tracing = Tracing()
     routes = Routes()
     partners = ServiceClient("partners")
@@ -36,16 +40,29 @@ class GatewayService(OperationsRoutes):
     notifications = ServiceClient("notifications")
 
     def actor(self, request):
-        """The caller: the operator, a partner (by its API key), or 401."""
+        """The caller: the operator, a partner (by its API key), or 401. Asked once per request (the
+        answer stays on it); a token that authenticated nobody is refused without an RPC for a
+        minute (`gateway/admission.py`)."""
+        known = request.environ.get("trainops.actor")
+        if known is not None:
+            return known
         token = bearer_token(request)
         if not token:
             raise DomainError("unauthenticated", "Send Authorization: Bearer <token>.", {}, 401)
         operator_token = config.get("OPERATOR_TOKEN") or ""
         if operator_token and hmac.compare_digest(token.encode(), operator_token.encode()):
-            return OPERATOR
-        found = self.partners.authenticate(token)
-        if not found:
-            raise DomainError("unauthenticated", "Unknown or revoked token.", {}, 401)
+            found = OPERATOR
+        elif token.startswith(FEED_TOKEN_PREFIX):
+            raise DomainError("unauthenticated", "A calendar feed token opens its calendar feed only, "
+                              "in its calendar_url; it is no Bearer token.", {}, 401)
+        else:
+            unknown = request.environ["trainops.admission"].unknown_tokens
+            digest = token_digest(token)
+            found = None if digest in unknown else self.partners.authenticate(token)
+            if not found:
+                unknown.add(digest)
+                raise DomainError("unauthenticated", "Unknown or revoked token.", {}, 401)
+        request.environ["trainops.actor"] = found
         return found
 
     # -- health and the API description -----------------------------------------------------------------
@@ -56,11 +73,16 @@ class GatewayService(OperationsRoutes):
 
     @api("GET", "/openapi.json", auth=None, summary="This document.")
     def openapi_document(self, request):
-        described = [fleet.schemas(), openapi.GATEWAY_QUERIES]
-        for name in fleet.services():
-            with eventlet.Timeout(HEALTH_TIMEOUT * 2):
-                described.append(getattr(self, name).api_schemas())
-        return openapi.build(self.routes, described)
+        """Built once per deployment (the services' schemas do not change while they run), and kept:
+        anyone may ask for it."""
+        deployment = (config.get("AMQP_URI"), config.get("DATABASE_PREFIX"))
+        if deployment not in _DOCUMENTS:
+            described = [fleet.schemas()]
+            for name in fleet.services():
+                with eventlet.Timeout(HEALTH_TIMEOUT * 2):
+                    described.append(getattr(self, name).api_schemas())
+            _DOCUMENTS[deployment] = openapi.build(self.routes, described)
+        return _DOCUMENTS[deployment]
 
     # -- partners ---------------------------------------------------------------------------------
 
@@ -74,9 +96,14 @@ class GatewayService(OperationsRoutes):
     def list_partners(self, request):
         return self.partners.list_partners(self.actor(request), request.args.to_dict())
 
-    @api("GET", "/partners/<partner_id>", auth="partner", summary="One partner, with its API keys' ids and hints.")
+    @api("GET", "/partners/<partner_id>", auth="partner",
+         summary="One partner, with its API keys' ids and hints and the calendar_url of its feed.")
     def get_partner(self, request, partner_id):
-        return self.partners.get_partner(self.actor(request), partner_id)
+        actor = self.actor(request)
+        partner = self.partners.get_partner(actor, partner_id)
+        # Scheduling owns the feeds; partners has checked who may read this partner.
+        partner["calendar_url"] = self.scheduling.calendar_url(actor, "partner", partner_id)
+        return partner
 
     @api("POST", "/partners/<partner_id>/keys", status=201,
          summary="Issue another API key (rotation: issue, switch, revoke the old); the key is shown this once.")
@@ -139,19 +166,24 @@ class GatewayService(OperationsRoutes):
 
     # -- scheduling -------------------------------------------------------------------------------
 
-    def calendar_actor(self, request):
-        """The caller of an .ics feed. Calendar apps cannot send headers, so here, and only here,
-        `?token=` may stand in for the Authorization header (a token in a URL lands in browser
-        histories and access logs: nothing that writes accepts it)."""
+    def feed_caller(self, request):
+        """The caller of an .ics feed. Calendar apps cannot send headers, so a feed's URL carries its
+        own read-only token (`?token=`, checked by scheduling), and only that: a URL leaks through
+        calendar sync services, proxies and shared links, so an API key or the operator token there
+        is refused before anything is asked. Without `?token=`, the Authorization header as anywhere
+        (None: the caller is the feed's token)."""
         token = request.args.get("token")
-        if token and not bearer_token(request):
-            request = Request.from_values(headers={"Authorization": "Bearer " + token})
-        return self.actor(request)
+        if token is None:
+            return self.actor(request)
+        if not token.startswith(FEED_TOKEN_PREFIX):
+            raise DomainError("unauthenticated", "Only a calendar feed token (from calendar_url) goes in ?token=.",
+                              {}, 401)
+        return None
 
     @staticmethod
     def calendar_file(ics, name):
         return Response(ics.encode("utf-8"), mimetype="text/calendar",
-                        headers={"Content-Disposition": 'inline; filename="{}.ics"'.format(name)})
+                        headers={"Content-Disposition": attachment(name, "ics", "inline")})
 
     @api("POST", "/venues", body="VenueIn", status=201, summary="A venue and its rooms.")
     def create_venue(self, request):
@@ -161,20 +193,40 @@ class GatewayService(OperationsRoutes):
     def list_venues(self, request):
         return self.scheduling.list_venues(self.actor(request), request.args.to_dict())
 
-    @api("GET", "/venues/<venue_id>", auth="any", summary="A venue and its rooms (seats, equipment).")
+    @api("GET", "/venues/<venue_id>", auth="any",
+         summary="A venue and its rooms (seats, equipment); calendar_url for the operator and its host.")
     def get_venue(self, request, venue_id):
         return self.scheduling.get_venue(self.actor(request), venue_id)
 
-    @api("GET", "/venues/<venue_id>/calendar.ics", auth="any",
-         query="CalendarQuery", summary="ICS feed of the venue's sessions for calendar apps.")
+    @api("GET", "/venues/<venue_id>/calendar.ics", auth="feed",
+         query="FeedQuery", summary="ICS feed of the venue's sessions for calendar apps (its calendar_url).")
     def venue_calendar(self, request, venue_id):
-        return self.calendar_file(self.scheduling.venue_calendar(self.calendar_actor(request), venue_id), venue_id)
+        return self.calendar_file(self.scheduling.venue_calendar(
+            self.feed_caller(request), venue_id, request.args.to_dict()), venue_id)
 
-    @api("GET", "/partners/<partner_id>/calendar.ics", auth="partner",
-         query="CalendarQuery", summary="ICS feed of the sessions a partner delivers or hosts.")
+    @api("GET", "/partners/<partner_id>/calendar.ics", auth="feed",
+         query="FeedQuery", summary="ICS feed of the sessions a partner delivers or hosts (its calendar_url).")
     def partner_calendar(self, request, partner_id):
-        return self.calendar_file(
-            self.scheduling.partner_calendar(self.calendar_actor(request), partner_id), partner_id)
+        return self.calendar_file(self.scheduling.partner_calendar(
+            self.feed_caller(request), partner_id, request.args.to_dict()), partner_id)
+
+    @api("POST", "/partners/<partner_id>/calendar/rotate", auth="partner",
+         summary="A new calendar_url for the partner's feed; the old one is refused from now on.")
+    def rotate_partner_calendar(self, request, partner_id):
+        actor = self.actor(request)
+        self.partners.get_partner(actor, partner_id)  # 404 for no such partner, 403 for another's
+        return self.scheduling.rotate_feed(actor, "partner", partner_id)
+
+    @api("POST", "/venues/<venue_id>/calendar/rotate", auth="partner",
+         summary="A new calendar_url for the venue's feed (operator or host); the old one is refused from now on.")
+    def rotate_venue_calendar(self, request, venue_id):
+        return self.scheduling.rotate_feed(self.actor(request), "venue", venue_id)
+
+    @api("POST", "/sessions/<session_id>/calendar/rotate", auth="partner",
+         summary="A new calendar_url for the session's feed (operator, its partner or host); the old one is "
+                 "refused from now on.")
+    def rotate_session_calendar(self, request, session_id):
+        return self.scheduling.rotate_feed(self.actor(request), "session", session_id)
 
     @api("POST", "/sessions", body="SessionIn", auth="partner", status=201,
          summary="Schedule a session; 409 room_conflict / trainer_conflict naming the other session.")
@@ -185,17 +237,18 @@ class GatewayService(OperationsRoutes):
     def list_sessions(self, request):
         return self.scheduling.list_sessions(self.actor(request), request.args.to_dict())
 
-    @api("GET", "/sessions/<session_id>", auth="any", summary="A session with seats taken and waitlist length.")
+    @api("GET", "/sessions/<session_id>", auth="any",
+         summary="A session with seats taken and waitlist length; calendar_url for the operator and its partners.")
     def get_session(self, request, session_id):
         session = self.scheduling.get_session(self.actor(request), session_id)
         session.update(self.registration.seats(session_id))
         return session
 
-    @api("GET", "/sessions/<session_id>/calendar.ics", auth="any",
-         query="CalendarQuery", summary="The session as an iCalendar file.")
+    @api("GET", "/sessions/<session_id>/calendar.ics", auth="feed",
+         query="FeedQuery", summary="The session as an iCalendar file (its calendar_url, or any token as a header).")
     def session_calendar(self, request, session_id):
-        return self.calendar_file(
-            self.scheduling.session_calendar(self.calendar_actor(request), session_id), session_id)
+        return self.calendar_file(self.scheduling.session_calendar(
+            self.feed_caller(request), session_id, request.args.to_dict()), session_id)
 
     @api("POST", "/sessions/<session_id>/reschedule", body="RescheduleIn", auth="partner",
          summary="Move a session (same checks as scheduling it); its parts move with it unless given.")
@@ -214,32 +267,6 @@ class GatewayService(OperationsRoutes):
 
     # -- registration -----------------------------------------------------------------------------
 
-    @staticmethod
-    def tabular(report, kind, name):
-        """A report ({columns, rows}) as JSON, CSV (UTF-8 with BOM, so Excel reads the accents) or XLSX."""
-        import csv
-        import io
-        if kind == "csv":
-            out = io.StringIO()
-            writer = csv.writer(out)
-            writer.writerow(report["columns"])
-            writer.writerows(report["rows"])
-            return Response(("\ufeff" + out.getvalue()).encode("utf-8"), mimetype="text/csv",
-                            headers={"Content-Disposition": 'attachment; filename="{}.csv"'.format(name)})
-        if kind == "xlsx":
-            from openpyxl import Workbook
-            book = Workbook()
-            sheet = book.active
-            sheet.title = name[:31]
-            sheet.append(report["columns"])
-            for row in report["rows"]:
-                sheet.append(row)
-            out = io.BytesIO()
-            book.save(out)
-            return Response(out.getvalue(), headers={"Content-Disposition": 'attachment; filename="{}.xlsx"'.format(name)},
-                            mimetype="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
-        return {"columns": report["columns"], "items": [dict(zip(report["columns"], row)) for row in report["rows"]]}
-
     @api("POST", "/units", body="UnitIn", status=201, summary="An administrative unit (city, district, ward/commune).")
     def create_unit(self, request):
         return 201, self.registration.create_unit(self.actor(request), read_json(request))
@@ -257,15 +284,16 @@ class GatewayService(OperationsRoutes):
     def create_official(self, request):
         return 201, self.registration.create_official(self.actor(request), read_json(request))
 
-    @api("POST", "/officials/import",
-         summary="A staff list as CSV (UTF-8, BOM accepted): {created, updated, unchanged, errors: [{row, fields}]}.")
+    @api("POST", "/officials/import", max_body="max_import_bytes",
+         summary="A staff list as CSV (UTF-8, BOM accepted): {created, updated, unchanged, errors: [{row, fields}], "
+                 "errors_total}; 413 past the size or row cap.")
     def import_officials(self, request):
-        raw = request.get_data()
+        actor = self.actor(request)  # before the file is read
         try:
-            text = raw.decode("utf-8-sig")
+            text = request.get_data().decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise DomainError("malformed_csv", "The file is not UTF-8 text: {}".format(exc), {}, 400)
-        return self.registration.import_officials(self.actor(request), text)
+        return self.registration.import_officials(actor, text)
 
     @api("GET", "/officials", query="OfficialQuery", summary="Officials; q matches accent-insensitively.")
     def list_officials(self, request):
@@ -280,8 +308,9 @@ class GatewayService(OperationsRoutes):
     def register(self, request, session_id):
         return 201, self.registration.register(self.actor(request), session_id, read_json(request))
 
-    @api("GET", "/sessions/<session_id>/registrations", auth="partner",
-         query="RegistrationQuery", summary="A session's registrations (the waitlist in order).")
+    @api("GET", "/sessions/<session_id>/registrations", auth="partner", query="RegistrationQuery",
+         summary="A session's registrations (the waitlist in order); partners see name, unit, audience group, "
+                 "status and attendance only.")
     def list_registrations(self, request, session_id):
         return self.registration.list_registrations(self.actor(request), session_id, request.args.to_dict())
 
@@ -291,16 +320,17 @@ class GatewayService(OperationsRoutes):
         return self.registration.set_quotas(self.actor(request), session_id, read_json(request))
 
     @api("POST", "/sessions/<session_id>/checkins", body="CheckinIn", auth="partner",
-         summary="Check an official in by QR token (per part); a repeat is the same check-in.")
+         summary="Check an official in by the QR token scanned at the door (per part), from an hour before the "
+                 "start to the end; a repeat is the same check-in.")
     def check_in(self, request, session_id):
         return self.registration.check_in(self.actor(request), session_id, read_json(request))
 
     @api("GET", "/registrations/<registration_id>", auth="partner",
-         summary="A registration with its status and QR token.")
+         summary="A registration with its status (the operator also sees contacts and the QR token).")
     def get_registration(self, request, registration_id):
         return self.registration.get_registration(self.actor(request), registration_id)
 
-    @api("GET", "/registrations/<registration_id>/qr.svg", auth="partner", summary="The registration's QR code (SVG).")
+    @api("GET", "/registrations/<registration_id>/qr.svg", summary="The registration's QR code (SVG).")
     def registration_qr(self, request, registration_id):
         svg = self.registration.registration_qr(self.actor(request), registration_id)
         return Response(svg.encode("utf-8"), mimetype="image/svg+xml")
@@ -325,7 +355,7 @@ class GatewayService(OperationsRoutes):
          query="ReportQuery", summary="Registered, attended, completed per session|unit|district|partner.")
     def report(self, request, by):
         report = self.registration.report(self.actor(request), by, request.args.to_dict())
-        return self.tabular(report, request.args.get("format", "json"), "report-" + by)
+        return tables.tabular(report, request.args.get("format", "json"), "report-" + by)
 
     # -- notifications ----------------------------------------------------------------------------
 
@@ -341,8 +371,24 @@ class GatewayService(OperationsRoutes):
     def resend_notification(self, request, notice_id):
         return self.notifications.resend(self.actor(request), notice_id)
 
-    @api("GET", "/notifications/unsubscribe", auth=None,
-         query="UnsubscribeQuery", summary="The signed link in every email; 403 bad_signature.")
-    def unsubscribe(self, request):
-        return self.notifications.unsubscribe(
-            request.args.get("official"), request.args.get("channel"), request.args.get("sig"))
+    # The page behind the unsubscribe link in every email: for people, like the console (HTML on
+    # every outcome, left out of the API document). Opening it changes nothing; its form POSTs to
+    # the same address, as do mail providers' one-click unsubscribes (RFC 8058).
+
+    @staticmethod
+    def person_page(answer):
+        return Response(answer["html"], status=answer["status"], mimetype="text/html", headers={
+            "Cache-Control": "no-store",
+            # The link's signature is in the address: it goes nowhere else.
+            "Referrer-Policy": "no-referrer",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                                       "frame-ancestors 'none'; base-uri 'none'"})
+
+    @api("GET", "/notifications/unsubscribe", auth=None, public=False)
+    def subscription_page(self, request):
+        return self.person_page(self.notifications.subscription_page(request.args.to_dict()))
+
+    @api("POST", "/notifications/unsubscribe", auth=None, public=False)
+    def change_subscription(self, request):
+        return self.person_page(self.notifications.change_subscription(
+            request.args.to_dict(), request.form.to_dict()))

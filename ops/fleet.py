@@ -1,5 +1,6 @@
 """What the operator routes and the console ask of every service at once (`ops/rpcs.py`): health, metrics, dead letters, the audit trail. Each service is asked in parallel with a short
 timeout, so one that is down or hung shows as such instead of holding up the answer."""
+import time
 from datetime import datetime, timezone
 
 import eventlet
@@ -52,9 +53,18 @@ def ask_all(gateway, call, names=None, timeout=TIMEOUT):
     return dict(eventlet.GreenPool(len(names)).imap(ask, names))
 
 
+_HEALTH = {}
+HEALTH_CACHE_SECONDS = 1.0
+
+
 def health(gateway):
-    """(healthy, {service: status}, {service: details})."""
-    answers = ask_all(gateway, lambda s: s.health())
+    """(healthy, {service: status}, {service: details}), asked at most once a second per process:
+    /health is open to anyone, and must not fan out to every service for each of them."""
+    deployment = (config.get("AMQP_URI"), config.get("DATABASE_PREFIX"))
+    at, answers = _HEALTH.get(deployment, (None, None))
+    if at is None or time.monotonic() - at >= HEALTH_CACHE_SECONDS:
+        answers = ask_all(gateway, lambda s: s.health())
+        _HEALTH[deployment] = (time.monotonic(), answers)
     services, details = {}, {}
     for name, answer in answers.items():
         if answer is None:

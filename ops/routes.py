@@ -2,20 +2,34 @@
 health, Prometheus metrics, dead letters and their replay, the audit trail of a correlation id, and
 the console (server-rendered pages, signed in by cookie: `ops/console/`)."""
 import hmac
+from datetime import timedelta
 
 from nameko import config
+from pymongo import ASCENDING, IndexModel
 from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.wrappers import Response
 
 from backbone.auth import OPERATOR, require_operator
+from backbone.clock import utcnow
 from backbone.errors import DomainError
+from gateway import admission
 from gateway.entrypoints import api, read_json
 from ops import console, fleet
 from ops.console import pages
 
 
+LOGIN_ATTEMPTS = 5
+LOGIN_WINDOW = timedelta(minutes=15)
+# The gateway's collections these routes keep (sessions and login attempts run out on their own).
+INDEXES = {
+    "console_sessions": [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0)],
+    "console_logins": [IndexModel([("until", ASCENDING)], expireAfterSeconds=0)],
+}
+
+
 class OperationsRoutes:
-    """Needs of the service that mounts it: `actor(request)` and an RPC client per service."""
+    """Needs of the service that mounts it: `actor(request)`, its `db` (with INDEXES) and an RPC
+    client per service."""
 
     @api("GET", "/health", auth=None, summary="Every service's health; 503 naming the failing ones.")
     def health(self, request):
@@ -39,18 +53,23 @@ class OperationsRoutes:
     @api("GET", "/dead-letters", query="DeadLetterQuery",
          summary="Dead letters of every service, newest first: consumer, error, attempts and the original event.")
     def list_dead_letters(self, request):
-        return fleet.dead_letters(self, self.actor(request), request.args.get("consumer"),
-                                request.args.get("event_type"), request.args.get("status"))
+        actor = self.actor(request)
+        require_operator(actor)  # before the services are asked: a partner's 403 is not "unavailable"
+        return fleet.dead_letters(self, actor, request.args.get("consumer"),
+                                  request.args.get("event_type"), request.args.get("status"))
 
     @api("POST", "/dead-letters/<letter_id>/replay",
          summary="Send one dead letter back to its consumer; an event handled since is not handled again.")
     def replay_dead_letter(self, request, letter_id):
-        return fleet.replay_one(self, self.actor(request), letter_id)
+        actor = self.actor(request)
+        require_operator(actor)
+        return fleet.replay_one(self, actor, letter_id)
 
     @api("POST", "/dead-letters/replay", body="DeadLetterReplayIn",
          summary="Replay every parked dead letter of one kind at one consumer: {consumer, event_type}.")
     def replay_dead_letters(self, request):
         actor = self.actor(request)
+        require_operator(actor)
         body = read_json(request)
         return fleet.replay_kind(self, actor, body.get("consumer"), body.get("event_type"))
 
@@ -58,12 +77,18 @@ class OperationsRoutes:
          summary="The audit trail of a correlation id across services, in order of time: events written, "
                  "published, handled, dead-lettered.")
     def audit_trail(self, request):
-        return fleet.audit_trail(self, self.actor(request), request.args.get("correlation_id", "")[:64])
+        actor = self.actor(request)
+        require_operator(actor)
+        return fleet.audit_trail(self, actor, request.args.get("correlation_id", "")[:64])
 
     # The console: pages for people, signed-in by cookie (see ops/console/__init__.py).
 
     def console_session(self, request):
-        return console.session_of(request, config.get("OPERATOR_TOKEN") or "")
+        """The session's nonce when its cookie is genuine, young enough and not logged out."""
+        nonce = console.session_of(request, config.get("OPERATOR_TOKEN") or "")
+        if nonce and self.db.console_sessions.find_one({"_id": nonce, "expires_at": {"$gt": utcnow()}}, {"_id": 1}):
+            return nonce
+        return None
 
     def console_form_refusal(self, request):
         """For a console form: a redirect to the login, or a 403 page when the form's CSRF token is
@@ -93,16 +118,34 @@ class OperationsRoutes:
 
     @api("POST", "/console/login", auth=None, public=False)
     def console_login(self, request):
+        """At most LOGIN_ATTEMPTS failed logins per client address in LOGIN_WINDOW, then 429."""
+        client = admission.client_of(request)
+        attempts = self.db.console_logins.find_one({"_id": client}) or {}
+        if attempts.get("failures", 0) >= LOGIN_ATTEMPTS and attempts["until"] > utcnow():
+            response = console.page(request, "login.html", status=429,
+                                    error=console.LABELS[console.language(request)]["too_many_logins"])
+            response.headers["Retry-After"] = str(int((attempts["until"] - utcnow()).total_seconds()) + 1)
+            return response
         key = config.get("OPERATOR_TOKEN") or ""
         given = request.form.get("token", "")
         if key and hmac.compare_digest(given.encode(), key.encode()):
-            return console.redirect("/console", cookie=console.new_session(key))
+            self.db.console_logins.delete_one({"_id": client})
+            cookie, nonce = console.new_session(key)
+            self.db.console_sessions.insert_one({"_id": nonce, "who": "system", "created_at": utcnow(),
+                                                 "expires_at": utcnow() + timedelta(seconds=console.SESSION_SECONDS)})
+            return console.redirect("/console", cookie=cookie, secure=console.served_over_https(request))
+        self.db.console_logins.update_one({"_id": client}, {
+            "$inc": {"failures": 1}, "$set": {"until": utcnow() + LOGIN_WINDOW}}, upsert=True)
         return console.page(request, "login.html", status=401,
                             error=console.LABELS[console.language(request)]["bad_token"])
 
     @api("POST", "/console/logout", auth=None, public=False)
     def console_logout(self, request):
-        return console.redirect("/console/login", clear=True)
+        """Forgets the session here, so a copy of the cookie opens nothing any more."""
+        nonce = console.session_of(request, config.get("OPERATOR_TOKEN") or "")
+        if nonce:
+            self.db.console_sessions.delete_one({"_id": nonce})
+        return console.redirect("/console/login", clear=True, secure=console.served_over_https(request))
 
     @api("GET", "/console", auth=None, public=False)
     def console_overview(self, request):

@@ -9,6 +9,7 @@ A service does not declare them: it is `Operated` (`backbone/operated.py`), and 
 import json
 import logging
 
+from eventlet.semaphore import Semaphore
 from kombu import Connection
 from nameko import config
 from pymongo import ASCENDING, DESCENDING
@@ -109,6 +110,31 @@ def _broker_check(name, event_types, connection):
     return [{"queue": q, "messages": m, "consumers": c} for q, m, c in broker_queues(name, event_types, connection)]
 
 
+class _KeptConnection:
+    """One broker connection per process for the `health` RPC, opened again after a failure: a new
+    connection per check made anonymous /health calls cost the broker a connection each."""
+
+    def __init__(self):
+        self.lock = Semaphore()
+        self._connection = None
+
+    def connection(self):
+        if self._connection is None:
+            self._connection = Connection(config["AMQP_URI"], connect_timeout=BROKER_TIMEOUT)
+        return self._connection
+
+    def drop(self):
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.collect()
+            except Exception:  # already broken; nothing to give back
+                pass
+
+
+_KEPT = _KeptConnection()
+
+
 def public_dead_letter(doc):
     try:
         event = json.loads(doc.get("body") or "")
@@ -152,8 +178,13 @@ class OperationsRpcs:
 
     @rpc
     def health(self):
-        """See `health_report`."""
-        return health_report(self.name, self.db.db, topology.subscriptions_of(type(self)))
+        """See `health_report`. The broker connection is kept from one call to the next."""
+        with _KEPT.lock:
+            connection = _KEPT.connection()
+            report = health_report(self.name, self.db.db, topology.subscriptions_of(type(self)), connection)
+            if report["checks"].get("broker") != "ok":
+                _KEPT.drop()
+        return report
 
     @rpc
     def metrics(self):

@@ -27,7 +27,7 @@ import pytest
 
 import contracts  # noqa: E402,F401  (every event contract, for tests that make events themselves)
 
-from tests.helpers import AMQP_BASE  # noqa: E402
+from tests.helpers import AMQP_BASE, TEST_SECRETS  # noqa: E402
 TEST_VHOST = "trainops-test-{}".format(os.getpid())
 # The services' heartbeat files (ops/heartbeat.py): this run's, not /tmp's.
 HEARTBEATS = tempfile.mkdtemp(prefix="trainops-heartbeats-")
@@ -84,11 +84,10 @@ def sms_fallback(tmp_path_factory):
     gateway.stop()
 
 
-@pytest.fixture
-def app_config(mongo, amqp_uri, smtp_sink, sms_gateway):
-    """nameko's global config for one test: the repo's config.yml with this run's servers, fresh
-    database names, fast retries, and an empty set of trainops queues."""
-    import nameko
+def service_config(mongo, amqp_uri, smtp_sink, sms_gateway):
+    """The repo's config.yml with this run's servers, fresh database names, fast retries and no rate
+    limits (the scenarios send bursts from one address with one token; the limits have tests of
+    their own)."""
     from backbone.config import load
     from devstack import free_port
     port = free_port()
@@ -100,13 +99,53 @@ def app_config(mongo, amqp_uri, smtp_sink, sms_gateway):
         OPERATOR_TOKEN="test-operator-token",
     )
     data["EVENTS"].update(retry_delays=[0.2, 0.4, 0.8], relay_poll_seconds=0.1, lease_seconds=2)
+    data["HTTP"].update(rate_per_client=0, rate_per_token=0)
     data["SMTP"].update(host="127.0.0.1", port=smtp_sink.port)
     data["SMS"].update(gateway_url=sms_gateway.url)
     data["GATEWAY_URL"] = "http://127.0.0.1:{}".format(port)
+    # Links in emails and calendar URLs lead to this test's gateway.
+    data["PUBLIC_URL"] = data["GATEWAY_URL"]
+    # config.yml has no secret: each run makes its own, as `make run` does.
+    data.update(FEED_SECRET=TEST_SECRETS["FEED_SECRET"])
+    data["NOTIFICATIONS"]["unsubscribe_secret"] = TEST_SECRETS["UNSUBSCRIBE_SECRET"]
     data["HEARTBEAT_DIR"] = HEARTBEATS
+    return data
+
+
+@pytest.fixture
+def app_config(mongo, amqp_uri, smtp_sink, sms_gateway):
+    """nameko's global config for one test (`service_config`), with an empty set of trainops queues."""
+    import nameko
+    data = service_config(mongo, amqp_uri, smtp_sink, sms_gateway)
     with nameko.config.patch(data, clear=True):
         _empty_queues(amqp_uri)
         yield data
+
+
+@pytest.fixture(scope="module")
+def module_system(mongo, amqp_uri, smtp_sink, sms_gateway):
+    """All four services and the gateway for a whole test module (the fuzzing suite sends thousands
+    of requests; one system serves them all). Yields the config."""
+    import logging
+    import nameko
+    from nameko.runners import ServiceRunner
+    from backbone.config import service_classes
+    from backbone.logs import Refusals
+    from gateway.service import GatewayService
+    data = service_config(mongo, amqp_uri, smtp_sink, sms_gateway)
+    refusals = Refusals()  # thousands of 4xx answers are no errors to log, as config.yml's LOGGING says
+    logging.getLogger("nameko.containers").addFilter(refusals)
+    with nameko.config.patch(data, clear=True):
+        _empty_queues(amqp_uri)
+        runner = ServiceRunner()
+        for cls in list(service_classes().values()) + [GatewayService]:
+            runner.add_service(cls)
+        runner.start()
+        try:
+            yield data
+        finally:
+            runner.kill()
+            logging.getLogger("nameko.containers").removeFilter(refusals)
 
 
 def _empty_queues(amqp_uri):

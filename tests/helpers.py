@@ -5,6 +5,7 @@ import inspect
 import itertools
 import json
 import os
+import secrets
 import time
 from datetime import timedelta
 
@@ -20,6 +21,9 @@ from backbone.subscriber import Subscriber
 
 # The local RabbitMQ; each test run works in a vhost of its own on it.
 AMQP_BASE = os.environ.get("TEST_AMQP_BASE", "amqp://guest:guest@127.0.0.1:5672/")
+# The secrets the services need (config.yml has none), made for this run; the services the tests
+# start as processes get them as environment variables.
+TEST_SECRETS = {"FEED_SECRET": secrets.token_urlsafe(32), "UNSUBSCRIBE_SECRET": secrets.token_urlsafe(32)}
 
 
 def wait_for(predicate, timeout=30, interval=0.05):

@@ -22,7 +22,7 @@ import requests
 from backbone import topology
 from devstack import free_port
 from devstack.rabbit import _rabbitmqctl, delete_vhost
-from tests.helpers import AMQP_BASE
+from tests.helpers import AMQP_BASE, TEST_SECRETS
 from tests.test_backup import walk_through
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +85,7 @@ def stack(broker_users, mongo, smtp_sink, sms_gateway, tmp_path_factory):
     common = {k: v for k, v in os.environ.items() if k not in ("OPERATOR_TOKEN", "AMQP_URI")}
     common.update(MONGO_URI=mongo, DATABASE_PREFIX="trust{}".format(port), SMTP_HOST="127.0.0.1",
                   SMTP_PORT=str(smtp_sink.port), SMS_GATEWAY_URL=sms_gateway.url, GATEWAY_PORT=str(port),
-                  PUBLIC_URL="http://127.0.0.1:{}".format(port), HEARTBEAT_DIR=str(logs))
+                  PUBLIC_URL="http://127.0.0.1:{}".format(port), HEARTBEAT_DIR=str(logs), **TEST_SECRETS)
     from devstack.run import processes
     running = []
 

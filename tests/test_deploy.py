@@ -194,6 +194,7 @@ def test_compose_sets_only_what_config_yml_reads_and_takes_every_secret_from_the
         assert ("OPERATOR_TOKEN" in environment) == (name == "gateway"), name
         for secret in ("UNSUBSCRIBE_SECRET", "SMTP_PASSWORD", "SMTP_USER"):
             assert (secret in environment) == (name == "notifications"), (name, secret)
+        assert ("FEED_SECRET" in environment) == (name == "scheduling"), name
     # A secret has no default in the file: it is required (`:?`) or empty (`:-`, say no SMTP login).
     # (`$${VAR}` is compose's escape: the container's shell reads it, from the environment compose set.)
     text = "\n".join(line for line in (COMPOSE_DIR / "compose.yaml").read_text(encoding="utf-8").splitlines()
@@ -501,7 +502,11 @@ def test_the_configuration_is_the_repository_config_yml_and_the_secrets_are_refe
         assert ("OPERATOR_TOKEN" in env) == (process == "gateway"), process
         for secret in ("UNSUBSCRIBE_SECRET", "SMTP_USER", "SMTP_PASSWORD"):
             assert (secret in env) == (process == "notifications"), (process, secret)
+        assert ("FEED_SECRET" in env) == (process == "scheduling"), process
     assert made_secrets["trainops-operator"]["OPERATOR_TOKEN"]
+    assert {"UNSUBSCRIBE_SECRET", "FEED_SECRET"} <= set(made_secrets["trainops-secrets"])
+    # Long enough for the services' own check (backbone.config.required_secret).
+    assert all(len(made_secrets["trainops-secrets"][k]) >= 32 for k in ("UNSUBSCRIBE_SECRET", "FEED_SECRET"))
 
 
 def test_rabbitmq_is_a_three_node_cluster_that_loads_the_deploy_definitions(k8s, made_secrets):

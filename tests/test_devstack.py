@@ -73,6 +73,14 @@ def test_smtp_sink_refuses_recipients_until_it_accepts_again(sink, code):
     assert len(sink.messages()) == 1
 
 
+def test_smtp_sink_quotes_the_refused_address_as_real_servers_do(sink):
+    sink.refuse(550, "5.1.1 <{rcpt}>: Recipient address rejected: User unknown")
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
+        send(sink, confirmation())
+    code, reply = refused.value.recipients[LEARNER]
+    assert (code, reply.decode()) == (550, "5.1.1 <{}>: Recipient address rejected: User unknown".format(LEARNER))
+
+
 def test_smtp_sink_refusing_after_rcpt_answers_the_data(sink):
     with smtplib.SMTP("127.0.0.1", sink.port, timeout=5) as smtp:
         smtp.ehlo()

@@ -23,6 +23,16 @@ from backbone.logs import JsonFormatter, Refusals, bind, clear, mask
     ('{"api_key": "tok_AbCdEfGh123456", "name": "SIU"}', '{"api_key": "***", "name": "SIU"}'),
     ("issued tok_AbCdEfGh123456 to SIU", "issued tok_*** to SIU"),
     ("SMTP 550 5.1.1 <cuc.le@q3.gov.vn>: Recipient address rejected", "SMTP 550 5.1.1 <c***@q3.gov.vn>: Recipient address rejected"),
+    # More ways addresses and numbers are written here: accents and capitals on both sides, a landline's
+    # area code in brackets, the trunk 0 kept after +84, dashes, and what must stay (dates, times, ids).
+    ("<Trần.Văn.Bình@sở-nội-vụ.hochiminhcity.gov.vn>", "<T***@sở-nội-vụ.hochiminhcity.gov.vn>"),
+    ("ĐỖ.THỊ@HCM.GOV.VN rejected", "Đ***@HCM.GOV.VN rejected"),
+    ("văn phòng (028) 3829 1234", "văn phòng 028***234"),
+    ("gọi +84 (0) 903 123 456", "gọi +8490***456"),
+    ("+84-903-123-456; 0903-123-456", "+8490***456; 090***456"),
+    ("SĐT:0903123456.", "SĐT:090***456."),
+    ("HTTP 400: invalid phone number +84903123456", "HTTP 400: invalid phone number +8490***456"),
+    ("lớp 22/03/2025 08:00 (07:00 UTC), mã 84903123456789", "lớp 22/03/2025 08:00 (07:00 UTC), mã 84903123456789"),
 ])
 def test_mask_hides_contacts_and_leaves_ids_and_times_alone(text, expected):
     assert mask(text) == expected

@@ -59,6 +59,8 @@ def test_make_run_serves_the_readme_walkthrough_and_stops_on_ctrl_c(running_stac
     banner = output.read_text()
     assert "seed: partners BUH, HCMC-DXCENTER, SIU" in banner
     assert "operator token  walkthrough-token" in banner
+    # config.yml commits no secret: make run makes the dev ones in var/ (once, then reads them).
+    assert "var/dev-feed-secret" in banner and "var/dev-unsubscribe-secret" in banner
 
     script = readme_walkthrough()
     script = script.replace("http://127.0.0.1:8000", "http://127.0.0.1:{}".format(port))
@@ -68,6 +70,7 @@ def test_make_run_serves_the_readme_walkthrough_and_stops_on_ctrl_c(running_stac
                           text=True, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert '"status": "confirmed"' in done.stdout
+    assert "BEGIN:VCALENDAR" in done.stdout  # the session's calendar_url, on make run's PUBLIC_URL
     assert ".eml" in done.stdout
     assert '"status": "sent"' in done.stdout and '"to": "a***@example.gov.vn"' in done.stdout
 

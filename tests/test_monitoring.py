@@ -34,13 +34,19 @@ def test_health_names_a_stopped_service_as_down_within_the_timeout(system, anony
     assert anonymous.get("/alive").json() == {"status": "alive"}
 
     get_container(system, RegistrationService).stop()
-    started = time.monotonic()
-    degraded = anonymous.get("/health")
-    took = time.monotonic() - started
-    assert degraded.status_code == 503
+    took = []
+
+    def answered():
+        started = time.monotonic()
+        response = anonymous.get("/health")
+        took.append(time.monotonic() - started)
+        return [response] if response.status_code == 503 else None  # a 503 Response is falsy
+
+    # The answer is kept for a second (anyone may ask): the next one after that names it.
+    [degraded] = wait_for(answered, timeout=6, interval=0.2)
     assert degraded.json()["services"]["registration"] == "down"
     assert degraded.json()["services"]["partners"] == "ok"
-    assert took < 3.5  # the 2 s timeout, not a hang
+    assert max(took) < 3.5  # the 2 s timeout, not a hang
     assert anonymous.get("/alive").status_code == 200
 
 

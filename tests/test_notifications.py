@@ -25,7 +25,7 @@ from backbone.events import make_envelope, read_envelope
 from backbone.outbox import ConfirmedPublisher, emitted_events, event_message
 from services.notifications.batching import Batches
 from services.notifications.notices import Notices
-from services.notifications.rules import notice_id
+from services.notifications.rules import notice_id, recipient_of
 from services.notifications.service import NotificationsService
 from tests.helpers import Client, wait_for
 
@@ -35,7 +35,6 @@ def notices(app_config):
     """Fast sweeps and retries; no quiet hours unless a test sets them (the suite may run at night)."""
     nameko.config["NOTIFICATIONS_SWEEP_SECONDS"] = 0.2
     nameko.config["NOTIFICATIONS"].update(retry_delays=[0.3, 0.6, 1.0, 2.0, 4.0], quiet_hours="")
-    nameko.config["NOTIFICATIONS"]["public_url"] = app_config["GATEWAY_URL"]
     # An event that arrives before what it depends on (an offering before its partner) is retried by
     # the subscriber: give it 7.5 s of retries, not 1.4, so a busy machine does not dead-letter it.
     nameko.config["EVENTS"]["retry_delays"] = [0.5, 1.0, 2.0, 4.0]
@@ -456,10 +455,11 @@ def test_opting_out_by_the_email_link_stops_that_channel_but_not_the_cancellatio
     [mail] = wait_for(lambda: mails_to(smtp_sink, official["email"]))
     link = mail["List-Unsubscribe"].strip("<>")
     assert urlsplit(link).path == "/notifications/unsubscribe"
-    assert requests.get(link.replace("sig=", "sig=0"), timeout=10).status_code == 403
-    answer = requests.get(link, timeout=10)
-    assert answer.status_code == 200 and answer.json() == {
-        "official_id": official["id"], "channel": "email", "subscribed": False}
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert requests.post(link.replace("sig=", "sig=0"), data={"action": "unsubscribe"}, timeout=10).status_code == 403
+    assert requests.get(link, timeout=10).status_code == 200  # the page asks; opening it changes nothing
+    answer = requests.post(link, data={"action": "unsubscribe"}, timeout=10)
+    assert answer.status_code == 200 and 'value="resubscribe"' in answer.text
 
     publish(app_config, registration_event("registration_cancelled", official, session, cause="official"))
     wait_for(lambda: log_of(db, template="registration_cancelled", status="sent"))
@@ -511,7 +511,8 @@ def test_a_notice_left_claimed_by_a_crashed_sender_is_sent_once_by_the_sweep(ser
     context = dict(payload, language="vi", unsubscribe={"email": "u", "sms": "u"})
     now = utcnow()
     db("notifications").notices.insert_one({
-        "_id": notice_id(event["event_id"], "email", official["email"]), "event_id": event["event_id"],
+        "_id": notice_id(event["event_id"], "email", recipient_of(official_id=official["id"])),
+        "event_id": event["event_id"],
         "channel": "email", "to": official["email"], "template": "registration_confirmed", "language": "vi",
         "official_id": official["id"], "partner_id": None, "mandatory": False, "context": context,
         "status": "queued", "attempts": 0, "provider": None, "last_error": None, "not_before": now,

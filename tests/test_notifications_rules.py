@@ -8,11 +8,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from backbone.clock import LOCAL
+from backbone.logs import mask
 from services.notifications.rules import (
     addressed, cancellation_notice, carries_invite, carries_qr, cost, forgotten_before, is_gsm7, language_of,
-    notice_id, opt_out_key, prepare, quiet_until, refusal_is_permanent, reminder_due_at, reminder_in_time,
-    reminder_key, reminder_of, retry_delay, retry_round, segments, signed_by_us, transliterate,
-    unsubscribe_signature, unsubscribe_url)
+    notice_id, opt_out_key, prepare, quiet_until, recipient_of, refusal_is_permanent, reminder_due_at,
+    reminder_in_time, reminder_key, reminder_of, retry_delay, retry_round, segments, signed_by_us, transliterate,
+    subscription_change, unsubscribe_signature, unsubscribe_url)
 
 
 def local(*args):
@@ -25,22 +26,38 @@ ANH = {"id": "official-1", "full_name": "Nguyễn Thị Ánh", "email": "anh@q1.
 
 # -- which notices, to whom ----------------------------------------------------------------------------
 
-def test_a_notice_id_is_the_event_the_channel_and_a_hash_of_the_recipient():
-    first = notice_id("event-1", "email", "anh@q1.gov.vn")
-    event_id, channel, digest = first.split(":")
-    assert (event_id, channel, len(digest)) == ("event-1", "email", 16)
-    assert first == "event-1:email:" + hashlib.sha256(b"anh@q1.gov.vn").hexdigest()[:16]
-    # The same event to the same address by the same channel is the same notice, whoever handles it.
-    assert notice_id("event-1", "email", "anh@q1.gov.vn") == first
-    assert len({first, notice_id("event-2", "email", "anh@q1.gov.vn"), notice_id("event-1", "sms", "anh@q1.gov.vn"),
-                notice_id("event-1", "email", "binh@q1.gov.vn")}) == 4
-    # The address itself is not in the id (it travels in notification_* events).
-    assert "anh" not in first
+def test_a_notice_id_is_one_per_event_channel_and_recipient_and_made_of_ids_only():
+    first = notice_id("event-1", "email", recipient_of(official_id="official-1"))
+    assert first.startswith("notice-") and len(first) == len("notice-") + 32
+    # The same event to the same official by the same channel is the same notice, whoever handles it.
+    assert notice_id("event-1", "email", recipient_of(official_id="official-1")) == first
+    assert len({first, notice_id("event-2", "email", recipient_of(official_id="official-1")),
+                notice_id("event-1", "sms", recipient_of(official_id="official-1")),
+                notice_id("event-1", "email", recipient_of(official_id="official-2")),
+                notice_id("event-1", "email", recipient_of(partner_id="official-1"))}) == 5
+    with pytest.raises(ValueError):
+        recipient_of()
 
 
-def test_a_reminder_notice_id_keeps_the_reminder_key_whole():
+def test_a_notice_id_cannot_be_walked_back_to_the_phone_its_masked_hint_half_shows():
+    """The old id carried sha256(address)[:16]: with the hint `+8490***456` an operator (or anyone who
+    saw an id and a hint) tried the 10,000 numbers that fit and found the phone. The id is now made of
+    the event, the channel and the official's id: no number that fits the hint makes it."""
+    phone, hint = "+84903123456", "+8490***456"
+    assert mask(phone) == hint
+    shown = notice_id("event-1", "sms", recipient_of(official_id="official-1"))
+    fitting = ["+8490{:04d}456".format(n) for n in range(10000)]
+    assert phone in fitting
+    assert not any(hashlib.sha256(candidate.encode()).hexdigest()[:16] in shown for candidate in fitting)
+    assert not any(notice_id("event-1", "sms", candidate) == shown for candidate in fitting)
+
+
+def test_a_reminder_notice_id_is_the_same_for_the_same_reminder():
     key = reminder_key("registration-1", local(2026, 12, 5, 8, 0))
-    assert notice_id(key, "sms", "+84903123456").startswith(key + ":sms:")
+    official = recipient_of(official_id="official-1")
+    assert notice_id(key, "sms", official) == notice_id(key, "sms", official)
+    later = reminder_key("registration-1", local(2026, 12, 6, 8, 0))
+    assert notice_id(later, "sms", official) != notice_id(key, "sms", official)
 
 
 @pytest.mark.parametrize("requested, language", [
@@ -118,9 +135,31 @@ def test_the_unsubscribe_link_goes_to_the_gateway_with_the_official_channel_and_
     ("official-1", "email", None, False),
     ("", "email", unsubscribe_signature("s3cret", "", "email"), False),                    # nobody to opt out
     (None, "email", unsubscribe_signature("s3cret", "", "email"), False),
+    ("official-1", "email", "¡\x1aÏ\U0005c72fè", False),                                     # not even ASCII (fuzzing found a 500)
+    ("Ðó", "sms", "\ud800", False),
+    ("official-1", "email", "chữ-ký-giả", False),                                          # not ASCII: no error
 ])
 def test_only_our_signature_for_that_official_and_channel_opts_out(official_id, channel, signature, valid):
     assert signed_by_us("s3cret", official_id, channel, signature) is valid
+
+
+def test_the_link_of_an_official_who_reads_english_opens_the_page_in_english():
+    assert "lang" not in parse_qs(urlsplit(unsubscribe_url("https://x.vn", "s3cret", "official-1", "email")).query)
+    english = unsubscribe_url("https://x.vn", "s3cret", "official-1", "email", "en")
+    assert parse_qs(urlsplit(english).query)["lang"] == ["en"]
+
+
+@pytest.mark.parametrize("form, change", [
+    ({"action": "unsubscribe"}, "unsubscribe"),
+    ({"action": "resubscribe"}, "resubscribe"),
+    ({"List-Unsubscribe": "One-Click"}, "unsubscribe"),                # RFC 8058, what mail providers POST
+    ({"List-Unsubscribe": "One-Click", "action": "resubscribe"}, "unsubscribe"),
+    ({"action": "delete"}, None),
+    ({"List-Unsubscribe": "yes"}, None),
+    ({}, None),
+])
+def test_the_pages_post_says_what_it_changes(form, change):
+    assert subscription_change(form) == change
 
 
 # -- when -------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from backbone import topology
 from backbone.events import make_envelope
 from backbone.outbox import ConfirmedPublisher
 from devstack import free_port
-from tests.helpers import moved, samples, value, wait_for
+from tests.helpers import TEST_SECRETS, moved, samples, value, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("partners", "scheduling", "registration", "notifications")
@@ -161,6 +161,7 @@ def two_scheduling_processes(app_config, tmp_path):
                PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
                AMQP_URI=app_config["AMQP_URI"], MONGO_URI=app_config["MONGO_URI"],
                DATABASE_PREFIX=app_config["DATABASE_PREFIX"], OPERATOR_TOKEN=app_config["OPERATOR_TOKEN"],
+               **TEST_SECRETS,
                # The retry queues as this run's in-process services declare them (their names carry the delays).
                EVENT_RETRY_DELAYS=json.dumps(app_config["EVENTS"]["retry_delays"]),
                HEARTBEAT_DIR=str(tmp_path), METRICS_HOST="127.0.0.1", LOG_LEVEL="WARNING")

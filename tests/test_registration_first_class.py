@@ -1,8 +1,9 @@
 """The first class of 2025-03-22, through the API as the operator lived it: the seeded full-day class
 for Quận 1, 3, 4, Bình Thạnh and Phú Nhuận is filled from the districts' staff lists (its cut-off had
 passed, so the operator records it explicitly), the extra officials wait, everyone is checked in by
-QR token for the morning and the afternoon, those who attended both parts are certified, and the
-operator's reports add it all up."""
+QR token for the morning and the afternoon (the class is over: the operator records it from the
+sign-in sheet, explicitly), those who attended both parts are certified, and the operator's reports
+add it all up."""
 import io
 from concurrent.futures import ThreadPoolExecutor
 
@@ -47,19 +48,23 @@ def test_the_first_class_is_filled_waitlisted_checked_in_and_certified(operator,
     session = operator.get("/sessions/" + session_id).json()
     assert (session["seats_taken"], session["waitlist_length"]) == (150, 2)
 
-    # At the door: the morning, then the afternoon (the class is over, so the part is named).
+    # The class is over: the door is closed to everyone, and only the operator records the sign-in
+    # sheet, saying so (the part is named).
     checkins = "/sessions/{}/checkins".format(session_id)
     anh = confirmed[0]
-    morning = operator.post(checkins, {"qr_token": anh["qr_token"], "part": 1})
+    siu = operator.as_(seeded["partners"]["SIU"]["api_key"])
+    assert_error(operator.post(checkins, {"qr_token": anh["qr_token"], "part": 1}), 422, "checkin_closed")
+    assert_error(siu.post(checkins, {"qr_token": anh["qr_token"], "part": 1}), 422, "checkin_closed")
+    assert_error(siu.post(checkins, {"qr_token": anh["qr_token"], "part": 1, "after_session": True}), 403, "forbidden")
+    late = {"after_session": True}
+    morning = operator.post(checkins, dict(late, qr_token=anh["qr_token"], part=1))
     assert morning.status_code == 200, morning.text
     assert (morning.json()["already_checked_in"], morning.json()["status"]) == (False, "confirmed")
-    again = operator.post(checkins, {"qr_token": anh["qr_token"], "part": 1}).json()
+    again = operator.post(checkins, dict(late, qr_token=anh["qr_token"], part=1)).json()
     assert again["already_checked_in"] is True and again["checked_in_at"] == morning.json()["checked_in_at"]
-    # The partner that delivers the class checks people in too.
-    siu = operator.as_(seeded["partners"]["SIU"]["api_key"])
-    afternoon = siu.post(checkins, {"qr_token": anh["qr_token"], "part": 2}).json()
+    afternoon = operator.post(checkins, dict(late, qr_token=anh["qr_token"], part=2)).json()
     assert afternoon["status"] == "completed" and afternoon["certificate_url"].startswith("/certificates/")
-    assert operator.post(checkins, {"qr_token": anh["qr_token"], "part": 2}).json()["already_checked_in"] is True
+    assert operator.post(checkins, dict(late, qr_token=anh["qr_token"], part=2)).json()["already_checked_in"] is True
 
     attended = len(emitted_events(db("registration"), {"type": "attendance_recorded"}))
     assert attended == 2
@@ -75,10 +80,10 @@ def test_the_first_class_is_filled_waitlisted_checked_in_and_certified(operator,
     assert anonymous.get("/certificates/AAAAA-BBBBB-CCCCC-DDDDD").status_code == 404
 
     # Only the morning for a second official: attended, not completed.
-    operator.post(checkins, {"qr_token": confirmed[1]["qr_token"], "part": 1})
-    assert_error(operator.post(checkins, {"qr_token": waitlisted[0]["qr_token"], "part": 1}), 422, "not_confirmed")
-    assert_error(operator.post(checkins, {"qr_token": "no-such-token"}), 404, "not_found")
-    assert_error(operator.post(checkins, {"qr_token": anh["qr_token"], "part": 3}), 422, "unknown_part")
+    operator.post(checkins, dict(late, qr_token=confirmed[1]["qr_token"], part=1))
+    assert_error(operator.post(checkins, dict(late, qr_token=waitlisted[0]["qr_token"], part=1)), 422, "not_confirmed")
+    assert_error(operator.post(checkins, dict(late, qr_token="no-such-token")), 404, "not_found")
+    assert_error(operator.post(checkins, dict(late, qr_token=anh["qr_token"], part=3)), 422, "unknown_part")
 
     report = operator.get("/reports/session").json()["items"]
     assert [(r["registered"], r["confirmed"], r["waitlisted"], r["attended"], r["completed"]) for r in report] == [

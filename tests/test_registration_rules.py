@@ -363,3 +363,42 @@ def test_a_part_the_session_does_not_have_is_refused():
 ])
 def test_attending_every_part_completes_the_course_once(status, attended, parts, completes):
     assert rules.completes_course(status, attended, parts) is completes
+
+
+# -- who sees what, and when the door is open ------------------------------------------------------------
+
+OPERATOR = {"role": "operator"}
+SIU = {"role": "partner", "partner_id": "partner-siu"}
+
+
+@pytest.mark.parametrize("actor, sees", [(OPERATOR, True), (SIU, False), (None, False), ({}, False)])
+def test_only_the_operator_sees_officials_contacts_and_qr_tokens(actor, sees):
+    assert rules.sees_personal_data(actor) is sees
+
+
+def test_check_in_opens_an_hour_before_the_start_and_closes_at_the_end():
+    opens, closes = rules.checkin_window(session())
+    assert (opens, closes) == (NOW - timedelta(hours=1), NOW + timedelta(hours=4))
+
+
+@pytest.mark.parametrize("now, actor, after_session, outcome", [
+    (NOW - timedelta(hours=1, seconds=1), OPERATOR, False, "checkin_not_open"),
+    (NOW - timedelta(hours=1, seconds=1), OPERATOR, True, "checkin_not_open"),  # attendance never precedes
+    (NOW - timedelta(days=3), SIU, False, "checkin_not_open"),
+    (NOW - timedelta(hours=1), SIU, False, None),                              # people arrive early
+    (NOW + timedelta(hours=2), SIU, False, None),
+    (NOW + timedelta(hours=4), SIU, False, None),                              # the last minute counts
+    (NOW + timedelta(hours=4, seconds=1), SIU, False, "checkin_closed"),
+    (NOW + timedelta(hours=4, seconds=1), OPERATOR, False, "checkin_closed"),  # only when it says so
+    (NOW + timedelta(days=300), OPERATOR, True, None),                         # the sign-in sheet, later
+    (NOW + timedelta(hours=2), OPERATOR, True, None),
+    (NOW + timedelta(hours=5), SIU, True, 403),
+    (NOW + timedelta(hours=2), SIU, True, 403),
+])
+def test_check_in_is_at_the_door_on_the_day_and_afterwards_only_the_operator_records_it(
+        now, actor, after_session, outcome):
+    if outcome is None:
+        rules.require_checkin_open(session(), now, actor, after_session)
+        return
+    error = refused(rules.require_checkin_open, session(), now, actor, after_session)
+    assert (error.status, error.code) == ((403, "forbidden") if outcome == 403 else (422, outcome))

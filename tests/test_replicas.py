@@ -13,7 +13,7 @@ retries on the other with the same key, as behind a load balancer. Nothing about
 the figures (registrations/s, notices/s) are printed for the capacity note (`pytest -s`).
 
 What a SIGKILL costs, seen here: a caller whose request was in flight on the killed gateway waits
-until its Idempotency-Key counts as abandoned (gateway.entrypoints.ABANDONED_AFTER, 30 s); a
+until its Idempotency-Key counts as abandoned (gateway.admission.ABANDONED_AFTER, 30 s); a
 registration replica killed inside a MongoDB transaction leaves its locks until the server reaps the
 transaction (60 s, mongod's transactionLifetimeLimitSeconds; devstack.mongo.TransactionReaper for SecantusDB),
 and registrations of that session wait that long (the gateway answers 503 meanwhile; callers retry);
@@ -42,7 +42,7 @@ from eventlet.queue import Empty, LightQueue
 from backbone.outbox import emitted_events
 from devstack.run import processes
 from devstack import free_port
-from tests.helpers import AMQP_BASE, Client, Programme, at
+from tests.helpers import AMQP_BASE, TEST_SECRETS, Client, Programme, at
 
 SERVICES = processes()  # what `make run` starts: {name: module:Class}
 
@@ -75,6 +75,8 @@ REPLICA_ENV = {
     "NOTIFICATIONS_SWEEP_SECONDS": "1",
     "AGREEMENT_SWEEP_SECONDS": "1",
     "LOG_LEVEL": "INFO",
+    # One test client sends the whole burst: the limits have tests of their own.
+    "HTTP_RATE_PER_CLIENT": "0", "HTTP_RATE_PER_TOKEN": "0",
 }
 
 
@@ -286,6 +288,7 @@ def stack(mongo, tmp_path_factory):
         env = dict(os.environ, PYTHONUNBUFFERED="1",
                    PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
                    MONGO_URI=mongo, AMQP_URI=amqp_uri, DATABASE_PREFIX=stack.prefix, OPERATOR_TOKEN=TOKEN,
+                   **TEST_SECRETS,
                    SMTP_HOST="127.0.0.1", SMTP_PORT=str(smtp_port),
                    SMS_GATEWAY_URL="http://127.0.0.1:{}/sms".format(sms_port), **REPLICA_ENV)
         logs = root / "logs"
@@ -593,12 +596,14 @@ def test_a_key_left_in_progress_by_a_gateway_that_died_is_taken_over_by_the_call
     through another replica is told 409 `request_in_progress` while a live gateway could still be
     answering, and afterwards takes the key over and runs; a third try replays its result."""
     import hashlib
+    from backbone.auth import OPERATOR
     from backbone.clock import utcnow
-    from gateway.entrypoints import ABANDONED_AFTER
+    from gateway.admission import ABANDONED_AFTER
+    from gateway.entrypoints import caller_key
     raw = json.dumps({"code": "HCM", "name": "Thành phố Hồ Chí Minh", "kind": "city"}).encode("utf-8")
     headers = {"Content-Type": "application/json", "Idempotency-Key": "unit-hcm"}
     records = db("gateway").idempotency
-    caller = hashlib.sha256(("Bearer " + operator.token).encode()).hexdigest()[:32]
+    caller = caller_key(OPERATOR, None)
     left = {"_id": "{}:/units:unit-hcm".format(caller), "body_hash": hashlib.sha256(raw).hexdigest(),
             "state": "in_progress", "created_at": utcnow()}
     records.insert_one(left)

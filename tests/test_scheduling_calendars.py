@@ -3,6 +3,7 @@
 from datetime import datetime, timedelta
 
 import pytest
+import requests
 from icalendar import Calendar
 
 from tests.helpers import HALL, LAB, at, day, full_day
@@ -43,7 +44,7 @@ def test_a_session_file_has_local_times_the_place_and_a_uid_that_survives_a_resc
     assert again.start == datetime.fromisoformat(at(11, "08:00"))
 
 
-def test_a_venue_feed_takes_the_token_in_the_url_and_keeps_cancelled_sessions_marked(programme, anonymous):
+def test_a_venue_feed_takes_its_own_token_in_the_url_and_keeps_cancelled_sessions_marked(programme, anonymous):
     kept = programme.scheduled()
     dropped = programme.scheduled(room=LAB, capacity=40, trainer="B")
     programme.operator.post("/sessions/{}/cancel".format(dropped["id"]), {"reason": "Phòng máy bảo trì"})
@@ -51,7 +52,10 @@ def test_a_venue_feed_takes_the_token_in_the_url_and_keeps_cancelled_sessions_ma
 
     assert anonymous.get(path).status_code == 401  # calendar apps send no header: the token is the key
     assert anonymous.get(path + "?token=not-a-key").status_code == 401
-    feed = parse(anonymous.get(path + "?token=" + programme.operator.token))
+    assert anonymous.get(path + "?token=" + programme.operator.token).status_code == 401  # never a full-power key
+    calendar_url = programme.operator.get("/venues/" + programme.venue_id).json()["calendar_url"]
+    assert calendar_url.startswith(programme.operator.base_url + path + "?token=feed_")
+    feed = parse(requests.get(calendar_url, timeout=10))
     assert str(feed["X-WR-CALNAME"]) == "Lớp bồi dưỡng AI — Trường Đại học Ngân hàng TP. Hồ Chí Minh"
     assert feed.walk("VTIMEZONE")[0]["TZID"] == "Asia/Ho_Chi_Minh"
     events = by_uid(feed)
@@ -67,13 +71,15 @@ def test_a_partners_feed_holds_what_it_delivers_or_hosts_and_is_its_own(programm
     session = programme.scheduled()
     other = operator.post("/partners", {"code": "VNU", "name": "Đại học Quốc gia TP.HCM", "kind": "university",
                                         "contact_email": "hoptac@vnuhcm.edu.vn"}).json()
+    vnu = operator.as_(other["api_key"])
     for partner_id, client in ((programme.siu_id, programme.siu), (programme.buh_id, programme.buh)):
-        path = "/partners/{}/calendar.ics?token={}".format(partner_id, client.token)
-        assert set(by_uid(parse(anonymous.get(path)))) == {session["id"] + "@trainops"}
-    forbidden = anonymous.get("/partners/{}/calendar.ics?token={}".format(programme.siu_id, other["api_key"]))
-    assert forbidden.status_code == 403
-    assert parse(anonymous.get("/partners/{}/calendar.ics?token={}".format(
-        other["id"], other["api_key"]))).events == []
+        calendar_url = client.get("/partners/" + partner_id).json()["calendar_url"]
+        assert set(by_uid(parse(requests.get(calendar_url, timeout=10)))) == {session["id"] + "@trainops"}
+        # With a header instead, as before: the partner itself, never another.
+        assert set(by_uid(parse(client.get("/partners/{}/calendar.ics".format(partner_id))))) == {
+            session["id"] + "@trainops"}
+    assert vnu.get("/partners/{}/calendar.ics".format(programme.siu_id)).status_code == 403
+    assert parse(requests.get(vnu.get("/partners/" + other["id"]).json()["calendar_url"], timeout=10)).events == []
 
 
 def test_the_programme_calendar_filters_by_month_unit_partner_and_venue_and_pages(programme, operator):

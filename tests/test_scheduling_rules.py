@@ -357,3 +357,54 @@ def test_another_room_is_a_change():
     change = rules.moved(SCHEDULED, VENUE["rooms"][1],
                          {"starts_at": local(2025, 3, 22, 8), "ends_at": local(2025, 3, 22, 17)})
     assert rules.changes_anything(SCHEDULED, change)
+
+
+# -- calendar feeds -------------------------------------------------------------------------------------
+
+SECRET = "k" * 32
+
+
+def test_a_feed_token_is_its_kind_target_and_generation_signed_and_opens_only_that():
+    token = rules.feed_token(SECRET, "venue", "venue-1", 0)
+    assert token.startswith("feed_") and len(token) == len("feed_") + 32
+    assert rules.feed_token(SECRET, "venue", "venue-1", 0) == token  # derived, never stored
+    others = {rules.feed_token(SECRET, "session", "venue-1", 0), rules.feed_token(SECRET, "venue", "venue-2", 0),
+              rules.feed_token(SECRET, "venue", "venue-1", 1), rules.feed_token("j" * 32, "venue", "venue-1", 0),
+              # The separator keeps ("venue", "1\0x") from meeting ("venue\01", "x").
+              rules.feed_token(SECRET, "partner", "venue-1", 0)}
+    assert token not in others and len(others) == 5
+    assert rules.feed_token_opens(SECRET, "venue", "venue-1", 0, token)
+    for kind, target, generation in (("session", "venue-1", 0), ("venue", "venue-2", 0), ("venue", "venue-1", 1)):
+        assert not rules.feed_token_opens(SECRET, kind, target, generation, token)
+
+
+@pytest.mark.parametrize("token", [None, "", "feed_", "tok_abc", "feed_ảnh-giả", "x" * 1000])
+def test_nothing_else_opens_a_feed_and_nothing_raises(token):
+    assert rules.feed_token_opens(SECRET, "venue", "venue-1", 0, token) is False
+
+
+def test_a_feed_url_is_absolute_with_the_id_quoted_and_the_token_in_the_query():
+    url = rules.feed_url("https://daotao-ai.example.gov.vn/", "session", "session-1", "feed_AbC-_9")
+    assert url == "https://daotao-ai.example.gov.vn/sessions/session-1/calendar.ics?token=feed_AbC-_9"
+    assert rules.feed_url("http://x", "venue", "a/b?c", "feed_1") == "http://x/venues/a%2Fb%3Fc/calendar.ics?token=feed_1"
+
+
+HOSTED = {"id": "venue-1", "host_partner_id": "partner-buh"}
+DELIVERED = {"id": "session-1", "partner_id": "partner-siu", "host_partner_id": "partner-buh"}
+
+
+@pytest.mark.parametrize("actor, kind, target, holds", [
+    (OPERATOR, "venue", HOSTED, True), (OPERATOR, "session", DELIVERED, True),
+    (OPERATOR, "partner", {"id": "partner-x"}, True),
+    (SIU, "partner", {"id": "partner-siu"}, True), (SIU, "partner", {"id": "partner-buh"}, False),
+    (BUH, "venue", HOSTED, True), (SIU, "venue", HOSTED, False),            # the venue's feed: its host's
+    (SIU, "session", DELIVERED, True), (BUH, "session", DELIVERED, True),     # who delivers it, who hosts it
+    ({"role": "partner", "partner_id": "partner-vnu"}, "session", DELIVERED, False),
+    (None, "venue", HOSTED, False), ({}, "partner", {"id": "partner-siu"}, False),
+])
+def test_the_operator_and_the_partners_a_feed_is_about_hold_it(actor, kind, target, holds):
+    assert rules.holds_feed(actor, kind, target) is holds
+    if holds:
+        rules.require_feed_holder(actor, kind, target)
+    else:
+        assert refused(rules.require_feed_holder, actor, kind, target).status == (401 if not actor else 403)

@@ -53,10 +53,10 @@ def test_every_string_setting_arrives_verbatim_through_nameko_run_s_own_loading(
 
 @pytest.mark.parametrize("value", AWKWARD)
 def test_every_string_setting_arrives_verbatim_through_backbone_config(monkeypatch, value):
-    for name in ("SMTP_PASSWORD", "SMTP_USER", "OPERATOR_TOKEN", "UNSUBSCRIBE_SECRET", "SMS_SENDER"):
+    for name in ("SMTP_PASSWORD", "SMTP_USER", "OPERATOR_TOKEN", "UNSUBSCRIBE_SECRET", "SMS_SENDER", "FEED_SECRET"):
         monkeypatch.setenv(name, value)
     data = load()
-    assert data["SMTP"]["password"] == data["SMTP"]["user"] == value
+    assert data["SMTP"]["password"] == data["SMTP"]["user"] == data["FEED_SECRET"] == value
     assert data["OPERATOR_TOKEN"] == data["NOTIFICATIONS"]["unsubscribe_secret"] == data["SMS"]["sender"] == value
 
 
@@ -89,7 +89,10 @@ def test_typed_settings_are_converted_from_the_strings_the_environment_gives(mon
     ("QUEUE_TYPE", "stream", "QUEUE_TYPE (from ${QUEUE_TYPE})"),
     ("SMS_QUIET_HOURS", "9pm-7am", "NOTIFICATIONS.quiet_hours (from ${SMS_QUIET_HOURS})"),
     ("REMINDER_HOUR", "25", "NOTIFICATIONS.reminder_hour (from ${REMINDER_HOUR})"),
-    ("PUBLIC_URL", "trainops.example.org", "NOTIFICATIONS.public_url (from ${PUBLIC_URL})"),
+    ("PUBLIC_URL", "trainops.example.org", "PUBLIC_URL (from ${PUBLIC_URL})"),
+    ("HTTP_MAX_BODY_BYTES", "1MB", "HTTP.max_body_bytes (from ${HTTP_MAX_BODY_BYTES})"),
+    ("HTTP_TRUSTED_PROXIES", "proxy.example.org", "HTTP.trusted_proxies (from ${HTTP_TRUSTED_PROXIES})"),
+    ("IMPORT_MAX_ROWS", "lots", "IMPORT_MAX_ROWS (from ${IMPORT_MAX_ROWS})"),
     ("GATEWAY_PORT", "http", "WEB_SERVER_ADDRESS (from ${GATEWAY_HOST}, ${GATEWAY_PORT})"),
     ("AMQP_URI", "rabbitmq:5672", "AMQP_URI (from ${AMQP_URI})"),
 ])

@@ -5,7 +5,8 @@
 # environment, go into trainops-secrets for the mail server.
 #
 #   trainops-operator           OPERATOR_TOKEN: the gateway's pods alone read it (and the ServiceMonitor)
-#   trainops-secrets            UNSUBSCRIBE_SECRET, SMTP_USER, SMTP_PASSWORD: notifications alone reads them
+#   trainops-secrets            UNSUBSCRIBE_SECRET, SMTP_USER, SMTP_PASSWORD (notifications reads them) and
+#                               FEED_SECRET (scheduling reads it)
 #   trainops-amqp               AMQP_URI of each process (keys partners, scheduling, registration,
 #                               notifications, gateway), each with its own broker user
 #   trainops-rabbitmq-users     users.json: the virtual host "/", the user of each process (what each may
@@ -38,6 +39,7 @@ if exists trainops-secrets; then
 else
     kubectl --namespace "$ns" create secret generic trainops-secrets \
         --from-literal=UNSUBSCRIBE_SECRET="$(random)" \
+        --from-literal=FEED_SECRET="$(random)" \
         --from-literal=SMTP_USER="${SMTP_USER:-}" \
         --from-literal=SMTP_PASSWORD="${SMTP_PASSWORD:-}"
 fi

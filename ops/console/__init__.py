@@ -12,9 +12,11 @@ from pathlib import Path
 
 from itsdangerous import BadSignature, Signer, URLSafeTimedSerializer
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from nameko import config
 from werkzeug.wrappers import Response
 
 from backbone.clock import shown
+from backbone.config import public_url
 from ops.console.labels import LABELS
 
 HERE = Path(__file__).resolve().parent
@@ -40,8 +42,10 @@ def _sessions(key):
 
 
 def new_session(key):
-    """A cookie value: a fresh nonce, signed with the time it was signed."""
-    return _sessions(key).dumps(secrets.token_hex(16))
+    """(cookie value, nonce): a fresh nonce, signed with the time it was signed. The nonce is also
+    kept server-side (`ops/routes.py`): logging out forgets it, and the cookie is worth nothing."""
+    nonce = secrets.token_hex(16)
+    return _sessions(key).dumps(nonce), nonce
 
 
 def session_of(request, key):
@@ -82,13 +86,19 @@ def page(request, template, status=200, **context):
     return response
 
 
-def redirect(location, cookie=None, clear=False):
+def served_over_https(request):
+    """Whether the browser reached us over HTTPS: directly, or through the proxy that ends TLS
+    (PUBLIC_URL says https)."""
+    return request.scheme == "https" or public_url(config).startswith("https://")
+
+
+def redirect(location, cookie=None, clear=False, secure=False):
     response = Response("", status=303, headers={"Location": location})
     if cookie:
         response.set_cookie(SESSION_COOKIE, cookie, max_age=SESSION_SECONDS, httponly=True, samesite="Strict",
-                            path="/console")
+                            path="/console", secure=secure)
     if clear:
-        response.delete_cookie(SESSION_COOKIE, path="/console", httponly=True, samesite="Strict")
+        response.delete_cookie(SESSION_COOKIE, path="/console", httponly=True, samesite="Strict", secure=secure)
     return response
 
 

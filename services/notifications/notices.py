@@ -1,8 +1,9 @@
 """The notices' log and the sending of one notice.
 
-One document per notice in `notices`, `_id` = (source event id, channel, hash of the recipient):
-inserting it first is what makes "at most one notice per (event, recipient, channel)" hold when an
-event arrives twice or the service restarts mid-send. Its status is a small state machine:
+One document per notice in `notices`, `_id` derived from (source event id, channel, the recipient's
+id; never from an address: rules.notice_id): inserting it first is what makes "at most one notice per
+(event, recipient, channel)" hold when an event arrives twice or the service restarts mid-send. Its
+status is a small state machine:
 
     queued ──> sent
        │  └──> retrying ──> sent
@@ -38,6 +39,7 @@ from nameko.extensions import DependencyProvider
 
 from backbone import logs
 from backbone.clock import utcnow
+from backbone.config import public_url, required_secret
 from backbone.database import database_of
 from backbone.events import make_envelope
 from backbone.logs import mask
@@ -52,7 +54,6 @@ DEFAULTS = {
     "retry_delays": [10, 60, 300, 1800, 7200],
     "quiet_hours": "21:00-07:00",
     "claim_seconds": 60,
-    "public_url": "http://127.0.0.1:8000",
     "unsubscribe_secret": "",
     "reminder_hour": 8,
     "smtp_pool": 8,
@@ -71,8 +72,7 @@ class Notices(DependencyProvider):
         from nameko import config
         # A view, not a copy: what the configuration says now (tests change quiet hours on the fly).
         self.settings = ChainMap(config.setdefault("NOTIFICATIONS", {}), DEFAULTS)
-        if not self.settings["unsubscribe_secret"]:
-            raise RuntimeError("NOTIFICATIONS.unsubscribe_secret is empty: set UNSUBSCRIBE_SECRET")
+        required_secret(self.settings["unsubscribe_secret"], "UNSUBSCRIBE_SECRET")
         smtp = config["SMTP"]
         self.sender = smtp["sender"]
         self.mailer = mail.Mailer(smtp["host"], smtp["port"], smtp.get("starttls"), smtp.get("user"),
@@ -156,13 +156,14 @@ class NoticeLog:
         """The channels among these that the official opted out of."""
         return store.opted_out(self.batches, official_id, channels)
 
-    def unsubscribe_links(self, official_id):
-        """{channel: the signed link that opts the official out of it}."""
-        return {channel: self.unsubscribe_url(official_id, channel) for channel in rules.CHANNELS}
+    def unsubscribe_links(self, official_id, language=rules.DEFAULT_LANGUAGE):
+        """{channel: the signed link to the page where the official opts out of it (or back in)}."""
+        return {channel: self.unsubscribe_url(official_id, channel, language) for channel in rules.CHANNELS}
 
-    def unsubscribe_url(self, official_id, channel):
-        return rules.unsubscribe_url(self.settings["public_url"], self.settings["unsubscribe_secret"],
-                                     official_id, channel)
+    def unsubscribe_url(self, official_id, channel, language=rules.DEFAULT_LANGUAGE):
+        from nameko import config
+        return rules.unsubscribe_url(public_url(config), self.settings["unsubscribe_secret"], official_id, channel,
+                                     language)
 
     # -- sending ----------------------------------------------------------------------------------
 
@@ -224,7 +225,10 @@ class NoticeLog:
         subject, text, html = self.renderer.email(notice["template"], notice["language"], context)
         headers = {}
         if notice.get("official_id"):
-            headers["List-Unsubscribe"] = "<{}>".format(self.unsubscribe_url(notice["official_id"], "email"))
+            headers["List-Unsubscribe"] = "<{}>".format(
+                self.unsubscribe_url(notice["official_id"], "email", notice["language"]))
+            # RFC 8058: mail providers opt out with a POST to that address, never by following it.
+            headers["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         qr = context.get("qr_token") if rules.carries_qr(notice["template"]) else None
         ics = None
         if rules.carries_invite(notice["template"]) and context.get("session"):
@@ -244,20 +248,23 @@ class NoticeLog:
                           "provider_message_id": message_id}
 
     def _retry_later(self, notice, attempts, error):
+        # Masked before it is stored: an SMTP reply quotes the address, a provider's error the number.
+        error = mask(error)
         round_ = rules.retry_round(attempts, notice.get("round_starts_after", 0))
         delay = rules.retry_delay(round_, self.settings["retry_delays"])
         if delay is None:
             return self._fail(notice, attempts, "gave up after {} attempts: {}".format(round_, error))
         self._set(notice, {"status": "retrying", "attempts": attempts, "last_error": error,
                            "not_before": utcnow() + timedelta(seconds=delay), "claimed_until": store.NEVER})
-        log.warning("notice %s: attempt %d failed, retrying: %s", notice["_id"], attempts, mask(error))
+        log.warning("notice %s: attempt %d failed, retrying: %s", notice["_id"], attempts, error)
         return "retrying"
 
     def _fail(self, notice, attempts, error):
+        error = mask(error)  # as in _retry_later: stored, published and logged masked
         self._set(notice, {"status": "failed", "attempts": attempts, "last_error": error,
                            "claimed_until": store.NEVER},
-                  self._event("notification_failed", notice, error=mask(error)))
-        log.error("notice %s failed: %s", notice["_id"], mask(error))
+                  self._event("notification_failed", notice, error=error))
+        log.error("notice %s failed: %s", notice["_id"], error)
         return "failed"
 
     def _set(self, notice, fields, event=None):

@@ -23,11 +23,22 @@ FORGET_AFTER = timedelta(days=7)
 
 # -- which notices, to whom ------------------------------------------------------------------------
 
+def recipient_of(official_id=None, partner_id=None):
+    """Whom a notice is for, by id (`official:<id>`, `partner:<id>`), never by address."""
+    if official_id:
+        return "official:" + official_id
+    if partner_id:
+        return "partner:" + partner_id
+    raise ValueError("A notice is for an official or a partner.")
+
+
 def notice_id(event_id, channel, recipient):
-    """`<event id>:<channel>:<hash of the recipient>`: one notice per (event, recipient, channel),
-    whoever handles the event and however often it arrives."""
-    digest = hashlib.sha256(recipient.encode("utf-8")).hexdigest()[:16]
-    return "{}:{}:{}".format(event_id, channel, digest)
+    """`notice-<digest>`: one notice per (event, channel, recipient), whoever handles the event and
+    however often it arrives. `recipient` is `recipient_of(...)`: an id, never an address. A digest of
+    the address could be reversed from the masked hint operators see (`+8490***456` leaves four
+    digits to guess), while the event id and recipient id are in the notice's row already."""
+    digest = hashlib.sha256("\0".join((event_id, channel, recipient)).encode("utf-8")).hexdigest()[:32]
+    return "notice-" + digest
 
 
 def language_of(requested):
@@ -74,17 +85,30 @@ def unsubscribe_signature(secret, official_id, channel):
     return hmac.new(secret.encode("utf-8"), message, hashlib.sha256).hexdigest()[:32]
 
 
-def unsubscribe_url(public_url, secret, official_id, channel):
-    """The signed link in every email (the gateway's GET /notifications/unsubscribe)."""
-    query = urlencode({"official": official_id, "channel": channel,
-                       "sig": unsubscribe_signature(secret, official_id, channel)})
-    return "{}/notifications/unsubscribe?{}".format(public_url.rstrip("/"), query)
+def unsubscribe_url(public_url, secret, official_id, channel, language=DEFAULT_LANGUAGE):
+    """The signed link in every email. It opens a page that asks before it changes anything (the
+    gateway's GET /notifications/unsubscribe), in the official's language."""
+    fields = {"official": official_id, "channel": channel, "sig": unsubscribe_signature(secret, official_id, channel)}
+    if language != DEFAULT_LANGUAGE:
+        fields["lang"] = language
+    return "{}/notifications/unsubscribe?{}".format(public_url.rstrip("/"), urlencode(fields))
 
 
 def signed_by_us(secret, official_id, channel, signature):
     """Whether an unsubscribe request carries our signature for that official and channel."""
     expected = unsubscribe_signature(secret, official_id or "", channel)
-    return bool(official_id) and hmac.compare_digest(expected, signature or "")
+    # As bytes: compare_digest refuses str with non-ASCII characters, and a link can carry any.
+    return bool(official_id) and hmac.compare_digest(expected.encode(), (signature or "").encode("utf-8", "replace"))
+
+
+def subscription_change(form):
+    """What the page's POST asks: "unsubscribe" or "resubscribe" (its buttons), "unsubscribe" for the
+    one-click POST mail providers send to the List-Unsubscribe address (RFC 8058:
+    `List-Unsubscribe=One-Click`), None for anything else."""
+    if form.get("List-Unsubscribe") == "One-Click":
+        return "unsubscribe"
+    action = form.get("action")
+    return action if action in ("unsubscribe", "resubscribe") else None
 
 
 # -- when ------------------------------------------------------------------------------------------

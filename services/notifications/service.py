@@ -13,7 +13,8 @@ event or a restart never sends it twice. Transient failures (SMTP 4xx, a server 
 down) are retried with backoff by a sweep that runs in one replica; permanent ones (SMTP 5xx, an
 invalid number) fail at once with the reason. SMS wait out quiet hours; reminders go at 08:00 local
 time the day before the session. An official may opt out of a channel, except for the cancellation
-of their own class.
+of their own class; the page behind the unsubscribe link in every email asks before it changes
+anything, and takes them back too (subscriptions.py).
 """
 import logging
 
@@ -22,7 +23,7 @@ from marshmallow import EXCLUDE
 from backbone import auth
 from backbone.clock import utcnow
 from backbone.database import Database
-from backbone.errors import DomainError, invalid, not_found, validated
+from backbone.errors import DomainError, not_found, validated
 from backbone.logs import Tracing
 from backbone.openapi import describe
 from backbone.operated import Operated
@@ -31,7 +32,7 @@ from backbone.rpc import rpc
 from backbone.subscriber import subscribe
 from backbone.timer import leased_timer
 import contracts  # noqa: F401  (registers the contracts of the events it publishes and handles)
-from services.notifications import rules, schemas, store
+from services.notifications import rules, schemas, store, subscriptions
 from services.notifications.notices import Notices
 from services.notifications.templates import with_every_field
 
@@ -85,7 +86,8 @@ class NotificationsService(Operated):
             official["id"], [channel for channel, _ in addresses])
         for channel in opted_out:
             log.info("%s by %s not sent: the official opted out", template, channel)
-        context = dict(payload, language=language, unsubscribe=self.notices.unsubscribe_links(official["id"]))
+        context = dict(payload, language=language,
+                       unsubscribe=self.notices.unsubscribe_links(official["id"], language))
         new = [self.notices.new(event, channel, address, template, language, context,
                                 official_id=official["id"], mandatory=mandatory)
                for channel, address in addresses if channel not in opted_out]
@@ -192,16 +194,40 @@ class NotificationsService(Operated):
                 existing["status"]), {}, 409)
         return schemas.public_notice(notice)
 
+    # -- officials' choices: the page behind the unsubscribe link in every email -----------------------
+
     @rpc
-    def unsubscribe(self, official_id, channel, signature):
-        """Opt an official out of a channel, from the signed link in every email: {official_id,
-        channel, subscribed: false}. 422 for an unknown channel; 403 `bad_signature`."""
-        if channel not in rules.CHANNELS:
-            raise invalid({"channel": ["One of: {}.".format(", ".join(rules.CHANNELS))]})
-        if not rules.signed_by_us(self.notices.settings["unsubscribe_secret"], official_id, channel, signature):
-            raise DomainError("bad_signature", "This unsubscribe link is not valid.", {}, 403)
-        store.opt_out(self.db, official_id, channel, utcnow())
-        return {"official_id": official_id, "channel": channel, "subscribed": False}
+    def subscription_page(self, query):
+        """The page an email's unsubscribe link opens ({"status", "html"}): whether the official gets
+        notices by that channel, and the button that changes it. Changes nothing: mail scanners follow
+        links. 400 for a malformed link, 403 for one not signed by us (the page says so)."""
+        found, status = subscriptions.read_link(query, self.notices.settings["unsubscribe_secret"])
+        if found is None:
+            return subscriptions.invalid(query, status)
+        official_id, channel = found
+        return subscriptions.page(query, channel, subscribed=not store.is_opted_out(self.db, official_id, channel))
+
+    @rpc
+    def change_subscription(self, query, form):
+        """The page's POST ({"status", "html"}): `action=unsubscribe` opts the official out of the
+        link's channel, `action=resubscribe` back in; RFC 8058's `List-Unsubscribe=One-Click` (what
+        mail providers send) opts out. Doing it twice is doing it once. 400 for a request that asks
+        neither (the page again, saying so), and as for the page."""
+        found, status = subscriptions.read_link(query, self.notices.settings["unsubscribe_secret"])
+        if found is None:
+            return subscriptions.invalid(query, status)
+        official_id, channel = found
+        change = rules.subscription_change(form or {})
+        if change == "unsubscribe":
+            store.opt_out(self.db, official_id, channel, utcnow())
+        elif change == "resubscribe":
+            store.opt_in(self.db, official_id, channel)
+        subscribed = not store.is_opted_out(self.db, official_id, channel)
+        if change is None:
+            return subscriptions.page(query, channel, subscribed, status=400, problem=True)
+        log.info("official %s %s by %s", official_id, "opted out" if change == "unsubscribe" else "opted back in",
+                 channel)
+        return subscriptions.page(query, channel, subscribed, done=change)
 
     @rpc
     def api_schemas(self):

@@ -14,7 +14,7 @@ from pymongo import ASCENDING, IndexModel, InsertOne, UpdateOne
 from backbone.database import handled_record
 from backbone.migrate import Migration, moved_collection
 from backbone.paging import page
-from services.notifications.rules import notice_id, opt_out_key
+from services.notifications.rules import notice_id, opt_out_key, recipient_of
 
 INDEXES = {
     "notices": [
@@ -50,7 +50,8 @@ def new_notice(now, claimed_until, event_id, channel, to, template, language, co
                official_id=None, partner_id=None, mandatory=False):
     """A new notice's document: queued, and claimed until `claimed_until` by whoever records it."""
     return {
-        "_id": notice_id(event_id, channel, to), "event_id": event_id, "channel": channel, "to": to,
+        "_id": notice_id(event_id, channel, recipient_of(official_id, partner_id)), "event_id": event_id,
+        "channel": channel, "to": to,
         "template": template, "language": language, "official_id": official_id, "partner_id": partner_id,
         "mandatory": mandatory, "context": storable(context), "status": "queued", "attempts": 0,
         "provider": None, "last_error": None, "not_before": now, "correlation_id": correlation_id,
@@ -142,6 +143,15 @@ def opt_out(db, official_id, channel, now):
     db.opt_outs.update_one({"_id": opt_out_key(official_id, channel)}, {
         "$set": {"official_id": official_id, "channel": channel},
         "$setOnInsert": {"created_at": now}}, upsert=True)
+
+
+def opt_in(db, official_id, channel):
+    """The official hears by that channel again."""
+    db.opt_outs.delete_one({"_id": opt_out_key(official_id, channel)})
+
+
+def is_opted_out(db, official_id, channel):
+    return db.opt_outs.find_one({"_id": opt_out_key(official_id, channel)}, {"_id": 1}) is not None
 
 
 # -- the copy of upcoming registrations -------------------------------------------------------------

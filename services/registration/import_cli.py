@@ -1,7 +1,7 @@
 """Import a unit's staff list (CSV, UTF-8 with or without Excel's BOM) through the public API, in
 chunks, showing progress:
 
-    python -m services.registration.import_cli staff.csv --url http://127.0.0.1:8000 --token $TOKEN
+    TRAINOPS_TOKEN=... python -m services.registration.import_cli staff.csv --url http://127.0.0.1:8000
 
 Each chunk is POSTed to /officials/import with the header row; row numbers in the errors are the
 file's (the header is row 1). Re-running it with the same file changes nothing. Exit status 0 when
@@ -11,6 +11,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
 import time
 
@@ -78,13 +79,17 @@ def run(path, url, token, chunk=2000, out=sys.stderr, session=None):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description="Import officials from a CSV staff list.")
+    parser = argparse.ArgumentParser(
+        description="Import officials from a CSV staff list. The token comes from TRAINOPS_TOKEN: on the "
+                    "command line it would show in `ps` and in the shell's history.")
     parser.add_argument("file")
     parser.add_argument("--url", default="http://127.0.0.1:8000")
-    parser.add_argument("--token", required=True)
     parser.add_argument("--chunk", type=int, default=2000, help="rows per request")
     args = parser.parse_args(argv)
-    summary = run(args.file, args.url, args.token, args.chunk)
+    token = os.environ.get("TRAINOPS_TOKEN", "")
+    if not token:
+        parser.error("set TRAINOPS_TOKEN to the operator's or a coordinator's token")
+    summary = run(args.file, args.url, token, args.chunk)
     for error in summary["errors"]:
         sys.stderr.write("row {}: {}\n".format(error["row"], json.dumps(error["fields"], ensure_ascii=False)))
     print(json.dumps({k: (len(v) if k == "errors" else v) for k, v in summary.items()}))

@@ -1,6 +1,7 @@
 """Bulk nomination: a unit's staff list as CSV, every row checked like `POST /officials`, upserted by
 email in batches. Re-importing the same file changes nothing (rows equal to what is stored are left
-alone and counted as unchanged)."""
+alone and counted as unchanged). A file is read row by row and refused past `max_rows` data rows
+(413); the answer lists the first MAX_ERRORS row errors and counts them all."""
 import csv
 import io
 
@@ -8,7 +9,7 @@ from marshmallow import ValidationError
 from pymongo import InsertOne, UpdateOne
 from pymongo.errors import BulkWriteError
 
-from backbone.errors import invalid
+from backbone.errors import DomainError, invalid
 from backbone.clock import utcnow
 from backbone.database import new_id
 from services.registration import rules, schemas
@@ -17,10 +18,12 @@ COLUMNS = ("full_name", "email", "phone", "unit_code", "audience_group")
 OPTIONAL = ("language",)
 COMPARED = ("full_name", "phone", "unit_code", "audience_group", "language")
 BATCH = 1000
+MAX_ERRORS = 200
 
 
-def read_rows(text):
-    """(row number, dict) per data row; the header is row 1. A BOM (Excel's UTF-8) is ignored."""
+def read_rows(text, max_rows=None):
+    """(row number, dict) per data row; the header is row 1. A BOM (Excel's UTF-8) is ignored. More
+    than `max_rows` data rows: 413 `payload_too_large`."""
     text = text.lstrip("\ufeff")
     reader = csv.reader(io.StringIO(text, newline=""))
     header = next(reader, None)
@@ -38,6 +41,9 @@ def read_rows(text):
     for number, cells in enumerate(reader, start=2):
         if not any(cell.strip() for cell in cells):
             continue  # blank lines (Excel leaves some at the end)
+        if max_rows is not None and len(rows) >= max_rows:
+            raise DomainError("payload_too_large", "The file has more than {} rows; split it.".format(max_rows),
+                              {"file": ["At most {} rows.".format(max_rows)]}, 413)
         if len(cells) != len(header):
             rows.append((number, None, {"_row": ["Expected {} cells, found {}.".format(len(header), len(cells))]}))
             continue
@@ -46,12 +52,13 @@ def read_rows(text):
     return rows
 
 
-def import_csv(db, text):
-    """{created, updated, unchanged, errors: [{row, fields}]} for a staff list's CSV text."""
+def import_csv(db, text, max_rows=None):
+    """{created, updated, unchanged, errors: [{row, fields}] (the first MAX_ERRORS), errors_total}
+    for a staff list's CSV text."""
     schema = schemas.OfficialIn()
     units = {u["_id"]: u for u in db.units.find({}, {"status": 1, "merged_into": 1})}
     errors, valid, seen_email, seen_phone = [], [], {}, {}
-    for number, data, problem in read_rows(text):
+    for number, data, problem in read_rows(text, max_rows):
         if problem:
             errors.append({"row": number, "fields": problem})
             continue
@@ -119,4 +126,5 @@ def import_csv(db, text):
             else:
                 updated += 1
     errors.sort(key=lambda e: e["row"])
-    return {"created": created, "updated": updated, "unchanged": unchanged, "errors": errors}
+    return {"created": created, "updated": updated, "unchanged": unchanged, "errors": errors[:MAX_ERRORS],
+            "errors_total": len(errors)}

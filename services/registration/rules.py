@@ -5,12 +5,16 @@ caller reads and writes, and passes the time in."""
 import hashlib
 import secrets
 import unicodedata
+from datetime import timedelta
 
 from backbone import auth
-from backbone.errors import DomainError, invalid, rule_broken
+from backbone.clock import shown
+from backbone.errors import DomainError, forbidden, invalid, rule_broken
 
 # The statuses that hold a seat or a waitlist place.
 LIVE = ("confirmed", "waitlisted")
+# Check-in opens this long before a session starts (people arrive early) and closes at its end.
+CHECKIN_OPENS_BEFORE = timedelta(hours=1)
 # A unit without a quota on a session may take every seat.
 NO_QUOTA = 10 ** 9
 
@@ -172,6 +176,14 @@ def require_session_reader(actor, session):
     auth.require_operator_or_partner(actor, session.get("partner_id"))
 
 
+def sees_personal_data(actor):
+    """Whether `actor` sees officials' contacts and QR tokens: the operator only. The partner that
+    delivers a session sees who registered (name, unit, audience group), their status and attendance,
+    never an email, a phone or a QR token (Decree 13/2023/ND-CP: only what the purpose needs; with the
+    tokens it could check in people who never came)."""
+    return auth.is_operator(actor)
+
+
 def require_registrable(session, official, after_cutoff, now):
     """An official may register for a scheduled session before its cut-off (the operator may record
     one after it, when asked explicitly), if their audience group and unit are invited. 422
@@ -254,6 +266,28 @@ def cancellation(status, reason, cause, now):
 def parts_of(session):
     """A session without parts has one part: itself."""
     return session.get("parts") or [{"starts_at": session["starts_at"], "ends_at": session["ends_at"]}]
+
+
+def checkin_window(session):
+    """(opens, closes): check-in runs at the door, from an hour before the session starts to its end."""
+    return session["starts_at"] - CHECKIN_OPENS_BEFORE, session["ends_at"]
+
+
+def require_checkin_open(session, now, actor, after_session=False):
+    """A check-in is taken at the door during `checkin_window`: 422 `checkin_not_open` before it,
+    `checkin_closed` after it. Once the session is over only the operator records attendance (from
+    the sign-in sheet; the 2025 classes held before this system too), and only when it says so with
+    `after_session` (403 for anyone else who does)."""
+    if after_session and not auth.is_operator(actor):
+        raise forbidden("Only the operator records attendance after the session.")
+    opens, closes = checkin_window(session)
+    if now < opens:
+        raise rule_broken("checkin_not_open", "Check-in opens at {}, an hour before the session starts.".format(
+            shown(opens)), {"qr_token": ["Check-in has not opened."]})
+    if now > closes and not after_session:
+        raise rule_broken(
+            "checkin_closed", "Check-in closed at {}, when the session ended; the operator records attendance "
+            "afterwards with after_session: true.".format(shown(closes)), {"qr_token": ["Check-in has closed."]})
 
 
 def require_confirmed(registration):

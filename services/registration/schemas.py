@@ -100,9 +100,13 @@ class QuotasIn(Schema):
 
 
 class CheckinIn(Schema):
+    # Scanned at the door from the official's QR code (partners never see the tokens).
     qr_token = Text(64, required=True)
     # 1-based; by default the part running now, else the first.
     part = fields.Int(strict=True, validate=validate.Range(min=1, max=20))
+    # The operator records attendance after the session has ended (from the sign-in sheet); nobody
+    # else may, and it must be asked for explicitly, like `after_cutoff` for registrations.
+    after_session = fields.Bool(load_default=False)
 
 
 class ReportQuery(Schema):
@@ -122,14 +126,31 @@ def public_unit(doc):
 
 
 def public_registration(doc):
-    out = {k: doc.get(k) for k in ("id", "session_id", "official_id", "unit_code", "status", "qr_token",
-                                   "created_at", "cancelled_at", "cancel_reason", "cancel_cause",
+    """A registration as the operator sees it: everything, contacts and QR token included."""
+    out = {k: doc.get(k) for k in ("id", "session_id", "official_id", "unit_code", "audience_group", "status",
+                                   "qr_token", "created_at", "cancelled_at", "cancel_reason", "cancel_cause",
                                    "attended_parts", "certificate_code", "completed_at")}
     if doc.get("status") == "waitlisted":
         out["waitlist_position"] = doc.get("waitlist_position")
     if doc.get("official"):
         out["official"] = {k: doc["official"].get(k) for k in ("full_name", "email", "phone")}
     return out
+
+
+def partner_registration(doc):
+    """A registration as the partner delivering its session sees it (rules.sees_personal_data): who
+    (name, unit, audience group), status and attendance; no contact, QR token or certificate code."""
+    out = {k: doc.get(k) for k in ("id", "session_id", "unit_code", "audience_group", "status", "created_at",
+                                   "cancelled_at", "attended_parts", "completed_at")}
+    if doc.get("status") == "waitlisted":
+        out["waitlist_position"] = doc.get("waitlist_position")
+    out["official"] = {"full_name": (doc.get("official") or {}).get("full_name")}
+    return out
+
+
+def registration_for(actor):
+    """How `actor` sees registrations: `public_registration` or `partner_registration`."""
+    return public_registration if rules.sees_personal_data(actor) else partner_registration
 
 
 def public_seats(session):
@@ -151,13 +172,16 @@ def public_over_capacity(session):
             "over_capacity": session["over_capacity"]}
 
 
-def public_checkin(registration, part, checkin, repeated):
+def public_checkin(registration, part, checkin, repeated, personal=True):
     """A check-in as the door sees it: who, which part, when, whether it was a repeat, and the
-    registration's status after it (with the certificate once the course is completed)."""
-    out = {"registration_id": registration["_id"], "official_id": registration["official_id"],
-           "full_name": registration["official"]["full_name"], "part": part,
+    registration's status after it; for the operator (`personal`) the official's id and, once the
+    course is completed, the certificate (the official gets it by email)."""
+    out = {"registration_id": registration["_id"], "full_name": registration["official"]["full_name"], "part": part,
            "checked_in_at": checkin["checked_in_at"], "already_checked_in": repeated,
            "status": registration["status"], "attended_parts": sorted(registration.get("attended_parts") or [])}
+    if not personal:
+        return out
+    out["official_id"] = registration["official_id"]
     if registration.get("certificate_code"):
         out["certificate_code"] = registration["certificate_code"]
         out["certificate_url"] = certificates.url(registration["certificate_code"])

@@ -263,7 +263,7 @@ def _seat(tx, batch, session_ids, look_for_earlier):
         seated, position = counters[session["_id"]].place(official["unit_code"])
         doc = {"_id": registration_id, "id": registration_id, "session_id": session["_id"],
                "official_id": official["_id"], "unit_code": official["unit_code"],
-               "official": official_ref(official),
+               "audience_group": official["audience_group"], "official": official_ref(official),
                "qr_token": rules.qr_token(registration_id, secrets.token_urlsafe(12)),
                "created_at": created_at, "status": "confirmed" if seated else "waitlisted"}
         if not seated:

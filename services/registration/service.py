@@ -7,8 +7,10 @@ its own copy of each session with the seat counters. Publishes registration_conf
 registration_waitlisted, registration_promoted, registration_cancelled, registration_rescheduled,
 attendance_recorded, course_completed and units_merged, always through the outbox.
 
-Rules (`rules`): an official registers once per session, if their unit and audience group are
-invited and before the cut-off; a seat is theirs while the session has one and their unit is under
+Rules (`rules`): partners see who registered for their sessions (name, unit, audience group),
+status and attendance, never contacts or QR tokens; an official registers once per session, if their
+unit and audience group are invited and before the cut-off; check-in is at the door, on the
+session's day; a seat is theirs while the session has one and their unit is under
 its quota, else they wait in arrival order; a freed seat goes to the first waitlisted official who
 fits; fewer seats than confirmed drop nobody; attending every part completes the course; merged
 units are data, and everything of theirs follows the new unit.
@@ -20,6 +22,7 @@ or quota changes take, so they don't write-conflict (conflicts make MongoDB abor
 transactions). With several replicas the database still never over-books; "arrival order" then
 holds per replica.
 """
+from nameko import config
 from pymongo.errors import DuplicateKeyError
 
 from backbone import auth
@@ -156,7 +159,7 @@ class RegistrationService(Operated):
         {created, updated, unchanged, errors: [{row, fields}]} (row = the spreadsheet's line number,
         the header being row 1). A header with unknown or missing columns refuses the whole file."""
         auth.require_operator(actor)
-        return imports.import_csv(self.db, text)
+        return imports.import_csv(self.db, text, int(config.get("IMPORT_MAX_ROWS") or 100_000))
 
     # -- registrations --------------------------------------------------------------------------------
 
@@ -187,27 +190,30 @@ class RegistrationService(Operated):
 
     @rpc
     def get_registration(self, actor, registration_id):
-        """A registration with its status, QR token, waitlist position and attendance (the operator,
-        or the partner delivering its session). 404 unknown registration."""
+        """A registration with its status, waitlist position and attendance: for the operator with the
+        official's contacts and QR token, for the partner delivering its session with name, unit and
+        audience group only. 404 unknown registration."""
         registration = store.find_registration(self.db, registration_id)
         rules.require_session_reader(actor, store.find_session(self.db, registration["session_id"]))
-        return schemas.public_registration(registration)
+        return schemas.registration_for(actor)(registration)
 
     @rpc
     def registration_qr(self, actor, registration_id):
-        """The registration's QR code (its token) as SVG text, for the confirmation."""
+        """The registration's QR code (its token) as SVG text (operator only: the token checks the
+        official in)."""
+        auth.require_operator(actor)
         registration = store.find_registration(self.db, registration_id)
-        rules.require_session_reader(actor, store.find_session(self.db, registration["session_id"]))
         return certificates.qr_svg(registration["qr_token"])
 
     @rpc
     def list_registrations(self, actor, session_id, query):
         """A session's registrations, a page at a time ({"items", "next_cursor"}): by id, or with
         ?status=waitlisted the waitlist in order (the operator, or the partner delivering the
-        session). 404 unknown session; 422 `invalid_fields` for a bad status, limit or cursor."""
+        session, which sees them as `get_registration` says). 404 unknown session; 422
+        `invalid_fields` for a bad status, limit or cursor."""
         rules.require_session_reader(actor, store.find_session(self.db, session_id))
         filters = validated(schemas.RegistrationQuery(), query)
-        return listed(store.registrations_page(self.db, session_id, filters), schemas.public_registration)
+        return listed(store.registrations_page(self.db, session_id, filters), schemas.registration_for(actor))
 
     @rpc
     def set_quotas(self, actor, session_id, data):
@@ -246,18 +252,21 @@ class RegistrationService(Operated):
 
     @rpc
     def check_in(self, actor, session_id, data):
-        """Record attendance of one part of a session by the registration's QR token (the operator,
-        or the partner delivering it). `part` (1-based) defaults to the part running now, else the
-        first. The same check-in twice is one check-in (`already_checked_in: true`). Attending every
-        part completes the course: `course_completed` with a certificate code. 404 unknown token for
-        this session; 422 `not_confirmed` / `unknown_part`."""
-        fields = validated(schemas.CheckinIn(), data)
+        """Record attendance of one part of a session by the token scanned from the official's QR
+        code at the door (the operator, or the partner delivering it), from an hour before the session
+        starts to its end; afterwards only the operator, with `after_session: true`. `part` (1-based)
+        defaults to the part running now, else the first. The same check-in twice is one check-in
+        (`already_checked_in: true`). Attending every part completes the course: `course_completed`
+        with a certificate code. 404 unknown token for this session; 422 `checkin_not_open` /
+        `checkin_closed` / `not_confirmed` / `unknown_part`; 403 `after_session` from a partner."""
         session = store.find_session(self.db, session_id)
-        rules.require_session_reader(actor, session)
+        rules.require_session_reader(actor, session)  # who asks, before what is asked
+        fields = validated(schemas.CheckinIn(), data)
+        now = utcnow()
+        rules.require_checkin_open(session, now, actor, fields["after_session"])
         registration = store.registration_by_token(self.db, session_id, fields["qr_token"])
         rules.require_token(registration, session_id, fields["qr_token"])
         rules.require_confirmed(registration)
-        now = utcnow()
         part = rules.part_to_check_in(rules.parts_of(session), fields.get("part"), now)
         try:
             current = self.db.transaction(lambda tx: store.record_attendance(tx, registration, session, part, now))
@@ -265,7 +274,7 @@ class RegistrationService(Operated):
         except DuplicateKeyError:
             current, repeated = store.find_registration(self.db, registration["_id"]), True
         checkin = store.find_attendance(self.db, registration["_id"], part)
-        return schemas.public_checkin(current, part, checkin, repeated)
+        return schemas.public_checkin(current, part, checkin, repeated, rules.sees_personal_data(actor))
 
     @rpc
     def certificate(self, code):

@@ -10,13 +10,20 @@
   session, a partner those it delivers or hosts.
 - A withdrawn offering, or one whose agreement expired or was terminated, loses its sessions still to
   come; the past stays as it was.
+- A calendar feed (a partner's, a venue's, a session's) opens with its own read-only token, which
+  opens no other feed; the operator and the partners the feed is about (the partner itself, the
+  venue's host, the session's partner and host) hold it and may rotate it, which ends the old one.
 """
+import base64
+import hashlib
+import hmac
 import unicodedata
 from datetime import date, timedelta, timezone
+from urllib.parse import quote, urlencode
 
 from backbone import auth
 from backbone.clock import local_midnight, shown
-from backbone.errors import conflict, invalid, rule_broken
+from backbone.errors import DomainError, conflict, forbidden, invalid, rule_broken
 
 
 # -- who asks -----------------------------------------------------------------------------------------
@@ -55,6 +62,65 @@ def require_changeable(actor, session, now):
     auth.require_operator_or_partner(actor, session["partner_id"])
     require_scheduled(session)
     require_future_unless_operator(actor, session["starts_at"], now)
+
+
+# -- calendar feeds --------------------------------------------------------------------------------------
+
+# Where each kind of feed is served, by the id of what it is about.
+FEED_PATHS = {"partner": "/partners/{}/calendar.ics", "venue": "/venues/{}/calendar.ics",
+              "session": "/sessions/{}/calendar.ics"}
+
+
+def feed_token(secret, kind, target_id, generation):
+    """`feed_` and 32 characters: an HMAC-SHA256, keyed with FEED_SECRET, of the feed's kind, the id of
+    what it is about and the feed's generation. It opens that feed only; rotating the feed (its
+    generation + 1) ends it at once; nothing secret is stored (the generation is no secret)."""
+    message = "\0".join(("trainops-feed", kind, target_id, str(generation))).encode("utf-8")
+    digest = hmac.new(secret.encode("utf-8"), message, hashlib.sha256).digest()[:24]  # 192 bits
+    return auth.FEED_TOKEN_PREFIX + base64.urlsafe_b64encode(digest).decode("ascii")
+
+
+def feed_token_opens(secret, kind, target_id, generation, token):
+    """Whether `token` is the current token of that feed (compared in constant time)."""
+    expected = feed_token(secret, kind, target_id, generation)
+    return hmac.compare_digest(expected.encode("utf-8"), (token or "").encode("utf-8"))
+
+
+def feed_url(public_url, kind, target_id, token):
+    """The absolute URL a calendar app subscribes to: the feed's path with its token."""
+    path = FEED_PATHS[kind].format(quote(target_id, safe=""))
+    return "{}{}?{}".format(public_url.rstrip("/"), path, urlencode({"token": token}))
+
+
+def holds_feed(actor, kind, target):
+    """Whether `actor` holds the feed of `kind` about `target` (`{"id": ...}` for a partner, the venue,
+    the session): the operator; a partner for itself, the venue it hosts, a session it delivers or
+    hosts. Other readers of a venue or session get no URL: a venue's feed shows every partner's
+    sessions there."""
+    if auth.is_operator(actor):
+        return True
+    partner_id = auth.partner_id_of(actor)
+    if partner_id is None:
+        return False
+    if kind == "partner":
+        return target["id"] == partner_id
+    if kind == "venue":
+        return target.get("host_partner_id") == partner_id
+    return partner_id in (target.get("partner_id"), target.get("host_partner_id"))
+
+
+def require_feed_holder(actor, kind, target):
+    """401 without a token; 403 for a caller who does not hold the feed (`holds_feed`)."""
+    require_reader(actor)
+    if not holds_feed(actor, kind, target):
+        raise forbidden("Only the operator and the partners this calendar is about may rotate its URL.")
+
+
+def not_this_feed():
+    """The 401 for a `?token=` that is not this feed's current token, whatever it is."""
+    return DomainError("unauthenticated",
+                       "This calendar URL is not valid (any more): take the calendar_url of the partner, venue or "
+                       "session again.", {}, 401)
 
 
 # -- rooms and trainers --------------------------------------------------------------------------------

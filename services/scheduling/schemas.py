@@ -98,10 +98,19 @@ class VenueQuery(PageQuery):
     """Venues, by name."""
 
 
+class FeedQuery(Schema):
+    """The query of a calendar feed (`.ics`): its read-only token, for calendar apps, which cannot send
+    an Authorization header. Only a feed token goes here (401 for an API key or the operator token);
+    without one, the Authorization header decides as on every route."""
+    token = fields.Str(metadata={"description": "The feed's own token, as in the calendar_url of the partner, "
+                                                "venue or session (`feed_...`)."})
+
+
 class SessionQuery(PageQuery):
     """The programme calendar's filters, from the query string."""
     # A calendar month in Ho Chi Minh City time: sessions that take place (at least partly) in it.
-    month = fields.Str(validate=validate.Regexp(r"^\d{4}-(0[1-9]|1[0-2])$", error="Use YYYY-MM."))
+    # The programme's calendar spans this century; a year outside it is no month anyone plans.
+    month = fields.Str(validate=validate.Regexp(r"^20\d\d-(0[1-9]|1[0-2])$", error="Use YYYY-MM (2000-2099)."))
     # Sessions an official of this unit may attend: those naming it, and those open to every unit.
     unit = Id()
     partner_id = Id()
@@ -152,4 +161,4 @@ def cancelled_payload(session, reason, cause):
 # Documented at GET /openapi.json; the gateway's routes name them.
 BODIES = {"VenueIn": VenueIn, "SessionIn": SessionIn, "RescheduleIn": RescheduleIn, "CapacityIn": CapacityIn,
           "CancelIn": CancelIn}
-QUERIES = {"VenueQuery": VenueQuery, "SessionQuery": SessionQuery}
+QUERIES = {"VenueQuery": VenueQuery, "SessionQuery": SessionQuery, "FeedQuery": FeedQuery}

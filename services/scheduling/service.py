@@ -1,7 +1,9 @@
 """Scheduling: venues and their rooms, and class sessions (an offering delivered in a room by a
-trainer), served as the programme calendar (a list, and ICS files and feeds).
+trainer), served as the programme calendar (a list, and ICS files and feeds, each feed with its own
+read-only token: feeds.py).
 
-Owns venues, sessions, and its copy of what partners said about offerings and agreements.
+Owns venues, sessions, the calendar feeds' generations, and its copy of what partners said about
+offerings and agreements.
 Publishes session_scheduled, session_rescheduled, session_capacity_changed and session_cancelled.
 Reacts to offering_published / offering_updated (which offerings may have sessions),
 offering_withdrawn, agreement_expired and agreement_terminated (their sessions still to come are
@@ -15,7 +17,7 @@ stored in UTC.
 from backbone import auth
 from backbone.clock import utcnow
 from backbone.database import Database, new_id
-from backbone.errors import validated
+from backbone.errors import not_found, validated
 from backbone.logs import Tracing
 from backbone.openapi import describe
 from backbone.operated import Operated
@@ -24,6 +26,7 @@ from backbone.rpc import rpc
 from backbone.subscriber import subscribe
 import contracts  # noqa: F401  (registers the contracts of the events it publishes and handles)
 from services.scheduling import calendars, rules, schemas, store
+from services.scheduling.feeds import Feeds
 from services.scheduling.schemas import public_session, public_venue
 
 
@@ -32,6 +35,7 @@ class SchedulingService(Operated):
 
     db = Database(indexes=store.INDEXES)
     tracing = Tracing()
+    feeds = Feeds()
 
     # -- what partners tell us -----------------------------------------------------------------------
 
@@ -90,9 +94,11 @@ class SchedulingService(Operated):
 
     @rpc
     def get_venue(self, actor, venue_id):
-        """A venue and its rooms. 404 for an unknown id."""
+        """A venue and its rooms, and the `calendar_url` of its feed for the operator and its host
+        (null for other partners: the feed shows every partner's sessions there). 404 for an unknown id."""
         rules.require_reader(actor)
-        return public_venue(store.venue(self.db, venue_id))
+        venue = store.venue(self.db, venue_id)
+        return dict(public_venue(venue), calendar_url=self._calendar_url(actor, "venue", venue))
 
     # -- sessions ---------------------------------------------------------------------------------
 
@@ -131,8 +137,9 @@ class SchedulingService(Operated):
         `registration_closes_at`, the cut-off keeps its lead time. Returns the session. The same
         refusals as scheduling it, and 422 `session_cancelled`. A move to where it already is changes
         nothing and publishes nothing."""
-        fields = validated(schemas.RescheduleIn(), data)
         current = store.session(self.db, session_id)
+        auth.require_operator_or_partner(actor, current["partner_id"])  # who asks, before what is asked
+        fields = validated(schemas.RescheduleIn(), data)
         now = utcnow()
         rules.require_changeable(actor, current, now)
         room = rules.room_of(store.venue(self.db, current["venue_id"]), fields.get("room", current["room"]))
@@ -156,8 +163,9 @@ class SchedulingService(Operated):
         session's partner). Returns the session. 422 `capacity_exceeds_room` / `session_cancelled`.
         What happens to seats already taken is registration's to decide: it hears
         session_capacity_changed."""
-        fields = validated(schemas.CapacityIn(), data)
         current = store.session(self.db, session_id)
+        auth.require_operator_or_partner(actor, current["partner_id"])
+        fields = validated(schemas.CapacityIn(), data)
         rules.require_changeable(actor, current, utcnow())
         room = rules.room_of(store.venue(self.db, current["venue_id"]), current["room"])
         rules.require_room_seats(room, fields["capacity"])
@@ -177,9 +185,9 @@ class SchedulingService(Operated):
         """Cancel a session with a reason (the operator, or the session's partner); its room and
         trainer are free again. Returns the session; cancelling a cancelled session changes nothing.
         422 `in_the_past` for a partner once the session has started."""
-        fields = validated(schemas.CancelIn(), data)
         current = store.session(self.db, session_id)
         auth.require_operator_or_partner(actor, current["partner_id"])
+        fields = validated(schemas.CancelIn(), data)
         if current["status"] == "cancelled":
             return public_session(current)
         rules.require_future_unless_operator(actor, current["starts_at"], utcnow())
@@ -188,9 +196,11 @@ class SchedulingService(Operated):
 
     @rpc
     def get_session(self, actor, session_id):
-        """A session (any operator or partner token). 404 for an unknown id."""
+        """A session (any operator or partner token), with the `calendar_url` of its feed for the
+        operator and the partners that deliver or host it (null for others). 404 for an unknown id."""
         rules.require_reader(actor)
-        return public_session(store.session(self.db, session_id))
+        session = store.session(self.db, session_id)
+        return dict(public_session(session), calendar_url=self._calendar_url(actor, "session", session))
 
     @rpc
     def list_sessions(self, actor, query):
@@ -203,31 +213,79 @@ class SchedulingService(Operated):
         during = rules.month_span(filters["month"]) if "month" in filters else None
         return listed(store.session_page(self.db, seen_by, filters, during), public_session)
 
-    # -- calendars (ICS text) -------------------------------------------------------------------------
+    # -- calendars (ICS text) and their feeds -----------------------------------------------------------
 
     @rpc
-    def session_calendar(self, actor, session_id):
-        """One session as an iCalendar file. 404 for an unknown id."""
-        rules.require_reader(actor)
+    def session_calendar(self, actor, session_id, query=None):
+        """One session as an iCalendar file: for its feed token (`?token=`), or any operator or
+        partner token. 401 for a token that is not this feed's; 404 for an unknown id."""
+        self._open_feed(actor, "session", session_id, query, rules.require_reader)
         session = store.session(self.db, session_id)
         return calendars.calendar(calendars.session_uid(session), session["title"], [session])
 
     @rpc
-    def venue_calendar(self, actor, venue_id):
-        """The feed of a venue's sessions (those the caller sees), cancelled ones marked so. 404 for an
-        unknown venue."""
+    def venue_calendar(self, actor, venue_id, query=None):
+        """The feed of a venue's sessions, cancelled ones marked so: every session there for its feed
+        token (`?token=`), else those the caller sees. 401 for a token that is not this feed's; 404 for
+        an unknown venue."""
+        by_token = self._open_feed(actor, "venue", venue_id, query, rules.require_reader)
+        seen_by = None if by_token else rules.whose_sessions(actor)
         venue = store.venue(self.db, venue_id)
-        sessions = store.venue_sessions(self.db, venue_id, rules.whose_sessions(actor))
+        sessions = store.venue_sessions(self.db, venue_id, seen_by)
         return calendars.calendar("{}@trainops".format(venue_id), "Lớp bồi dưỡng AI — {}".format(venue["name"]),
                                   sessions)
 
     @rpc
-    def partner_calendar(self, actor, partner_id):
-        """The feed of the sessions a partner delivers or hosts (the operator, or that partner)."""
-        auth.require_operator_or_partner(actor, partner_id)
+    def partner_calendar(self, actor, partner_id, query=None):
+        """The feed of the sessions a partner delivers or hosts: for its feed token (`?token=`), the
+        operator or that partner. 401 for a token that is not this feed's."""
+        self._open_feed(actor, "partner", partner_id, query,
+                        lambda caller: auth.require_operator_or_partner(caller, partner_id))
         return calendars.calendar("{}@trainops".format(partner_id),
                                   "Lớp bồi dưỡng AI — đối tác {}".format(partner_id),
                                   store.partner_sessions(self.db, partner_id))
+
+    @rpc
+    def calendar_url(self, actor, kind, target_id):
+        """The `calendar_url` of a partner's feed (the gateway adds it to GET /partners/{id}, whose
+        partner partners has checked): for the operator and that partner, else None."""
+        rules.require_reader(actor)
+        return self._calendar_url(actor, kind, {"id": target_id})
+
+    @rpc
+    def rotate_feed(self, actor, kind, target_id):
+        """A new token for a feed (`partner`, `venue` or `session`): {"calendar_url"}; the old URL is
+        refused from now on. The operator, or a partner the feed is about (itself, the venue it hosts,
+        a session it delivers or hosts); 403 otherwise. 404 for an unknown venue or session (a
+        partner's is the gateway's to check)."""
+        if kind == "venue":
+            target = store.venue(self.db, target_id)
+        elif kind == "session":
+            target = store.session(self.db, target_id)
+        elif kind == "partner":
+            target = {"id": target_id}
+        else:
+            raise not_found("calendar", kind)
+        rules.require_feed_holder(actor, kind, target)
+        generation = store.rotate_feed(self.db, kind, target_id, utcnow())
+        return {"calendar_url": self.feeds.url(kind, target_id, generation)}
+
+    def _calendar_url(self, actor, kind, target):
+        if not rules.holds_feed(actor, kind, target):
+            return None
+        return self.feeds.url(kind, target["id"], store.feed_generation(self.db, kind, target["id"]))
+
+    def _open_feed(self, actor, kind, target_id, query, check_caller):
+        """True when the feed is opened by its own token (`?token=`; 401 for any other token), False
+        when by the caller's, once `check_caller(actor)` let it. Then 422 for another parameter."""
+        query = dict(query or {})
+        token = query.get("token")
+        if token is None:
+            check_caller(actor)
+        elif not self.feeds.opens(kind, target_id, store.feed_generation(self.db, kind, target_id), token):
+            raise rules.not_this_feed()
+        validated(schemas.FeedQuery(), query)
+        return token is not None
 
     @rpc
     def api_schemas(self):

@@ -7,6 +7,8 @@
   when its agreement covers it); never partners' database.
 - `locks`: one document per room and per trainer that a booking writes, so that racing bookings
   conflict in the database (see `claim`).
+- `feeds`: the generation of each calendar feed that was ever rotated (`<kind>:<id>`; none: 0). Its
+  token is derived from it (rules.feed_token); no token is stored.
 """
 from pymongo import ASCENDING, IndexModel
 
@@ -56,6 +58,25 @@ def named_venue(db, venue_id):
 def venue_page(db, limit, cursor=None):
     """One page of venues by name: (venues, next_cursor)."""
     return page(db.venues, {}, ["name", "_id"], limit, cursor)
+
+
+# -- calendar feeds ---------------------------------------------------------------------------------
+
+def _feed_key(kind, target_id):
+    return "{}:{}".format(kind, target_id)
+
+
+def feed_generation(db, kind, target_id):
+    """The feed's generation: how often it was rotated."""
+    found = db.feeds.find_one({"_id": _feed_key(kind, target_id)}, {"generation": 1})
+    return found["generation"] if found else 0
+
+
+def rotate_feed(db, kind, target_id, now):
+    """The next generation of the feed (its old token stops opening it); returns it."""
+    db.feeds.update_one({"_id": _feed_key(kind, target_id)},
+                        {"$inc": {"generation": 1}, "$set": {"rotated_at": now}}, upsert=True)
+    return feed_generation(db, kind, target_id)
 
 
 # -- sessions: reads ----------------------------------------------------------------------------------
