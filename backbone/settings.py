@@ -141,7 +141,7 @@ class Settings(Section):
     MONGO_URI = _text(validate=validate.Regexp(r"^mongodb(\+srv)?://", error="A mongodb:// URI."))
     DATABASE_PREFIX = _text(validate=validate.Regexp(r"^[A-Za-z0-9_-]{1,40}$",
                                                      error="Letters, digits, _ and - (a database name)."))
-    WEB_SERVER_ADDRESS = _text(validate=validate.Regexp(r"^[^\s:]+:\d{1,5}$", error="host:port."))
+    WEB_SERVER_ADDRESS = _text(validate=validate.Regexp(r"^\S+:\d{1,5}$", error="host:port."))
     OPERATOR_TOKEN = _text()
     PUBLIC_URL = _text(validate=validate.URL(require_tld=False, schemes={"http", "https"}))
     FEED_SECRET = _text()
