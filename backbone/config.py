@@ -1,22 +1,67 @@
 """Load `config.yml` exactly as `nameko run --config` does, for processes that are not nameko runners
-(the topology declarer, the seed loader, the tests and the benchmark)."""
+(the topology declarer, the seed loader, the tests and the benchmark), and check it
+(`backbone/settings.py`): every `${VAR:default}` arrives as the string written, then each setting
+is converted to its type or the process stops naming it."""
+import functools
 import importlib
 import os
+import re
 from pathlib import Path
 
+import yaml
 from nameko import config as nameko_config
 from nameko.cli.utils.config import load_config
 
+from backbone import settings
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_FILE = ROOT / "config.yml"
+_VARIABLE = re.compile(r"\$\{([^}:\s]+)")
+
+
+class _Unsubstituted(yaml.SafeLoader):
+    """config.yml as written: `${VAR:default}` left as it is."""
+
+
+for _tag in ("!raw_env_var", "!env_var"):
+    _Unsubstituted.add_constructor(_tag, lambda loader, node: loader.construct_scalar(node))
+
+
+def variables(path=CONFIG_FILE):
+    """{setting path: [VAR, ...]}: which environment variables each setting of config.yml reads."""
+    return _variables(str(path))
+
+
+@functools.lru_cache(maxsize=8)
+def _variables(path):
+    with open(path, encoding="utf-8") as handle:
+        written = yaml.load(handle, Loader=_Unsubstituted)
+    found = {}
+
+    def walk(value, where):
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(inner, where + (key,))
+        elif isinstance(value, str) and _VARIABLE.search(value):
+            found[where] = _VARIABLE.findall(value)
+
+    walk(written, ())
+    return found
+
+
+def check(data, path=CONFIG_FILE):
+    """Validate and convert `data` in place (`backbone.settings.check`), naming the variables of
+    `path` in any error. Raises settings.SettingsError."""
+    return settings.check(data, variables(path))
 
 
 def load(path=CONFIG_FILE, **overrides):
-    """Read the YAML with environment substitution; `overrides` win. Returns a plain dict."""
+    """Read the YAML with environment substitution; `overrides` win; checked and converted. Returns a
+    plain dict."""
     with open(path, encoding="utf-8") as handle:
         data = load_config(handle)
     data.update(overrides)
-    return data
+    return check(data, path)
 
 
 def install(path=CONFIG_FILE, **overrides):

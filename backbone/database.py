@@ -1,8 +1,9 @@
 """The MongoDB dependency of a service, and the transaction that writes events with the change.
 
-A service declares `db = Database(indexes=store.INDEXES)`. Each container opens one client to its
-service's own database (`<prefix>_<service>`), ensures the indexes at start (the service's and the
-platform's) and runs the outbox relay (`backbone/outbox.py`). A worker gets a `WorkerDatabase`:
+A service declares `db = Database(indexes=store.INDEXES, migrations=store.MIGRATIONS)`. Each container
+opens one client to its service's own database (`<prefix>_<service>`), brings it up to date at start
+(the data migrations, then the service's and the platform's indexes: once per database, under a lease,
+by whichever replica starts first; `backbone/migrate.py`) and runs the outbox relay (`backbone/outbox.py`). A worker gets a `WorkerDatabase`:
 collections by name for reads, and `transaction(work)` for every change that publishes events:
 
     def onboard(tx):
@@ -23,9 +24,10 @@ from pymongo import ASCENDING, IndexModel, MongoClient
 from pymongo.errors import DuplicateKeyError
 
 from backbone.clock import utcnow
-from backbone.config import database_name
+from backbone.config import database_name, events_setting
 from backbone.errors import not_found
 from backbone.events import make_envelope
+from backbone.migrate import migrate, plan
 from backbone.outbox import OutboxRelay, outbox_record
 
 PLATFORM_INDEXES = {
@@ -166,16 +168,23 @@ class WorkerDatabase:
 class Database(DependencyProvider):
     """The service's database: one client per container, indexes at start, the outbox relay."""
 
-    def __init__(self, indexes=None, relay=True):
+    def __init__(self, indexes=None, relay=True, migrations=()):
         self.indexes = indexes or {}
+        self.migrations = tuple(migrations)
         self.run_relay = relay
+
+    def plan(self):
+        """This database's migrations in order: the data migrations, then every index declared."""
+        indexes = dict(PLATFORM_INDEXES)
+        for collection, models in self.indexes.items():
+            indexes[collection] = list(indexes.get(collection, [])) + list(models)
+        return plan(self.migrations, indexes)
 
     def setup(self):
         self.client = mongo_client()
         self.db = self.client[database_name(self.container.service_name)]
-        for collection, models in list(PLATFORM_INDEXES.items()) + list(self.indexes.items()):
-            if models:
-                self.db[collection].create_indexes(models)
+        # Before any entrypoint starts: the code that follows may rely on every migration.
+        migrate(self.db, self.plan(), float(events_setting("lease_seconds", 10)))
         self.relay = OutboxRelay(self.db, self.container.service_name)
 
     def start(self):

@@ -31,6 +31,9 @@ class Lease:
         if self._renewed is not None and time.monotonic() - self._renewed < self.seconds / 3:
             return True
         now = datetime.now(timezone.utc)
+        # The lease runs from the moment we asked, not from the answer: a database slow to answer must
+        # not make us trust it past the expiry it wrote (two holders, under load).
+        asked = time.monotonic()
         try:
             self.collection.update_one(
                 {"_id": self.name, "$or": [{"holder": self.holder}, {"expires_at": {"$lt": now}}]},
@@ -41,7 +44,10 @@ class Lease:
             # The upsert found someone else's live lease and tried to insert a second one.
             self._renewed = None
             return False
-        self._renewed = time.monotonic()
+        if time.monotonic() - asked >= self.seconds:
+            self._renewed = None  # it ran out while we waited for the answer: another may hold it now
+            return False
+        self._renewed = asked
         return True
 
     def release(self):

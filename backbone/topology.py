@@ -164,6 +164,9 @@ def definitions(vhost="/", subscribed=None):
             "definition": {"max-length": UNROUTED_KEPT, "overflow": "drop-head"},
         }],
     }
+    # Who may do what: a user per service and one for the gateway (backbone/grants.py).
+    from backbone import grants
+    out.update(grants.definitions(vhost, subscribed))
     for service in consumers:
         for declared in service_queues(service, subscribed[service]):
             out["queues"].append(queue(declared.name, dict(declared.queue_arguments or {})))

@@ -3,6 +3,8 @@ own folder, so it cannot point at the originals):
 
   deploy/k8s/config.yml                     <- config.yml
   deploy/k8s/definitions.json               <- deploy/rabbitmq/definitions.json
+  deploy/k8s/backup.sh                      <- deploy/backup/backup.sh
+  deploy/k8s/monitoring/trainops-dashboard.json <- deploy/grafana/trainops.json
   deploy/k8s/monitoring/prometheusrule.yaml <- deploy/prometheus/alerts.yml, as a PrometheusRule
 
 tests/test_deploy.py fails while any of them differs from its original.
@@ -34,9 +36,12 @@ def prometheus_rule(alerts_text):
 def main():
     shutil.copyfile(ROOT / "config.yml", DEPLOY / "k8s" / "config.yml")
     shutil.copyfile(DEPLOY / "rabbitmq" / "definitions.json", DEPLOY / "k8s" / "definitions.json")
+    shutil.copyfile(DEPLOY / "backup" / "backup.sh", DEPLOY / "k8s" / "backup.sh")
+    shutil.copyfile(DEPLOY / "grafana" / "trainops.json", DEPLOY / "k8s" / "monitoring" / "trainops-dashboard.json")
     alerts = (DEPLOY / "prometheus" / "alerts.yml").read_text(encoding="utf-8")
     (DEPLOY / "k8s" / "monitoring" / "prometheusrule.yaml").write_text(prometheus_rule(alerts), encoding="utf-8")
-    print("deploy/k8s: config.yml, definitions.json and monitoring/prometheusrule.yaml refreshed")
+    print("deploy/k8s: config.yml, definitions.json, backup.sh, monitoring/prometheusrule.yaml and "
+          "monitoring/trainops-dashboard.json refreshed")
 
 
 if __name__ == "__main__":

@@ -49,11 +49,18 @@ def redact(uri):
     return uri.replace(":{}@".format(password), ":***@", 1) if password else uri
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """config.yml's `!raw_env_var ${VAR:default}` settings as written (SERVICES has none)."""
+
+
+_ConfigLoader.add_constructor("!raw_env_var", lambda loader, node: loader.construct_scalar(node))
+
+
 def processes():
     """{name: `module:Class`}: config.yml's SERVICES, then the gateway in front of them. Read as YAML
     without nameko's loader: that would pull eventlet and nameko into this process."""
     with open(REPO_ROOT / "config.yml", encoding="utf-8") as handle:
-        services = yaml.safe_load(handle)["SERVICES"]
+        services = yaml.load(handle, Loader=_ConfigLoader)["SERVICES"]
     return dict(services, gateway=GATEWAY)
 
 

@@ -29,6 +29,8 @@ CUSTOM_KINDS = {"RabbitmqCluster", "MongoDBCommunity", "ServiceMonitor", "PodMon
 SERVICES = processes()  # what `make run` starts: each service's module:Class
 TRAINOPS_SERVICES = [name for name in SERVICES if name != "gateway"]
 SECRET_LIKE = re.compile(r"PASSWORD|TOKEN|SECRET")
+# Kinds whose pods are not trainops processes but run beside them (the exporter, the backup job).
+CUSTOM_KINDS = CUSTOM_KINDS | {"ScaledObject", "TriggerAuthentication"}
 REFRESH = "run `make deploy-files`"
 
 
@@ -75,6 +77,35 @@ def heredoc(script, marker):
     return match.group(1)
 
 
+def run_with_fakes(script_text, fakes, env, cwd):
+    """Run a deploy shell script with the commands in `fakes` ({name: shell body}) first on the PATH."""
+    import os
+    import subprocess
+    bin_dir = Path(cwd) / "fake-bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, body in fakes.items():
+        path = bin_dir / name
+        path.write_text("#!/usr/bin/env bash\n" + body + "\n")
+        path.chmod(0o755)
+    script = Path(cwd) / "script.sh"
+    script.write_text(script_text)
+    done = subprocess.run(["bash", str(script)], cwd=cwd, capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PATH="{}:{}".format(bin_dir, os.environ["PATH"]), **env))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def interpolated(value):
+    """A compose value as compose makes it, each `${NAME...}` standing as `NAME` (urlsplit cannot read
+    the `?` of `${NAME:?message}`)."""
+    return re.sub(r"\$\{([A-Z_]+)(:[-?][^}]*)?\}", r"\1", value)
+
+
+def processes_with_broker_users():
+    """The processes that have a broker user of their own: every service and the gateway."""
+    return sorted(SERVICES)
+
+
 def dockerfile():
     return (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
 
@@ -87,21 +118,26 @@ def image_uid():
 
 def test_one_non_root_python_311_image_holds_every_service_and_the_gateway():
     text = dockerfile()
-    assert re.search(r"^FROM python:3\.11-slim$", text, re.M)
+    # The base by digest, the same in both stages.
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim@sha256:[0-9a-f]{64}$", text, re.M)
+    assert re.findall(r"^FROM (\S+)", text, re.M) == ["${PYTHON_IMAGE}", "${PYTHON_IMAGE}"]
     requires = re.search(r'requires-python = ">=(\d+)\.(\d+)"', (ROOT / "pyproject.toml").read_text())
     assert (3, 11) >= tuple(map(int, requires.groups()))
-    # The runtime dependencies come pinned from pyproject.toml; the dev extras stay out.
-    assert "COPY pyproject.toml" in text and "['project']['dependencies']" in text and "[dev]" not in text
-    copied = set(re.findall(r"^COPY (\S+) ", text, re.M))
-    assert "config.yml" in copied
+    # The runtime dependencies from the hashed lock and nothing else: no resolution, no build of the project.
+    assert "RUN pip install --require-hashes --no-deps -r requirements.lock" in text
+    assert "pip install -e" not in text and "[dev]" not in text
+    copied = set(re.findall(r"^COPY (?:--from=\S+ )?(.+) \S+$", text, re.M))
+    copied = {name for line in copied for name in line.split()}
+    assert {"config.yml", "deploy/requirements.lock"} <= copied
     for name, module in SERVICES.items():
         assert module_exists(module), module
         assert module.split(".")[0] in copied, "{} is not in the image".format(module)
     assert image_uid() > 0
     assert re.search(r"^CMD \[\"nameko\", \"run\", \"--config\", \"config.yml\", ", text, re.M)
-    # The build context is the repository root: keep the virtualenv and local data out of it.
+    # The build context is the repository root: keep the virtualenv and local data out of it, but let the
+    # locks of deploy/ in.
     ignored = (ROOT / ".dockerignore").read_text().split()
-    assert {".venv", "var", ".git"} <= set(ignored)
+    assert {".venv", "var", ".git", "deploy/*", "!deploy/requirements.lock", "!deploy/sbom-tools.lock"} <= set(ignored)
 
 
 # -- compose ------------------------------------------------------------------------------------------
@@ -154,38 +190,58 @@ def test_compose_sets_only_what_config_yml_reads_and_takes_every_secret_from_the
         assert environment["QUEUE_TYPE"] == "quorum"
         # The retry delays name the retry queues of deploy/rabbitmq/definitions.json: not overridden.
         assert "EVENT_RETRY_DELAYS" not in environment
+        # Each process holds its own secrets and no other's.
+        assert ("OPERATOR_TOKEN" in environment) == (name == "gateway"), name
+        for secret in ("UNSUBSCRIBE_SECRET", "SMTP_PASSWORD", "SMTP_USER"):
+            assert (secret in environment) == (name == "notifications"), (name, secret)
+        assert ("FEED_SECRET" in environment) == (name == "scheduling"), name
     # A secret has no default in the file: it is required (`:?`) or empty (`:-`, say no SMTP login).
+    # (`$${VAR}` is compose's escape: the container's shell reads it, from the environment compose set.)
     text = "\n".join(line for line in (COMPOSE_DIR / "compose.yaml").read_text(encoding="utf-8").splitlines()
                      if not line.lstrip().startswith("#"))
-    for name, operator, default in re.findall(r"\$\{([A-Z_]+)(:[-?])?([^}]*)\}", text):
+    for name, operator, default in re.findall(r"(?<!\$)\$\{([A-Z_]+)(:[-?])?([^}]*)\}", text):
         if SECRET_LIKE.search(name):
             assert operator == ":?" or (operator == ":-" and default == ""), name
     # The same required settings in env.example, with no value for a secret.
     example = dict(line.split("=", 1) for line in (COMPOSE_DIR / "env.example").read_text().splitlines()
                    if line and not line.startswith("#"))
-    required = set(re.findall(r"\$\{([A-Z_]+):\?", text))
+    required = set(re.findall(r"(?<!\$)\$\{([A-Z_]+):\?", text))
     assert required <= set(example), required - set(example)
     assert all(example[name] == "" for name in example if SECRET_LIKE.search(name))
 
 
-def test_compose_runs_a_three_member_mongodb_replica_set(compose):
+def test_compose_runs_a_three_member_mongodb_replica_set_with_authentication_and_a_user_per_process(compose):
     services = compose["services"]
     members = ["mongo1", "mongo2", "mongo3"]
     for name in members:
         command = services[name]["command"]
         assert command[0] == "mongod" and command[command.index("--replSet") + 1] == "rs0"
         assert "transactionLifetimeLimitSeconds=15" in command
+        # The members authenticate to one another (keyfile) and so demand authentication of clients.
+        assert command[command.index("--keyFile") + 1] == "/run/mongo/keyfile"
+        assert "/run/mongo" in services[name]["tmpfs"]
+        assert services[name]["environment"]["MONGO_INITDB_ROOT_PASSWORD"].startswith("${MONGO_ROOT_PASSWORD:?")
         assert "ports" not in services[name]
-    uri = urlsplit(services["partners"]["environment"]["MONGO_URI"])
-    assert uri.netloc == ",".join("{}:27017".format(m) for m in members)
-    assert uri.query == "replicaSet=rs0"
+    entrypoint = (COMPOSE_DIR / "mongo-entrypoint.sh").read_text()
+    assert "/run/mongo/keyfile" in entrypoint and "chmod 400" in entrypoint and "exec docker-entrypoint.sh" in entrypoint
     init = (COMPOSE_DIR / "mongo-init.js").read_text()
     assert '_id: "rs0"' in init
     assert re.findall(r'host: "(\w+):27017"', init) == members
     assert set(services["mongo-init"]["depends_on"]) == set(members)
+    # Each process connects as its own user, which mongo-init.js allows its own database alone.
+    assert 'for (const name of ["partners", "scheduling", "registration", "notifications", "gateway"])' in init
+    assert 'users["trainops-" + name] = [{ role: "readWrite", db: prefix + "_" + name }];' in init
+    assert services["mongo-init"]["environment"]["DATABASE_PREFIX"] == config_default("DATABASE_PREFIX")
+    for name in SERVICES:
+        uri = urlsplit(interpolated(services[name]["environment"]["MONGO_URI"]))
+        assert uri.username == "trainops-{}".format(name)
+        assert uri.password == "MONGO_{}_PASSWORD".format(name.upper())
+        assert uri.netloc.split("@", 1)[1] == ",".join("{}:27017".format(m) for m in members)
+        assert uri.query == "replicaSet=rs0&authSource=admin"
+        assert "MONGO_{}_PASSWORD".format(name.upper()) in services["mongo-init"]["environment"]
 
 
-def test_compose_rabbitmq_loads_the_deploy_definitions_at_boot_with_a_user_from_the_environment(compose):
+def test_compose_rabbitmq_loads_the_deploy_definitions_at_boot_with_a_user_per_process(compose, tmp_path):
     rabbitmq = compose["services"]["rabbitmq"]
     assert re.fullmatch(r"rabbitmq:[\d.]+-management", rabbitmq["image"])
     mounts = {target: (COMPOSE_DIR / source).resolve()
@@ -197,14 +253,29 @@ def test_compose_rabbitmq_loads_the_deploy_definitions_at_boot_with_a_user_from_
                     if line and not line.startswith("#"))
     assert settings["load_definitions"] == "/etc/rabbitmq/definitions"
     # A broker that loads definitions at boot creates no vhost and no user: the first file brings them.
+    # The entrypoint runs here with the environment compose gives it, writing into a folder of the test's.
     script = mounts[rabbitmq["entrypoint"][1]].read_text()
-    assert "/etc/rabbitmq/definitions/01-users.json" in script and "exec docker-entrypoint.sh" in script
-    users = json.loads(heredoc(script, "JSON").replace("${RABBITMQ_USER}", "u").replace("${RABBITMQ_PASSWORD}", "p"))
+    assert "exec docker-entrypoint.sh" in script
+    passwords = {name: "pw-" + name for name in re.findall(r"RABBITMQ_(\w+)_PASSWORD", " ".join(rabbitmq["environment"]))}
+    run_with_fakes(script.replace("/etc/rabbitmq/definitions", str(tmp_path / "definitions")),
+                   {"chown": "true", "docker-entrypoint.sh": "true"},
+                   {"RABBITMQ_{}_PASSWORD".format(k): v for k, v in passwords.items()}, tmp_path)
+    users = json.loads((tmp_path / "definitions" / "01-users.json").read_text())
     assert users["vhosts"] == [{"name": "/"}]
-    assert users["permissions"] == [{"user": "u", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}]
+    names = {user["name"]: user for user in users["users"]}
+    assert set(names) == {"admin"} | {"trainops-{}".format(p) for p in processes_with_broker_users()}
+    assert users["permissions"] == [{"user": "admin", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"}]
     assert "01-users.json" < "02-topology.json"  # the broker imports the folder in name order
-    assert compose["services"]["partners"]["environment"]["AMQP_URI"].startswith(
-        "amqp://${RABBITMQ_USER:?set RABBITMQ_USER}:${RABBITMQ_PASSWORD:?set RABBITMQ_PASSWORD}@rabbitmq:5672/")
+    # What each may do is in the topology file (backbone/grants.py), for exactly these users.
+    granted = {p["user"] for p in json.loads(DEFINITIONS.read_text())["permissions"]}
+    assert granted == set(names) - {"admin"}
+    for process in processes_with_broker_users():
+        uri = urlsplit(interpolated(compose["services"][process]["environment"]["AMQP_URI"]))
+        assert uri.username == "trainops-{}".format(process)
+        # The password the broker got for this user is the one this process connects with.
+        assert uri.password == "RABBITMQ_{}_PASSWORD".format(process.upper())
+        assert names[uri.username]["password"] == passwords[process.upper()]
+        assert uri.hostname == "rabbitmq" and uri.port == 5672
 
 
 def test_compose_prometheus_scrapes_the_gateway_as_deploy_prometheus_does_with_its_alerts(compose):
@@ -292,7 +363,8 @@ def test_every_manifest_is_valid_kubernetes(k8s, version):
             errors.append("{} {}: {}: {}".format(doc["kind"], doc["metadata"]["name"],
                                                  ".".join(map(str, error.path)), error.message))
     assert not errors, "\n".join(errors)
-    assert {doc["kind"] for doc in documents} >= {"Namespace", "Deployment", "PodDisruptionBudget", "Service", "Ingress"}
+    assert {doc["kind"] for doc in documents} >= {"Namespace", "Deployment", "PodDisruptionBudget", "Service", "Ingress",
+                                                  "NetworkPolicy", "CronJob", "PersistentVolumeClaim"}
 
 
 def test_every_service_has_a_deployment_with_replicas_probes_resources_and_a_disruption_budget(k8s):
@@ -302,8 +374,21 @@ def test_every_service_has_a_deployment_with_replicas_probes_resources_and_a_dis
     assert [image["name"] for image in kustomization["images"]] == ["trainops"]
     for name, module in SERVICES.items():
         deployment = deployments["trainops-{}".format(name)]
-        assert deployment["spec"]["replicas"] >= 2
+        # The replica counts deploy/README.md recommends: 2 of each, 3 or more of the two that KEDA scales
+        # (then the Deployment carries none: an apply would reset what the autoscaler chose).
+        scaled = scaled_objects(documents).get(deployment["metadata"]["name"])
+        if scaled:
+            assert "replicas" not in deployment["spec"] and scaled["spec"]["minReplicaCount"] >= 3
+        else:
+            assert deployment["spec"]["replicas"] >= 2
         pod = deployment["spec"]["template"]
+        # No two replicas on one node while the nodes suffice; spread over zones where there are any.
+        spread = {c["topologyKey"]: c for c in pod["spec"]["topologySpreadConstraints"]}
+        assert spread["kubernetes.io/hostname"]["whenUnsatisfiable"] == "DoNotSchedule"
+        assert spread["kubernetes.io/hostname"]["maxSkew"] == 1
+        assert "topology.kubernetes.io/zone" in spread
+        for constraint in spread.values():
+            assert constraint["labelSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
         assert deployment["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
         [container] = pod["spec"]["containers"]
         assert container["image"] == "trainops"
@@ -316,6 +401,10 @@ def test_every_service_has_a_deployment_with_replicas_probes_resources_and_a_dis
             assert port["http"] == int(env["GATEWAY_PORT"]) and env["GATEWAY_HOST"] == "0.0.0.0"
             for probe in ("readinessProbe", "livenessProbe"):
                 assert container[probe]["httpGet"] == {"path": "/alive", "port": "http"}
+            # A pod being replaced keeps answering while the endpoints and the proxies forget it.
+            pause = container["lifecycle"]["preStop"]["exec"]["command"]
+            assert pause[0] == "sleep" and int(pause[1]) >= 5
+            assert pod["spec"]["terminationGracePeriodSeconds"] >= int(pause[1]) + 15
         else:
             # Each pod reads the heartbeat of its own process, never the RPC any replica may answer.
             assert container["readinessProbe"]["exec"]["command"] == ["python", "-m", "ops.probe", name]
@@ -339,7 +428,42 @@ def test_every_service_has_a_deployment_with_replicas_probes_resources_and_a_dis
                        <= d["spec"]["template"]["metadata"]["labels"].items() for d in others)
 
 
-def test_the_configuration_is_the_repository_config_yml_and_the_secrets_are_references(k8s):
+def scaled_objects(documents):
+    """{Deployment name: its ScaledObject}."""
+    return {doc["spec"]["scaleTargetRef"]["name"]: doc for doc in documents if doc["kind"] == "ScaledObject"}
+
+
+def trainops_deployments(documents):
+    """The Deployments of the trainops processes (not the exporter's)."""
+    return {name: doc for name, doc in of_kind(documents, "Deployment").items()
+            if doc["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name") == "trainops"}
+
+
+@pytest.fixture(scope="module")
+def made_secrets(tmp_path_factory):
+    """{secret: {key: value}} that create-secrets.sh makes, run here against a kubectl that records."""
+    folder = tmp_path_factory.mktemp("create-secrets")
+    record = folder / "secrets.jsonl"
+    kubectl = """
+if [ "$3" = "get" ] || [ "$1" = "get" ]; then exit 1; fi
+if [ "$1" = "create" ] && [ "$2" = "namespace" ]; then exit 0; fi
+shift 2  # --namespace NS
+python3 - "$@" >> "{}" <<'PY'
+import json, sys
+args = sys.argv[1:]
+assert args[:3] == ["create", "secret", "generic"], args
+print(json.dumps({{"name": args[3], "data": dict(a.split("=", 2)[1:] for a in args[4:])}}))
+PY
+""".format(record)
+    run_with_fakes(secret_script(), {"kubectl": kubectl}, {"SMTP_USER": "mailer", "SMTP_PASSWORD": "mail-pw"}, folder)
+    made = {}
+    for line in record.read_text().splitlines():
+        entry = json.loads(line)
+        made[entry["name"]] = entry["data"]
+    return made
+
+
+def test_the_configuration_is_the_repository_config_yml_and_the_secrets_are_references(k8s, made_secrets):
     kustomization, documents = k8s
     assert (K8S / "config.yml").read_bytes() == (ROOT / "config.yml").read_bytes(), REFRESH
     assert generator(kustomization, "trainops-config")["files"] == ["config.yml"]
@@ -352,40 +476,56 @@ def test_the_configuration_is_the_repository_config_yml_and_the_secrets_are_refe
     assert "DATABASE_PREFIX" not in settings and "EVENT_RETRY_DELAYS" not in settings
     # No secret value is committed: the Secrets are made by create-secrets.sh and the MongoDB operator.
     assert not of_kind(documents, "Secret")
-    made = created_secrets()
-    assert set(made["trainops-secrets"]) <= known, set(made["trainops-secrets"]) - known
-    assert {"OPERATOR_TOKEN", "UNSUBSCRIBE_SECRET", "FEED_SECRET", "AMQP_URI"} <= set(made["trainops-secrets"])
     [mongodb] = of_kind(documents, "MongoDBCommunity").values()
-    made_by_operator = {mongodb["spec"]["users"][0]["connectionStringSecretName"]: ["connectionString.standard"]}
-    for deployment in of_kind(documents, "Deployment").values():
+    by_operator = {user["connectionStringSecretName"]: {"connectionString.standard"} for user in mongodb["spec"]["users"]}
+    by_script = {name: set(data) for name, data in made_secrets.items()}
+    for user in mongodb["spec"]["users"]:
+        assert user["passwordSecretRef"]["name"] in by_script, user["name"]
+    assert made_secrets["trainops-secrets"]["SMTP_USER"] == "mailer"
+    for name, deployment in trainops_deployments(documents).items():
+        process = name.replace("trainops-", "", 1)
         pod = deployment["spec"]["template"]["spec"]
         [container] = pod["containers"]
         assert {"name": "config", "mountPath": "/app/config.yml", "subPath": "config.yml",
                 "readOnly": True} in container["volumeMounts"]
         assert {"name": "config", "configMap": {"name": "trainops-config"}} in pod["volumes"]
-        assert [source for source in container["envFrom"]] == [
-            {"configMapRef": {"name": "trainops-settings"}}, {"secretRef": {"name": "trainops-secrets"}}]
-        assert {e["name"] for e in container["env"]} <= known
-        for variable in container["env"]:
+        # The settings for everyone; each secret by name, to the one process that needs it.
+        assert container["envFrom"] == [{"configMapRef": {"name": "trainops-settings"}}]
+        env = {e["name"]: e for e in container["env"]}
+        assert set(env) <= known
+        for variable in env.values():
             if SECRET_LIKE.search(variable["name"]) or variable["name"].endswith("_URI"):
                 reference = variable["valueFrom"]["secretKeyRef"]
-                assert reference["key"] in {**made, **made_by_operator}[reference["name"]]
-    assert "MONGO_URI" in {e["name"] for d in of_kind(documents, "Deployment").values()
-                           for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+                assert reference["key"] in {**by_script, **by_operator}[reference["name"]], variable
+        assert env["AMQP_URI"]["valueFrom"]["secretKeyRef"] == {"name": "trainops-amqp", "key": process}
+        assert env["MONGO_URI"]["valueFrom"]["secretKeyRef"]["name"] == "trainops-mongodb-{}-uri".format(process)
+        assert ("OPERATOR_TOKEN" in env) == (process == "gateway"), process
+        for secret in ("UNSUBSCRIBE_SECRET", "SMTP_USER", "SMTP_PASSWORD"):
+            assert (secret in env) == (process == "notifications"), (process, secret)
+        assert ("FEED_SECRET" in env) == (process == "scheduling"), process
+    assert made_secrets["trainops-operator"]["OPERATOR_TOKEN"]
+    assert {"UNSUBSCRIBE_SECRET", "FEED_SECRET"} <= set(made_secrets["trainops-secrets"])
+    # Long enough for the services' own check (backbone.config.required_secret).
+    assert all(len(made_secrets["trainops-secrets"][k]) >= 32 for k in ("UNSUBSCRIBE_SECRET", "FEED_SECRET"))
 
 
-def test_rabbitmq_is_a_three_node_cluster_that_loads_the_deploy_definitions(k8s):
+def test_rabbitmq_is_a_three_node_cluster_that_loads_the_deploy_definitions(k8s, made_secrets):
     kustomization, documents = k8s
     assert (K8S / "definitions.json").read_bytes() == DEFINITIONS.read_bytes(), REFRESH
     definitions = generator(kustomization, "trainops-rabbitmq-definitions")
     assert definitions["files"] == ["definitions.json"]
     assert definitions["options"]["disableNameSuffixHash"] is True  # named in the custom resource
-    for queue in json.loads(DEFINITIONS.read_text())["queues"]:
+    shipped = json.loads(DEFINITIONS.read_text())
+    for queue in shipped["queues"]:
         assert queue["arguments"]["x-queue-type"] == "quorum", queue["name"]
 
     [(name, cluster)] = of_kind(documents, "RabbitmqCluster").items()
     assert cluster["apiVersion"] == "rabbitmq.com/v1beta1"
     assert cluster["spec"]["replicas"] >= 3 and cluster["spec"]["replicas"] % 2 == 1
+    # No two nodes on one Kubernetes node.
+    [rule] = cluster["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert rule["topologyKey"] == "kubernetes.io/hostname"
+    assert rule["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": name}
     compose = load_yaml(COMPOSE_DIR / "compose.yaml")
     assert cluster["spec"]["image"] == compose["services"]["rabbitmq"]["image"]
     assert "load_definitions = /etc/rabbitmq/definitions" in cluster["spec"]["rabbitmq"]["additionalConfig"]
@@ -395,41 +535,56 @@ def test_rabbitmq_is_a_three_node_cluster_that_loads_the_deploy_definitions(k8s)
     volumes = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: (volumes[m["name"]], m["subPath"]) for m in container["volumeMounts"]}
     assert sorted(mounts) == ["/etc/rabbitmq/definitions/01-users.json", "/etc/rabbitmq/definitions/02-topology.json"]
-    topology, key = mounts["/etc/rabbitmq/definitions/02-topology.json"]
-    assert topology["configMap"]["name"] == "trainops-rabbitmq-definitions" and key == "definitions.json"
-    users, key = mounts["/etc/rabbitmq/definitions/01-users.json"]
-    assert key in created_secrets()[users["secret"]["secretName"]]
+    topology_volume, key = mounts["/etc/rabbitmq/definitions/02-topology.json"]
+    assert topology_volume["configMap"]["name"] == "trainops-rabbitmq-definitions" and key == "definitions.json"
+    users_volume, key = mounts["/etc/rabbitmq/definitions/01-users.json"]
 
-    # The users file create-secrets.sh writes: the vhost, and the user of AMQP_URI with every right on it.
-    script = secret_script()
-    users_json = json.loads(heredoc(script, "JSON").replace("${amqp_password}", "p").replace("${admin_password}", "a"))
-    assert users_json["vhosts"] == [{"name": "/"}]
-    assert {"user": "trainops", "vhost": "/", "configure": ".*", "write": ".*", "read": ".*"} in users_json["permissions"]
-    uri = re.search(r'AMQP_URI="([^"]+)"', script).group(1)
-    assert uri == "amqp://trainops:${amqp_password}@${rabbitmq_host}:5672/"
-    assert re.search(r'rabbitmq_host="{}\.\$\{{ns\}}\.svc"'.format(name), script)
+    # The users file create-secrets.sh writes: the vhost, a user per process (with the password of that
+    # process's AMQP_URI), KEDA's (may only look) and admin's; what each process may do is in the topology.
+    users = json.loads(made_secrets[users_volume["secret"]["secretName"]][key])
+    assert users["vhosts"] == [{"name": "/"}]
+    passwords = {user["name"]: user["password"] for user in users["users"]}
+    processes = {"trainops-{}".format(p) for p in processes_with_broker_users()}
+    assert set(passwords) == processes | {"admin", "trainops-keda"}
+    assert {p["user"] for p in shipped["permissions"]} == processes
+    assert {"user": "trainops-keda", "vhost": "/", "configure": "^$", "write": "^$", "read": "^$"} in users["permissions"]
+    host = "{}.trainops.svc".format(name)
+    for process in processes_with_broker_users():
+        uri = urlsplit(made_secrets["trainops-amqp"][process])
+        assert (uri.username, uri.hostname, uri.port) == ("trainops-{}".format(process), host, 5672)
+        assert passwords[uri.username] == uri.password
+    keda = urlsplit(made_secrets["trainops-keda"]["host"])
+    assert keda.username == "trainops-keda" and passwords["trainops-keda"] == keda.password
     budget = next(b for b in of_kind(documents, "PodDisruptionBudget").values()
                   if b["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": name})
     assert budget["spec"]["maxUnavailable"] == 1
 
 
-def test_mongodb_is_a_three_member_replica_set_with_a_user_for_every_service_database(k8s):
+def test_mongodb_is_a_three_member_replica_set_with_a_user_per_process_allowed_its_own_database(k8s):
     _, documents = k8s
     [(name, mongodb)] = of_kind(documents, "MongoDBCommunity").items()
     spec = mongodb["spec"]
     assert mongodb["apiVersion"] == "mongodbcommunity.mongodb.com/v1"
     assert spec["type"] == "ReplicaSet" and spec["members"] >= 3 and spec["members"] % 2 == 1
     assert spec["security"]["authentication"]["modes"] == ["SCRAM"]
-    [user] = spec["users"]
-    assert {role["db"] for role in user["roles"]} == database_names()
-    assert {role["name"] for role in user["roles"]} == {"readWrite"}
-    assert "trainops-mongodb-password" == user["passwordSecretRef"]["name"]
-    assert "trainops-mongodb-password" in created_secrets()
+    users = {user["name"]: user for user in spec["users"]}
+    prefix = config_default("DATABASE_PREFIX")
+    for process in SERVICES:
+        user = users["trainops-{}".format(process)]
+        assert user["roles"] == [{"name": "readWrite", "db": "{}_{}".format(prefix, process)}], process
+        assert user["connectionStringSecretName"] == "trainops-mongodb-{}-uri".format(process)
+    assert {db for u in users.values() for db in [r["db"] for r in u["roles"] if r["name"] == "readWrite"]} == database_names()
+    assert users["trainops-backup"]["roles"] == [{"name": "backup", "db": "admin"}]
+    assert users["trainops-restore"]["roles"] == [{"name": "restore", "db": "admin"}]
+    assert {r["name"] for r in users["trainops-monitor"]["roles"]} == {"clusterMonitor", "read"}
     compose = load_yaml(COMPOSE_DIR / "compose.yaml")
     assert spec["version"].split(".")[0] == compose["services"]["mongo1"]["image"].split(":")[1].split(".")[0]
     assert spec["additionalMongodConfig"]["setParameter"] == {"transactionLifetimeLimitSeconds": 15}
-    labels = spec["statefulSet"]["spec"]["template"]["metadata"]["labels"]
+    template = spec["statefulSet"]["spec"]["template"]
+    labels = template["metadata"]["labels"]
     assert any(b["spec"]["selector"]["matchLabels"] == labels for b in of_kind(documents, "PodDisruptionBudget").values())
+    [rule] = template["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert rule["topologyKey"] == "kubernetes.io/hostname" and rule["labelSelector"]["matchLabels"] == labels
 
 
 def test_the_gateway_is_reached_through_a_service_and_an_ingress_at_public_url(k8s):
@@ -477,7 +632,7 @@ def selects(selector, labels):
 
 def alert_jobs():
     """The scrape jobs the alerts ask about: up{job="..."}."""
-    return set(re.findall(r'job="([^"]+)"', (DEPLOY / "prometheus" / "alerts.yml").read_text(encoding="utf-8")))
+    return set(re.findall(r'\bjob="([^"]+)"', (DEPLOY / "prometheus" / "alerts.yml").read_text(encoding="utf-8")))
 
 
 def test_every_pod_serves_its_own_counters_on_the_metrics_port_and_a_pod_monitor_scrapes_each(k8s):
@@ -487,7 +642,7 @@ def test_every_pod_serves_its_own_counters_on_the_metrics_port_and_a_pod_monitor
     port = int(settings["METRICS_PORT"])
     assert settings["METRICS_HOST"] == "0.0.0.0"
     _, documents = k8s
-    [monitor] = of_kind(documents, "PodMonitor").values()
+    monitor = of_kind(documents, "PodMonitor")["trainops-processes"]
     [endpoint] = monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["path"] == "/metrics" and endpoint["honorLabels"] is True
     deployments = of_kind(documents, "Deployment")
@@ -509,8 +664,10 @@ def test_every_pod_serves_its_own_counters_on_the_metrics_port_and_a_pod_monitor
     # The jobs the alerts name: "trainops" from the gateway Service's label, the other set by relabeling.
     [service] = of_kind(documents, "Service").values()
     jobs = {service["metadata"]["labels"][service_monitor["spec"]["jobLabel"]]}
-    jobs |= {r["replacement"] for r in endpoint["relabelings"] if r["targetLabel"] == "job"}
-    assert jobs == alert_jobs() == {"trainops", "trainops-processes"}
+    for pod_monitor in of_kind(documents, "PodMonitor").values():
+        for each in pod_monitor["spec"]["podMetricsEndpoints"]:
+            jobs |= {r["replacement"] for r in each["relabelings"] if r["targetLabel"] == "job"}
+    assert jobs == alert_jobs() == {"trainops", "trainops-processes", "rabbitmq", "mongodb"}
 
 
 def test_compose_prometheus_scrapes_every_replica_of_every_process_on_its_metrics_port(compose):
@@ -541,8 +698,8 @@ def test_deploy_prometheus_scrapes_the_gateway_and_every_process_pod(k8s):
     [keep] = [rule for rule in job["relabel_configs"] if rule.get("action") == "keep"]
     assert keep["source_labels"] == ["__meta_kubernetes_pod_label_app_kubernetes_io_name",
                                      "__meta_kubernetes_pod_container_port_name"]
-    # The label and the port name every Deployment's pod carries.
-    for deployment in of_kind(documents, "Deployment").values():
+    # The label and the port name every trainops Deployment's pod carries.
+    for deployment in trainops_deployments(documents).values():
         pod = deployment["spec"]["template"]
         [container] = pod["spec"]["containers"]
         assert any(re.fullmatch(keep["regex"], "{};{}".format(pod["metadata"]["labels"]["app.kubernetes.io/name"],
@@ -551,7 +708,15 @@ def test_deploy_prometheus_scrapes_the_gateway_and_every_process_pod(k8s):
 
 def test_the_pods_run_unprivileged_on_a_read_only_root_filesystem(k8s):
     _, documents = k8s
-    for deployment in of_kind(documents, "Deployment").values():
+    beside = [d["spec"]["template"]["spec"] for d in of_kind(documents, "Deployment").values()
+              if d["metadata"]["name"] not in trainops_deployments(documents)]
+    beside += [c["spec"]["jobTemplate"]["spec"]["template"]["spec"] for c in of_kind(documents, "CronJob").values()]
+    for pod in beside:  # the exporter and the backup job
+        assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        [container] = pod["containers"]
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+    for deployment in trainops_deployments(documents).values():
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         [container] = pod["containers"]
@@ -569,3 +734,138 @@ def test_the_deploy_readme_has_a_capacity_section_for_the_measured_figures():
     readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
     assert re.search(r"^## Capacity$", readme, re.M)
     assert "<!-- capacity figures -->" in readme.split("## Capacity", 1)[1]
+
+
+# -- autoscaling, placement, network policies, backups ---------------------------------------------------
+
+def test_keda_scales_registration_and_notifications_on_their_queues(k8s, made_secrets):
+    _, documents = k8s
+    scaled = scaled_objects(documents)
+    assert set(scaled) == {"trainops-registration", "trainops-notifications"}
+    deployments = trainops_deployments(documents)
+    shipped = {q["name"] for q in json.loads(DEFINITIONS.read_text())["queues"]}
+    [authentication] = of_kind(documents, "TriggerAuthentication").values()
+    assert all(doc["apiVersion"] == "keda.sh/v1alpha1" for doc in scaled.values()) and \
+        authentication["apiVersion"] == "keda.sh/v1alpha1"
+    [target] = authentication["spec"]["secretTargetRef"]
+    assert target["parameter"] == "host" and target["key"] in made_secrets[target["name"]]
+    for name, scaled_object in scaled.items():
+        assert name in deployments
+        process = name.replace("trainops-", "")
+        spec = scaled_object["spec"]
+        assert 3 <= spec["minReplicaCount"] < spec["maxReplicaCount"]
+        queues = set()
+        for trigger in spec["triggers"]:
+            assert trigger["type"] == "rabbitmq" and trigger["metadata"]["mode"] == "QueueLength"
+            assert int(trigger["metadata"]["value"]) > 0
+            assert trigger["authenticationRef"]["name"] == authentication["metadata"]["name"]
+            queues.add(trigger["metadata"]["queueName"])
+        # Its own event queue (declared by deploy) and, for registration, the RPC queue its burst arrives on.
+        assert "trainops.{}".format(process) in queues and queues - {"rpc-" + process} <= shipped
+
+
+def policy_allows(policies, namespace_of, pod, source, port):
+    """Whether NetworkPolicies let `source` ({"labels", "namespace"}) reach `pod`'s labels on `port`:
+    Kubernetes' rules (a pod no policy selects takes everything; a selected pod, only what a rule allows)."""
+    selecting = [p for p in policies if selects(p["spec"]["podSelector"], pod)]
+    if not selecting:
+        return True
+    for policy in selecting:
+        for rule in policy["spec"].get("ingress", []):
+            ports = [p["port"] for p in rule.get("ports", [])]
+            if ports and port not in ports:
+                continue
+            for peer in rule.get("from", []):
+                if "namespaceSelector" in peer:
+                    if selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": source["namespace"]}) and \
+                            selects(peer.get("podSelector", {}), source["labels"]):
+                        return True
+                elif source["namespace"] == namespace_of and selects(peer["podSelector"], source["labels"]):
+                    return True
+    return False
+
+
+def test_only_the_gateway_the_services_and_their_helpers_reach_rabbitmq_and_mongodb(k8s):
+    kustomization, documents = k8s
+    policies = list(of_kind(documents, "NetworkPolicy").values())
+    namespace = kustomization["namespace"]
+    [rabbitmq] = of_kind(documents, "RabbitmqCluster")
+    rabbitmq_pod = {"app.kubernetes.io/name": rabbitmq}
+    [mongodb] = of_kind(documents, "MongoDBCommunity").values()
+    mongodb_pod = mongodb["spec"]["statefulSet"]["spec"]["template"]["metadata"]["labels"]
+
+    def pod_of(doc):
+        template = doc["spec"]["jobTemplate"]["spec"]["template"] if doc["kind"] == "CronJob" else doc["spec"]["template"]
+        return {"labels": template["metadata"]["labels"], "namespace": namespace}
+
+    ours = [pod_of(d) for d in trainops_deployments(documents).values()]
+    assert len(ours) == len(SERVICES)
+    for source in ours:
+        assert policy_allows(policies, namespace, rabbitmq_pod, source, 5672), source
+        assert policy_allows(policies, namespace, mongodb_pod, source, 27017), source
+    backup = pod_of(of_kind(documents, "CronJob")["trainops-backup"])
+    exporter = pod_of(of_kind(documents, "Deployment")["trainops-mongodb-exporter"])
+    assert policy_allows(policies, namespace, mongodb_pod, backup, 27017)
+    assert policy_allows(policies, namespace, mongodb_pod, exporter, 27017)
+    assert not policy_allows(policies, namespace, rabbitmq_pod, backup, 5672)
+    # A pod without the label, in this namespace or another, reaches neither; nor the services.
+    strangers = [{"labels": {"app": "debug"}, "namespace": namespace},
+                 {"labels": {"app.kubernetes.io/name": "trainops"}, "namespace": "default"}]
+    service_pod = of_kind(documents, "Deployment")["trainops-registration"]["spec"]["template"]["metadata"]["labels"]
+    for stranger in strangers:
+        assert not policy_allows(policies, namespace, rabbitmq_pod, stranger, 5672), stranger
+        assert not policy_allows(policies, namespace, mongodb_pod, stranger, 27017), stranger
+        assert not policy_allows(policies, namespace, service_pod, stranger, 9100), stranger
+    # The members reach one another, and Prometheus the metrics.
+    assert policy_allows(policies, namespace, rabbitmq_pod, {"labels": rabbitmq_pod, "namespace": namespace}, 25672)
+    assert policy_allows(policies, namespace, mongodb_pod, {"labels": mongodb_pod, "namespace": namespace}, 27017)
+    assert policy_allows(policies, namespace, service_pod, {"labels": {}, "namespace": "monitoring"}, 9100)
+    assert not policy_allows(policies, namespace, service_pod, {"labels": {}, "namespace": "monitoring"}, 8000)
+
+
+def test_a_nightly_backup_job_dumps_every_database_with_its_own_user_and_keeps_two_weeks(k8s):
+    kustomization, documents = k8s
+    [cronjob] = of_kind(documents, "CronJob").values()
+    spec = cronjob["spec"]
+    assert spec["schedule"] == "0 2 * * *" and spec["timeZone"] == "Asia/Ho_Chi_Minh"
+    assert spec["concurrencyPolicy"] == "Forbid"
+    pod = spec["jobTemplate"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    compose = load_yaml(COMPOSE_DIR / "compose.yaml")
+    assert container["image"] == compose["services"]["mongo1"]["image"] == compose["services"]["backup"]["image"]
+    assert container["command"] == ["bash", "/etc/trainops/backup.sh"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MONGO_URI"]["valueFrom"]["secretKeyRef"]["name"] == "trainops-mongodb-backup-uri"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
+    assert mounts["/etc/trainops"]["configMap"]["name"] == "trainops-backup-script"
+    assert generator(kustomization, "trainops-backup-script")["files"] == ["backup.sh"]
+    assert (K8S / "backup.sh").read_bytes() == (DEPLOY / "backup" / "backup.sh").read_bytes(), REFRESH
+    claim = mounts[env["BACKUP_DIR"]["value"]]["persistentVolumeClaim"]["claimName"]
+    assert claim in of_kind(documents, "PersistentVolumeClaim")
+    # The same retention in compose and in the README.
+    keep = int(env["BACKUP_KEEP"]["value"])
+    backup = compose["services"]["backup"]
+    assert int(backup["environment"]["BACKUP_KEEP"]) == keep == 14
+    assert "../backup/backup.sh:/etc/trainops/backup.sh:ro" in backup["volumes"]
+    assert urlsplit(interpolated(backup["environment"]["MONGO_URI"])).username == "trainops-backup"
+    readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    assert "the newest {} dumps".format(keep) in readme
+
+
+def test_the_dashboard_is_shipped_to_grafana_and_every_alert_has_a_runbook(k8s):
+    kustomization, _ = k8s
+    dashboard = DEPLOY / "grafana" / "trainops.json"
+    assert (K8S / "monitoring" / "trainops-dashboard.json").read_bytes() == dashboard.read_bytes(), REFRESH
+    monitoring = load_yaml(K8S / "monitoring" / "kustomization.yaml")
+    [generated] = monitoring["configMapGenerator"]
+    assert generated["options"]["labels"] == {"grafana_dashboard": "1"}
+    readme = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    runbook = readme.split("\n## Runbook\n", 1)[1].split("\n## ", 1)[0]
+    alerts = [rule for group in load_yaml(DEPLOY / "prometheus" / "alerts.yml")["groups"] for rule in group["rules"]]
+    for rule in alerts:
+        name = rule["alert"]
+        assert rule["annotations"]["runbook"] == "deploy/README.md#{}".format(name.lower())
+        section = re.search(r"^### {}\n(.*?)(?=^### |\Z)".format(name), runbook, re.S | re.M)
+        assert section, "no runbook section for {}".format(name)
+        assert len(section.group(1).split()) >= 25, "the runbook of {} says too little".format(name)

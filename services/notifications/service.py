@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 class NotificationsService(Operated):
     name = "notifications"
 
-    db = Database(indexes=store.INDEXES)
+    db = Database(indexes=store.INDEXES, migrations=store.MIGRATIONS)
     tracing = Tracing()
     notices = Notices()
 

@@ -12,6 +12,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from pymongo import ASCENDING, IndexModel, InsertOne, UpdateOne
 
 from backbone.database import handled_record
+from backbone.migrate import Migration, moved_collection
 from backbone.paging import page
 from services.notifications.rules import notice_id, opt_out_key, recipient_of
 
@@ -27,6 +28,14 @@ INDEXES = {
     "offerings": [],
     "opt_outs": [],
 }
+
+# Applied once per database, in order, before the indexes (backbone/migrate.py); each safe to run twice.
+MIGRATIONS = [
+    # The notices' log was the collection `deliveries` (same documents, same ids) until the service
+    # took one word for it; a database deployed before that still has it.
+    Migration("notices-were-deliveries", "the collection deliveries is now notices",
+              moved_collection("deliveries", "notices")),
+]
 
 SENDABLE = ("queued", "retrying")
 # `claimed_until` of a notice nobody is sending.
