@@ -7,6 +7,7 @@ RabbitMQ topology; runs the services and the gateway under `nameko run`; waits f
 /health; loads the seed data; then runs until Ctrl-C or SIGTERM and stops everything in order: the
 services first, then the servers they were using.
 """
+import ipaddress
 import json
 import logging
 import os
@@ -246,6 +247,15 @@ Ctrl-C stops everything.
     ), flush=True)
 
 
+def is_loopback(url):
+    """Whether `url`'s host is this machine (the demo's made-up people must not reach real ones)."""
+    host = urlsplit(url).hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def start(stack):
     LOGS.mkdir(parents=True, exist_ok=True)
     start_servers(stack)
@@ -260,6 +270,15 @@ def start(stack):
     wait_until_healthy(stack, gateway + "/health")
     say("healthy: {}/health".format(gateway))
     stack.run_once("devstack.seed", "seed data")
+    if os.environ.get("DEMO", "yes") != "no":
+        leaving = [name for name, url in (("mail", "smtp://{}".format(stack.env.get("SMTP_HOST", "127.0.0.1"))),
+                                              ("SMS", stack.env.get("SMS_GATEWAY_URL", "http://127.0.0.1")))
+                      if not is_loopback(url)]
+        if leaving:
+            say("demo programme skipped: its {} would leave this machine (DEMO=no says so quietly)".format(
+                " and ".join(leaving)))
+        else:
+            stack.run_once("devstack.demo", "demo programme (DEMO=no to leave it out)")
     banner(stack, gateway, token)
 
 

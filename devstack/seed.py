@@ -14,6 +14,7 @@ Contact addresses are on reserved example domains (RFC 2606): a real relay write
 import os
 import sys
 import time
+from datetime import datetime
 
 import requests
 
@@ -90,18 +91,30 @@ PROGRAMME = {
 
 
 class Api:
+    """The gateway, as the operator. Each thing the seed makes is looked for first by what names it
+    (a partner's code, a venue's name, a session's room and start...): an Idempotency-Key answers
+    the same only for a day, and `make run` seeds every time it starts."""
+
     def __init__(self, base_url, token):
         self.base_url = base_url.rstrip("/")
         self.http = requests.Session()
         self.http.headers["Authorization"] = "Bearer " + token
 
-    def post(self, path, body, key, accept=(200, 201), wait_for_events=False, data=None):
+    def _send(self, method, path, **kwargs):
+        """One request; waits out the gateway's rate limit (429 with Retry-After) instead of failing."""
+        while True:
+            response = self.http.request(method, self.base_url + path, timeout=60, **kwargs)
+            if response.status_code != 429:
+                return response
+            time.sleep(float(response.headers.get("Retry-After", "1")))
+
+    def post(self, path, body, key, accept=(200, 201), wait_for_events=False, data=None, headers=None):
         """POST with a fixed Idempotency-Key. With `wait_for_events`, retry while the services are
         still learning of what we just created (the events are on their way)."""
         deadline = time.monotonic() + 30
         while True:
-            response = self.http.post(self.base_url + path, json=body, data=data, headers={"Idempotency-Key": key},
-                                      timeout=60)
+            response = self._send("POST", path, json=body, data=data,
+                                  headers=dict(headers or {}, **{"Idempotency-Key": key}))
             if response.status_code in accept:
                 return response.json()
             if not (wait_for_events and response.status_code in (404, 422) and time.monotonic() < deadline):
@@ -109,10 +122,58 @@ class Api:
             time.sleep(0.3)
 
     def get(self, path):
-        response = self.http.get(self.base_url + path, timeout=60)
+        response = self._send("GET", path)
         if response.status_code != 200:
             raise SystemExit("seed: GET {} failed: {} {}".format(path, response.status_code, response.text))
         return response.json()
+
+    def every(self, path):
+        """Every item of a list, page after page."""
+        found, cursor = [], None
+        while True:
+            joiner = "&" if "?" in path else "?"
+            page = self.get(path + (joiner + "limit=200" + ("&cursor=" + cursor if cursor else "")))
+            found += page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return found
+
+    def ensure(self, list_path, matches, path, body, key, **kwargs):
+        """The item of `list_path` that `matches`, or a new one POSTed to `path`."""
+        known = [item for item in self.every(list_path) if matches(item)]
+        return known[0] if known else self.post(path, body, key, **kwargs)
+
+
+def same_instant(a, b):
+    return datetime.fromisoformat(a) == datetime.fromisoformat(b)
+
+
+def ensure_partner(api, partner):
+    return api.ensure("/partners", lambda p: p["code"] == partner["code"], "/partners", partner,
+                      "seed-partner-" + partner["code"])
+
+
+def ensure_agreement(api, partner_id, agreement, key):
+    return api.ensure("/partners/{}/agreements".format(partner_id),
+                      lambda a: a["title"] == agreement["title"] and a["valid_from"] == agreement["valid_from"],
+                      "/partners/{}/agreements".format(partner_id), agreement, key)
+
+
+def ensure_offering(api, partner_id, offering, key):
+    return api.ensure("/offerings?partner_id=" + partner_id,
+                      lambda o: o["title"] == offering["title"] and o["starts_from"] == offering["starts_from"],
+                      "/offerings", dict(offering, partner_id=partner_id), key)
+
+
+def ensure_venue(api, venue, key):
+    return api.ensure("/venues", lambda v: v["name"] == venue["name"], "/venues", venue, key)
+
+
+def ensure_session(api, session, key):
+    month = session["starts_at"][:7]
+    return api.ensure("/sessions?venue_id={}&month={}".format(session["venue_id"], month),
+                      lambda s: s["room"] == session["room"] and same_instant(s["starts_at"], session["starts_at"]),
+                      "/sessions", session, key, wait_for_events=True)
 
 
 def load(base_url, token, say=print):
@@ -120,15 +181,13 @@ def load(base_url, token, say=print):
     api = Api(base_url, token)
     units = api.post("/units/load-map", None, "seed-map-2025")
     programme = api.post("/programme", PROGRAMME, "seed-programme-2025")
-    partners = {p["code"]: api.post("/partners", p, "seed-partner-" + p["code"]) for p in PARTNERS}
-    agreement = api.post("/partners/{}/agreements".format(partners["SIU"]["id"]), SIU_AGREEMENT,
-                         "seed-agreement-SIU-2025")
-    first_offering = api.post("/offerings", dict(FIRST_OFFERING, partner_id=partners["SIU"]["id"]),
-                              "seed-offering-ai-2025-03")
-    offering = api.post("/offerings", dict(OFFERING, partner_id=partners["SIU"]["id"]), "seed-offering-ai-2025-07")
-    venue = api.post("/venues", dict(VENUE, host_partner_id=partners["HUB"]["id"]), "seed-venue-HUB")
-    session = api.post("/sessions", dict(FIRST_CLASS, offering_id=first_offering["id"], venue_id=venue["id"]),
-                       "seed-session-2025-03-22", wait_for_events=True)
+    partners = {p["code"]: ensure_partner(api, p) for p in PARTNERS}
+    agreement = ensure_agreement(api, partners["SIU"]["id"], SIU_AGREEMENT, "seed-agreement-SIU-2025")
+    first_offering = ensure_offering(api, partners["SIU"]["id"], FIRST_OFFERING, "seed-offering-ai-2025-03")
+    offering = ensure_offering(api, partners["SIU"]["id"], OFFERING, "seed-offering-ai-2025-07")
+    venue = ensure_venue(api, dict(VENUE, host_partner_id=partners["HUB"]["id"]), "seed-venue-HUB")
+    session = ensure_session(api, dict(FIRST_CLASS, offering_id=first_offering["id"], venue_id=venue["id"]),
+                             "seed-session-2025-03-22")
     say("seed: map ({} units new), programme, partners {}, agreement {} ({}), offerings {} and {}, venue {}, "
         "first class {}".format(units["created"], ", ".join(sorted(partners)), agreement["id"], agreement["status"],
                                 first_offering["id"], offering["id"], venue["id"], session["id"]))

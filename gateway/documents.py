@@ -12,6 +12,7 @@ from gateway.responses import attachment
 HEADINGS = {"key": "Mã", "name": "Tên", "staff": "Biên chế", "trained": "Đã hoàn thành",
             "coverage": "Tỷ lệ", "registered": "Đã đăng ký", "attended": "Đã dự", "target": "Chỉ tiêu",
             "gap": "Còn thiếu"}
+TITLE = "Báo cáo tiến độ bồi dưỡng kỹ năng ứng dụng AI"
 WIDTHS = {"key": 22, "name": 58, "staff": 16, "trained": 18, "coverage": 14, "registered": 16, "attended": 14,
           "target": 14, "gap": 14}
 
@@ -33,12 +34,10 @@ def cell_text(column, value):
     return str(value)
 
 
-def coverage_pdf(found):
-    """The coverage report `found` (the registration service's answer) as a PDF download."""
-    pdf = new_document()
+def _heading(pdf, found, title):
     programme = found.get("programme") or {}
     pdf.set_font("OpenSans", "B", 14)
-    pdf.multi_cell(0, 7, "Báo cáo tiến độ bồi dưỡng kỹ năng ứng dụng AI", new_x="LMARGIN", new_y="NEXT")
+    pdf.multi_cell(0, 7, title, new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("OpenSans", "", 9)
     lines = [programme.get("name"), programme.get("legal_basis"),
              "Số liệu đến hết ngày {}".format(datetime.fromisoformat(found["as_of"]).strftime("%d/%m/%Y")),
@@ -46,6 +45,9 @@ def coverage_pdf(found):
     for line in filter(None, lines):
         pdf.multi_cell(0, 5, line, new_x="LMARGIN", new_y="NEXT")
     pdf.ln(3)
+
+
+def _table(pdf, found, names=None):
     columns = found["columns"]
     pdf.set_font("OpenSans", "B", 8)
     for column in columns:
@@ -54,9 +56,35 @@ def coverage_pdf(found):
     pdf.set_font("OpenSans", "", 8)
     for item in found["items"] + [found["totals"]]:
         for column in columns:
-            text = cell_text(column, item.get(column))
-            pdf.cell(WIDTHS[column], 5, text[:40], border=1)
+            value = item.get(column)
+            if column == "name" and names:
+                value = names.get(item["key"], value)
+            pdf.cell(WIDTHS[column], 5, cell_text(column, value)[:40], border=1)
         pdf.ln()
-    body = bytes(pdf.output())
-    return Response(body, mimetype="application/pdf",
-                    headers={"Content-Disposition": attachment("coverage-" + found["as_of"], "pdf")})
+    pdf.ln(4)
+
+
+def _download(pdf, name):
+    return Response(bytes(pdf.output()), mimetype="application/pdf",
+                    headers={"Content-Disposition": attachment(name, "pdf")})
+
+
+def coverage_pdf(found):
+    """The coverage report `found` (the registration service's answer) as a PDF download."""
+    pdf = new_document()
+    _heading(pdf, found, TITLE)
+    _table(pdf, found)
+    return _download(pdf, "coverage-" + found["as_of"])
+
+
+def quarterly_pdf(views, titles, names=None):
+    """The quarterly report: each view of coverage (`views`: {by: answer}, in the order of `titles`:
+    {by: section title}) as a section of one PDF; `names` renames keys (audience groups)."""
+    first = views[next(iter(titles))]
+    pdf = new_document()
+    _heading(pdf, first, TITLE)
+    for by, title in titles.items():
+        pdf.set_font("OpenSans", "B", 11)
+        pdf.multi_cell(0, 6, title, new_x="LMARGIN", new_y="NEXT")
+        _table(pdf, views[by], names)
+    return _download(pdf, "bao-cao-quy-" + first["as_of"])

@@ -33,16 +33,22 @@ def csv_file(columns, rows, name):
 
 
 def xlsx_file(columns, rows, name):
+    return xlsx_book([(name, columns, rows)], name)
+
+
+def xlsx_book(sheets, name):
+    """A workbook of `sheets` [(title, columns, rows)], one sheet each, as a download `name`.xlsx."""
     book = Workbook()
-    sheet = book.active
-    sheet.title = "".join(c for c in name if c not in "[]:*?/\\")[:31] or "report"
-    for row in [columns] + list(rows):
-        sheet.append(list(row))
-        for cell in sheet[sheet.max_row]:
-            if is_formula_like(cell.value):
-                # openpyxl made it a formula ("f"): a string, shown as text.
-                cell.data_type = "s"
-                cell.quotePrefix = True
+    book.remove(book.active)
+    for title, columns, rows in sheets:
+        sheet = book.create_sheet("".join(c for c in title if c not in "[]:*?/\\")[:31] or "report")
+        for row in [columns] + list(rows):
+            sheet.append(list(row))
+            for cell in sheet[sheet.max_row]:
+                if is_formula_like(cell.value):
+                    # openpyxl made it a formula ("f"): a string, shown as text.
+                    cell.data_type = "s"
+                    cell.quotePrefix = True
     out = io.BytesIO()
     book.save(out)
     return Response(out.getvalue(), mimetype=XLSX, headers={"Content-Disposition": attachment(name, "xlsx")})

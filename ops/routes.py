@@ -2,7 +2,7 @@
 health, Prometheus metrics, dead letters and their replay, the audit trail of a correlation id, and
 the console (server-rendered pages, signed in by cookie: `ops/console/`)."""
 import hmac
-from datetime import timedelta
+from datetime import date, timedelta
 
 from nameko import config
 from pymongo import ASCENDING, IndexModel
@@ -12,10 +12,10 @@ from werkzeug.wrappers import Response
 from backbone.auth import OPERATOR, require_operator
 from backbone.clock import utcnow
 from backbone.errors import DomainError
-from gateway import admission
+from gateway import admission, documents, tables
 from gateway.entrypoints import api, read_json
 from ops import console, fleet
-from ops.console import pages
+from ops.console import charts, pages
 
 
 LOGIN_ATTEMPTS = 5
@@ -24,6 +24,24 @@ LOGIN_WINDOW = timedelta(minutes=15)
 INDEXES = {
     "console_sessions": [IndexModel([("expires_at", ASCENDING)], expireAfterSeconds=0)],
     "console_logins": [IndexModel([("until", ASCENDING)], expireAfterSeconds=0)],
+}
+
+
+def asked_day(request):
+    """The `as_of` a console page was asked for, or None (today) when absent or not a date."""
+    try:
+        return date.fromisoformat(request.args.get("as_of", "")[:10])
+    except ValueError:
+        return None
+
+
+COVERAGE_CHARTS = {
+    "progress": lambda gw, found, t: charts.progress(found["report"]["month"]["items"],
+                                                     found["report"]["month"]["totals"]["target"], t),
+    "groups": lambda gw, found, t: charts.by_group(found["report"]["audience_group"]["items"], t, t["groups"]),
+    "units": lambda gw, found, t: charts.by_unit(found["report"]["unit"]["items"], t),
+    "map": lambda gw, found, t: charts.city_map(found["report"]["unit"]["items"],
+                                                     [u for u in pages.active_units(gw) if pages.on_the_map(u)], t),
 }
 
 
@@ -192,6 +210,45 @@ class OperationsRoutes:
     @api("GET", "/console/partners", auth=None, public=False)
     def console_partners(self, request):
         return self.console_page(request, "partners.html", pages.partners)
+
+    # Coverage for leaders: the page, its charts (SVG images) and the quarterly report to download.
+    @api("GET", "/console/coverage", auth=None, public=False)
+    def console_coverage(self, request):
+        return self.console_page(request, "coverage.html", pages.coverage, asked_day(request))
+
+    @api("GET", "/console/coverage/<chart>.svg", auth=None, public=False)
+    def console_coverage_chart(self, request, chart):
+        if chart not in COVERAGE_CHARTS:
+            return console.page(request, "login.html", status=404)
+        if self.console_session(request) is None:
+            return Response("", status=401)
+        found = pages.coverage(self, asked_day(request))
+        if found["report"] is None:
+            return Response("", status=503, headers={"Retry-After": "5"})
+        labels = console.LABELS[console.language(request)]
+        svg = COVERAGE_CHARTS[chart](self, found, labels)
+        # Shown as an image: no script runs there, and none may.
+        return Response(svg, mimetype="image/svg+xml", headers={
+            "Cache-Control": "no-store", "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'"})
+
+    @api("GET", "/console/coverage/report.<kind>", auth=None, public=False)
+    def console_coverage_report(self, request, kind):
+        if kind not in ("xlsx", "pdf"):
+            return console.page(request, "login.html", status=404)
+        if self.console_session(request) is None:
+            return console.redirect("/console/login")
+        report = pages.coverage_report(self, asked_day(request))
+        if report is None:
+            return Response("", status=503, headers={"Retry-After": "5"})
+        labels = console.LABELS[console.language(request)]
+        titles = {by: labels["by_" + by] for by in pages.COVERAGE_VIEWS}
+        if kind == "pdf":
+            return documents.quarterly_pdf(report, titles, labels["groups"])
+        sheets = [(titles[by], answer["columns"], [[labels["groups"].get(i[c], i[c]) if c == "name" else i[c]
+                                                   for c in answer["columns"]]
+                                                  for i in answer["items"] + [answer["totals"]]])
+                  for by, answer in report.items()]
+        return tables.xlsx_book(sheets, "bao-cao-quy-" + report["unit"]["as_of"])
 
     @api("GET", "/console/events", auth=None, public=False)
     def console_events(self, request):

@@ -109,7 +109,7 @@ def onboard(operator, partner=SIU):
     return response.json(), operator.as_(response.json()["api_key"])
 
 
-def sign(operator, partner_id, valid_from, valid_until, scope=("district", "ward_commune")):
+def sign(operator, partner_id, valid_from, valid_until, scope=("ward_commune", "department")):
     response = operator.post("/partners/{}/agreements".format(partner_id), {
         "title": AGREEMENT_TITLE, "parties": ["HCMC-DXCENTER", "SIU"], "signed_on": valid_from,
         "valid_from": valid_from, "valid_until": valid_until, "scope": list(scope)})

@@ -70,7 +70,7 @@ def a_venue(operator, host_partner_id):
 
 
 def a_session(operator, offering_id, venue_id, offset, room="Hội trường A", trainer="TS. Nguyễn Văn A",
-              audience="district"):
+              audience="ward_commune"):
     response = operator.post("/sessions", {
         "offering_id": offering_id, "venue_id": venue_id, "room": room, "trainer": trainer,
         "starts_at": at(offset, "08:00"), "ends_at": at(offset, "11:30"), "capacity": 40,
@@ -90,7 +90,7 @@ def test_a_renewal_takes_on_the_offerings_it_covers_and_their_sessions_outlive_t
         operator, system, db, monkeypatch):
     partner, siu = onboard(operator)
     old = sign(operator, partner["id"], iso_day(-10), iso_day(100), scope=())
-    office = posted(siu, starts_from=iso_day(5), ends_by=iso_day(60), audience_groups=["district"])
+    office = posted(siu, starts_from=iso_day(5), ends_by=iso_day(60), audience_groups=["ward_commune"])
     leaders = posted(siu, title="AI cho lãnh đạo", starts_from=iso_day(5), ends_by=iso_day(60),
                      audience_groups=["leader"])
     assert office["agreement_id"] == leaders["agreement_id"] == old["id"]
@@ -100,7 +100,7 @@ def test_a_renewal_takes_on_the_offerings_it_covers_and_their_sessions_outlive_t
     lost = a_session(operator, leaders["id"], venue_id, 40, room="Phòng máy 1", trainer="ThS. Trần Thị B",
                      audience="leader").json()
 
-    # The renewal, for commune and district officials only: it takes on the office course (no
+    # The renewal, for commune-level and department officials only: it takes on the office course (no
     # re-posting), not the leaders' one, which its scope does not cover.
     renewal = sign(operator, partner["id"], iso_day(-5), iso_day(400))
     assert siu.get("/offerings/" + office["id"]).json()["agreement_id"] == renewal["id"]
@@ -200,7 +200,7 @@ def test_partner_and_operators_are_warned_60_30_and_7_days_before_the_end_once_e
 
     today = calendar["today"]
     agreement = sign(operator, partner["id"], iso_day(-10), iso_day(100), scope=())
-    course = posted(siu, starts_from=iso_day(5), ends_by=iso_day(90), audience_groups=["district"])
+    course = posted(siu, starts_from=iso_day(5), ends_by=iso_day(90), audience_groups=["ward_commune"])
     venue_id = a_venue(operator, partner["id"])
     wait_for(lambda: db("scheduling").offerings.find_one({"_id": course["id"]}))
     session = a_session(operator, course["id"], venue_id, 80).json()

@@ -148,7 +148,7 @@ def test_dump_lose_restore_and_the_walkthrough_is_back_with_the_same_ids(
     # ...and the system goes on: the next official takes the next seat and hears of it, nothing is
     # sent twice (the handled events came back with the data).
     other = operator.post("/officials", {"full_name": "Trần Văn Bình", "email": "binh.tran@example.gov.vn", "phone": "0912 345 678",
-                                         "unit_code": "Q1", "audience_group": "district"})
+                                         "unit_code": "26740", "audience_group": "ward_commune"})
     assert other.status_code == 201, other.text
     second = operator.post("/sessions/{}/registrations".format(made["session"]), {"official_id": other.json()["id"]})
     assert second.json()["status"] == "confirmed", second.text

@@ -58,6 +58,7 @@ def test_make_run_serves_the_readme_walkthrough_and_stops_on_ctrl_c(running_stac
     process, port, output = running_stack
     banner = output.read_text()
     assert "partners HCMC-DXCENTER, HUB, SIU" in banner
+    assert "demo: 300 officials" in banner  # the demo programme beside the history
     assert "operator token  walkthrough-token" in banner
     # config.yml commits no secret: make run makes the dev ones in var/ (once, then reads them).
     assert "var/dev-feed-secret" in banner and "var/dev-unsubscribe-secret" in banner

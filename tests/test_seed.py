@@ -10,6 +10,11 @@ def test_seed_loads_the_programme_once(operator, app_config, db):
     first = seed.load(app_config["GATEWAY_URL"], app_config["OPERATOR_TOKEN"], say=lambda _: None)
     again = seed.load(app_config["GATEWAY_URL"], app_config["OPERATOR_TOKEN"], say=lambda _: None)
     assert again["session"]["id"] == first["session"]["id"]
+    # `make run` seeds every time it starts, also after its Idempotency-Keys have run out (a day).
+    assert db("gateway").idempotency.delete_many({}).deleted_count > 0
+    later = seed.load(app_config["GATEWAY_URL"], app_config["OPERATOR_TOKEN"], say=lambda _: None)
+    assert {k: v["id"] for k, v in later["partners"].items()} == {k: v["id"] for k, v in first["partners"].items()}
+    assert later["session"]["id"] == first["session"]["id"] and later["venue"]["id"] == first["venue"]["id"]
     assert db("partners").partners.count_documents({}) == 3
     assert db("partners").agreements.count_documents({}) == 1
     assert db("partners").offerings.count_documents({}) == 2

@@ -34,6 +34,9 @@ def _local(value):
 
 
 env.filters["local"] = _local
+env.filters["pct"] = lambda share: "—" if share is None else "{:.1f}%".format(share * 100)
+env.filters["day"] = lambda day: day.strftime("%d/%m/%Y") if hasattr(day, "strftime") else (
+    "/".join(reversed(str(day).split("-"))) if day else "—")
 env.filters["pretty"] = lambda value: json.dumps(value, ensure_ascii=False, indent=2, default=str)
 
 

@@ -6,6 +6,7 @@ from datetime import date, datetime, timezone
 from backbone.auth import OPERATOR
 from backbone.clock import local_date
 from ops import fleet
+from ops.console import charts
 
 
 def overview(gateway):
@@ -119,3 +120,63 @@ def ending_agreements(partners, warnings, today, within=ENDING_WITHIN_DAYS):
                          "warned": known["warned"] if known else None,
                          "renewal": titles.get(known["renewal_id"]) if known and known["renewal_id"] else None})
     return sorted(rows, key=lambda row: (row["days_left"], row["code"], row["agreement_id"]))
+
+
+COVERAGE_VIEWS = ("unit", "audience_group", "month", "partner")
+
+
+def coverage_report(gateway, as_of=None):
+    """The coverage report of the programme as of `as_of` (a date, today when None), every view of
+    it: {view: the registration service's answer}, partners named; None when registration does
+    not answer."""
+    query = {"as_of": as_of.isoformat()} if as_of else {}
+
+    def gather(client):
+        return {by: client.coverage(OPERATOR, dict(query, by=by)) for by in COVERAGE_VIEWS}
+    found = fleet.ask_all(gateway, gather, ("registration",), timeout=15)["registration"]
+    if found is None:
+        return None
+    names = fleet.ask_all(gateway, lambda p: {x["id"]: x["name"] for x in p.list_partners(
+        OPERATOR, {"limit": 200})["items"]}, ("partners",), timeout=5)["partners"] or {}
+    for item in found["partner"]["items"]:
+        item["name"] = names.get(item["key"], item["name"])
+    return found
+
+
+def active_units(gateway):
+    """Today's units (the registration service's list, page by page)."""
+    def gather(client):
+        found, cursor = [], None
+        while True:
+            page = client.list_units(OPERATOR, dict({"status": "active", "limit": 200},
+                                                    **({"cursor": cursor} if cursor else {})))
+            found += page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return found
+    return fleet.ask_all(gateway, gather, ("registration",), timeout=10)["registration"] or []
+
+
+def coverage(gateway, as_of=None):
+    report = coverage_report(gateway, as_of)
+    if report is None:
+        return {"report": None, "as_of": as_of}
+    programme = report["unit"].get("programme") or {}
+    starts = date.fromisoformat(programme["starts_on"]) if programme.get("starts_on") else None
+    asked = date.fromisoformat(report["unit"]["as_of"])
+    quarters = charts.quarter_ends(starts, asked) if starts else []
+    lowest = sorted((r for r in report["unit"]["items"] if r["staff"]), key=lambda r: (r["coverage"] or 0, r["name"]))
+    rows = {r["key"]: r for r in report["unit"]["items"]}
+    apart = [dict(rows.get(u["code"]) or {"staff": 0, "coverage": None}, name=u["name"])
+             for u in active_units(gateway) if u["kind"] in COMMUNE_LEVEL and not on_the_map(u)]
+    return {"report": report, "programme": programme, "as_of": asked, "quarters": quarters, "units": lowest,
+            "apart": apart}
+
+
+COMMUNE_LEVEL = ("ward", "commune", "special_zone")
+
+
+def on_the_map(unit):
+    """Drawn on the coverage map: a commune-level unit with a position, except the special zone Côn
+    Đảo, 180 km out to sea (drawn, it would leave the city a strip at the top of the picture)."""
+    return unit["kind"] in ("ward", "commune") and bool(unit.get("position"))

@@ -33,10 +33,15 @@ def current_units():
     divisions = json.loads(Path(vietnam_provinces.NESTED_DIVISIONS_JSON_PATH).read_text(encoding="utf-8"))
     [city] = [p for p in divisions if str(p["code"]) == CITY["code"]]
     units = [dict(CITY, parent_code=None, valid_from=None)]
+    where = positions()
     for ward in city["wards"]:
-        units.append({"code": str(ward["code"]), "name": " ".join(ward["name"].split()),
-                      "kind": KINDS[ward["division_type"]], "parent_code": CITY["code"],
-                      "valid_from": REFORM_DAY.isoformat()})
+        code = str(ward["code"])
+        unit = {"code": code, "name": " ".join(ward["name"].split()), "kind": KINDS[ward["division_type"]],
+                "parent_code": CITY["code"], "valid_from": REFORM_DAY.isoformat()}
+        if code in where:
+            latitude, longitude, area = where[code]
+            unit["position"] = {"latitude": latitude, "longitude": longitude, "area_km2": area}
+        units.append(unit)
     return units
 
 

@@ -181,6 +181,8 @@ def public_official(doc):
 def public_unit(doc):
     out = {k: doc.get(k) for k in ("code", "name", "kind", "parent_code", "valid_from", "valid_until",
                                     "predecessors", "headcount")}
+    if doc.get("position"):
+        out["position"] = doc["position"]
     # Units merged before reorganisations kept `merged_into`: the same fact, said the new way.
     dissolved = doc.get("status") in ("dissolved", "merged")
     out["status"] = "dissolved" if dissolved else "active"

@@ -244,8 +244,11 @@ def load_map(db, units, now):
             db.units.update_one({"_id": successor}, {"$addToSet": {"predecessors": unit["code"]}})
     if new:
         db.units.insert_many(new, ordered=False)
-    # A unit of today loaded before the history learns its predecessors now.
     for unit in units:
+        # A unit loaded by an earlier map without positions gets its place, once.
+        if unit["code"] in known and unit.get("position"):
+            db.units.update_one({"_id": unit["code"], "position": None}, {"$set": {"position": unit["position"]}})
+        # A unit of today loaded before the history learns its predecessors now.
         if unit["code"] in known and unit.get("successors"):
             db.units.update_many({"_id": {"$in": unit["successors"]}}, {"$addToSet": {"predecessors": unit["code"]}})
     return {"created": len(new), "known": len(known)}
