@@ -1,6 +1,6 @@
 """The city as it is now (issue 17): its 2025 map loaded from the packages that keep it, and its
 reorganisations as data, through the public API with the real services."""
-from tests.helpers import assert_error, at
+from tests.helpers import assert_error, at, day
 
 
 def units(client, **query):
@@ -96,3 +96,66 @@ def test_a_merge_after_registrations_reports_units_as_of_then_and_as_of_now(prog
     assert_error(programme.operator.post("/officials", {
         "full_name": "Lê Văn C", "email": "c@q1.gov.vn", "phone": "0909000111", "unit_code": "Q1",
         "audience_group": "ward_commune"}), 422, "unit_dissolved")
+
+
+def test_coverage_of_a_small_programme_is_what_a_hand_count_says(programme, db):
+    operator = programme.operator
+    assert operator.post("/programme", {
+        "name": "Chương trình thử", "legal_basis": "Nghị quyết số 57-NQ/TW", "starts_on": day(-30).isoformat(),
+        "ends_on": day(300).isoformat(), "targets": {"ward_commune": {"share": 0.5, "deadline": day(300).isoformat()}}
+    }).status_code == 200
+    # Quận 1: four on its roster; Quận 3: two imported of the ten it declares.
+    a, b, c, d = (programme.official("Q1") for _ in range(4))
+    e, f = programme.official("Q3"), programme.official("Q3")
+    assert operator.post("/units/Q3/headcount", {"audience_group": "ward_commune", "staff": 10}).status_code == 200
+    held = programme.known_session(starts_at=at(-1, "08:00"), ends_at=at(-1, "11:00"))
+    for official in (a, b, c, e, f):
+        registration = programme.register(held, official, after_cutoff=True).json()
+        if official in (a, b, e):  # they came (the sign-in sheet, recorded afterwards)
+            checked = operator.post("/sessions/{}/checkins".format(held["id"]),
+                                    {"qr_token": registration["qr_token"], "after_session": True})
+            assert checked.status_code == 200, checked.text
+        if official is f:
+            assert operator.post("/registrations/{}/cancel".format(registration["id"]), {}).status_code == 200
+
+    def report(**query):
+        answer = operator.get("/reports/coverage?" + "&".join("{}={}".format(k, v) for k, v in query.items()))
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    by_unit = {r["key"]: r for r in report(by="unit")["items"]}
+    assert {k: by_unit[k] for k in ("Q1", "Q3")} == {
+        "Q1": {"key": "Q1", "name": "Quận 1", "staff": 4, "trained": 2, "coverage": 0.5, "registered": 3,
+               "attended": 2, "target": 0.5, "gap": 0},
+        "Q3": {"key": "Q3", "name": "Quận 3", "staff": 10, "trained": 1, "coverage": 0.1, "registered": 1,
+               "attended": 1, "target": 0.5, "gap": 4}}
+    totals = report(by="audience_group")["totals"]
+    assert (totals["staff"], totals["trained"], totals["registered"], totals["gap"]) == (14, 3, 4, 4)
+    assert totals["coverage"] == round(3 / 14, 4)
+    [siu] = report(by="partner")["items"]
+    assert (siu["key"], siu["name"], siu["trained"]) == (programme.siu_id, "Trường Đại học Quốc tế Sài Gòn", 3)
+    assert report(by="month")["items"][-1]["trained"] == 3
+    # As things stood before anyone registered: nothing yet.
+    earlier = report(by="unit", as_of=day(-2).isoformat())["totals"]
+    assert (earlier["registered"], earlier["trained"]) == (0, 0)
+    csv_text = operator.get("/reports/coverage?by=unit&format=csv").content.decode("utf-8-sig")
+    assert csv_text.splitlines()[0] == "key,name,staff,trained,coverage,registered,attended,target,gap"
+    assert "Q3,Quận 3,10,1,0.1,1,1,0.5,4" in csv_text.splitlines()
+    assert operator.get("/reports/coverage?by=unit&format=pdf").content.startswith(b"%PDF")
+    assert_error(operator.get("/reports/coverage?by=district"), 422, "invalid_fields")
+
+    record = operator.get("/officials/{}/record".format(a["id"])).json()
+    [entry] = record["registrations"]
+    assert entry["session_id"] == held["id"] and entry["status"] == "completed" and entry["certificate"]["code"]
+    assert [a_["part"] for a_ in entry["attendance"]] == [1] and entry["session"]["title"]
+    assert operator.get("/officials/{}/record".format(d["id"])).json()["registrations"] == []
+    assert_error(programme.siu.get("/officials/{}/record".format(a["id"])), 403, "forbidden")
+
+
+def test_district_is_history_new_offerings_and_sessions_for_it_are_refused(programme):
+    offering = programme.siu.post("/offerings", {
+        "title": "Khóa học cho cán bộ quận", "audience_groups": ["district"], "modules": [],
+        "starts_from": day(5).isoformat(), "ends_by": day(30).isoformat()})
+    assert_error(offering, 422, "audience_group_retired")
+    assert "audience_groups" in offering.json()["error"]["fields"]
+    assert_error(programme.schedule(audience_groups=["district"]), 422, "audience_group_retired")
