@@ -143,6 +143,11 @@ def test_coverage_of_a_small_programme_is_what_a_hand_count_says(programme, db):
     assert "Q3,Quận 3,10,1,0.1,1,1,0.5,4" in csv_text.splitlines()
     assert operator.get("/reports/coverage?by=unit&format=pdf").content.startswith(b"%PDF")
     assert_error(operator.get("/reports/coverage?by=district"), 422, "invalid_fields")
+    # A day outside the programme's century is a typo, not thousands of months to count (fuzzing found it).
+    assert "as_of" in assert_error(operator.get("/reports/coverage?by=month&as_of=0520-01-24"), 422, "invalid_fields")["fields"]
+    assert "ends_on" in assert_error(operator.post("/programme", {
+        "name": "X", "legal_basis": "Y", "starts_on": "2026-01-01", "ends_on": "2025-01-01", "targets": {}}),
+        422, "invalid_fields")["fields"]
 
     record = operator.get("/officials/{}/record".format(a["id"])).json()
     [entry] = record["registrations"]

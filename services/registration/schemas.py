@@ -1,8 +1,10 @@
 """What units, officials, registrations, quotas, check-ins and merges look like on the way in, and
 what leaves the service: the public shapes of units, officials, registrations, seats and check-ins,
 and the references to a session and an official that registrations and events carry."""
+from datetime import date
+
 import phonenumbers
-from marshmallow import Schema, ValidationError, fields, validate, validates
+from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
 from backbone.fields import Id, OneOf, Text
 from backbone.paging import PageQuery
@@ -144,24 +146,35 @@ class CheckinIn(Schema):
     after_session = fields.Bool(load_default=False)
 
 
+# The programme's days lie in this century: a date outside it is a typo, and a report over it would
+# count thousands of months.
+CENTURY = validate.Range(min=date(2000, 1, 1), max=date(2099, 12, 31), error="A day of 2000-2099.")
+
+
 class Target(Schema):
     share = fields.Float(required=True, validate=validate.Range(min=0, max=1), metadata={
         "description": "The share of the group's officials to have completed a course, 0 to 1."})
-    deadline = fields.Date(required=True)
+    deadline = fields.Date(required=True, validate=CENTURY)
 
 
 class ProgrammeIn(Schema):
     """The programme record leaders follow coverage against."""
     name = Text(300, required=True)
     legal_basis = Text(1000, required=True)
-    starts_on = fields.Date(required=True)
-    ends_on = fields.Date(required=True)
+    starts_on = fields.Date(required=True, validate=CENTURY)
+    ends_on = fields.Date(required=True, validate=CENTURY)
     targets = fields.Dict(keys=OneOf(AUDIENCE_GROUPS), values=fields.Nested(Target), required=True)
+
+    @validates_schema
+    def period(self, data, **kwargs):
+        if data["ends_on"] < data["starts_on"]:
+            raise ValidationError("Ends before it starts.", "ends_on")
 
 
 class CoverageQuery(Schema):
     by = OneOf(("unit", "audience_group", "partner", "month"), load_default="unit")
-    as_of = fields.Date(metadata={"description": "The figures as they stood at the end of that day (today by default)."})
+    as_of = fields.Date(validate=CENTURY, metadata={
+        "description": "The figures as they stood at the end of that day (today by default)."})
     format = OneOf(("json", "csv", "xlsx", "pdf"), load_default="json")
 
 

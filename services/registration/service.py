@@ -375,6 +375,8 @@ class RegistrationService(Operated):
         officials, units, registrations, sessions = store.coverage_inputs(self.db)
         first = min((r["created_at"] for r in registrations), default=None)
         starts = date.fromisoformat(record["starts_on"]) if record else (local_date(first) if first else as_of)
+        # The month series covers the programme, or the last ten years of it at most.
+        starts = max(starts, date(as_of.year - 10, as_of.month, 1))
         months = coverage.month_ends(starts, as_of, end_of_day) if asked["by"] == "month" else ()
         found = coverage.report(asked["by"], officials, registrations, units, targets, end_of_day(as_of),
                                 sessions=sessions, months=months)
