@@ -12,7 +12,7 @@ from backbone.auth import FEED_TOKEN_PREFIX, OPERATOR
 from backbone.database import Database
 from backbone.errors import DomainError
 from backbone.logs import Tracing
-from gateway import documents, openapi, tables
+from gateway import documents, openapi, signin, tables
 from gateway.admission import bearer_token, token_digest
 from gateway.entrypoints import Routes, ServiceClient, api, read_json
 from gateway.responses import attachment
@@ -29,8 +29,9 @@ _DOCUMENTS = {}
 class GatewayService(OperationsRoutes):
     name = "gateway"
 
-    # Idempotency records (kept a day), console sessions and login attempts; it publishes no events.
-    db = Database(relay=False, indexes=dict(ops_routes.INDEXES, idempotency=[
+    # Idempotency records (kept a day), console sessions, login attempts and sign-in links; it publishes
+    # no events.
+    db = Database(relay=False, indexes=dict(ops_routes.INDEXES, **signin.INDEXES, idempotency=[
         IndexModel([("created_at", ASCENDING)], expireAfterSeconds=IDEMPOTENCY_SECONDS)]))
     tracing = Tracing()
     routes = Routes()
