@@ -174,7 +174,9 @@ class NoticeLog:
         now = utcnow()
         event_id = "direct-" + secrets.token_hex(12)
         notice = store.new_notice(now, store.NEVER, event_id, "email", to, template, language, recorded,
-                                  self.worker_ctx.context_data.get("correlation_id") or "none")
+                                  self.worker_ctx.context_data.get("correlation_id") or "none", operators=True)
+        # Addressed by who asked, not to an official's or partner's id: no event names the recipient.
+        notice["_id"] = rules.notice_id(event_id, "email", "direct:" + template)
         subject, text, html = self.renderer.email(template, language, context)
         try:
             message = mail.build(notice["_id"], self.shared.sender, to, subject, text, html)
