@@ -245,6 +245,27 @@ def test_a_certificate_prints_as_a_pdf_with_its_absolute_verification_url_and_sa
     assert requests.get(world.base + "/certificates/AAAAA-BBBBB-CCCCC-DDDDD.pdf").status_code == 404
 
 
+def test_an_operator_finds_a_certificate_in_the_console_and_revokes_it(world):
+    p = world.programme
+    session = p.known_session(starts_at=at(-2, "08:00"), ends_at=at(-2, "11:00"))
+    official = p.official(full_name="Võ Thị Duyên")
+    registered = world.operator.post("/sessions/{}/registrations".format(session["id"]),
+                                     {"official_id": official["id"], "after_cutoff": True}).json()
+    code = world.operator.post("/sessions/{}/checkins".format(session["id"]),
+                               {"qr_token": registered["qr_token"], "after_session": True}).json()["certificate_code"]
+    browser = requests.Session()
+    assert browser.post(world.base + "/console/login", data={"token": world.config["OPERATOR_TOKEN"]},
+                        allow_redirects=False).status_code == 303
+    page = browser.get(world.base + "/console/certificates?code=" + code.lower())
+    assert page.status_code == 200 and "Võ Thị Duyên" in page.text and "Còn hiệu lực" in page.text
+    assert 'id="missing"' in browser.get(world.base + "/console/certificates?code=NOPE").text
+    form = {"code": code, "reason": "Cấp nhầm"}
+    assert browser.post(world.base + "/console/certificates/revoke", data=form, allow_redirects=False).status_code == 403
+    done = browser.post(world.base + "/console/certificates/revoke", data=dict(form, csrf=csrf_of(page.text)))
+    assert done.status_code == 200 and 'id="outcome"' in done.text and "Đã thu hồi" in done.text
+    assert "ĐÃ BỊ THU HỒI" in requests.get("{}/certificates/{}".format(world.base, code)).text
+
+
 def test_every_link_in_every_notice_sent_opens(world):
     """Run last in the module: the notices of every scenario above. Sign-in links are single-use
     (spent by the scenarios that asked for them: their refusal is tested above)."""
