@@ -12,10 +12,12 @@ from backbone.auth import FEED_TOKEN_PREFIX, OPERATOR
 from backbone.database import Database
 from backbone.errors import DomainError
 from backbone.logs import Tracing
-from gateway import documents, openapi, signin, tables
+from gateway import documents, openapi, selfservice, signin, tables
 from gateway.admission import bearer_token, token_digest
 from gateway.entrypoints import Routes, ServiceClient, api, read_json
 from gateway.responses import attachment
+from gateway.certificates import CertificateRoutes
+from gateway.selfservice import SelfServiceRoutes
 from ops import fleet
 from ops import routes as ops_routes
 from ops.routes import OperationsRoutes
@@ -26,12 +28,12 @@ IDEMPOTENCY_SECONDS = 24 * 3600
 _DOCUMENTS = {}
 
 
-class GatewayService(OperationsRoutes):
+class GatewayService(OperationsRoutes, SelfServiceRoutes, CertificateRoutes):
     name = "gateway"
 
     # Idempotency records (kept a day), console sessions, login attempts and sign-in links; it publishes
     # no events.
-    db = Database(relay=False, indexes=dict(ops_routes.INDEXES, **signin.INDEXES, idempotency=[
+    db = Database(relay=False, indexes=dict(ops_routes.INDEXES, **signin.INDEXES, **selfservice.INDEXES, idempotency=[
         IndexModel([("created_at", ASCENDING)], expireAfterSeconds=IDEMPOTENCY_SECONDS)]))
     tracing = Tracing()
     routes = Routes()
@@ -53,6 +55,11 @@ class GatewayService(OperationsRoutes):
         operator_token = config.get("OPERATOR_TOKEN") or ""
         if operator_token and hmac.compare_digest(token.encode(), operator_token.encode()):
             found = OPERATOR
+        elif token.startswith(selfservice.TOKEN_PREFIX):
+            # An official's short-lived token for the JSON twins under /me (gateway/selfservice).
+            found = self.official_token(token)
+            if not found:
+                raise DomainError("unauthenticated", "Unknown or expired token.", {}, 401)
         elif token.startswith(FEED_TOKEN_PREFIX):
             raise DomainError("unauthenticated", "A calendar feed token opens its calendar feed only, "
                               "in its calendar_url; it is no Bearer token.", {}, 401)

@@ -3,6 +3,7 @@ health, Prometheus metrics, dead letters and their replay, the audit trail of a 
 the console (server-rendered pages, signed in by cookie: `ops/console/`)."""
 import hmac
 from datetime import date, timedelta
+from urllib.parse import quote
 
 from nameko import config
 from pymongo import ASCENDING, IndexModel
@@ -16,6 +17,7 @@ from gateway import admission, documents, tables
 from gateway.entrypoints import api, read_json
 from ops import console, fleet
 from ops.console import charts, pages
+from ops.console.labels import CERTIFICATE_LABELS
 
 
 LOGIN_ATTEMPTS = 5
@@ -259,3 +261,32 @@ class OperationsRoutes:
                 return {"correlation_id": "", "items": [], "unavailable": []}
             return fleet.audit_trail(gateway, OPERATOR, correlation_id)
         return self.console_page(request, "events.html", gather)
+
+    # Certificates: find one by its code, revoke it (registration checks who asks again).
+    @api("GET", "/console/certificates", auth=None, public=False)
+    def console_certificates(self, request):
+        code = request.args.get("code", "").strip().upper()[:40]
+
+        def gather(gateway):
+            found, missing = None, False
+            if code:
+                try:
+                    found = gateway.registration.certificate_record(code)
+                except DomainError:
+                    missing = True
+            return {"code": code, "found": found, "missing": missing, "outcome": request.args.get("outcome", "")[:40],
+                    "c": CERTIFICATE_LABELS[console.language(request)]}
+        return self.console_page(request, "certificates.html", gather)
+
+    @api("POST", "/console/certificates/revoke", auth=None, public=False)
+    def console_revoke_certificate(self, request):
+        refusal = self.console_form_refusal(request)
+        if refusal is not None:
+            return refusal
+        code = request.form.get("code", "")[:40]
+        try:
+            self.registration.revoke_certificate(OPERATOR, code, {"reason": request.form.get("reason", "").strip()})
+            outcome = "revoked"
+        except DomainError as error:
+            outcome = error.code
+        return console.redirect("/console/certificates?code={}&outcome={}".format(quote(code), outcome))

@@ -41,7 +41,7 @@ LABELS = {
         "not_yet": "Chưa", "renewal": "Thỏa thuận tiếp nối",
         "find": "Tìm", "time": "Thời gian", "what": "Diễn biến", "no_trail": "Không có bản ghi nào với mã này.",
         "published": "đã phát", "pending": "chờ phát", "handled": "đã xử lý", "dead_lettered": "thư lỗi",
-        "dead_letter_count": "Thư lỗi đang chờ", "language": "English", "other_lang": "en",
+        "dead_letter_count": "Thư lỗi đang chờ", "language": "English", "other_lang": "en", "certificates": "Giấy chứng nhận",
         "forbidden": "Phiên đã hết hạn hoặc biểu mẫu không hợp lệ; hãy tải lại trang.",
     },
     "en": {
@@ -84,7 +84,23 @@ LABELS = {
         "not_yet": "Not yet", "renewal": "Continued by",
         "find": "Find", "time": "Time", "what": "What happened", "no_trail": "Nothing recorded under this id.",
         "published": "published", "pending": "pending", "handled": "handled", "dead_lettered": "dead-lettered",
-        "dead_letter_count": "Dead letters parked", "language": "Tiếng Việt", "other_lang": "vi",
+        "dead_letter_count": "Dead letters parked", "language": "Tiếng Việt", "other_lang": "vi", "certificates": "Certificates",
         "forbidden": "The session expired or the form is stale; reload the page.",
     },
+}
+
+# The certificates page (search by code, revoke): its own words, kept apart from the console's.
+CERTIFICATE_LABELS = {
+    "vi": {"certificates": "Giấy chứng nhận", "code": "Mã xác thực", "find": "Tìm", "not_found": "Không có giấy chứng nhận mang mã này.",
+           "name": "Họ và tên", "unit": "Đơn vị", "course": "Khóa học", "issued": "Ngày cấp", "status": "Trạng thái",
+           "valid": "Còn hiệu lực", "revoked": "Đã thu hồi", "reason": "Lý do thu hồi", "revoke": "Thu hồi",
+           "open": "Mở trang xác thực", "pdf": "Bản PDF",
+           "outcomes": {"revoked": "Đã thu hồi giấy chứng nhận.", "certificate_revoked": "Giấy chứng nhận này đã bị thu hồi trước đó.",
+                        "invalid_fields": "Xin ghi lý do thu hồi.", "not_found": "Không có giấy chứng nhận mang mã này."}},
+    "en": {"certificates": "Certificates", "code": "Verification code", "find": "Find", "not_found": "No certificate has this code.",
+           "name": "Name", "unit": "Unit", "course": "Course", "issued": "Issued", "status": "Status",
+           "valid": "Valid", "revoked": "Revoked", "reason": "Reason for revoking", "revoke": "Revoke",
+           "open": "Open the verification page", "pdf": "PDF",
+           "outcomes": {"revoked": "Certificate revoked.", "certificate_revoked": "This certificate was revoked already.",
+                        "invalid_fields": "Please give a reason.", "not_found": "No certificate has this code."}},
 }

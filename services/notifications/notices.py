@@ -28,6 +28,7 @@ second copy carries the same Message-ID as the first (mail systems that deduplic
 SMS has no such identifier; the window is one HTTP round trip.
 """
 import logging
+import secrets
 import smtplib
 from collections import ChainMap
 from datetime import timedelta
@@ -165,6 +166,27 @@ class NoticeLog:
         from nameko import config
         return rules.unsubscribe_url(public_url(config), self.settings["unsubscribe_secret"], official_id, channel,
                                      language)
+
+    def send_at_once(self, template, to, language, context, recorded):
+        """Send an email now, in this worker, and record it already settled ("sent" or "failed"):
+        for what must not wait in the log or be retried from it (a sign-in link: `context` holds it,
+        only `recorded` is kept). Returns the status."""
+        now = utcnow()
+        event_id = "direct-" + secrets.token_hex(12)
+        notice = store.new_notice(now, store.NEVER, event_id, "email", to, template, language, recorded,
+                                  self.worker_ctx.context_data.get("correlation_id") or "none", operators=True)
+        # Addressed by who asked, not to an official's or partner's id: no event names the recipient.
+        notice["_id"] = rules.notice_id(event_id, "email", "direct:" + template)
+        subject, text, html = self.renderer.email(template, language, context)
+        try:
+            message = mail.build(notice["_id"], self.shared.sender, to, subject, text, html)
+            self.shared.mailer.send(_address_of(self.shared.sender), to, message)
+            notice.update(status="sent", attempts=1, provider="smtp", sent_at=utcnow())
+        except (smtplib.SMTPException, OSError, ValueError) as exc:
+            notice.update(status="failed", attempts=1, last_error=mask(str(exc)))
+            log.warning("%s to %s not sent: %s", template, mask(to), notice["last_error"])
+        self.batches.write(store.inserting_notice(notice))
+        return notice["status"]
 
     # -- sending ----------------------------------------------------------------------------------
 

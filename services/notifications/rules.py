@@ -256,3 +256,21 @@ def prepare(text, mode="long"):
     if mode == "always" or (mode == "long" and cost(text)["segments"] > 1):
         text = transliterate(text)
     return text, cost(text)
+
+
+# -- links in notices -----------------------------------------------------------------------------
+
+def absolute(public_url, link):
+    """A link as a notice carries it: absolute under PUBLIC_URL (a path alone opens nothing in a mail
+    reader); one that is absolute already stays as it is."""
+    if not link or "://" in link:
+        return link
+    return "{}/{}".format(public_url.rstrip("/"), link.lstrip("/"))
+
+
+def sign_in_link_allowed(public_url, link, audience):
+    """Only a link to our own sign-in pages goes out in a sign-in email (officials' at /me/login,
+    operators' under /console/): the RPC cannot be made to mail anyone anything else under our name."""
+    base = public_url.rstrip("/")
+    path = {"official": "/me/login?", "operator": "/console/"}.get(audience)
+    return bool(path) and isinstance(link, str) and len(link) <= 600 and link.startswith(base + path)

@@ -21,11 +21,13 @@ anything, and takes them back too (subscriptions.py).
 import logging
 
 from marshmallow import EXCLUDE
+from nameko import config
 
 from backbone import auth
 from backbone.clock import utcnow
+from backbone.config import public_url
 from backbone.database import Database
-from backbone.errors import DomainError, not_found, validated
+from backbone.errors import DomainError, forbidden, invalid, not_found, validated
 from backbone.logs import Tracing
 from backbone.openapi import describe
 from backbone.operated import Operated
@@ -88,8 +90,13 @@ class NotificationsService(Operated):
             official["id"], [channel for channel, _ in addresses])
         for channel in opted_out:
             log.info("%s by %s not sent: the official opted out", template, channel)
-        context = dict(payload, language=language,
+        base = public_url(config)
+        # Every notice to an official leads to their page (/me: the sign-in page when not signed in),
+        # and every link in it is absolute.
+        context = dict(payload, language=language, me_url=base + "/me",
                        unsubscribe=self.notices.unsubscribe_links(official["id"], language))
+        if payload.get("certificate_url"):
+            context["certificate_url"] = rules.absolute(base, payload["certificate_url"])
         new = [self.notices.new(event, channel, address, template, language, context,
                                 official_id=official["id"], mandatory=mandatory)
                for channel, address in addresses if channel not in opted_out]
@@ -244,6 +251,45 @@ class NotificationsService(Operated):
         log.info("official %s %s by %s", official_id, "opted out" if change == "unsubscribe" else "opted back in",
                  channel)
         return subscriptions.page(query, channel, subscribed, done=change)
+
+    # -- sign-in links and officials' own choices (/me) ---------------------------------------------------
+
+    @rpc
+    def send_sign_in_link(self, to, name, language, link, audience):
+        """Email a sign-in link (`audience`: "official" or "operator") to `to` at once, through the
+        mail senders; {"status": "sent"|"failed"}. The notices' log records that it was sent, to
+        whom and with which template, never the link (it opens a session until it is used). 422
+        `invalid_fields` for a link that is not to our own sign-in pages."""
+        if audience not in ("official", "operator"):
+            raise invalid({"audience": ["official or operator"]})
+        if not rules.sign_in_link_allowed(public_url(config), link, audience):
+            raise invalid({"link": ["Only a link to this system's sign-in page."]})
+        language = rules.language_of(language)
+        return {"status": self.notices.send_at_once(
+            "sign_in_link", to, language, {"name": name or "", "link": link}, {"audience": audience})}
+
+    @rpc
+    def my_channels(self, actor):
+        """{email: bool, sms: bool}: whether the official (themself only) gets notices by each channel."""
+        official_id = auth.official_id_of(actor)
+        if official_id is None:
+            raise forbidden("Only the official sees their own choices.")
+        return {channel: not store.is_opted_out(self.db, official_id, channel) for channel in rules.CHANNELS}
+
+    @rpc
+    def set_my_channel(self, actor, channel, on):
+        """The official (themself only) opts out of a channel (`on` False) or back in; as the
+        unsubscribe link does. Returns my_channels."""
+        official_id = auth.official_id_of(actor)
+        if official_id is None:
+            raise forbidden("Only the official changes their own choices.")
+        if channel not in rules.CHANNELS:
+            raise invalid({"channel": ["email or sms"]})
+        if on:
+            store.opt_in(self.db, official_id, channel)
+        else:
+            store.opt_out(self.db, official_id, channel, utcnow())
+        return self.my_channels(actor)
 
     @rpc
     def api_schemas(self):

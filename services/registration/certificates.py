@@ -6,8 +6,10 @@ from pathlib import Path
 
 import segno
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from nameko import config
 
 from backbone.clock import shown
+from backbone.config import public_url
 
 _templates = Environment(loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
                          autoescape=select_autoescape(["html"]))
@@ -21,7 +23,9 @@ def new_code():
 
 
 def url(code):
-    return "/certificates/{}".format(code)
+    """The verification page's address, absolute (PUBLIC_URL): it is printed, mailed and put in a QR
+    code, where a relative path opens nothing."""
+    return "{}/certificates/{}".format(public_url(config), code)
 
 
 def qr_svg(token, scale=4):
@@ -35,11 +39,13 @@ def shown_date(moment):
     return shown(moment, "%d/%m/%Y")
 
 
-def render(certificate):
+def render(certificate, unit_name=None):
     session = certificate["session"]
+    revoked = certificate.get("revoked_at")
     return _templates.get_template("certificate.html").render(
         code=certificate["code"] if "code" in certificate else certificate["_id"],
-        name=certificate["official"]["full_name"], title=session["title"],
-        venue=session["venue_name"], address=session["address"],
+        name=certificate["official"]["full_name"], title=session["title"], unit=unit_name,
+        venue=session["venue_name"], address=session["address"], url=url(certificate["_id"]),
         day=shown_date(session["starts_at"]), issued=shown_date(certificate["issued_at"]),
+        revoked=shown_date(revoked) if revoked else None, revoke_reason=certificate.get("revoke_reason"),
         qr=qr_svg(url(certificate["_id"]), scale=3))

@@ -302,3 +302,44 @@ def attended_at(parts, part, now):
     operator recording a sign-in sheet), when that part began."""
     held = parts[part - 1]
     return now if now < held["ends_at"] else held["starts_at"]
+
+
+# -- officials acting for themselves (self-service at /me) -----------------------------------------------------
+
+def require_registrant(actor, official_id):
+    """Who may register `official_id`: an operator, or that official themself (an official registers
+    nobody else: 403)."""
+    own = auth.official_id_of(actor)
+    if own is not None:
+        if own != official_id:
+            raise forbidden("An official registers only themself.")
+        return
+    auth.require_operator(actor)
+
+
+def require_own_registration(actor, registration):
+    """An operator, or the official the registration is for. Another official's registration is
+    answered as unknown (404): its id says nothing to someone who does not hold it."""
+    own = auth.official_id_of(actor)
+    if own is not None:
+        if registration.get("official_id") != own:
+            raise DomainError("not_found", "No registration with id {}.".format(registration["_id"]), {}, 404)
+        return
+    auth.require_operator(actor)
+
+
+def open_to(session, official, now):
+    """Whether an official could register for this session now: scheduled, not started, before its
+    cut-off, their audience group and unit invited (`require_registrable` says why not, this only
+    whether)."""
+    closes_at = session.get("registration_closes_at")
+    return (session.get("status") == "scheduled" and session["starts_at"] > now
+            and (closes_at is None or now <= closes_at)
+            and official["audience_group"] in session.get("audience_groups", [])
+            and (not session.get("eligible_units") or official["unit_code"] in session["eligible_units"]))
+
+
+def require_revocable(certificate):
+    """A certificate is revoked once; 409 `certificate_revoked` the second time."""
+    if certificate.get("revoked_at"):
+        raise DomainError("certificate_revoked", "This certificate was revoked already.", {}, 409)

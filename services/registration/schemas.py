@@ -295,10 +295,57 @@ def session_gauges(upcoming):
             for name, text, field in SESSION_GAUGES]
 
 
+class CertificateRevocationIn(Schema):
+    """Why a certificate no longer stands (shown on its verification page and PDF)."""
+    reason = Text(500, required=True)
+
+
+class LanguageIn(Schema):
+    """The language an official's notices and pages come in."""
+    language = OneOf(("vi", "en"), required=True)
+
+
+def own_registration(registration, session):
+    """A registration as its official sees it at /me: status, waitlist place, the session (venue,
+    address) and, while confirmed, the QR token to show at the door."""
+    out = {k: registration.get(k) for k in ("id", "session_id", "status", "created_at", "cancelled_at",
+                                            "attended_parts", "certificate_code")}
+    if registration.get("status") == "waitlisted":
+        out["waitlist_position"] = registration.get("waitlist_position")
+    if registration.get("status") == "confirmed":
+        out["qr_token"] = registration.get("qr_token")
+    out["session"] = {k: (session or {}).get(k) for k in ("title", "venue_name", "address", "room", "starts_at",
+                                                          "ends_at", "status")}
+    return out
+
+
+def open_session(session):
+    """A session an official may still join, as /me lists it."""
+    return {"id": session["_id"], **{k: session.get(k) for k in (
+        "title", "venue_name", "address", "room", "starts_at", "ends_at", "registration_closes_at")},
+        "seats_left": max(0, session.get("capacity", 0) - session.get("seats_taken", 0)),
+        "waitlist_length": session.get("waitlist_length", 0)}
+
+
+def public_certificate(certificate, unit_name=None):
+    """A certificate as its verification shows it: who (their name only), which course, when, and
+    whether it was revoked (and why)."""
+    session = certificate["session"]
+    return {"code": certificate["_id"], "full_name": certificate["official"]["full_name"],
+            "unit_code": certificate.get("unit_code"), "unit_name": unit_name or certificate.get("unit_code"),
+            "title": session["title"], "venue_name": session["venue_name"], "address": session["address"],
+            "session_starts_at": session["starts_at"], "issued_at": certificate["issued_at"],
+            "offering_id": certificate.get("offering_id"), "partner_id": certificate.get("partner_id"),
+            "url": certificates.url(certificate["_id"]),
+            "status": "revoked" if certificate.get("revoked_at") else "valid",
+            "revoked_at": certificate.get("revoked_at"), "revoke_reason": certificate.get("revoke_reason")}
+
+
 # Documented at GET /openapi.json; the gateway's routes name them.
 BODIES = {"ProgrammeIn": ProgrammeIn, "UnitIn": UnitIn, "UnitMergeIn": UnitMergeIn, "ReorganizeIn": ReorganizeIn, "HeadcountIn": HeadcountIn,
           "OfficialIn": OfficialIn, "RegistrationIn": RegistrationIn, "CancellationIn": CancellationIn,
-          "QuotasIn": QuotasIn, "CheckinIn": CheckinIn}
+          "QuotasIn": QuotasIn, "CheckinIn": CheckinIn,
+          "CertificateRevocationIn": CertificateRevocationIn, "LanguageIn": LanguageIn}
 QUERIES = {"CoverageQuery": CoverageQuery, "UnitQuery": UnitQuery, "OfficialQuery": OfficialQuery, "RegistrationQuery": RegistrationQuery,
            "ReportQuery": ReportQuery}
 

@@ -22,6 +22,7 @@ or quota changes take, so they don't write-conflict (conflicts make MongoDB abor
 transactions). With several replicas the database still never over-books; "arrival order" then
 holds per replica.
 """
+import unicodedata
 from datetime import date, timedelta
 
 from nameko import config
@@ -30,7 +31,7 @@ from pymongo.errors import DuplicateKeyError
 from backbone import auth
 from backbone.clock import local_date, local_midnight, utcnow
 from backbone.database import Database, new_id
-from backbone.errors import conflict, not_found, validated
+from backbone.errors import conflict, forbidden, not_found, validated
 from backbone.logs import Tracing
 from backbone.openapi import describe
 from backbone.operated import Operated
@@ -217,10 +218,12 @@ class RegistrationService(Operated):
         `waitlisted` with a position (arrival order). 404 unknown session; 409 `already_registered`;
         422 `not_eligible` / `registration_closed` / `unknown_official`. The operator may record a
         registration after the cut-off with `after_cutoff: true`."""
-        auth.require_operator(actor)
         fields = validated(REGISTRATION_IN, data)
-        return schemas.public_registration(self.seating.register(
-            self.db, session_id, fields["official_id"], fields["after_cutoff"]))
+        # An official registers themself (self-service), with every rule as for the operator.
+        rules.require_registrant(actor, fields["official_id"])
+        late = fields["after_cutoff"] and auth.is_operator(actor)
+        return schemas.registration_for(actor)(self.seating.register(
+            self.db, session_id, fields["official_id"], late))
 
     @rpc
     def cancel_registration(self, actor, registration_id, data):
@@ -228,9 +231,10 @@ class RegistrationService(Operated):
         fits (unit quota) is promoted in the same transaction. Cancelling a cancelled registration
         changes nothing. 404 unknown registration; 422 `registration_completed` once the course is
         completed."""
-        auth.require_operator(actor)
         fields = validated(schemas.CancellationIn(), data)
         registration = store.find_registration(self.db, registration_id)
+        # The official whose registration it is, or an operator (another's is unknown to an official).
+        rules.require_own_registration(actor, registration)
         now = utcnow()
         with session_lock(registration["session_id"]):
             return schemas.public_registration(self.db.transaction(lambda tx: store.cancel_registration(
@@ -249,8 +253,8 @@ class RegistrationService(Operated):
     def registration_qr(self, actor, registration_id):
         """The registration's QR code (its token) as SVG text (operator only: the token checks the
         official in)."""
-        auth.require_operator(actor)
         registration = store.find_registration(self.db, registration_id)
+        rules.require_own_registration(actor, registration)
         return certificates.qr_svg(registration["qr_token"])
 
     @rpc
@@ -329,8 +333,76 @@ class RegistrationService(Operated):
     @rpc
     def certificate(self, code):
         """The printable Vietnamese certificate (HTML) for a verification code: anyone holding the
-        code can verify it. 404 for an unknown code."""
-        return certificates.render(store.find_certificate(self.db, code))
+        code can verify it; a revoked one says so. 404 for an unknown code."""
+        certificate = store.find_certificate(self.db, code)
+        return certificates.render(certificate, store.unit_name(self.db, certificate.get("unit_code")))
+
+    @rpc
+    def certificate_record(self, code):
+        """What a certificate says, for its PDF (anyone holding the code): public_certificate, with
+        the offering it was for. 404 for an unknown code."""
+        certificate = store.find_certificate(self.db, code)
+        session = store.session_counters(self.db, certificate["session_id"]) or {}
+        certificate.setdefault("offering_id", session.get("offering_id"))
+        return schemas.public_certificate(certificate, store.unit_name(self.db, certificate.get("unit_code")))
+
+    @rpc
+    def revoke_certificate(self, actor, code, data):
+        """Revoke a certificate (operator) with a reason: its verification page and PDF say so from
+        now on. 404 unknown code; 409 `certificate_revoked` the second time."""
+        auth.require_operator(actor)
+        fields = validated(schemas.CertificateRevocationIn(), data)
+        rules.require_revocable(store.find_certificate(self.db, code))
+        revoked = store.revoke_certificate(self.db, code, fields["reason"], auth.actor_label(actor), utcnow())
+        if revoked is None:  # revoked meanwhile by someone else
+            rules.require_revocable(store.find_certificate(self.db, code))
+        return schemas.public_certificate(revoked, store.unit_name(self.db, revoked.get("unit_code")))
+
+    # -- officials acting for themselves (/me) ---------------------------------------------------------
+
+    @rpc
+    def official_for_sign_in(self, email):
+        """{id, full_name, language} of the official with this email address (case and surrounding
+        spaces ignored), or None: what the gateway needs to send a sign-in link, and no more."""
+        if not isinstance(email, str) or len(email) > 254:
+            return None
+        found = store.official_by_email(self.db, unicodedata.normalize("NFC", email).strip().lower())
+        if found is None:
+            return None
+        return {"id": found["_id"], "full_name": found["full_name"], "language": found.get("language", "vi")}
+
+    @rpc
+    def my_page(self, actor):
+        """What /me shows an official (the official themself only): {official: {id, full_name,
+        unit_code, unit_name, language}, registrations, open_sessions, certificates}."""
+        official_id = auth.official_id_of(actor)
+        if official_id is None:
+            raise forbidden("Only an official signed in at /me sees this.")
+        official = store.find_official(self.db, official_id)
+        now = utcnow()
+        registrations, sessions = store.registrations_of(self.db, official_id)
+        joined = {r["session_id"] for r in registrations if r["status"] in rules.LIVE + ("completed",)}
+        open_ = [s for s in store.sessions_open_from(self.db, now)
+                 if s["_id"] not in joined and rules.open_to(s, official, now)]
+        return {"official": {"id": official_id, "full_name": official["full_name"],
+                             "unit_code": official["unit_code"],
+                             "unit_name": store.unit_name(self.db, official["unit_code"]),
+                             "language": official.get("language", "vi")},
+                "registrations": [schemas.own_registration(r, sessions.get(r["session_id"])) for r in registrations],
+                "open_sessions": [schemas.open_session(s) for s in open_],
+                "certificates": [schemas.public_certificate(c) for c in store.certificates_of(self.db, official_id)]}
+
+    @rpc
+    def set_my_language(self, actor, data):
+        """The official's own choice of language for notices and pages (the official only). Returns
+        {language}."""
+        official_id = auth.official_id_of(actor)
+        if official_id is None:
+            raise forbidden("Only the official chooses their language.")
+        fields = validated(schemas.LanguageIn(), data)
+        store.find_official(self.db, official_id)
+        store.set_official_language(self.db, official_id, fields["language"])
+        return {"language": fields["language"]}
 
     # -- reports ------------------------------------------------------------------------------------
 

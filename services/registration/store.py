@@ -491,3 +491,43 @@ def official_record(db, official_id):
     sessions = {s["_id"]: s for s in db.sessions.find({"_id": {"$in": [r["session_id"] for r in registrations]}},
                                                      {"title": 1, "venue_name": 1, "starts_at": 1, "ends_at": 1})}
     return registrations, attendance, certificates_, sessions
+
+
+# -- officials acting for themselves (self-service at /me) -----------------------------------------------------
+
+def official_by_email(db, email):
+    """The official with this address (stored in lower case), or None."""
+    return db.officials.find_one({"email": email}, {"full_name": 1, "language": 1, "email": 1})
+
+
+def registrations_of(db, official_id):
+    """An official's registrations, newest first, each with registration's copy of its session."""
+    registrations = list(db.registrations.find({"official_id": official_id}).sort("created_at", -1).limit(200))
+    sessions = {s["_id"]: s for s in db.sessions.find({"_id": {"$in": [r["session_id"] for r in registrations]}})}
+    return registrations, sessions
+
+
+def sessions_open_from(db, now, limit=100):
+    """Scheduled sessions that have not started, soonest first (the rules say which an official may join)."""
+    return list(db.sessions.find({"status": "scheduled", "starts_at": {"$gt": now}}).sort("starts_at", ASCENDING)
+                .limit(limit))
+
+
+def certificates_of(db, official_id):
+    return list(db.certificates.find({"official.id": official_id}).sort("issued_at", -1))
+
+
+def set_official_language(db, official_id, language):
+    db.officials.update_one({"_id": official_id}, {"$set": {"language": language}})
+
+
+def unit_name(db, code):
+    unit = db.units.find_one({"_id": code}, {"name": 1}) if code else None
+    return unit["name"] if unit else code
+
+
+def revoke_certificate(db, code, reason, by, now):
+    """Mark the certificate revoked (once: the condition makes a second revocation match nothing)."""
+    return db.certificates.find_one_and_update(
+        {"_id": code, "revoked_at": None},
+        {"$set": {"revoked_at": now, "revoke_reason": reason, "revoked_by": by}}, return_document=True)
