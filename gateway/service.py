@@ -8,7 +8,7 @@ from nameko import config
 from pymongo import ASCENDING, IndexModel
 from werkzeug.wrappers import Response
 
-from backbone.auth import FEED_TOKEN_PREFIX, OPERATOR
+from backbone.auth import FEED_TOKEN_PREFIX, OPERATOR, coordinator_units
 from backbone.database import Database
 from backbone.errors import DomainError
 from backbone.logs import Tracing
@@ -21,6 +21,8 @@ from ops import routes as ops_routes
 from ops.routes import OperationsRoutes
 
 HEALTH_TIMEOUT = 2.0
+# What a unit coordinator's API token starts with (issued by registration, `POST /units/{code}/coordinators`).
+COORDINATOR_TOKEN_PREFIX = "co_"
 # An Idempotency-Key is honoured for a day: a retry comes within minutes, a replay after a day is a new request.
 IDEMPOTENCY_SECONDS = 24 * 3600
 _DOCUMENTS = {}
@@ -56,6 +58,16 @@ class GatewayService(OperationsRoutes):
         elif token.startswith(FEED_TOKEN_PREFIX):
             raise DomainError("unauthenticated", "A calendar feed token opens its calendar feed only, "
                               "in its calendar_url; it is no Bearer token.", {}, 401)
+        elif token.startswith(COORDINATOR_TOKEN_PREFIX):
+            # A unit coordinator: registration keeps its token's digest and its units (with what they
+            # became), asked on every request, so a revocation or a reorganisation counts at once.
+            # Only refusals are remembered (as for API keys): a revoked token was never known good here.
+            unknown = request.environ["trainops.admission"].unknown_tokens
+            digest = token_digest(token)
+            found = None if digest in unknown else self.registration.authenticate_coordinator(token)
+            if not found:
+                unknown.add(digest)
+                raise DomainError("unauthenticated", "Unknown or revoked token.", {}, 401)
         else:
             unknown = request.environ["trainops.admission"].unknown_tokens
             digest = token_digest(token)
@@ -300,7 +312,24 @@ class GatewayService(OperationsRoutes):
     def set_headcount(self, request, code):
         return self.registration.set_headcount(self.actor(request), code, read_json(request))
 
-    @api("POST", "/officials", body="OfficialIn", status=201, summary="An official; phone answered in +84 form.")
+    @api("POST", "/units/<code>/coordinators", body="CoordinatorIn", status=201,
+         summary="A coordinator of the unit (or of unit_codes): {id, unit_codes, api_token}; the co_ token is "
+                 "shown this once, stored as a digest; it acts for its units and what they become.")
+    def create_coordinator(self, request, code):
+        return 201, self.registration.create_coordinator(self.actor(request), code, read_json(request))
+
+    @api("GET", "/units/<code>/coordinators", query="CoordinatorQuery",
+         summary="The unit's coordinators (never their tokens): {items, next_cursor}.")
+    def list_coordinators(self, request, code):
+        return self.registration.list_coordinators(self.actor(request), code, request.args.to_dict())
+
+    @api("POST", "/coordinators/<coordinator_id>/revoke",
+         summary="Revoke a coordinator's token; it gets 401 from the next request on.")
+    def revoke_coordinator(self, request, coordinator_id):
+        return self.registration.revoke_coordinator(self.actor(request), coordinator_id)
+
+    @api("POST", "/officials", body="OfficialIn", status=201,
+         summary="An official; phone answered in +84 form (a coordinator: of its units, else 403 unit_not_yours).")
     def create_official(self, request):
         return 201, self.registration.create_official(self.actor(request), read_json(request))
 
@@ -385,7 +414,8 @@ class GatewayService(OperationsRoutes):
     def coverage(self, request):
         actor = self.actor(request)
         found = self.registration.coverage(actor, request.args.to_dict())
-        if request.args.get("by") == "partner":
+        # A coordinator reads no partner records: its partner rows keep their ids.
+        if request.args.get("by") == "partner" and coordinator_units(actor) is None:
             names = {p["id"]: p["name"] for p in self.partners.list_partners(actor, {"limit": 200})["items"]}
             for item in found["items"]:
                 item["name"] = names.get(item["key"], item["name"])
