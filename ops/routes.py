@@ -16,6 +16,7 @@ from gateway import admission, documents, tables
 from gateway.entrypoints import api, read_json
 from ops import console, fleet
 from ops.console import charts, pages
+from ops.console.units import UnitConsoleRoutes
 
 
 LOGIN_ATTEMPTS = 5
@@ -45,7 +46,7 @@ COVERAGE_CHARTS = {
 }
 
 
-class OperationsRoutes:
+class OperationsRoutes(UnitConsoleRoutes):
     """Needs of the service that mounts it: `actor(request)`, its `db` (with INDEXES) and an RPC
     client per service."""
 
