@@ -114,3 +114,11 @@ def test_a_coordinator_sees_its_registrations_without_the_qr_token():
     shown = schemas.registration_for(coordinator("Q1"))(registration)
     assert "qr_token" not in shown and shown["official"]["email"] == "a@q1.gov.vn"
     assert schemas.registration_for(OPERATOR)(registration)["qr_token"] == "abc.def"
+
+
+def test_a_coordinators_token_and_contacts_are_masked_in_any_log_line():
+    from backbone.logs import mask
+    token, _ = rules.coordinator_token()
+    line = mask("asked with {} by dieuphoi@q1.gov.vn, 0903 111 222".format(token))
+    assert token not in line and token[3:] not in line and "co_***" in line
+    assert "dieuphoi@" not in line and "111 222" not in line
