@@ -82,6 +82,9 @@ def require_operator_or_partner(actor, partner_id):
     """The operator, or the partner that owns the thing (`partner_id`)."""
     if not actor:
         raise DomainError("unauthenticated", "A token is required.", {}, 401)
+    if actor.get("role") not in ("operator", "partner"):
+        # A coordinator or an official has no partner id: None == None must not let it in.
+        raise forbidden("Only an operator or a partner may do this.")
     if is_operator(actor) or partner_id_of(actor) == partner_id:
         return
     raise forbidden("This partner may only act on its own records.")

@@ -27,7 +27,7 @@ PHONE = re.compile(r"(?<![\w+(])(\(\+?84\)|\+?84|\(?0)(?:\s?\(0\))?((?:(?:[\s.-]
 # API key or token anywhere by its prefix.
 SECRET = re.compile(r"((?:token|api_key)=|Bearer\s+)[^\s&\"']+", re.IGNORECASE)
 SECRET_FIELD = re.compile(r'("(?:api_key|api_token|token|password|secret)"\s*:\s*")[^"]*(")', re.IGNORECASE)
-TOKEN = re.compile(r"\b(tok|feed|coord|op)_[A-Za-z0-9_-]{8,}")
+TOKEN = re.compile(r"\b(tok|feed|coord|co|op)_[A-Za-z0-9_-]{8,}")
 
 
 def _mask_phone(match):

@@ -299,7 +299,10 @@ def _answer(handler, service, request, args, kwargs):
 def caller_key(actor, request):
     """Whose Idempotency-Key it is: the authenticated caller, or for a public route the token sent."""
     if actor:
-        return ":".join(str(actor.get(k) or "") for k in ("role", "partner_id", "id"))
+        # Every kind of caller's own id: two coordinators (or officials, or operator accounts) never
+        # share an Idempotency-Key space.
+        return ":".join(str(actor.get(k) or "") for k in (
+            "role", "partner_id", "coordinator_id", "official_id", "operator_id", "id"))
     return "anonymous:" + admission.token_digest(admission.bearer_token(request))[:32]
 
 

@@ -8,7 +8,7 @@ from nameko import config
 from pymongo import ASCENDING, IndexModel
 from werkzeug.wrappers import Response
 
-from backbone.auth import FEED_TOKEN_PREFIX, OPERATOR
+from backbone.auth import FEED_TOKEN_PREFIX, OPERATOR, coordinator_units
 from backbone.database import Database
 from backbone.errors import DomainError
 from backbone.logs import Tracing
@@ -23,6 +23,8 @@ from ops import routes as ops_routes
 from ops.routes import OperationsRoutes
 
 HEALTH_TIMEOUT = 2.0
+# What a unit coordinator's API token starts with (issued by registration, `POST /units/{code}/coordinators`).
+COORDINATOR_TOKEN_PREFIX = "co_"
 # An Idempotency-Key is honoured for a day: a retry comes within minutes, a replay after a day is a new request.
 IDEMPOTENCY_SECONDS = 24 * 3600
 _DOCUMENTS = {}
@@ -63,14 +65,26 @@ class GatewayService(OperationsRoutes, SelfServiceRoutes, CertificateRoutes):
         elif token.startswith(FEED_TOKEN_PREFIX):
             raise DomainError("unauthenticated", "A calendar feed token opens its calendar feed only, "
                               "in its calendar_url; it is no Bearer token.", {}, 401)
+        elif token.startswith(COORDINATOR_TOKEN_PREFIX):
+            # A unit coordinator: registration keeps its token's digest and its units (with what they
+            # became), asked on every request, so a revocation or a reorganisation counts at once.
+            # Only refusals are remembered (as for API keys): a revoked token was never known good here.
+            found = self.known_token(request, token, self.registration.authenticate_coordinator)
         else:
-            unknown = request.environ["trainops.admission"].unknown_tokens
-            digest = token_digest(token)
-            found = None if digest in unknown else self.partners.authenticate(token)
-            if not found:
-                unknown.add(digest)
-                raise DomainError("unauthenticated", "Unknown or revoked token.", {}, 401)
+            found = self.known_token(request, token, self.partners.authenticate)
         request.environ["trainops.actor"] = found
+        return found
+
+    @staticmethod
+    def known_token(request, token, authenticate):
+        """Who `authenticate` (a service's RPC) says the token is, or 401; a token that authenticated
+        nobody is refused without an RPC for a minute (`gateway/admission.py`)."""
+        unknown = request.environ["trainops.admission"].unknown_tokens
+        digest = token_digest(token)
+        found = None if digest in unknown else authenticate(token)
+        if not found:
+            unknown.add(digest)
+            raise DomainError("unauthenticated", "Unknown or revoked token.", {}, 401)
         return found
 
     # -- health and the API description -----------------------------------------------------------------
@@ -307,7 +321,24 @@ class GatewayService(OperationsRoutes, SelfServiceRoutes, CertificateRoutes):
     def set_headcount(self, request, code):
         return self.registration.set_headcount(self.actor(request), code, read_json(request))
 
-    @api("POST", "/officials", body="OfficialIn", status=201, summary="An official; phone answered in +84 form.")
+    @api("POST", "/units/<code>/coordinators", body="CoordinatorIn", status=201,
+         summary="A coordinator of the unit (or of unit_codes): {id, unit_codes, api_token}; the co_ token is "
+                 "shown this once, stored as a digest; it acts for its units and what they become.")
+    def create_coordinator(self, request, code):
+        return 201, self.registration.create_coordinator(self.actor(request), code, read_json(request))
+
+    @api("GET", "/units/<code>/coordinators", query="CoordinatorQuery",
+         summary="The unit's coordinators (never their tokens): {items, next_cursor}.")
+    def list_coordinators(self, request, code):
+        return self.registration.list_coordinators(self.actor(request), code, request.args.to_dict())
+
+    @api("POST", "/coordinators/<coordinator_id>/revoke",
+         summary="Revoke a coordinator's token; it gets 401 from the next request on.")
+    def revoke_coordinator(self, request, coordinator_id):
+        return self.registration.revoke_coordinator(self.actor(request), coordinator_id)
+
+    @api("POST", "/officials", body="OfficialIn", status=201,
+         summary="An official; phone answered in +84 form (a coordinator: of its units, else 403 unit_not_yours).")
     def create_official(self, request):
         return 201, self.registration.create_official(self.actor(request), read_json(request))
 
@@ -392,7 +423,8 @@ class GatewayService(OperationsRoutes, SelfServiceRoutes, CertificateRoutes):
     def coverage(self, request):
         actor = self.actor(request)
         found = self.registration.coverage(actor, request.args.to_dict())
-        if request.args.get("by") == "partner":
+        # A coordinator reads no partner records: its partner rows keep their ids.
+        if request.args.get("by") == "partner" and coordinator_units(actor) is None:
             names = {p["id"]: p["name"] for p in self.partners.list_partners(actor, {"limit": 200})["items"]}
             for item in found["items"]:
                 item["name"] = names.get(item["key"], item["name"])

@@ -18,6 +18,7 @@ from gateway.entrypoints import api, read_json
 from ops import console, fleet
 from ops.console import charts, pages
 from ops.console.labels import CERTIFICATE_LABELS
+from ops.console.units import UnitConsoleRoutes
 
 
 LOGIN_ATTEMPTS = 5
@@ -47,7 +48,7 @@ COVERAGE_CHARTS = {
 }
 
 
-class OperationsRoutes:
+class OperationsRoutes(UnitConsoleRoutes):
     """Needs of the service that mounts it: `actor(request)`, its `db` (with INDEXES) and an RPC
     client per service."""
 

@@ -43,6 +43,7 @@ LABELS = {
         "published": "đã phát", "pending": "chờ phát", "handled": "đã xử lý", "dead_lettered": "thư lỗi",
         "dead_letter_count": "Thư lỗi đang chờ", "language": "English", "other_lang": "en", "certificates": "Giấy chứng nhận",
         "forbidden": "Phiên đã hết hạn hoặc biểu mẫu không hợp lệ; hãy tải lại trang.",
+        "units_page": "Đơn vị và điều phối viên",
     },
     "en": {
         "title": "trainops operations console",
@@ -86,6 +87,7 @@ LABELS = {
         "published": "published", "pending": "pending", "handled": "handled", "dead_lettered": "dead-lettered",
         "dead_letter_count": "Dead letters parked", "language": "Tiếng Việt", "other_lang": "vi", "certificates": "Certificates",
         "forbidden": "The session expired or the form is stale; reload the page.",
+        "units_page": "Units and coordinators",
     },
 }
 

@@ -242,6 +242,7 @@ class PartnersService(Operated):
         `no_active_agreement` unless an active agreement of that partner covers the whole window and
         every audience group (for the operator's record of an offering that ended before today: the
         agreement that covered it); 403 when a partner names another partner."""
+        auth.require_operator_or_partner(actor, auth.partner_id_of(actor))  # who asks, before what is asked
         fields = validated(schemas.OfferingIn(), data)
         partner_id = rules.offering_poster(actor, fields.get("partner_id"))
         store.get_partner(self.db, partner_id)

@@ -111,6 +111,15 @@ def report(by, officials, registrations, units, targets, day_end, sessions=None,
     return {"items": items, "totals": totals}
 
 
+def within(scope, officials, units, registrations):
+    """What coverage counts for a coordinator: the officials of its units (`scope`), those units, and
+    those officials' registrations."""
+    officials = [o for o in officials if o["unit_code"] in scope]
+    mine = {o["_id"] for o in officials}
+    return (officials, {code: unit for code, unit in units.items() if code in scope},
+            [r for r in registrations if r["official_id"] in mine])
+
+
 def month_ends(first, last, end_of):
     """(`2025-03`, the end of that month) for each month from `first` to `last` (dates); `end_of`
     turns a date into the instant its day ends."""

@@ -52,11 +52,18 @@ def read_rows(text, max_rows=None):
     return rows
 
 
-def import_csv(db, text, max_rows=None):
+def not_yours(number):
+    """A row a coordinator may not import: its unit, or its official's unit now, is another's."""
+    return {"row": number, "code": "unit_not_yours", "fields": {"unit_code": ["Not a unit of this coordinator."]}}
+
+
+def import_csv(db, text, max_rows=None, units=None):
     """{created, updated, unchanged, errors: [{row, fields}] (the first MAX_ERRORS), errors_total}
-    for a staff list's CSV text."""
+    for a staff list's CSV text. `units`: a coordinator's units (None: an operator's import, any unit);
+    a row for another unit, or updating an official of another unit, is an error (`unit_not_yours`)."""
     schema = schemas.OfficialIn()
-    units = {u["_id"]: u for u in db.units.find({}, {"status": 1, "successors": 1, "merged_into": 1})}
+    scope = units
+    known_units = {u["_id"]: u for u in db.units.find({}, {"status": 1, "successors": 1, "merged_into": 1})}
     errors, valid, seen_email, seen_phone = [], [], {}, {}
     for number, data, problem in read_rows(text, max_rows):
         if problem:
@@ -68,7 +75,10 @@ def import_csv(db, text, max_rows=None):
             errors.append({"row": number, "fields": err.messages})
             continue
         fields["email"] = fields["email"].lower()
-        problem = rules.unit_problem(units.get(fields["unit_code"]))
+        if scope is not None and fields["unit_code"] not in scope:
+            errors.append(not_yours(number))
+            continue
+        problem = rules.unit_problem(known_units.get(fields["unit_code"]))
         if problem:
             errors.append({"row": number, "fields": {"unit_code": [problem]}})
             continue
@@ -97,6 +107,10 @@ def import_csv(db, text, max_rows=None):
                 errors.append({"row": number, "fields": {"phone": ["Registered to another official."]}})
                 continue
             existing = known.get(fields["email"])
+            if existing is not None and scope is not None and existing["unit_code"] not in scope:
+                # Another unit's official: a coordinator cannot take them over by naming them.
+                errors.append(not_yours(number))
+                continue
             if existing is None:
                 writes.append(InsertOne(rules.new_official(fields, new_id("official"), now)))
                 rows_of_writes.append((number, "created"))

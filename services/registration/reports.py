@@ -24,7 +24,10 @@ def rolled_up(code, units):
     return code
 
 
-def build(db, by, units_as_of="now"):
+def build(db, by, units_as_of="now", scope=None):
+    """The report `by` session, unit, district or partner; `scope`: a coordinator's units (None:
+    every registration), whose registrations alone are counted (by the unit each was made under or
+    is under now)."""
     units = {u["_id"]: u for u in db.units.find({}, {"name": 1, "kind": 1, "parent_code": 1, "status": 1,
                                                        "successors": 1, "merged_into": 1})}
     sessions = {s["_id"]: s for s in db.sessions.find({}, {"title": 1, "starts_at": 1, "partner_id": 1})}
@@ -52,6 +55,8 @@ def build(db, by, units_as_of="now"):
     rows = defaultdict(lambda: dict.fromkeys(COUNTS, 0))
     for registration in db.registrations.find({}, {"session_id": 1, "unit_code": 1, "unit_code_then": 1,
                                                       "status": 1, "attended_parts": 1}):
+        if scope is not None and registration["unit_code"] not in scope:
+            continue
         counts = rows[key_of(registration)]
         status = registration["status"]
         if status in ("confirmed", "waitlisted", "cancelled"):

@@ -146,7 +146,83 @@ def current_codes(codes, successors):
     return list(dict.fromkeys(found for code in codes for found in resolve(code, frozenset())))
 
 
+# -- coordinators -------------------------------------------------------------------------------------------
+
+# What a coordinator's API token starts with: the gateway sends it here to be authenticated, and
+# nowhere else.
+COORDINATOR_TOKEN_PREFIX = "co_"
+
+
+def coordinator_token():
+    """(raw token, SHA-256 digest): the raw one is shown once, only the digest is stored."""
+    token = COORDINATOR_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return token, token_digest(token)
+
+
+def token_digest(token):
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_coordinator(fields, unit_codes, coordinator_id, digest, created_by, now):
+    """A coordinator as stored: its units as given (their successors are followed when its token is
+    authenticated), the digest of its token, who created it."""
+    return {"_id": coordinator_id, "id": coordinator_id, "full_name": fields["full_name"],
+            "email": fields["email"].lower(), "phone": fields.get("phone"), "unit_codes": unit_codes,
+            "token_digest": digest, "status": "active", "created_at": now, "created_by": created_by}
+
+
+def coordinator_unit_problems(codes, found):
+    """{index: [message]} for each of `codes` that is no unit (`found`: {code: unit}); a coordinator
+    of a dissolved unit is no coordinator of anything."""
+    problems = {}
+    for index, code in enumerate(codes):
+        problem = unit_problem(found.get(code))
+        if problem:
+            problems[str(index)] = ["{}: {}".format(code, problem)]
+    return problems
+
+
 # -- who may read and register ------------------------------------------------------------------------------
+
+def not_yours(code, field="unit_code"):
+    """403 `unit_not_yours`: a coordinator asked about a unit (or its officials) it does not act for."""
+    return DomainError("unit_not_yours", "Unit {} is not one of this coordinator's units.".format(code),
+                       {field: ["Not a unit of this coordinator."]}, 403)
+
+
+def units_with_successors(codes, successors):
+    """The units a coordinator acts for: its own `codes` and, transitively, every unit they became
+    through merges and splits (`successors`: {dissolved code: successors' codes}). The dissolved ones
+    stay in: registrations made under them still name them (`unit_code_then`)."""
+    out, todo = [], list(codes)
+    while todo:
+        code = todo.pop(0)
+        if code in out:
+            continue  # a cycle, or a unit reached twice
+        out.append(code)
+        todo.extend(successors.get(code) or ())
+    return out
+
+
+def units_in_scope(actor):
+    """The unit codes `actor` sees (a set), or None for operators (every unit). 401 without a token;
+    403 for anyone else (partners, officials)."""
+    units = auth.coordinator_units(actor)
+    if units is not None:
+        return units
+    auth.require_operator(actor, reading=True)
+    return None
+
+
+def require_acts_for(actor, code, field="unit_code", reading=False):
+    """`actor` may act for unit `code`: an operator (a viewer when `reading`), or a coordinator of
+    that unit (403 `unit_not_yours` for another unit). 401 without a token; 403 for anyone else."""
+    units = auth.coordinator_units(actor)
+    if units is None:
+        auth.require_operator(actor, reading=reading)
+    elif code not in units:
+        raise not_yours(code, field)
+
 
 def require_session_reader(actor, session):
     """The operator, or the partner that delivers the session (401 / 403 otherwise)."""

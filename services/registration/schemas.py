@@ -109,6 +109,18 @@ class OfficialIn(Schema):
             raise ValidationError("No surrounding spaces.")
 
 
+class CoordinatorIn(Schema):
+    """A unit's coordinator: who nominates its staff. `unit_codes` defaults to the unit of the path."""
+    full_name = Text(200, required=True)
+    email = fields.Email(required=True, validate=validate.Length(max=254))
+    phone = Phone(validate=validate.Length(max=32))
+    unit_codes = fields.List(UnitCode(), validate=validate.Length(min=1, max=50))
+
+
+class CoordinatorQuery(PageQuery):
+    """A unit's coordinators, a page at a time."""
+
+
 class OfficialQuery(PageQuery):
     q = fields.Str(validate=validate.Length(max=200))
     unit_code = fields.Str(validate=validate.Length(max=32))
@@ -191,6 +203,20 @@ def public_official(doc):
                                     "language")}
 
 
+def public_coordinator(doc):
+    """A coordinator as operators see it (never its token: only the digest is kept)."""
+    return {k: doc.get(k) for k in ("id", "full_name", "email", "phone", "unit_codes", "status", "created_at",
+                                    "created_by", "revoked_at", "revoked_by")}
+
+
+def coordinator_registration(doc):
+    """A registration as the coordinator of its official's unit sees it: everything the operator sees
+    but the QR token (that checks the official in at the door; the official shows it, nobody else)."""
+    out = public_registration(doc)
+    out.pop("qr_token", None)
+    return out
+
+
 def public_unit(doc):
     out = {k: doc.get(k) for k in ("code", "name", "kind", "parent_code", "valid_from", "valid_until",
                                     "predecessors", "headcount")}
@@ -229,7 +255,10 @@ def partner_registration(doc):
 
 
 def registration_for(actor):
-    """How `actor` sees registrations: `public_registration` or `partner_registration`."""
+    """How `actor` sees registrations: `public_registration`, `coordinator_registration` or
+    `partner_registration`."""
+    if actor and actor.get("role") == "coordinator":
+        return coordinator_registration
     return public_registration if rules.sees_personal_data(actor) else partner_registration
 
 
@@ -343,10 +372,10 @@ def public_certificate(certificate, unit_name=None):
 
 # Documented at GET /openapi.json; the gateway's routes name them.
 BODIES = {"ProgrammeIn": ProgrammeIn, "UnitIn": UnitIn, "UnitMergeIn": UnitMergeIn, "ReorganizeIn": ReorganizeIn, "HeadcountIn": HeadcountIn,
-          "OfficialIn": OfficialIn, "RegistrationIn": RegistrationIn, "CancellationIn": CancellationIn,
+          "OfficialIn": OfficialIn, "CoordinatorIn": CoordinatorIn, "RegistrationIn": RegistrationIn, "CancellationIn": CancellationIn,
           "QuotasIn": QuotasIn, "CheckinIn": CheckinIn,
           "CertificateRevocationIn": CertificateRevocationIn, "LanguageIn": LanguageIn}
-QUERIES = {"CoverageQuery": CoverageQuery, "UnitQuery": UnitQuery, "OfficialQuery": OfficialQuery, "RegistrationQuery": RegistrationQuery,
+QUERIES = {"CoverageQuery": CoverageQuery, "CoordinatorQuery": CoordinatorQuery, "UnitQuery": UnitQuery, "OfficialQuery": OfficialQuery, "RegistrationQuery": RegistrationQuery,
            "ReportQuery": ReportQuery}
 
 

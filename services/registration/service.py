@@ -22,6 +22,7 @@ or quota changes take, so they don't write-conflict (conflicts make MongoDB abor
 transactions). With several replicas the database still never over-books; "arrival order" then
 holds per replica.
 """
+import logging
 import unicodedata
 from datetime import date, timedelta
 
@@ -31,7 +32,7 @@ from pymongo.errors import DuplicateKeyError
 from backbone import auth
 from backbone.clock import local_date, local_midnight, utcnow
 from backbone.database import Database, new_id
-from backbone.errors import conflict, forbidden, not_found, validated
+from backbone.errors import conflict, forbidden, not_found, rule_broken, validated
 from backbone.logs import Tracing
 from backbone.openapi import describe
 from backbone.operated import Operated
@@ -43,6 +44,7 @@ from services.registration import certificates, coverage, imports, reorganisatio
 from services.registration import map as citymap
 from services.registration.seating import Seating, session_lock
 
+log = logging.getLogger(__name__)
 # Built once: a marshmallow schema is reusable, and building one costs more than a registration's load.
 REGISTRATION_IN = schemas.RegistrationIn()
 
@@ -172,14 +174,77 @@ class RegistrationService(Operated):
         store.set_headcount(self.db, code, fields["audience_group"], fields["staff"])
         return schemas.public_unit(store.find_unit(self.db, code))
 
+    # -- coordinators ---------------------------------------------------------------------------------
+
+    @rpc
+    def create_coordinator(self, actor, code, data):
+        """A coordinator of unit `code` (and of `unit_codes`, when given instead): {id, unit_codes,
+        api_token, ...}; the token (`co_...`) is in this answer only, its SHA-256 digest is stored.
+        404 unknown unit; 422 `unknown_unit` per field for a code that is no active unit."""
+        auth.require_operator(actor)
+        if not isinstance(code, str) or store.find_unit(self.db, code) is None:
+            raise not_found("unit", code)
+        fields = validated(schemas.CoordinatorIn(), data)
+        codes = list(dict.fromkeys(fields.get("unit_codes") or [code]))
+        problems = rules.coordinator_unit_problems(codes, store.units_by_code(self.db, codes))
+        if problems:
+            raise rule_broken("unknown_unit", "A coordinator acts for active units only.", {"unit_codes": problems})
+        token, digest = rules.coordinator_token()
+        coordinator = rules.new_coordinator(fields, codes, new_id("coordinator"), digest, auth.actor_label(actor),
+                                            utcnow())
+        store.insert_coordinator(self.db, coordinator)
+        # The name and the address are personal data: the log says who and for which units only.
+        log.info("coordinator %s created for %s by %s", coordinator["id"], ",".join(codes), auth.actor_label(actor))
+        return dict(schemas.public_coordinator(coordinator), api_token=token)
+
+    @rpc
+    def list_coordinators(self, actor, code, query):
+        """The coordinators acting for unit `code` (operators, viewers too): {"items", "next_cursor"}.
+        404 unknown unit."""
+        auth.require_operator(actor, reading=True)
+        if not isinstance(code, str) or store.find_unit(self.db, code) is None:
+            raise not_found("unit", code)
+        asked = validated(schemas.CoordinatorQuery(), query or {})
+        return listed(store.coordinators_page(self.db, code, asked["limit"], asked.get("cursor")),
+                      schemas.public_coordinator)
+
+    @rpc
+    def revoke_coordinator(self, actor, coordinator_id):
+        """Revoke a coordinator's token: from the next request on it is refused (401). Revoking
+        again changes nothing. 404 unknown coordinator."""
+        auth.require_operator(actor)
+        store.find_coordinator(self.db, coordinator_id)
+        revoked = store.revoke_coordinator(self.db, coordinator_id, auth.actor_label(actor), utcnow())
+        log.info("coordinator %s revoked by %s", coordinator_id, auth.actor_label(actor))
+        return schemas.public_coordinator(revoked)
+
+    @rpc
+    def authenticate_coordinator(self, token):
+        """The actor of a coordinator's token, `{"role": "coordinator", "coordinator_id", "unit_codes"}`,
+        or None for an unknown or revoked one. `unit_codes` are its units and, transitively, what they
+        became through merges and splits, as of now (asked on every request: a reorganisation or a
+        revocation counts from the next one)."""
+        if not isinstance(token, str) or not token.startswith(rules.COORDINATOR_TOKEN_PREFIX):
+            return None
+        coordinator = store.coordinator_by_token(self.db, rules.token_digest(token))
+        if coordinator is None:
+            return None
+        return {"role": "coordinator", "coordinator_id": coordinator["id"], "unit_codes": rules.units_with_successors(
+            coordinator["unit_codes"], store.successors_map(self.db))}
+
     # -- officials ----------------------------------------------------------------------------------
 
     @rpc
     def create_official(self, actor, data):
-        """An official, phone in +84 form. 409 `official_exists` for a known email or phone; 422
+        """An official, phone in +84 form (an operator, or the coordinator of its unit: 403
+        `unit_not_yours` for another unit). 409 `official_exists` for a known email or phone; 422
         `unknown_unit` / `unit_merged`."""
-        auth.require_operator(actor)
+        units = rules.units_in_scope(actor)
+        if units is None:
+            auth.require_operator(actor)
         fields = validated(schemas.OfficialIn(), data)
+        if units is not None:
+            rules.require_acts_for(actor, fields["unit_code"])
         rules.require_active_unit(store.find_unit(self.db, fields["unit_code"]), fields["unit_code"])
         official = rules.new_official(fields, new_id("official"), utcnow())
         store.insert_official(self.db, official)
@@ -187,18 +252,24 @@ class RegistrationService(Operated):
 
     @rpc
     def get_official(self, actor, official_id):
-        """The official; 404 for an unknown id."""
-        auth.require_operator(actor)
-        return schemas.public_official(store.find_official(self.db, official_id))
+        """The official (operators; a coordinator: of its units, else 403 `unit_not_yours`); 404 for
+        an unknown id."""
+        rules.units_in_scope(actor)  # who asks, before whether the id exists
+        official = store.find_official(self.db, official_id)
+        rules.require_acts_for(actor, official["unit_code"], reading=True)
+        return schemas.public_official(official)
 
     @rpc
     def list_officials(self, actor, query):
         """Officials by id, a page at a time ({"items", "next_cursor"}); `q` matches accent- and
         case-insensitively, each word the start of a word of the name, email or phone ("nguyen thi
-        anh" finds "Nguyễn Thị Ánh"); `unit_code`. 422 `invalid_fields` for a bad limit or cursor."""
-        auth.require_operator(actor)
+        anh" finds "Nguyễn Thị Ánh"); `unit_code`. A coordinator sees its units' officials only (403
+        `unit_not_yours` for `unit_code` of another unit). 422 `invalid_fields` for a bad limit or cursor."""
+        units = rules.units_in_scope(actor)
         filters = validated(schemas.OfficialQuery(), query)
-        return listed(store.officials_page(self.db, filters), schemas.public_official)
+        if units is not None and filters.get("unit_code"):
+            rules.require_acts_for(actor, filters["unit_code"], reading=True)
+        return listed(store.officials_page(self.db, filters, units), schemas.public_official)
 
     @rpc
     def import_officials(self, actor, text):
@@ -206,9 +277,13 @@ class RegistrationService(Operated):
         audience_group[, language]). Every row is checked like `POST /officials`; rows are matched by
         email: new ones are created, changed ones updated, identical ones left alone. Returns
         {created, updated, unchanged, errors: [{row, fields}]} (row = the spreadsheet's line number,
-        the header being row 1). A header with unknown or missing columns refuses the whole file."""
-        auth.require_operator(actor)
-        return imports.import_csv(self.db, text, int(config.get("IMPORT_MAX_ROWS") or 100_000))
+        the header being row 1). A header with unknown or missing columns refuses the whole file. A
+        coordinator imports for its units only: a row of another unit, or of an official who is in
+        another unit now, is a row error with `code: unit_not_yours`; the other rows are imported."""
+        units = rules.units_in_scope(actor)
+        if units is None:
+            auth.require_operator(actor)
+        return imports.import_csv(self.db, text, int(config.get("IMPORT_MAX_ROWS") or 100_000), units)
 
     # -- registrations --------------------------------------------------------------------------------
 
@@ -217,10 +292,20 @@ class RegistrationService(Operated):
         """Register an official: `confirmed` while seats (and the unit's quota) remain, else
         `waitlisted` with a position (arrival order). 404 unknown session; 409 `already_registered`;
         422 `not_eligible` / `registration_closed` / `unknown_official`. The operator may record a
-        registration after the cut-off with `after_cutoff: true`."""
+        registration after the cut-off with `after_cutoff: true`. A coordinator registers its units'
+        officials (403 `unit_not_yours` otherwise), an official only themself, under the same rules,
+        never after the cut-off."""
+        units = auth.coordinator_units(actor)
         fields = validated(REGISTRATION_IN, data)
-        # An official registers themself (self-service), with every rule as for the operator.
-        rules.require_registrant(actor, fields["official_id"])
+        if units is None:
+            # An official registers themself (self-service), with every rule as for the operator.
+            rules.require_registrant(actor, fields["official_id"])
+        else:
+            if fields["after_cutoff"]:
+                raise forbidden("Only the operator records a registration after the cut-off.")
+            official = self.db.officials.find_one({"_id": fields["official_id"]}, {"unit_code": 1})
+            if official is not None:  # an unknown one is refused by the seating, as for operators
+                rules.require_acts_for(actor, official["unit_code"], field="official_id")
         late = fields["after_cutoff"] and auth.is_operator(actor)
         return schemas.registration_for(actor)(self.seating.register(
             self.db, session_id, fields["official_id"], late))
@@ -230,23 +315,33 @@ class RegistrationService(Operated):
         """Cancel a registration: a confirmed seat is freed and the first waitlisted official who
         fits (unit quota) is promoted in the same transaction. Cancelling a cancelled registration
         changes nothing. 404 unknown registration; 422 `registration_completed` once the course is
-        completed."""
+        completed. A coordinator cancels its units' registrations (403 `unit_not_yours` otherwise), an
+        official their own (another's is unknown to them)."""
+        units = auth.coordinator_units(actor)
+        if units is None and auth.official_id_of(actor) is None:
+            auth.require_operator(actor)
         fields = validated(schemas.CancellationIn(), data)
         registration = store.find_registration(self.db, registration_id)
-        # The official whose registration it is, or an operator (another's is unknown to an official).
-        rules.require_own_registration(actor, registration)
+        if units is not None:
+            rules.require_acts_for(actor, registration["unit_code"], field="registration_id")
+        else:
+            rules.require_own_registration(actor, registration)
         now = utcnow()
         with session_lock(registration["session_id"]):
-            return schemas.public_registration(self.db.transaction(lambda tx: store.cancel_registration(
+            return schemas.registration_for(actor)(self.db.transaction(lambda tx: store.cancel_registration(
                 tx, registration_id, fields.get("reason"), fields["cause"], now)))
 
     @rpc
     def get_registration(self, actor, registration_id):
         """A registration with its status, waitlist position and attendance: for the operator with the
         official's contacts and QR token, for the partner delivering its session with name, unit and
-        audience group only. 404 unknown registration."""
+        audience group only, for the coordinator of its official's unit without the QR token (403
+        `unit_not_yours` for another unit's). 404 unknown registration."""
         registration = store.find_registration(self.db, registration_id)
-        rules.require_session_reader(actor, store.find_session(self.db, registration["session_id"]))
+        if auth.coordinator_units(actor) is not None:
+            rules.require_acts_for(actor, registration["unit_code"], field="registration_id", reading=True)
+        else:
+            rules.require_session_reader(actor, store.find_session(self.db, registration["session_id"]))
         return schemas.registration_for(actor)(registration)
 
     @rpc
@@ -409,12 +504,15 @@ class RegistrationService(Operated):
     @rpc
     def report(self, actor, by, query):
         """Registered, attended and completed per session, unit, district or partner (operator):
-        {"columns", "rows"}; the gateway renders CSV or XLSX. 404 for an unknown grouping."""
-        auth.require_operator(actor)
+        {"columns", "rows"}; the gateway renders CSV or XLSX. A coordinator's report counts its units'
+        registrations only. 404 for an unknown grouping."""
+        units = rules.units_in_scope(actor)
+        if units is None:
+            auth.require_operator(actor)
         asked = validated(schemas.ReportQuery(), query)
         if by not in reports.GROUPINGS:
             raise not_found("report", by)
-        return reports.build(self.db, by, asked["units"])
+        return reports.build(self.db, by, asked["units"], units)
 
     @rpc
     def get_programme(self, actor):
@@ -438,13 +536,18 @@ class RegistrationService(Operated):
     def coverage(self, actor, query):
         """Coverage for leaders (operator): {columns, items: [{key, name, staff, trained, coverage,
         registered, attended, target, gap}], totals, as_of, programme}, by unit, audience_group,
-        partner or month, as things stood at the end of `as_of` (today by default)."""
-        auth.require_operator(actor)
+        partner or month, as things stood at the end of `as_of` (today by default). A coordinator's
+        counts its units' officials only."""
+        scope = rules.units_in_scope(actor)
+        if scope is None:
+            auth.require_operator(actor)
         asked = validated(schemas.CoverageQuery(), query or {})
         as_of = asked.get("as_of") or local_date()
         record = store.programme(self.db)
         targets = {g: t["share"] for g, t in ((record or {}).get("targets") or {}).items()}
         officials, units, registrations, sessions = store.coverage_inputs(self.db)
+        if scope is not None:
+            officials, units, registrations = coverage.within(scope, officials, units, registrations)
         first = min((r["created_at"] for r in registrations), default=None)
         starts = date.fromisoformat(record["starts_on"]) if record else (local_date(first) if first else as_of)
         # The month series covers the programme, or the last ten years of it at most.
@@ -458,9 +561,11 @@ class RegistrationService(Operated):
     @rpc
     def official_record(self, actor, official_id):
         """One official's training record: every registration with its session, attendance and
-        certificate (operator). 404 unknown official."""
-        auth.require_operator(actor)
+        certificate (operator; a coordinator: of its units, else 403 `unit_not_yours`). 404 unknown
+        official."""
+        rules.units_in_scope(actor)
         official = store.find_official(self.db, official_id)
+        rules.require_acts_for(actor, official["unit_code"], reading=True)
         return schemas.public_record(official, *store.official_record(self.db, official_id))
 
     @rpc

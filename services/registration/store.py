@@ -28,6 +28,11 @@ INDEXES = {
         # The waitlist in order, and the per-status listings of a session.
         IndexModel([("session_id", ASCENDING), ("status", ASCENDING), ("waitlist_position", ASCENDING)]),
     ],
+    # A coordinator is found by its token's digest (each request it sends) and listed by unit.
+    "coordinators": [
+        IndexModel([("token_digest", ASCENDING)], unique=True),
+        IndexModel([("unit_codes", ASCENDING)]),
+    ],
     # attendance: _id "<registration_id>:<part>" is what makes a repeated check-in the same one.
     # certificates: _id is the verification code.
 }
@@ -338,6 +343,34 @@ def _move_sessions(tx, steps, summary):
             "quotas": quotas, "unit_seats": seats}})
 
 
+# -- coordinators ---------------------------------------------------------------------------------------------
+
+def insert_coordinator(db, coordinator):
+    db.coordinators.insert_one(coordinator)
+
+
+def find_coordinator(db, coordinator_id):
+    """The coordinator, or 404."""
+    return one_or_404(db.coordinators, coordinator_id, "coordinator")
+
+
+def coordinator_by_token(db, digest):
+    """The active coordinator whose token has this digest, or None (unknown or revoked)."""
+    return db.coordinators.find_one({"token_digest": digest, "status": "active"})
+
+
+def coordinators_page(db, unit_code, limit, cursor):
+    """A page of the coordinators acting for `unit_code`, by id."""
+    return page(db.coordinators, {"unit_codes": unit_code}, ["_id"], limit, cursor)
+
+
+def revoke_coordinator(db, coordinator_id, revoked_by, now):
+    """Revoke its token (once: revoking again changes nothing). Returns the coordinator as it is now."""
+    db.coordinators.update_one({"_id": coordinator_id, "status": "active"}, {"$set": {
+        "status": "revoked", "revoked_at": now, "revoked_by": revoked_by}})
+    return find_coordinator(db, coordinator_id)
+
+
 # -- officials --------------------------------------------------------------------------------------------------
 
 def find_official(db, official_id):
@@ -360,11 +393,14 @@ def words_query(q, field="search"):
     return [{field: {"$regex": r"(^|[ .@_+-]){}".format(re.escape(word))}} for word in rules.fold(q or "").split()]
 
 
-def officials_page(db, filters):
-    """A page of officials by id, matching `q` and `unit_code` when given."""
+def officials_page(db, filters, units=None):
+    """A page of officials by id, matching `q` and `unit_code` when given; of `units` only (a
+    coordinator's) unless None."""
     clauses = words_query(filters.get("q"))
     if filters.get("unit_code"):
         clauses.append({"unit_code": filters["unit_code"]})
+    if units is not None:
+        clauses.append({"unit_code": {"$in": sorted(units)}})
     return page(db.officials, {"$and": clauses} if clauses else {}, ["_id"], filters["limit"], filters.get("cursor"))
 
 

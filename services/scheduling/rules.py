@@ -38,6 +38,31 @@ def require_reader(actor):
     auth.require_operator_or_partner(actor, auth.partner_id_of(actor))
 
 
+def coordinator_open_to(actor, unit=None):
+    """For a unit coordinator, the units whose sessions it sees (sessions naming one of them, and
+    those open to every unit): `unit` when asked for one of its own (403 `unit_not_yours` for
+    another), else all of its units. None for anyone else (`whose_sessions` decides)."""
+    units = auth.coordinator_units(actor)
+    if units is None:
+        return None
+    if unit is not None:
+        if unit not in units:
+            raise DomainError("unit_not_yours", "Unit {} is not one of this coordinator's units.".format(unit),
+                              {"unit": ["Not a unit of this coordinator."]}, 403)
+        return [unit]
+    return sorted(units)
+
+
+def require_open_to(actor, session):
+    """A coordinator reads the sessions open to its units only (403 `unit_not_yours`); anyone else
+    as `require_reader` says."""
+    units = auth.coordinator_units(actor)
+    if units is None:
+        return require_reader(actor)
+    if session["eligible_units"] and not units & set(session["eligible_units"]):
+        raise DomainError("unit_not_yours", "This session is open to none of this coordinator's units.", {}, 403)
+
+
 def whose_sessions(actor):
     """Whose sessions `actor` sees in lists and feeds: None for the operator (everyone's), otherwise
     the partner's id (the sessions it delivers or hosts). 401 without a token."""

@@ -195,6 +195,7 @@ class SchedulingService(Operated):
         `offering_not_published`; `outside_offering_dates`; `audience_not_offered`;
         `no_active_agreement` (the offering's agreement has ended); `unknown_venue` / `unknown_room`;
         `in_the_past` (only the operator schedules sessions that have started)."""
+        auth.require_operator_or_partner(actor, auth.partner_id_of(actor))  # who asks, before what is asked
         fields = validated(schemas.SessionIn(), data)
         offering = store.offering(self.db, fields["offering_id"])
         if offering is None:
@@ -284,8 +285,10 @@ class SchedulingService(Operated):
     def get_session(self, actor, session_id):
         """A session (any operator or partner token), with the `calendar_url` of its feed for the
         operator and the partners that deliver or host it (null for others). 404 for an unknown id."""
-        rules.require_reader(actor)
+        if auth.coordinator_units(actor) is None:
+            rules.require_reader(actor)  # who asks, before whether the id exists
         session = store.session(self.db, session_id)
+        rules.require_open_to(actor, session)
         return dict(public_session(session), calendar_url=self._calendar_url(actor, "session", session))
 
     @rpc
@@ -293,11 +296,13 @@ class SchedulingService(Operated):
         """The programme calendar, by start time: {"items", "next_cursor"}. Filters: `month`
         (YYYY-MM in Ho Chi Minh City time: sessions taking place in it), `unit` (sessions its officials
         may attend: those naming it and those open to every unit), `partner_id`, `venue_id`, `status`;
-        paged with `limit` and `cursor`. A partner sees the sessions it delivers or hosts."""
+        paged with `limit` and `cursor`. A partner sees the sessions it delivers or hosts; a unit
+        coordinator those open to its units (`unit` one of them, else 403 `unit_not_yours`)."""
         filters = validated(schemas.SessionQuery(), query)
-        seen_by = rules.whose_sessions(actor)
+        open_to = rules.coordinator_open_to(actor, filters.get("unit"))
+        seen_by = rules.whose_sessions(actor) if open_to is None else None
         during = rules.month_span(filters["month"]) if "month" in filters else None
-        return listed(store.session_page(self.db, seen_by, filters, during), public_session)
+        return listed(store.session_page(self.db, seen_by, filters, during, open_to), public_session)
 
     # -- calendars (ICS text) and their feeds -----------------------------------------------------------
 

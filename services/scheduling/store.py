@@ -109,17 +109,20 @@ def _seen_by(partner_id):
     return {} if partner_id is None else _delivered_or_hosted(partner_id)
 
 
-def session_page(db, seen_by, filters, during=None):
+def session_page(db, seen_by, filters, during=None, open_to=None):
     """One page of the programme calendar by start time: (sessions, next_cursor). `seen_by`: the
     partner whose sessions these are (None: all); `during`: (begins, ends), sessions taking place at
     least partly in it; `filters`: `unit` (sessions naming it, and those open to every unit),
-    `partner_id`, `venue_id`, `status`, and `limit` and `cursor`."""
+    `partner_id`, `venue_id`, `status`, and `limit` and `cursor`; `open_to`: units (a coordinator's)
+    whose sessions alone are listed."""
     clauses = [_seen_by(seen_by)]
     if during:
         begins, ends = during
         clauses.append({"starts_at": {"$lt": ends}, "ends_at": {"$gt": begins}})
     if "unit" in filters:
         clauses.append({"$or": [{"eligible_units": filters["unit"]}, {"eligible_units": []}]})
+    if open_to is not None:
+        clauses.append({"$or": [{"eligible_units": {"$in": list(open_to)}}, {"eligible_units": []}]})
     clauses.extend({key: filters[key]} for key in ("partner_id", "venue_id", "status") if key in filters)
     return page(db.sessions, {"$and": clauses}, ["starts_at", "_id"], filters["limit"], filters.get("cursor"))
 
