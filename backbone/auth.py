@@ -78,10 +78,13 @@ def require_admin(actor):
         raise forbidden("Only an admin may do this.")
 
 
-def require_operator_or_partner(actor, partner_id):
-    """The operator, or the partner that owns the thing (`partner_id`)."""
+def require_operator_or_partner(actor, partner_id, reading=False):
+    """The operator (for a read, `reading=True`, a viewer too), or the partner that owns the thing
+    (`partner_id`)."""
     if not actor:
         raise DomainError("unauthenticated", "A token is required.", {}, 401)
-    if is_operator(actor) or partner_id_of(actor) == partner_id:
+    if (is_staff(actor) if reading else is_operator(actor)) or partner_id_of(actor) == partner_id:
         return
+    if is_staff(actor):
+        raise forbidden("A viewer reads only.")
     raise forbidden("This partner may only act on its own records.")

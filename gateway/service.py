@@ -16,8 +16,9 @@ from gateway import documents, openapi, signin, tables
 from gateway.admission import bearer_token, token_digest
 from gateway.entrypoints import Routes, ServiceClient, api, read_json
 from gateway.responses import attachment
-from ops import fleet
+from ops import accounts, administration, fleet
 from ops import routes as ops_routes
+from ops.administration import AdministrationRoutes
 from ops.routes import OperationsRoutes
 
 HEALTH_TIMEOUT = 2.0
@@ -26,12 +27,12 @@ IDEMPOTENCY_SECONDS = 24 * 3600
 _DOCUMENTS = {}
 
 
-class GatewayService(OperationsRoutes):
+class GatewayService(OperationsRoutes, AdministrationRoutes):
     name = "gateway"
 
-    # Idempotency records (kept a day), console sessions, login attempts and sign-in links; it publishes
-    # no events.
-    db = Database(relay=False, indexes=dict(ops_routes.INDEXES, **signin.INDEXES, idempotency=[
+    # Idempotency records (kept a day), console sessions, login attempts, sign-in links, operator
+    # accounts and their tokens, and the audit of who acted; it publishes no events.
+    db = Database(relay=False, indexes=dict(ops_routes.INDEXES, **signin.INDEXES, **administration.INDEXES, idempotency=[
         IndexModel([("created_at", ASCENDING)], expireAfterSeconds=IDEMPOTENCY_SECONDS)]))
     tracing = Tracing()
     routes = Routes()
@@ -56,6 +57,15 @@ class GatewayService(OperationsRoutes):
         elif token.startswith(FEED_TOKEN_PREFIX):
             raise DomainError("unauthenticated", "A calendar feed token opens its calendar feed only, "
                               "in its calendar_url; it is no Bearer token.", {}, 401)
+        elif token.startswith(accounts.TOKEN_PREFIX):
+            # An operator account's personal token: in this database, checked against the account
+            # each time (a deactivated account's token stops at once); misses are remembered.
+            unknown = request.environ["trainops.admission"].unknown_tokens
+            digest = token_digest(token)
+            found = None if digest in unknown else accounts.authenticate(self.db, token)
+            if not found:
+                unknown.add(digest)
+                raise DomainError("unauthenticated", "Unknown or revoked token.", {}, 401)
         else:
             unknown = request.environ["trainops.admission"].unknown_tokens
             digest = token_digest(token)
@@ -78,7 +88,7 @@ class GatewayService(OperationsRoutes):
         anyone may ask for it."""
         deployment = (config.get("AMQP_URI"), config.get("DATABASE_PREFIX"))
         if deployment not in _DOCUMENTS:
-            described = [fleet.schemas()]
+            described = [fleet.schemas(), administration.schemas()]
             for name in fleet.services():
                 with eventlet.Timeout(HEALTH_TIMEOUT * 2):
                     described.append(getattr(self, name).api_schemas())

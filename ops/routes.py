@@ -63,7 +63,7 @@ class OperationsRoutes:
          summary="Prometheus text: the gateway's and every service's metrics; trainops_service_up 0 for "
                  "a service that did not answer.")
     def prometheus_metrics(self, request):
-        require_operator(self.actor(request))
+        require_operator(self.actor(request), reading=True)
         return Response(fleet.scrape(self), content_type=CONTENT_TYPE_LATEST)
 
     # -- operations -------------------------------------------------------------------------------
@@ -72,7 +72,7 @@ class OperationsRoutes:
          summary="Dead letters of every service, newest first: consumer, error, attempts and the original event.")
     def list_dead_letters(self, request):
         actor = self.actor(request)
-        require_operator(actor)  # before the services are asked: a partner's 403 is not "unavailable"
+        require_operator(actor, reading=True)  # before the services are asked: a partner's 403 is not "unavailable"
         return fleet.dead_letters(self, actor, request.args.get("consumer"),
                                   request.args.get("event_type"), request.args.get("status"))
 
@@ -96,7 +96,7 @@ class OperationsRoutes:
                  "published, handled, dead-lettered.")
     def audit_trail(self, request):
         actor = self.actor(request)
-        require_operator(actor)
+        require_operator(actor, reading=True)
         return fleet.audit_trail(self, actor, request.args.get("correlation_id", "")[:64])
 
     # The console: pages for people, signed-in by cookie (see ops/console/__init__.py).

@@ -110,7 +110,7 @@ class RegistrationService(Operated):
         """Units by code, dissolved ones included with what they became: {"items", "next_cursor"}.
         `query`: status (active|dissolved), kind, q (words of the name or code, accents ignored),
         limit, cursor."""
-        auth.require_operator_or_partner(actor, auth.partner_id_of(actor))
+        auth.require_operator_or_partner(actor, auth.partner_id_of(actor), reading=True)
         asked = validated(schemas.UnitQuery(), query or {})
         return listed(store.units_page(self.db, asked.get("status"), asked.get("kind"), asked.get("q"),
                                        asked["limit"], asked.get("cursor")), schemas.public_unit)
@@ -187,7 +187,7 @@ class RegistrationService(Operated):
     @rpc
     def get_official(self, actor, official_id):
         """The official; 404 for an unknown id."""
-        auth.require_operator(actor)
+        auth.require_operator(actor, reading=True)
         return schemas.public_official(store.find_official(self.db, official_id))
 
     @rpc
@@ -195,7 +195,7 @@ class RegistrationService(Operated):
         """Officials by id, a page at a time ({"items", "next_cursor"}); `q` matches accent- and
         case-insensitively, each word the start of a word of the name, email or phone ("nguyen thi
         anh" finds "Nguyễn Thị Ánh"); `unit_code`. 422 `invalid_fields` for a bad limit or cursor."""
-        auth.require_operator(actor)
+        auth.require_operator(actor, reading=True)
         filters = validated(schemas.OfficialQuery(), query)
         return listed(store.officials_page(self.db, filters), schemas.public_official)
 
@@ -242,14 +242,14 @@ class RegistrationService(Operated):
         official's contacts and QR token, for the partner delivering its session with name, unit and
         audience group only. 404 unknown registration."""
         registration = store.find_registration(self.db, registration_id)
-        rules.require_session_reader(actor, store.find_session(self.db, registration["session_id"]))
+        rules.require_session_reader(actor, store.find_session(self.db, registration["session_id"]), reading=True)
         return schemas.registration_for(actor)(registration)
 
     @rpc
     def registration_qr(self, actor, registration_id):
         """The registration's QR code (its token) as SVG text (operator only: the token checks the
         official in)."""
-        auth.require_operator(actor)
+        auth.require_operator(actor, reading=True)
         registration = store.find_registration(self.db, registration_id)
         return certificates.qr_svg(registration["qr_token"])
 
@@ -259,7 +259,7 @@ class RegistrationService(Operated):
         ?status=waitlisted the waitlist in order (the operator, or the partner delivering the
         session, which sees them as `get_registration` says). 404 unknown session; 422
         `invalid_fields` for a bad status, limit or cursor."""
-        rules.require_session_reader(actor, store.find_session(self.db, session_id))
+        rules.require_session_reader(actor, store.find_session(self.db, session_id), reading=True)
         filters = validated(schemas.RegistrationQuery(), query)
         return listed(store.registrations_page(self.db, session_id, filters), schemas.registration_for(actor))
 
@@ -287,7 +287,7 @@ class RegistrationService(Operated):
     def over_capacity_sessions(self, actor):
         """Sessions whose capacity fell below the seats already confirmed: nobody was dropped; an
         operator decides (raise the capacity, or cancel registrations)."""
-        auth.require_operator(actor)
+        auth.require_operator(actor, reading=True)
         return {"items": [schemas.public_over_capacity(s) for s in store.over_capacity_sessions(self.db)],
                 "next_cursor": None}
 
@@ -338,7 +338,7 @@ class RegistrationService(Operated):
     def report(self, actor, by, query):
         """Registered, attended and completed per session, unit, district or partner (operator):
         {"columns", "rows"}; the gateway renders CSV or XLSX. 404 for an unknown grouping."""
-        auth.require_operator(actor)
+        auth.require_operator(actor, reading=True)
         asked = validated(schemas.ReportQuery(), query)
         if by not in reports.GROUPINGS:
             raise not_found("report", by)
@@ -348,7 +348,7 @@ class RegistrationService(Operated):
     def get_programme(self, actor):
         """The programme record: name, legal basis, period and target share per audience group
         (anyone with a token may read it). None before the operator sets it."""
-        auth.require_operator_or_partner(actor, auth.partner_id_of(actor))
+        auth.require_operator_or_partner(actor, auth.partner_id_of(actor), reading=True)
         return schemas.public_programme(store.programme(self.db))
 
     @rpc
@@ -367,7 +367,7 @@ class RegistrationService(Operated):
         """Coverage for leaders (operator): {columns, items: [{key, name, staff, trained, coverage,
         registered, attended, target, gap}], totals, as_of, programme}, by unit, audience_group,
         partner or month, as things stood at the end of `as_of` (today by default)."""
-        auth.require_operator(actor)
+        auth.require_operator(actor, reading=True)
         asked = validated(schemas.CoverageQuery(), query or {})
         as_of = asked.get("as_of") or local_date()
         record = store.programme(self.db)
@@ -387,7 +387,7 @@ class RegistrationService(Operated):
     def official_record(self, actor, official_id):
         """One official's training record: every registration with its session, attendance and
         certificate (operator). 404 unknown official."""
-        auth.require_operator(actor)
+        auth.require_operator(actor, reading=True)
         official = store.find_official(self.db, official_id)
         return schemas.public_record(official, *store.official_record(self.db, official_id))
 
