@@ -1,8 +1,27 @@
 """The routes of administration, which the gateway mounts beside `OperationsRoutes`: named operator
-accounts and their personal tokens (`ops/accounts.py`), and the audit of who acted (`ops/audit.py`),
-whose records the gateway writes for every write through `audit_write`."""
+accounts and their personal tokens (`ops/accounts.py`), the audit of who acted (`ops/audit.py`),
+whose records the gateway writes for every write through `audit_write`, and their console pages:
+sign-in by a link sent to an account's email, the audit page and the accounts page (admins)."""
+import logging
+from datetime import timedelta
+
+import eventlet
+from nameko import config
+
+from backbone.auth import SYSTEM, is_admin
+from backbone.clock import utcnow
+from backbone.config import public_url
+from backbone.errors import DomainError
+from gateway import admission, signin
 from gateway.entrypoints import api, read_json
-from ops import accounts, audit
+from ops import accounts, audit, console
+
+log = logging.getLogger(__name__)
+AUDIENCE = "operator"
+# Sign-in links asked for per client address in LINK_WINDOW (each is an email to someone).
+LINK_REQUESTS = 5
+LINK_WINDOW = timedelta(minutes=15)
+MAIL_TIMEOUT = 5
 
 INDEXES = dict(accounts.INDEXES, **audit.INDEXES)
 
@@ -58,3 +77,129 @@ class AdministrationRoutes:
     def audit_log(self, request):
         return audit.query(self.db, self.actor(request), request.args.to_dict())
 
+
+    # -- the console: sign-in by email ------------------------------------------------------------
+
+    @api("POST", "/console/login/link", auth=None, public=False)
+    def console_login_link(self, request):
+        """Sends a sign-in link to an active account's email. The page answers the same whether or not
+        the address is an account's (nobody learns who has one); at most LINK_REQUESTS per client
+        address in LINK_WINDOW (each one is an email sent to a person), then 429."""
+        labels = console.LABELS[console.language(request)]
+        key = "link:" + admission.client_of(request)
+        asked = self.db.console_logins.find_one({"_id": key}) or {}
+        if asked.get("failures", 0) >= LINK_REQUESTS and asked["until"] > utcnow():
+            response = console.page(request, "login.html", status=429, error=labels["too_many_logins"])
+            response.headers["Retry-After"] = str(int((asked["until"] - utcnow()).total_seconds()) + 1)
+            return response
+        self.db.console_logins.update_one({"_id": key}, {
+            "$inc": {"failures": 1}, "$set": {"until": utcnow() + LINK_WINDOW}}, upsert=True)
+        account = accounts.by_email(self.db, request.form.get("email", ""))
+        if account is not None:
+            token = signin.issue(self.db, AUDIENCE, account["_id"])
+            link = "{}/console/login/link?token={}".format(public_url(config), token)
+            try:
+                with eventlet.Timeout(MAIL_TIMEOUT):
+                    self.notifications.send_sign_in_link(account["email"], account["full_name"],
+                                                         console.language(request), link, AUDIENCE)
+            except BaseException as exc:  # eventlet's Timeout too: the page says the same either way
+                log.warning("console: the sign-in link for %s could not be sent: %s", account["_id"],
+                            type(exc).__name__)
+        return console.page(request, "login.html", status=202, sent=labels["link_sent"])
+
+    @api("GET", "/console/login/link", auth=None, public=False)
+    def console_login_confirm(self, request):
+        """The page a sign-in link opens: a button that signs in (a POST). Opening the link alone
+        spends nothing, so a mail scanner that fetches it does not use up the person's link."""
+        token = request.args.get("token", "")[:128]
+        response = console.page(request, "login_link.html", token=token)
+        response.headers["Referrer-Policy"] = "no-referrer"  # the token is in this page's address
+        return response
+
+    @api("POST", "/console/login/link/redeem", auth=None, public=False)
+    def console_login_redeem(self, request):
+        """Spends the link (once, within its 15 minutes) and opens a console session for its account."""
+        labels = console.LABELS[console.language(request)]
+        operator_id = signin.redeem(self.db, AUDIENCE, request.form.get("token", ""))
+        account = accounts.active_account(self.db, operator_id)
+        if account is None:
+            return console.page(request, "login.html", status=401, error=labels["bad_link"])
+        cookie, nonce = console.new_session(config.get("OPERATOR_TOKEN") or "")
+        self.db.console_sessions.insert_one({
+            "_id": nonce, "who": "operator:" + account["_id"], "operator_id": account["_id"],
+            "created_at": utcnow(), "expires_at": utcnow() + timedelta(seconds=console.SESSION_SECONDS)})
+        request.environ["trainops.console_actor"] = accounts.as_actor(account)
+        self.console_audit(request, "sign in", {"operator_id": account["_id"]}, 303)
+        return console.redirect("/console", cookie=cookie, secure=console.served_over_https(request))
+
+    # -- the console: administration pages (admins) -----------------------------------------------
+
+    def admin_page(self, request, template, gather):
+        """A page for admins: the login for nobody, 403 for anyone else."""
+        nonce = self.console_session(request)
+        if nonce is None:
+            return console.redirect("/console/login")
+        if not is_admin(self.console_actor(request)):
+            return console.page(request, "login.html", status=403,
+                                error=console.LABELS[console.language(request)]["admins_only"])
+        return self.console_page(request, template, gather)
+
+    @api("GET", "/console/audit", auth=None, public=False)
+    def console_audit_page(self, request):
+        asked = {k: request.args[k].strip() for k in ("actor", "target", "cursor") if request.args.get(k, "").strip()}
+
+        def gather(gateway):
+            try:
+                found = audit.query(gateway.db, SYSTEM, dict(asked, limit=100))
+            except DomainError as error:
+                return {"asked": asked, "items": [], "next_cursor": None, "error": error.fields or error.message}
+            return dict(found, asked=asked, error=None)
+        return self.admin_page(request, "audit.html", gather)
+
+    @api("GET", "/console/operators", auth=None, public=False)
+    def console_operators(self, request):
+        outcome = request.args.get("outcome", "")[:40]
+        return self.admin_page(request, "operators.html", lambda gateway: dict(
+            accounts.listed(gateway.db, SYSTEM), outcome=outcome, form={}, errors={}))
+
+    @api("POST", "/console/operators", auth=None, public=False)
+    def console_create_operator(self, request):
+        refusal = self.console_form_refusal(request, "create operator account") or \
+            self.admin_refusal(request, "create operator account")
+        if refusal is not None:
+            return refusal
+        form = {k: request.form.get(k, "").strip() for k in ("full_name", "email", "role")}
+        try:
+            created = accounts.create(self.db, self.console_actor(request), form)
+        except DomainError as error:
+            self.console_audit(request, "create operator account", {}, error.status)
+            # The form again, with what was typed and each field's problem next to it.
+            page = self.console_page(request, "operators.html", lambda gateway: dict(
+                accounts.listed(gateway.db, SYSTEM), outcome="", form=form,
+                errors=error.fields or {"email": [error.message]}))
+            page.status_code = error.status
+            return page
+        self.console_audit(request, "create operator account", {"operator_id": created["id"]}, 201)
+        return console.redirect("/console/operators?outcome=created")
+
+    @api("POST", "/console/operators/deactivate", auth=None, public=False)
+    def console_deactivate_operator(self, request):
+        refusal = self.console_form_refusal(request, "deactivate operator account") or \
+            self.admin_refusal(request, "deactivate operator account")
+        if refusal is not None:
+            return refusal
+        operator_id = request.form.get("id", "")[:100]
+        try:
+            accounts.deactivate(self.db, self.console_actor(request), operator_id)
+            outcome, status = "deactivated", 200
+        except DomainError as error:
+            outcome, status = error.code, error.status
+        self.console_audit(request, "deactivate operator account", {"operator_id": operator_id}, status)
+        return console.redirect("/console/operators?outcome=" + outcome)
+
+    def admin_refusal(self, request, action):
+        if is_admin(self.console_actor(request)):
+            return None
+        self.console_audit(request, action, {}, 403)
+        return console.page(request, "login.html", status=403,
+                            error=console.LABELS[console.language(request)]["admins_only"])
