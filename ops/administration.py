@@ -18,8 +18,10 @@ from ops import accounts, audit, console
 
 log = logging.getLogger(__name__)
 AUDIENCE = "operator"
-# Sign-in links asked for per client address in LINK_WINDOW (each is an email to someone).
-LINK_REQUESTS = 5
+# Sign-in links asked for in LINK_WINDOW, per address (each is an email to someone: nobody floods an
+# inbox) and per client (the centre's operators may share one address behind its NAT).
+LINK_REQUESTS_PER_ADDRESS = 5
+LINK_REQUESTS_PER_CLIENT = 30
 LINK_WINDOW = timedelta(minutes=15)
 MAIL_TIMEOUT = 5
 
@@ -83,18 +85,22 @@ class AdministrationRoutes:
     @api("POST", "/console/login/link", auth=None, public=False)
     def console_login_link(self, request):
         """Sends a sign-in link to an active account's email. The page answers the same whether or not
-        the address is an account's (nobody learns who has one); at most LINK_REQUESTS per client
-        address in LINK_WINDOW (each one is an email sent to a person), then 429."""
+        the address is an account's (nobody learns who has one); at most LINK_REQUESTS_PER_ADDRESS per
+        address and LINK_REQUESTS_PER_CLIENT per client in LINK_WINDOW, then 429."""
         labels = console.LABELS[console.language(request)]
-        key = "link:" + admission.client_of(request)
-        asked = self.db.console_logins.find_one({"_id": key}) or {}
-        if asked.get("failures", 0) >= LINK_REQUESTS and asked["until"] > utcnow():
-            response = console.page(request, "login.html", status=429, error=labels["too_many_logins"])
-            response.headers["Retry-After"] = str(int((asked["until"] - utcnow()).total_seconds()) + 1)
-            return response
-        self.db.console_logins.update_one({"_id": key}, {
-            "$inc": {"failures": 1}, "$set": {"until": utcnow() + LINK_WINDOW}}, upsert=True)
-        account = accounts.by_email(self.db, request.form.get("email", ""))
+        email = request.form.get("email", "")[:254]
+        # Counted alike for every address, known or not, so the limit tells nobody who has an account.
+        for key, cap in (("link:" + admission.client_of(request), LINK_REQUESTS_PER_CLIENT),
+                         ("link-to:" + accounts.digest(email.strip().lower()), LINK_REQUESTS_PER_ADDRESS)):
+            asked = self.db.console_logins.find_one({"_id": key}) or {}
+            if asked.get("failures", 0) >= cap and asked["until"] > utcnow():
+                response = console.page(request, "login.html", status=429, error=labels["too_many_logins"])
+                response.headers["Retry-After"] = str(int((asked["until"] - utcnow()).total_seconds()) + 1)
+                return response
+        for key in ("link:" + admission.client_of(request), "link-to:" + accounts.digest(email.strip().lower())):
+            self.db.console_logins.update_one({"_id": key}, {
+                "$inc": {"failures": 1}, "$set": {"until": utcnow() + LINK_WINDOW}}, upsert=True)
+        account = accounts.by_email(self.db, email)
         if account is not None:
             token = signin.issue(self.db, AUDIENCE, account["_id"])
             link = "{}/console/login/link?token={}".format(public_url(config), token)
