@@ -3,6 +3,7 @@ accounts and their personal tokens (`ops/accounts.py`), the audit of who acted (
 whose records the gateway writes for every write through `audit_write`, and their console pages:
 sign-in by a link sent to an account's email, the audit page and the accounts page (admins)."""
 import logging
+import re
 from datetime import timedelta
 
 import eventlet
@@ -15,6 +16,7 @@ from backbone.errors import DomainError
 from gateway import admission, signin
 from gateway.entrypoints import api, read_json
 from ops import accounts, audit, console
+from ops.console import pages
 
 log = logging.getLogger(__name__)
 AUDIENCE = "operator"
@@ -209,3 +211,69 @@ class AdministrationRoutes:
         self.console_audit(request, action, {}, 403)
         return console.page(request, "login.html", status=403,
                             error=console.LABELS[console.language(request)]["admins_only"])
+
+    # -- the console: partners and agreements -----------------------------------------------------
+
+    def partners_form(self, request, action, which, call, target_of=lambda answer: {}):
+        """A partners-page form: `call(actor, form)` asks the service as the one signed in; the page
+        again, with the outcome, or the service's refusal in words next to the form `which`."""
+        refusal = self.console_form_refusal(request, action)
+        if refusal is not None:
+            return refusal
+        form = {k: v.strip() for k, v in request.form.items() if k != "csrf"}
+        try:
+            answer = call(self.console_actor(request), form)
+        except DomainError as error:
+            self.console_audit(request, action, {k: form[k] for k in ("partner_id", "agreement_id") if form.get(k)},
+                               error.status)
+            page = self.console_page(request, "partners.html", lambda gateway: dict(
+                pages.partners(gateway), which=which, form=form, errors=error.fields, refused=error.message))
+            page.status_code = error.status
+            return page
+        self.console_audit(request, action, target_of(answer), 200)
+        page = self.console_page(request, "partners.html", lambda gateway: dict(
+            pages.partners(gateway), which=which, done=action, answer=answer, form={}, errors={}))
+        return page
+
+    @api("POST", "/console/partners/create", auth=None, public=False)
+    def console_create_partner(self, request):
+        """The new partner's API key is shown on the page that answers, this once."""
+        return self.partners_form(request, "create partner", "partner", lambda actor, form: self.partners.create_partner(
+            actor, {k: form.get(k, "") for k in ("code", "name", "kind", "contact_email")}),
+            lambda answer: {"partner_id": answer["id"]})
+
+    @api("POST", "/console/agreements/create", auth=None, public=False)
+    def console_create_agreement(self, request):
+        def call(actor, form):
+            body = {k: form.get(k, "") for k in ("title",)}
+            body.update({k: local_day(form.get(k, "")) for k in ("signed_on", "valid_from", "valid_until")})
+            return self.partners.create_agreement(actor, form.get("partner_id", ""), body)
+        return self.partners_form(request, "create agreement", "agreement", call,
+                                  lambda answer: {"agreement_id": answer["id"], "partner_id": answer["partner_id"]})
+
+    @api("POST", "/console/agreements/amend", auth=None, public=False)
+    def console_amend_agreement(self, request):
+        def call(actor, form):
+            body = {"reason": form.get("reason", "")}
+            if form.get("valid_until"):
+                body["valid_until"] = local_day(form["valid_until"])
+            if form.get("valid_from"):
+                body["valid_from"] = local_day(form["valid_from"])
+            return self.partners.amend_agreement(actor, form.get("agreement_id", ""), body)
+        return self.partners_form(request, "amend agreement", "amend", call,
+                                  lambda answer: {"agreement_id": answer["id"]})
+
+    @api("POST", "/console/agreements/terminate", auth=None, public=False)
+    def console_terminate_agreement(self, request):
+        def call(actor, form):
+            body = {"reason": form["reason"]} if form.get("reason") else {}
+            return self.partners.terminate_agreement(actor, form.get("agreement_id", ""), body)
+        return self.partners_form(request, "terminate agreement", "terminate", call,
+                                  lambda answer: {"agreement_id": answer["id"]})
+
+
+def local_day(text):
+    """A day as people here write it (dd/mm/yyyy) or as a date field sends it (yyyy-mm-dd), in ISO
+    form for the services; anything else as typed, for the service to refuse by name."""
+    found = re.fullmatch(r"(\d{1,2})/(\d{1,2})/(\d{4})", text.strip())
+    return "{}-{:0>2}-{:0>2}".format(found.group(3), found.group(2), found.group(1)) if found else text.strip()

@@ -178,3 +178,78 @@ def test_links_to_one_address_are_limited_known_or_not(world):
                for _ in range(6)]
     assert [a.status_code for a in answers] == [202] * 5 + [429]
     assert int(answers[-1].headers["Retry-After"]) > 0
+
+
+@pytest.mark.skipif(not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)),
+                    reason="needs Debian's chromium and chromium-driver (`make browser` installs them)")
+def test_an_operator_onboards_a_partner_and_keeps_its_agreement_from_the_console(world, tmp_path):
+    """Create a partner (its key shown once), an agreement in dd/mm/yyyy with a refusal in words next
+    to the field first, then extend and terminate it; each action audited with the account."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    made = world["system"].post("/operators", {"full_name": "Ngô Thị Mai", "email": "mai@console.dxcenter.example",
+                                               "role": "operator"}).json()
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--window-size=1400,1400", "--user-data-dir={}".format(tempfile.mkdtemp(dir=tmp_path))):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+    def banner(element_id, text):
+        return wait_for(lambda: [b for b in driver.find_elements(By.ID, element_id) if text in b.text], timeout=10)[0]
+    try:
+        driver.set_page_load_timeout(30)
+        driver.get(link_for(world, made))
+        driver.find_element(By.ID, "redeem").click()
+        wait_for(lambda: driver.find_elements(By.ID, "who"), timeout=10)
+        driver.find_element(By.ID, "nav-partners").click()
+        driver.find_element(By.ID, "p-code").send_keys("CONSOLE-U")
+        driver.find_element(By.ID, "p-name").send_keys("Trường Đại học Bảng Điều Khiển")
+        driver.find_element(By.ID, "p-email").send_keys("hoptac@console-u.edu.vn")
+        driver.find_element(By.ID, "create-partner").click()
+        key = banner("api-key", "")
+        api_key = key.find_element(By.TAG_NAME, "code").text
+        assert api_key and Client(world["base"], api_key).get("/offerings").status_code == 200
+        partner_id = [p for p in world["system"].get("/partners?limit=200").json()["items"]
+                      if p["code"] == "CONSOLE-U"][0]["id"]
+
+        Select(driver.find_element(By.ID, "a-partner")).select_by_value(partner_id)
+        driver.find_element(By.ID, "a-title").send_keys("Thỏa thuận đào tạo qua bảng điều khiển")
+        for name, value in (("signed_on", "01/02/2026"), ("valid_from", "01/02/2026"), ("valid_until", "31/13/2026")):
+            driver.find_element(By.ID, "a-" + name).send_keys(value)
+        driver.find_element(By.ID, "create-agreement").click()
+        assert banner("error-agreement-valid_until", "").text  # the service's words, next to the field
+        assert driver.find_element(By.ID, "a-title").get_attribute("value") == "Thỏa thuận đào tạo qua bảng điều khiển"
+        driver.find_element(By.ID, "a-valid_until").clear()
+        driver.find_element(By.ID, "a-valid_until").send_keys("31/12/2026")
+        driver.find_element(By.ID, "create-agreement").click()
+        banner("done", "Đã ghi thỏa thuận.")
+        agreement = world["system"].get("/partners/{}/agreements".format(partner_id)).json()["items"][0]
+        assert (agreement["valid_from"], agreement["valid_until"]) == ("2026-02-01", "2026-12-31")
+
+        row = driver.find_element(By.CSS_SELECTOR, 'tr.agreement[data-id="{}"]'.format(agreement["id"]))
+        row.find_element(By.TAG_NAME, "summary").click()
+        row.find_element(By.ID, "until-" + agreement["id"]).send_keys("30/06/2027")
+        row.find_element(By.ID, "amend-reason-" + agreement["id"]).send_keys("Gia hạn theo phụ lục 01")
+        row.find_element(By.CSS_SELECTOR, "form.amend button").click()
+        banner("done", "Đã sửa thời hạn thỏa thuận.")
+        row = driver.find_element(By.CSS_SELECTOR, 'tr.agreement[data-id="{}"]'.format(agreement["id"]))
+        assert row.find_element(By.CSS_SELECTOR, "td.until").text == "30/06/2027"
+        row.find_element(By.TAG_NAME, "summary").click()
+        row.find_element(By.ID, "end-reason-" + agreement["id"]).send_keys("Đối tác đề nghị dừng")
+        row.find_element(By.CSS_SELECTOR, "form.terminate button").click()
+        banner("done", "Đã chấm dứt thỏa thuận.")
+        assert world["system"].get("/agreements/" + agreement["id"]).json()["status"] == "expired"
+        ARTIFACTS.mkdir(exist_ok=True)
+        assert driver.save_screenshot(str(ARTIFACTS / "console-partners.png"))
+    finally:
+        driver.quit()
+    done = [(r["route"], r["status"]) for r in world["db"].audit.find({"actor": "operator:" + made["id"]}).sort("at", 1)]
+    assert done == [("console: sign in", 303), ("console: create partner", 200), ("console: create agreement", 422),
+                    ("console: create agreement", 200), ("console: amend agreement", 200),
+                    ("console: terminate agreement", 200)]
