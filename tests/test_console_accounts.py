@@ -239,7 +239,7 @@ def test_an_operator_onboards_a_partner_and_keeps_its_agreement_from_the_console
         row.find_element(By.CSS_SELECTOR, "form.amend button").click()
         banner("done", "Đã sửa thời hạn thỏa thuận.")
         row = driver.find_element(By.CSS_SELECTOR, 'tr.agreement[data-id="{}"]'.format(agreement["id"]))
-        assert row.find_element(By.CSS_SELECTOR, "td.until").text == "30/06/2027"
+        assert row.find_element(By.CSS_SELECTOR, "td.until").text == "2027-06-30"
         row.find_element(By.TAG_NAME, "summary").click()
         row.find_element(By.ID, "end-reason-" + agreement["id"]).send_keys("Đối tác đề nghị dừng")
         row.find_element(By.CSS_SELECTOR, "form.terminate button").click()
