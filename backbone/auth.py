@@ -78,13 +78,17 @@ def require_admin(actor):
         raise forbidden("Only an admin may do this.")
 
 
-def require_operator_or_partner(actor, partner_id):
-    """The operator, or the partner that owns the thing (`partner_id`)."""
+def require_operator_or_partner(actor, partner_id, reading=False):
+    """The operator (for a read, `reading=True`, a viewer too), or the partner that owns the thing
+    (`partner_id`)."""
     if not actor:
         raise DomainError("unauthenticated", "A token is required.", {}, 401)
     if actor.get("role") not in ("operator", "partner"):
         # A coordinator or an official has no partner id: None == None must not let it in.
         raise forbidden("Only an operator or a partner may do this.")
-    if is_operator(actor) or partner_id_of(actor) == partner_id:
+    own = partner_id_of(actor)
+    if (is_staff(actor) if reading else is_operator(actor)) or (own is not None and own == partner_id):
         return
+    if is_staff(actor):
+        raise forbidden("A viewer reads only.")
     raise forbidden("This partner may only act on its own records.")

@@ -168,6 +168,7 @@ class Settings(Section):
     METRICS_PORT = OptionalInteger(required=True, allow_none=True,
                                    validate=lambda port: port is None or 1 <= port <= 65535)
     NOTIFICATIONS_SWEEP_SECONDS = _seconds()
+    AUDIT_RETENTION_DAYS = _count(1, 36500)
     LOGGING = fields.Dict(required=True)
 
 

@@ -23,7 +23,7 @@ from nameko.web.server import WebServer, WsgiApp
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.wrappers import Request
 
-from backbone import counters
+from backbone import auth, counters
 from backbone.errors import DomainError
 from gateway import admission
 from gateway.responses import as_response, from_exception
@@ -273,20 +273,42 @@ calendar feed, whose token may come in the URL."""
         return result, exc_info
 
 
-def admitted(handler, auth):
+def admitted(handler, auth, route=""):
     """The handler as its worker runs it: the caller authenticated first (`service.actor(request)`,
-    401 before any body is read), then a POST's Idempotency-Key scoped to that caller."""
+    401 before any body is read), then a POST's Idempotency-Key scoped to that caller; a write by a
+    caller it knows is then recorded in the audit (`service.audit_write`, ops/administration.py)."""
 
     @functools.wraps(handler)
     def run(service, request, *args, **kwargs):
         # A calendar feed ("feed") may carry its token in the URL: its handler authenticates it.
         actor = service.actor(request) if auth not in (None, "feed") else None
-        if request.method == "POST" and request.headers.get("Idempotency-Key"):
-            return admission.idempotent(service.db.idempotency, request, caller_key(actor, request),
-                                        lambda: as_response(_answer(handler, service, request, args, kwargs)))
-        return handler(service, request, *args, **kwargs)
+        if request.method == "GET" or not hasattr(service, "audit_write"):
+            return _admitted(service, request, handler, actor, args, kwargs)
+        try:
+            result = _admitted(service, request, handler, actor, args, kwargs)
+        except Exception as exc:
+            _audit(service, request, route, kwargs, from_exception(exc).status_code)
+            raise
+        _audit(service, request, route, kwargs, result[0] if isinstance(result, tuple)
+               else getattr(result, "status_code", 200))
+        return result
 
     return run
+
+
+def _admitted(service, request, handler, actor, args, kwargs):
+    if request.method == "POST" and request.headers.get("Idempotency-Key"):
+        return admission.idempotent(service.db.idempotency, request, caller_key(actor, request),
+                                    lambda: as_response(_answer(handler, service, request, args, kwargs)))
+    return handler(service, request, *args, **kwargs)
+
+
+def _audit(service, request, route, target, status):
+    """A failure to write the audit is logged, never the caller's answer (the write is done)."""
+    try:
+        service.audit_write(request, route, target, status)
+    except Exception:
+        log.exception("audit: the record of %s could not be written", route)
 
 
 def _answer(handler, service, request, args, kwargs):
@@ -299,16 +321,14 @@ def _answer(handler, service, request, args, kwargs):
 def caller_key(actor, request):
     """Whose Idempotency-Key it is: the authenticated caller, or for a public route the token sent."""
     if actor:
-        # Every kind of caller's own id: two coordinators (or officials, or operator accounts) never
-        # share an Idempotency-Key space.
-        return ":".join(str(actor.get(k) or "") for k in (
-            "role", "partner_id", "coordinator_id", "official_id", "operator_id", "id"))
+        # One caller each: the system, each operator account, coordinator, official and partner.
+        return auth.actor_label(actor)
     return "anonymous:" + admission.token_digest(admission.bearer_token(request))[:32]
 
 
 def api(method, url, auth="operator", **kwargs):
     def decorate(handler):
-        return Api.decorator(method, url, auth=auth, **kwargs)(admitted(handler, auth))
+        return Api.decorator(method, url, auth=auth, **kwargs)(admitted(handler, auth, "{} {}".format(method, url)))
     return decorate
 
 

@@ -22,6 +22,8 @@ ERROR = {
 
 AUTH_TEXT = {
     "operator": "Operator token only.",
+    # Read by tests/test_authorization.py as an operator route: partners and viewers are refused too.
+    "admin": "Operator token only, of an admin: an admin account's token or OPERATOR_TOKEN.",
     "partner": "A partner's API key (own records only) or the operator token.",
     "any": "Operator token or a partner's API key.",
     "feed": "The feed's own read-only token in `?token=` (its calendar_url: API keys and the operator token are "
@@ -52,6 +54,8 @@ PATH_PARAMETERS = {
     "session_id": {"pattern": HEX_ID.format("session")},
     "official_id": {"pattern": HEX_ID.format("official")},
     "key_id": {"pattern": HEX_ID.format("key")},
+    "operator_id": {"pattern": HEX_ID.format("operator")},
+    "token_id": {"pattern": HEX_ID.format("optoken")},
     "registration_id": {"pattern": "^registration-[0-9a-f]{20}$"},
     "code": {"pattern": "^[A-Za-z0-9_.-]{1,32}$",
              "description": "A certificate's verification code, as printed on it, or a unit's code."},

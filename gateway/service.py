@@ -18,8 +18,9 @@ from gateway.entrypoints import Routes, ServiceClient, api, read_json
 from gateway.responses import attachment
 from gateway.certificates import CertificateRoutes
 from gateway.selfservice import SelfServiceRoutes
-from ops import fleet
+from ops import accounts, administration, fleet
 from ops import routes as ops_routes
+from ops.administration import AdministrationRoutes
 from ops.routes import OperationsRoutes
 
 HEALTH_TIMEOUT = 2.0
@@ -30,12 +31,14 @@ IDEMPOTENCY_SECONDS = 24 * 3600
 _DOCUMENTS = {}
 
 
-class GatewayService(OperationsRoutes, SelfServiceRoutes, CertificateRoutes):
+class GatewayService(OperationsRoutes, AdministrationRoutes, SelfServiceRoutes, CertificateRoutes):
     name = "gateway"
 
-    # Idempotency records (kept a day), console sessions, login attempts and sign-in links; it publishes
-    # no events.
-    db = Database(relay=False, indexes=dict(ops_routes.INDEXES, **signin.INDEXES, **selfservice.INDEXES, idempotency=[
+    # Idempotency records (kept a day), console sessions, login attempts, sign-in links, officials'
+    # sessions and tokens, operator accounts and their tokens, and the audit of who acted; it
+    # publishes no events.
+    db = Database(relay=False, indexes=dict(ops_routes.INDEXES, **signin.INDEXES, **selfservice.INDEXES,
+                                            **administration.INDEXES, idempotency=[
         IndexModel([("created_at", ASCENDING)], expireAfterSeconds=IDEMPOTENCY_SECONDS)]))
     tracing = Tracing()
     routes = Routes()
@@ -70,6 +73,10 @@ class GatewayService(OperationsRoutes, SelfServiceRoutes, CertificateRoutes):
             # became), asked on every request, so a revocation or a reorganisation counts at once.
             # Only refusals are remembered (as for API keys): a revoked token was never known good here.
             found = self.known_token(request, token, self.registration.authenticate_coordinator)
+        elif token.startswith(accounts.TOKEN_PREFIX):
+            # An operator account's personal token: in this database, checked against the account
+            # each time (a deactivated account's token stops at once); misses are remembered.
+            found = self.known_token(request, token, lambda known: accounts.authenticate(self.db, known))
         else:
             found = self.known_token(request, token, self.partners.authenticate)
         request.environ["trainops.actor"] = found
@@ -99,7 +106,7 @@ class GatewayService(OperationsRoutes, SelfServiceRoutes, CertificateRoutes):
         anyone may ask for it."""
         deployment = (config.get("AMQP_URI"), config.get("DATABASE_PREFIX"))
         if deployment not in _DOCUMENTS:
-            described = [fleet.schemas()]
+            described = [fleet.schemas(), administration.schemas()]
             for name in fleet.services():
                 with eventlet.Timeout(HEALTH_TIMEOUT * 2):
                     described.append(getattr(self, name).api_schemas())

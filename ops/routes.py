@@ -10,12 +10,12 @@ from pymongo import ASCENDING, IndexModel
 from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.wrappers import Response
 
-from backbone.auth import OPERATOR, require_operator
+from backbone.auth import OPERATOR, is_admin, is_operator, require_operator
 from backbone.clock import utcnow
 from backbone.errors import DomainError
 from gateway import admission, documents, tables
 from gateway.entrypoints import api, read_json
-from ops import console, fleet
+from ops import accounts, audit, console, fleet
 from ops.console import charts, pages
 from ops.console.labels import CERTIFICATE_LABELS
 from ops.console.units import UnitConsoleRoutes
@@ -66,7 +66,7 @@ class OperationsRoutes(UnitConsoleRoutes):
          summary="Prometheus text: the gateway's and every service's metrics; trainops_service_up 0 for "
                  "a service that did not answer.")
     def prometheus_metrics(self, request):
-        require_operator(self.actor(request))
+        require_operator(self.actor(request), reading=True)
         return Response(fleet.scrape(self), content_type=CONTENT_TYPE_LATEST)
 
     # -- operations -------------------------------------------------------------------------------
@@ -75,7 +75,7 @@ class OperationsRoutes(UnitConsoleRoutes):
          summary="Dead letters of every service, newest first: consumer, error, attempts and the original event.")
     def list_dead_letters(self, request):
         actor = self.actor(request)
-        require_operator(actor)  # before the services are asked: a partner's 403 is not "unavailable"
+        require_operator(actor, reading=True)  # before the services are asked: a partner's 403 is not "unavailable"
         return fleet.dead_letters(self, actor, request.args.get("consumer"),
                                   request.args.get("event_type"), request.args.get("status"))
 
@@ -99,35 +99,61 @@ class OperationsRoutes(UnitConsoleRoutes):
                  "published, handled, dead-lettered.")
     def audit_trail(self, request):
         actor = self.actor(request)
-        require_operator(actor)
+        require_operator(actor, reading=True)
         return fleet.audit_trail(self, actor, request.args.get("correlation_id", "")[:64])
 
     # The console: pages for people, signed-in by cookie (see ops/console/__init__.py).
 
     def console_session(self, request):
-        """The session's nonce when its cookie is genuine, young enough and not logged out."""
+        """The session's nonce when its cookie is genuine, young enough, not logged out and, for an
+        operator account, the account still active; who signed in is then `console_actor(request)`."""
         nonce = console.session_of(request, config.get("OPERATOR_TOKEN") or "")
-        if nonce and self.db.console_sessions.find_one({"_id": nonce, "expires_at": {"$gt": utcnow()}}, {"_id": 1}):
-            return nonce
-        return None
+        found = nonce and self.db.console_sessions.find_one({"_id": nonce, "expires_at": {"$gt": utcnow()}})
+        if not found:
+            return None
+        if found.get("operator_id"):
+            account = accounts.active_account(self.db, found["operator_id"])
+            if account is None:  # deactivated since: the session ends now
+                return None
+            request.environ["trainops.console_actor"] = accounts.as_actor(account)
+        else:
+            request.environ["trainops.console_actor"] = OPERATOR  # signed in with OPERATOR_TOKEN
+        return nonce
 
-    def console_form_refusal(self, request):
+    @staticmethod
+    def console_actor(request):
+        """Who signed in to this console session (after `console_session`): an account's actor, or SYSTEM."""
+        return request.environ.get("trainops.console_actor")
+
+    def console_form_refusal(self, request, action=None):
         """For a console form: a redirect to the login, or a 403 page when the form's CSRF token is
-        not this session's; None when the post may go ahead."""
+        not this session's, or the one who signed in is a viewer; None when the post may go ahead.
+        `action`: the console action's name, for the audit of a viewer's refused try."""
         nonce = self.console_session(request)
         if nonce is None:
             return console.redirect("/console/login")
         if not console.csrf_ok(request, config["OPERATOR_TOKEN"], nonce):
             return console.page(request, "login.html", status=403,
                                 error=console.LABELS[console.language(request)]["forbidden"])
+        if not is_operator(self.console_actor(request)):
+            if action:
+                self.console_audit(request, action, {}, 403)
+            return console.page(request, "login.html", status=403,
+                                error=console.LABELS[console.language(request)]["viewer_reads_only"])
         return None
+
+    def console_audit(self, request, action, target, status):
+        """A console action in the audit, with who signed in (`route`: "console: <action>")."""
+        audit.record(self.db, self.console_actor(request), "console: " + action, target, status, self.tracing)
 
     def console_page(self, request, template, gather, *args):
         nonce = self.console_session(request)
         if nonce is None:
             return console.redirect("/console/login")
         csrf = console.csrf_token(config["OPERATOR_TOKEN"], nonce)
-        return console.page(request, template, csrf=csrf, **gather(self, *args))
+        me = self.console_actor(request)
+        return console.page(request, template, csrf=csrf, me=me, can_write=is_operator(me), is_admin=is_admin(me),
+                            **gather(self, *args))
 
     @api("GET", "/console/static/console.css", auth=None, public=False)
     def console_css(self, request):
@@ -152,7 +178,8 @@ class OperationsRoutes(UnitConsoleRoutes):
         if key and hmac.compare_digest(given.encode(), key.encode()):
             self.db.console_logins.delete_one({"_id": client})
             cookie, nonce = console.new_session(key)
-            self.db.console_sessions.insert_one({"_id": nonce, "who": "system", "created_at": utcnow(),
+            self.db.console_sessions.insert_one({"_id": nonce, "who": "system", "operator_id": None,
+                                                 "created_at": utcnow(),
                                                  "expires_at": utcnow() + timedelta(seconds=console.SESSION_SECONDS)})
             return console.redirect("/console", cookie=cookie, secure=console.served_over_https(request))
         self.db.console_logins.update_one({"_id": client}, {
@@ -180,13 +207,18 @@ class OperationsRoutes(UnitConsoleRoutes):
 
     @api("POST", "/console/dead-letters/replay", auth=None, public=False)
     def console_replay(self, request):
-        refusal = self.console_form_refusal(request)
+        refusal = self.console_form_refusal(request, "replay dead letters")
         if refusal is not None:
             return refusal
+        actor = self.console_actor(request)
         if request.form.get("id"):
-            done = fleet.replay_one(self, OPERATOR, request.form["id"])
+            target = {"letter_id": request.form["id"][:200]}
+            done = fleet.replay_one(self, actor, request.form["id"])
         else:
-            done = fleet.replay_kind(self, OPERATOR, request.form.get("consumer"), request.form.get("event_type"))
+            target = {"consumer": request.form.get("consumer", "")[:100],
+                      "event_type": request.form.get("event_type", "")[:100]}
+            done = fleet.replay_kind(self, actor, request.form.get("consumer"), request.form.get("event_type"))
+        self.console_audit(request, "replay dead letters", target, 200)
         return console.redirect("/console/dead-letters?replayed={}".format(len(done["replayed"])))
 
     @api("GET", "/console/sessions", auth=None, public=False)
@@ -200,14 +232,15 @@ class OperationsRoutes(UnitConsoleRoutes):
 
     @api("POST", "/console/notifications/resend", auth=None, public=False)
     def console_resend(self, request):
-        refusal = self.console_form_refusal(request)
+        refusal = self.console_form_refusal(request, "resend notice")
         if refusal is not None:
             return refusal
         try:
-            self.notifications.resend(OPERATOR, request.form.get("id", ""))
-            outcome = "resent"
+            self.notifications.resend(self.console_actor(request), request.form.get("id", ""))
+            outcome, status = "resent", 200
         except DomainError as error:  # not failed any more, or unknown: say so on the page
-            outcome = error.code
+            outcome, status = error.code, error.status
+        self.console_audit(request, "resend notice", {"notice_id": request.form.get("id", "")[:100]}, status)
         return console.redirect("/console/notifications?outcome={}".format(outcome))
 
     @api("GET", "/console/partners", auth=None, public=False)

@@ -236,7 +236,7 @@ class OperationsRpcs:
     def dead_letters(self, actor, filters=None):
         """This service's dead letters, newest first: the consumer, the error, the attempts and the
         original event. Filters: `event_type`, `status` (parked|replayed). Operator only."""
-        auth.require_operator(actor)
+        auth.require_operator(actor, reading=True)
         filters = filters or {}
         query = {k: filters[k] for k in ("event_type", "status") if filters.get(k)}
         docs = self.db.dead_letters.find(query).sort("parked_at", DESCENDING).limit(DEAD_LETTER_PAGE)
@@ -277,7 +277,7 @@ class OperationsRpcs:
     def events(self, actor, correlation_id):
         """What this service did under a correlation id: events it wrote (and when they were
         published), events it handled, dead letters, and the service's own audit records."""
-        auth.require_operator(actor)
+        auth.require_operator(actor, reading=True)
         name = self.name
         db = self.db.db
         trail = []

@@ -197,7 +197,7 @@ class NotificationsService(Operated):
         official_id, partner_id, status, channel, template, event_id (a blank one is no filter);
         `limit` (1 to 200, default 50) and `cursor` (the last page's next_cursor). 403 unless an
         operator; 422 `invalid_fields` naming `limit` or `cursor`."""
-        auth.require_operator(actor)
+        auth.require_operator(actor, reading=True)
         asked = validated(schemas.NoticeQuery(), {k: v for k, v in (filters or {}).items() if v not in (None, "")},
                           unknown=EXCLUDE)
         limit, cursor = asked.pop("limit"), asked.pop("cursor", None)

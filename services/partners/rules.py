@@ -162,8 +162,8 @@ def require_caller(actor):
 
 def listed_partner(actor, asked_partner_id=None):
     """Whose records a list shows: the operator's choice (None: everyone's), or the partner itself
-    (403 when a partner asks for another's)."""
-    if auth.is_operator(actor):
+    (403 when a partner asks for another's); a viewer reads as the operator does."""
+    if auth.is_staff(actor):
         return asked_partner_id
     if asked_partner_id not in (None, auth.partner_id_of(actor)):
         raise forbidden("A partner sees only its own offerings.")

@@ -116,7 +116,7 @@ class PartnersService(Operated):
     @rpc
     def get_partner(self, actor, partner_id):
         """One partner (the operator, or the partner itself), with its keys' ids and hints."""
-        auth.require_operator_or_partner(actor, partner_id)
+        auth.require_operator_or_partner(actor, partner_id, reading=True)
         return public_partner(store.get_partner(self.db, partner_id))
 
     @rpc
@@ -151,7 +151,7 @@ class PartnersService(Operated):
     def list_agreements(self, actor, partner_id, query):
         """{items, next_cursor}: a partner's agreements (the operator, or the partner itself).
         `query`: limit, cursor. 404 unknown partner."""
-        auth.require_operator_or_partner(actor, partner_id)
+        auth.require_operator_or_partner(actor, partner_id, reading=True)
         asked = validated(schemas.AgreementQuery(), query)
         store.get_partner(self.db, partner_id)
         today = local_date()
@@ -162,7 +162,7 @@ class PartnersService(Operated):
     def get_agreement(self, actor, agreement_id):
         """One agreement with its status and history (the operator, or the partner that is party to it)."""
         agreement = store.get_agreement(self.db, agreement_id)
-        auth.require_operator_or_partner(actor, agreement["partner_id"])
+        auth.require_operator_or_partner(actor, agreement["partner_id"], reading=True)
         return public_agreement(agreement, local_date())
 
     @rpc
@@ -261,7 +261,7 @@ class PartnersService(Operated):
     def get_offering(self, actor, offering_id):
         """One offering (the operator, or the partner that owns it)."""
         offering = store.get_offering(self.db, offering_id)
-        auth.require_operator_or_partner(actor, offering["partner_id"])
+        auth.require_operator_or_partner(actor, offering["partner_id"], reading=True)
         return public_offering(offering)
 
     @rpc

@@ -224,17 +224,18 @@ def require_acts_for(actor, code, field="unit_code", reading=False):
         raise not_yours(code, field)
 
 
-def require_session_reader(actor, session):
-    """The operator, or the partner that delivers the session (401 / 403 otherwise)."""
-    auth.require_operator_or_partner(actor, session.get("partner_id"))
+def require_session_reader(actor, session, reading=False):
+    """The operator, or the partner that delivers the session (401 / 403 otherwise); for a read
+    (`reading=True`) a viewer too."""
+    auth.require_operator_or_partner(actor, session.get("partner_id"), reading=reading)
 
 
 def sees_personal_data(actor):
     """Whether `actor` sees officials' contacts and QR tokens: the operator only. The partner that
     delivers a session sees who registered (name, unit, audience group), their status and attendance,
     never an email, a phone or a QR token (Decree 13/2023/ND-CP: only what the purpose needs; with the
-    tokens it could check in people who never came)."""
-    return auth.is_operator(actor)
+    tokens it could check in people who never came). A viewer at the centre reads what operators read."""
+    return auth.is_staff(actor)
 
 
 def require_registrable(session, official, after_cutoff, now):

@@ -113,7 +113,7 @@ class RegistrationService(Operated):
         """Units by code, dissolved ones included with what they became: {"items", "next_cursor"}.
         `query`: status (active|dissolved), kind, q (words of the name or code, accents ignored),
         limit, cursor."""
-        auth.require_operator_or_partner(actor, auth.partner_id_of(actor))
+        auth.require_operator_or_partner(actor, auth.partner_id_of(actor), reading=True)
         asked = validated(schemas.UnitQuery(), query or {})
         return listed(store.units_page(self.db, asked.get("status"), asked.get("kind"), asked.get("q"),
                                        asked["limit"], asked.get("cursor")), schemas.public_unit)
@@ -341,7 +341,8 @@ class RegistrationService(Operated):
         if auth.coordinator_units(actor) is not None:
             rules.require_acts_for(actor, registration["unit_code"], field="registration_id", reading=True)
         else:
-            rules.require_session_reader(actor, store.find_session(self.db, registration["session_id"]))
+            rules.require_session_reader(actor, store.find_session(self.db, registration["session_id"]),
+                                          reading=True)
         return schemas.registration_for(actor)(registration)
 
     @rpc
@@ -358,7 +359,7 @@ class RegistrationService(Operated):
         ?status=waitlisted the waitlist in order (the operator, or the partner delivering the
         session, which sees them as `get_registration` says). 404 unknown session; 422
         `invalid_fields` for a bad status, limit or cursor."""
-        rules.require_session_reader(actor, store.find_session(self.db, session_id))
+        rules.require_session_reader(actor, store.find_session(self.db, session_id), reading=True)
         filters = validated(schemas.RegistrationQuery(), query)
         return listed(store.registrations_page(self.db, session_id, filters), schemas.registration_for(actor))
 
@@ -386,7 +387,7 @@ class RegistrationService(Operated):
     def over_capacity_sessions(self, actor):
         """Sessions whose capacity fell below the seats already confirmed: nobody was dropped; an
         operator decides (raise the capacity, or cancel registrations)."""
-        auth.require_operator(actor)
+        auth.require_operator(actor, reading=True)
         return {"items": [schemas.public_over_capacity(s) for s in store.over_capacity_sessions(self.db)],
                 "next_cursor": None}
 
@@ -506,9 +507,7 @@ class RegistrationService(Operated):
         """Registered, attended and completed per session, unit, district or partner (operator):
         {"columns", "rows"}; the gateway renders CSV or XLSX. A coordinator's report counts its units'
         registrations only. 404 for an unknown grouping."""
-        units = rules.units_in_scope(actor)
-        if units is None:
-            auth.require_operator(actor)
+        units = rules.units_in_scope(actor)  # None: operators and viewers, every unit
         asked = validated(schemas.ReportQuery(), query)
         if by not in reports.GROUPINGS:
             raise not_found("report", by)
@@ -518,7 +517,7 @@ class RegistrationService(Operated):
     def get_programme(self, actor):
         """The programme record: name, legal basis, period and target share per audience group
         (anyone with a token may read it). None before the operator sets it."""
-        auth.require_operator_or_partner(actor, auth.partner_id_of(actor))
+        auth.require_operator_or_partner(actor, auth.partner_id_of(actor), reading=True)
         return schemas.public_programme(store.programme(self.db))
 
     @rpc

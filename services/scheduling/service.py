@@ -151,7 +151,7 @@ class SchedulingService(Operated):
         """The agreements whose last day is at most `within_days` (default 60) local days away and
         that have not ended, soonest first, with the warnings sent for that end and the renewal that
         follows, if any: {"items": [...]} (operator only; the console's list)."""
-        auth.require_operator(actor)
+        auth.require_operator(actor, reading=True)
         asked = validated(schemas.EndingQuery(), query or {})
         today = local_date()
         items = []
@@ -331,7 +331,7 @@ class SchedulingService(Operated):
         """The feed of the sessions a partner delivers or hosts: for its feed token (`?token=`), the
         operator or that partner. 401 for a token that is not this feed's."""
         self._open_feed(actor, "partner", partner_id, query,
-                        lambda caller: auth.require_operator_or_partner(caller, partner_id))
+                        lambda caller: auth.require_operator_or_partner(caller, partner_id, reading=True))
         return calendars.calendar("{}@trainops".format(partner_id),
                                   "Lớp bồi dưỡng AI — đối tác {}".format(partner_id),
                                   store.partner_sessions(self.db, partner_id))
