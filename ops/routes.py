@@ -314,13 +314,15 @@ class OperationsRoutes(UnitConsoleRoutes):
 
     @api("POST", "/console/certificates/revoke", auth=None, public=False)
     def console_revoke_certificate(self, request):
-        refusal = self.console_form_refusal(request)
+        refusal = self.console_form_refusal(request, "revoke certificate")
         if refusal is not None:
             return refusal
         code = request.form.get("code", "")[:40]
         try:
-            self.registration.revoke_certificate(OPERATOR, code, {"reason": request.form.get("reason", "").strip()})
-            outcome = "revoked"
+            self.registration.revoke_certificate(self.console_actor(request), code,
+                                                 {"reason": request.form.get("reason", "").strip()})
+            outcome, status = "revoked", 200
         except DomainError as error:
-            outcome = error.code
+            outcome, status = error.code, error.status
+        self.console_audit(request, "revoke certificate", {"code": code}, status)
         return console.redirect("/console/certificates?code={}&outcome={}".format(quote(code), outcome))

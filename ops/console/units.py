@@ -100,7 +100,7 @@ class UnitConsoleRoutes:
     @api("POST", "/console/units/<code>/coordinators", auth=None, public=False)
     def console_create_coordinator(self, request, code):
         """The answer is the page itself, with the token: a redirect would need it in an address."""
-        refusal = self.console_form_refusal(request)
+        refusal = self.console_form_refusal(request, "create coordinator")
         if refusal is not None:
             return refusal
         form = {k: request.form.get(k, "").strip()[:300] for k in ("full_name", "email", "phone", "unit_codes")}
@@ -110,21 +110,26 @@ class UnitConsoleRoutes:
         if form["unit_codes"]:
             data["unit_codes"] = [c.strip() for c in form["unit_codes"].split(",") if c.strip()]
         try:
-            made = self.registration.create_coordinator(OPERATOR, code, data)
+            made = self.registration.create_coordinator(self.console_actor(request), code, data)
         except DomainError as error:
+            self.console_audit(request, "create coordinator", {"code": code}, error.status)
             return self.units_console(request, "unit.html", unit_page, code, status=error.status,
                                       form=form, errors=field_messages(error.fields) or {"_": error.message})
+        self.console_audit(request, "create coordinator", {"code": code, "coordinator_id": made["id"]}, 201)
         return self.units_console(request, "unit.html", unit_page, code, status=201, token=made["api_token"])
 
     @api("POST", "/console/coordinators/revoke", auth=None, public=False)
     def console_revoke_coordinator(self, request):
-        refusal = self.console_form_refusal(request)
+        refusal = self.console_form_refusal(request, "revoke coordinator")
         if refusal is not None:
             return refusal
+        coordinator_id = request.form.get("id", "")[:64]
         try:
-            revoked = self.registration.revoke_coordinator(OPERATOR, request.form.get("id", "")[:64])
-        except DomainError:  # no such coordinator: back to the list
+            revoked = self.registration.revoke_coordinator(self.console_actor(request), coordinator_id)
+        except DomainError as error:  # no such coordinator: back to the list
+            self.console_audit(request, "revoke coordinator", {"coordinator_id": coordinator_id}, error.status)
             return console.redirect("/console/units")
+        self.console_audit(request, "revoke coordinator", {"coordinator_id": coordinator_id}, 200)
         # Back to the unit page the form was on (a coordinator may act for several).
         unit = request.form.get("unit", "")[:32] or (revoked.get("unit_codes") or [""])[0]
         return console.redirect("/console/units/{}?revoked=1".format(quote(unit, safe="")))
