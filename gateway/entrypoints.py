@@ -198,7 +198,8 @@ class Api(HttpRequestHandler):
     schemas), `auth`, `summary` and `status` describe the route in OpenAPI; the summary says "(body
     optional)" where it is. `max_body`: the setting that caps this route's body (imports have their
     own). `auth=None`: the route checks who asks itself, if at all (public pages); `auth="feed"`: a
-calendar feed, whose token may come in the URL."""
+calendar feed, whose token may come in the URL; `auth="official"`: an official's own, by the /me
+cookie or a `me_` token (the handler asks `me_actor`)."""
 
     server = GatewayServer()
 
@@ -281,7 +282,8 @@ def admitted(handler, auth, route=""):
     @functools.wraps(handler)
     def run(service, request, *args, **kwargs):
         # A calendar feed ("feed") may carry its token in the URL: its handler authenticates it.
-        actor = service.actor(request) if auth not in (None, "feed") else None
+        # An official's routes ("official") authenticate the cookie or token themselves (gateway/selfservice).
+        actor = service.actor(request) if auth not in (None, "feed", "official") else None
         if request.method == "GET" or not hasattr(service, "audit_write"):
             return _admitted(service, request, handler, actor, args, kwargs)
         try:

@@ -28,6 +28,8 @@ AUTH_TEXT = {
     "any": "Operator token or a partner's API key.",
     "feed": "The feed's own read-only token in `?token=` (its calendar_url: API keys and the operator token are "
             "refused there), or the operator token or a partner's API key as a Bearer header.",
+    "official": "An official's own: the /me session cookie or a `me_...` token as a Bearer header (any other "
+                "token is refused).",
     None: "No authentication.",
 }
 

@@ -67,6 +67,8 @@ def auth_of(operation):
         return "feed"
     if text.startswith("A partner's API key"):
         return "partner"
+    if text.startswith("An official's own"):
+        return "official"
     return "any"
 
 
@@ -77,6 +79,8 @@ def expected(caller, auth, path):
         return allowed
     if caller in ("nobody", "junk", "revoked", "feed"):
         return {401}
+    if auth == "official":
+        return {403}  # none of these callers is an official (tests/test_selfservice.py has those)
     if caller == "operator":
         return allowed
     if auth == "operator":

@@ -245,7 +245,7 @@ class SelfServiceRoutes:
             self.db.me_sessions.delete_one({"_id": nonce})
         return redirect("/me/link", clear=True, secure=_secure(request))
 
-    @api("POST", "/me/token", auth=None, status=201,
+    @api("POST", "/me/token", auth="official", status=201,
          summary="A bearer token me_... for the JSON twins under /me, valid an hour (from a signed-in session, "
                  "with its X-CSRF-Token).")
     def me_token(self, request):
@@ -283,22 +283,22 @@ class SelfServiceRoutes:
             return page(request, "link.html", status=403, problem=LABELS[language(request)]["errors"]["forbidden"])
         raise error
 
-    @api("GET", "/me/registrations", auth=None, summary="My registrations (an official's cookie or me_ token).")
+    @api("GET", "/me/registrations", auth="official", summary="My registrations (an official's cookie or me_ token).")
     def me_registrations(self, request):
         actor, _ = self.me_actor(request)
         return {"items": self.registration.my_page(actor)["registrations"], "next_cursor": None}
 
-    @api("GET", "/me/sessions", auth=None, summary="Sessions open to me (an official's cookie or me_ token).")
+    @api("GET", "/me/sessions", auth="official", summary="Sessions open to me (an official's cookie or me_ token).")
     def me_sessions(self, request):
         actor, _ = self.me_actor(request)
         return {"items": self.registration.my_page(actor)["open_sessions"], "next_cursor": None}
 
-    @api("GET", "/me/certificates", auth=None, summary="My certificates (an official's cookie or me_ token).")
+    @api("GET", "/me/certificates", auth="official", summary="My certificates (an official's cookie or me_ token).")
     def me_certificates(self, request):
         actor, _ = self.me_actor(request)
         return {"items": self.registration.my_page(actor)["certificates"], "next_cursor": None}
 
-    @api("POST", "/me/registrations/<registration_id>/cancel", auth=None,
+    @api("POST", "/me/registrations/<registration_id>/cancel", auth="official",
          summary="Cancel my registration (form with csrf, or JSON); the first who fits on the waitlist is promoted.")
     def me_cancel(self, request, registration_id):
         try:
@@ -310,7 +310,7 @@ class SelfServiceRoutes:
             return self._refused_form(request, error)
         return redirect("/me?done=cancelled") if is_form(request) else found
 
-    @api("POST", "/me/sessions/<session_id>/register", auth=None, status=201,
+    @api("POST", "/me/sessions/<session_id>/register", auth="official", status=201,
          summary="Register myself for a session (form with csrf, or JSON): confirmed or waitlisted, every rule "
                  "as for operators.")
     def me_register(self, request, session_id):
@@ -323,7 +323,7 @@ class SelfServiceRoutes:
             return self._refused_form(request, error)
         return redirect("/me?done=registered") if is_form(request) else (201, found)
 
-    @api("POST", "/me/preferences", auth=None,
+    @api("POST", "/me/preferences", auth="official",
          summary="My notice preferences: {language: vi|en, email: bool, sms: bool} (form with csrf, or JSON).")
     def me_preferences(self, request):
         try:
@@ -349,19 +349,19 @@ class SelfServiceRoutes:
         return dict(self.notifications.my_channels(actor), language=self.registration.my_page(actor)[
             "official"]["language"])
 
-    @api("GET", "/me/preferences", auth=None, summary="My notice preferences: {language, email, sms}.")
+    @api("GET", "/me/preferences", auth="official", summary="My notice preferences: {language, email, sms}.")
     def me_preferences_read(self, request):
         actor, _ = self.me_actor(request)
         return dict(self.notifications.my_channels(actor),
                     language=self.registration.my_page(actor)["official"]["language"])
 
-    @api("GET", "/me/registrations/<registration_id>/qr.svg", auth=None, public=False)
+    @api("GET", "/me/registrations/<registration_id>/qr.svg", auth="official", public=False)
     def me_qr(self, request, registration_id):
         actor, _ = self.me_actor(request)
         svg = self.registration.registration_qr(actor, registration_id)
         return Response(svg.encode("utf-8"), mimetype="image/svg+xml", headers={"Cache-Control": "no-store"})
 
-    @api("GET", "/me/registrations/<registration_id>/calendar.ics", auth=None, public=False)
+    @api("GET", "/me/registrations/<registration_id>/calendar.ics", auth="official", public=False)
     def me_calendar(self, request, registration_id):
         actor, _ = self.me_actor(request)
         mine = [r for r in self.registration.my_page(actor)["registrations"] if r["id"] == registration_id]

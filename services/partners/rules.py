@@ -157,7 +157,7 @@ def updated_offering(offering, changes):
 def require_caller(actor):
     """The operator or any partner (401 for nobody); each then sees only what it may."""
     if not auth.is_operator(actor):
-        auth.require_operator_or_partner(actor, auth.partner_id_of(actor))
+        auth.require_operator_or_partner(actor, auth.partner_id_of(actor), reading=True)
 
 
 def listed_partner(actor, asked_partner_id=None):

@@ -394,15 +394,16 @@ def require_registrant(actor, official_id):
     auth.require_operator(actor)
 
 
-def require_own_registration(actor, registration):
-    """An operator, or the official the registration is for. Another official's registration is
-    answered as unknown (404): its id says nothing to someone who does not hold it."""
+def require_own_registration(actor, registration, reading=False):
+    """An operator (for a read, a viewer too), or the official the registration is for. Another
+    official's registration is answered as unknown (404): its id says nothing to someone who does not
+    hold it."""
     own = auth.official_id_of(actor)
     if own is not None:
         if registration.get("official_id") != own:
             raise DomainError("not_found", "No registration with id {}.".format(registration["_id"]), {}, 404)
         return
-    auth.require_operator(actor)
+    auth.require_operator(actor, reading=reading)
 
 
 def open_to(session, official, now):

@@ -296,6 +296,8 @@ class RegistrationService(Operated):
         officials (403 `unit_not_yours` otherwise), an official only themself, under the same rules,
         never after the cut-off."""
         units = auth.coordinator_units(actor)
+        if units is None and auth.official_id_of(actor) is None:
+            auth.require_operator(actor)  # who asks, before what is asked
         fields = validated(REGISTRATION_IN, data)
         if units is None:
             # An official registers themself (self-service), with every rule as for the operator.
@@ -350,7 +352,7 @@ class RegistrationService(Operated):
         """The registration's QR code (its token) as SVG text (operator only: the token checks the
         official in)."""
         registration = store.find_registration(self.db, registration_id)
-        rules.require_own_registration(actor, registration)
+        rules.require_own_registration(actor, registration, reading=True)
         return certificates.qr_svg(registration["qr_token"])
 
     @rpc
@@ -537,9 +539,7 @@ class RegistrationService(Operated):
         registered, attended, target, gap}], totals, as_of, programme}, by unit, audience_group,
         partner or month, as things stood at the end of `as_of` (today by default). A coordinator's
         counts its units' officials only."""
-        scope = rules.units_in_scope(actor)
-        if scope is None:
-            auth.require_operator(actor)
+        scope = rules.units_in_scope(actor)  # None: operators and viewers, every unit
         asked = validated(schemas.CoverageQuery(), query or {})
         as_of = asked.get("as_of") or local_date()
         record = store.programme(self.db)

@@ -35,7 +35,7 @@ from contracts.common import ACTIVE_AUDIENCE_GROUPS, REFORM_DAY, retired_groups
 
 def require_reader(actor):
     """Any operator or partner token may read sessions, venues and calendars; no token is a 401."""
-    auth.require_operator_or_partner(actor, auth.partner_id_of(actor))
+    auth.require_operator_or_partner(actor, auth.partner_id_of(actor), reading=True)
 
 
 def coordinator_open_to(actor, unit=None):
