@@ -10,7 +10,7 @@ import uuid
 import eventlet
 import pytest
 
-from tests.helpers import Client, Programme, at, wait_for
+from tests.helpers import Client, Poison, Programme, at, publish_to, wait_for, withdrawn
 
 pytestmark = pytest.mark.chaos
 
@@ -42,6 +42,8 @@ def on_cluster(cluster, mongo, smtp_sink, sms_gateway):
     cluster.make_vhost(vhost)
     data = service_config(mongo, cluster.amqp_uri(vhost), smtp_sink, sms_gateway)
     data["QUEUE_TYPE"] = "quorum"
+    # Retries slow enough that events still wait in the delay queues when a node goes down.
+    data["EVENTS"].update(retry_delays=[2, 4, 8, 16])
     with nameko.config.patch(data, clear=True):
         cluster.apply_policies(vhost, topology.definitions(vhost)["policies"])
         with Connection(data["AMQP_URI"]) as connection:
@@ -124,18 +126,41 @@ def programme(on_cluster):
 
 @pytest.mark.parametrize("how", ["stop", "kill"])
 def test_a_node_lost_mid_burst_loses_doubles_and_over_books_nothing(programme, cluster, how):
-    # The first node is the one every connection chose (the first URI): its loss moves them all.
+    # Every connection starts on the first URI's node (a): stopping it moves them all to b; killing b
+    # next then moves them again.
     day = {"stop": 30, "kill": 31}[how]
     session = programme.known_session(capacity=SEATS, trainer="Trainer {}".format(how),
                                       starts_at=at(day, "08:00"), ends_at=at(day, "12:00"))
     officials = [programme.official() for _ in range(BURST)]
-    fault = {"stop": lambda: cluster.stop_node("a"), "kill": lambda: cluster.kill_node("a")}[how]
+    node = {"stop": "a", "kill": "b"}[how]
+    fault = {"stop": lambda: cluster.stop_node(node), "kill": lambda: cluster.kill_node(node)}[how]
     lost = time.monotonic()
     answers, gap = register_all(programme, session, officials, fault)
-    print("\nnode a {}: the longest wait for a successful HTTP answer was {:.1f} s".format(how, gap))
+    print("\nnode {} {}: the longest wait for a successful HTTP answer was {:.1f} s".format(node, how, gap))
     nothing_lost_nor_doubled(programme, session, officials, answers)
-    print("node a {}: every notice sent {:.1f} s after the loss".format(how, time.monotonic() - lost))
+    print("node {} {}: every notice sent {:.1f} s after the loss".format(node, how, time.monotonic() - lost))
     back = time.monotonic()
+    cluster.start_node(node)
+    healthy_again(programme, cluster)
+    print("node {} back and /health ok in {:.1f} s".format(node, time.monotonic() - back))
+
+
+def test_events_waiting_for_their_retry_survive_a_node_restart(programme, cluster, on_cluster, monkeypatch):
+    """The hop from a delay queue back to the service's queue is at-least-once dead-lettering: events
+    waiting in `trainops.scheduling.retry.*` while the node they were declared on restarts are all
+    handled, once each, when the handler works again."""
+    from services.scheduling.service import SchedulingService
+    data, db = on_cluster
+    poison = Poison(monkeypatch, SchedulingService, "offering_withdrawn")
+    events = [withdrawn("corr-retry-{}".format(n)) for n in range(10)]
+    for event in events:
+        publish_to(data, "scheduling", event)
+    wait_for(lambda: len(set(poison.calls)) == len(events), timeout=60)  # each failed once: in retry
+    cluster.stop_node("a")
+    poison.fix()
+    handled = db("scheduling").handled_events
+    ids = [event["event_id"] for event in events]
+    wait_for(lambda: handled.count_documents({"_id": {"$in": ids}}) == len(ids), timeout=180, interval=0.5)
+    assert db("scheduling").dead_letters.count_documents({"event_id": {"$in": ids}}) == 0
     cluster.start_node("a")
     healthy_again(programme, cluster)
-    print("node a back and /health ok in {:.1f} s".format(time.monotonic() - back))
