@@ -1,7 +1,7 @@
 PYTHON ?= python3
 VENV := .venv
 
-.PHONY: venv rabbitmq browser promtool run test bench clean deploy-files audit lock
+.PHONY: venv rabbitmq browser promtool run test chaos bench clean deploy-files audit lock
 
 venv: $(VENV)/.installed
 
@@ -42,6 +42,11 @@ $(VENV)/bin/promtool: | $(VENV)/.installed
 # The tests start their own SecantusDB, SMTP sink and SMS gateway (devstack fixtures).
 test: venv rabbitmq browser promtool
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
+
+# The resilience tests on a three-node RabbitMQ cluster of their own (devstack/cluster.py, beside the
+# machine's broker): a node stopped and one killed mid-burst. About two minutes; .ci/run runs it too.
+chaos: venv
+	$(VENV)/bin/python -m pytest -q -s -m chaos tests/test_cluster.py $(PYTEST_ARGS)
 
 bench: venv rabbitmq
 	$(VENV)/bin/python -m bench

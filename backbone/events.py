@@ -4,6 +4,14 @@ Each producer declares the schemas of the events it publishes in its own contrac
 (`contracts/<producer>.py`) with `@contract("partner_onboarded")`. The producer checks a payload
 against it before the event is written to its outbox; a consumer checks it again on receipt and
 dead-letters what does not fit. A consumer imports the producer's contract module, never its code.
+
+Two kinds of event. A *fact* happened once and stays true whatever arrives later (a registration
+confirmed, an agreement expired): a consumer acts on each, once. A *state-carrying* event says what
+an aggregate (a session, an offering) is now; a retried or redelivered older one may arrive after a
+newer one, so it carries `revision`, the aggregate's version after the change (its producer counts
+it up in the same transaction), and a consumer applies it only when it is newer than the revision it
+last applied to that part of its copy (`is_newer`). Each contract module says which of its events
+are which.
 """
 import uuid
 from datetime import date, datetime, timezone
@@ -29,6 +37,23 @@ def contract(type_, version=1):
         return schema_cls
 
     return register
+
+
+class Revision(fields.Int):
+    """The aggregate's version after the change a state-carrying event announces (1 for the first).
+    None: an event written before producers counted versions; it is applied as it arrives."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("allow_none", True)
+        kwargs.setdefault("load_default", None)
+        super().__init__(strict=True, validate=validate.Range(min=1), **kwargs)
+
+
+def is_newer(applied, revision):
+    """Whether a state-carrying event of `revision` should change a copy last changed by `applied`:
+    only a newer one does. Either unknown (a copy or an event from before revisions): it does, as
+    before; a repeat or an older one does not."""
+    return applied is None or revision is None or revision > applied
 
 
 def known_types():

@@ -4,7 +4,7 @@ A service's subscriptions are its `@subscribe` handlers: nothing else says what 
 consumer service has one durable queue, `trainops.<service>`, bound to the topic exchange with one
 routing key per event type it handles (routing key = event type). A failed event goes to one of the
 service's delay queues, `trainops.<service>.retry.<ms>ms`, whose TTL sends it back to the service queue
-when it runs out. Anything published that no service subscribes to lands in `trainops.unrouted` rather
+when it runs out (at least once on quorum queues: `_retry_hop_arguments`). Anything published that no service subscribes to lands in `trainops.unrouted` rather
 than vanishing. On a cluster, the `trainops-redelivery-limit` policy (deploy/) sends a message that was
 delivered too many times without an answer (a consumer that dies on it) to `trainops.undeliverable`,
 at least once, instead of letting quorum queues drop it.
@@ -67,6 +67,23 @@ def _queue_arguments():
     return {"x-queue-type": kind} if kind != "classic" else {}
 
 
+def _retry_hop_arguments():
+    """The hop from a delay queue back to the service's queue is dead-lettering, at most once by
+    default: a node lost while an event waits for its retry could drop it. Quorum queues dead-letter
+    at least once (the message stays in the delay queue until the service's queue confirms it has
+    it), which needs `reject-publish` overflow; a repeat is then skipped by the consumer."""
+    if config.get("QUEUE_TYPE", "classic") != "quorum":
+        return {}
+    return {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
+
+
+def rpc_queue_arguments():
+    """nameko's `rpc-<service>` request queues: quorum where the events' queues are (replicated on
+    three nodes, so losing the one a classic queue lived on no longer takes a service's API away)."""
+    kind = config.get("QUEUE_TYPE", "classic")
+    return {"x-queue-type": kind} if kind != "classic" else {}
+
+
 def events_exchange():
     return Exchange(
         exchange_name(), type="topic", durable=True,
@@ -88,7 +105,7 @@ def service_queues(service, event_types):
                 "x-message-ttl": delay,
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": queue_name(service),
-            }),
+            }, **_retry_hop_arguments()),
         )
         for delay in retry_delays_ms()
     ]

@@ -1,7 +1,7 @@
 """What notifications publishes: a notice failed (always), a notice sent (when
 NOTIFICATIONS.announce_sent is on). No consumer yet: they are the record operators' tools read.
 
-Personal data: none; whom a notice was for is an id, never the address."""
+Personal data: none; whom a notice was for is an id, never the address. Both are facts."""
 from marshmallow import Schema, fields, validate
 
 from backbone.events import contract

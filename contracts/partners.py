@@ -4,10 +4,16 @@ Consumers: scheduling (offerings, agreements and their ends), notifications (par
 offerings, expiry).
 
 Personal data: only a partner's institutional contact address (`contact_email`), which notifications
-needs to write to the partner."""
+needs to write to the partner.
+
+State-carrying: offering_published and offering_updated (the offering as it is now, with its
+`revision`; a consumer ignores one older than the copy it has). The agreement events carry the
+agreement's dates and a consumer keeps the newest by `occurred_at` (one producer writes them, in
+transactions that conflict on the agreement). Facts: partner_onboarded, agreement_terminated,
+agreement_expired, offering_withdrawn (final: a withdrawn offering stays withdrawn)."""
 from marshmallow import Schema, fields
 
-from backbone.events import contract
+from backbone.events import Revision, contract
 from backbone.fields import Id
 from contracts.common import Audience, Module
 
@@ -73,6 +79,9 @@ class _Offering(Schema):
     modules = fields.List(fields.Nested(Module), load_default=list)
     starts_from = fields.Date(required=True)
     ends_by = fields.Date(required=True)
+    # The offering's version after this change (1 when published; each update and each move onto
+    # another agreement counts it up).
+    revision = Revision()
 
 
 @contract("offering_published")

@@ -3,7 +3,11 @@ rescheduled, attendance recorded, courses completed, units reorganised. Consumer
 
 Personal data: each registration event carries the official (`OfficialRef`: name, email, phone,
 language) because notifications must write to them and never reads registration's database; nothing
-else about them travels."""
+else about them travels.
+
+All facts (each happened once, to one registration or the city's units: a consumer acts on each once,
+in any order); none is state-carrying. registration_rescheduled carries the session's new time for the
+notice it causes, not a state a consumer keeps."""
 from marshmallow import Schema, fields, validate
 
 from backbone.events import contract

@@ -1,9 +1,13 @@
 """What scheduling publishes: sessions scheduled, rescheduled, resized and cancelled, and agreements
 about to end. Consumers: registration (its copy of each session, with the seat counters),
-notifications (the warnings to partner and operators). No personal data."""
+notifications (the warnings to partner and operators). No personal data.
+
+State-carrying (each with the session's `revision`; a consumer ignores one older than what it applied):
+session_scheduled, session_rescheduled (the session's time and place), session_capacity_changed (its
+seats). Facts: session_cancelled (final: a cancelled session never changes again), agreement_ending."""
 from marshmallow import Schema, fields
 
-from backbone.events import contract
+from backbone.events import Revision, contract
 from backbone.fields import Id, When
 from contracts.common import Audience
 
@@ -30,6 +34,9 @@ class _Session(Schema):
     eligible_units = fields.List(fields.Str(), load_default=list)
     audience_groups = Audience(required=True)
     registration_closes_at = When(allow_none=True)
+    # The session's version after this change: reschedules and resizes count it up, so a consumer
+    # tells an older time or capacity, retried or redelivered, from the newer one it already has.
+    revision = Revision()
 
 
 @contract("session_scheduled")
@@ -49,6 +56,7 @@ class SessionCapacityChanged(Schema):
     session_id = Id(required=True)
     capacity = fields.Int(required=True)
     previous_capacity = fields.Int(allow_none=True)
+    revision = Revision()
 
 
 @contract("session_cancelled")

@@ -25,6 +25,7 @@ from werkzeug.wrappers import Request
 
 from backbone import auth, counters
 from backbone.errors import DomainError
+from backbone.rpc import TransientReplyListener
 from gateway import admission
 from gateway.responses import as_response, from_exception
 
@@ -174,6 +175,9 @@ class ServiceClient(ServiceRpc):
     and again whenever it reconnects, and keeps it from expiring by consuming from it; a request sent
     while that consumer is reconnecting after a broker restart can lose its reply, and then answers
     503 at the RPC timeout, as any request to an unreachable service does."""
+
+    # Transient, so it follows the gateway across a cluster node's loss (backbone/rpc.py).
+    reply_listener = TransientReplyListener()
 
     def setup(self):
         super().setup()

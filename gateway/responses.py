@@ -6,7 +6,7 @@ from datetime import date, datetime
 from urllib.parse import quote
 
 import eventlet
-from nameko.exceptions import RemoteError, UnknownService
+from nameko.exceptions import RemoteError, ReplyQueueExpiredWithPendingReplies, UnknownService
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
@@ -56,7 +56,7 @@ def from_exception(exc):
         if exc.code == 405 and getattr(exc, "valid_methods", None):
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response
-    if isinstance(exc, (eventlet.Timeout, UnknownService)):
+    if isinstance(exc, (eventlet.Timeout, UnknownService, ReplyQueueExpiredWithPendingReplies)):
         return error_response(503, "service_unavailable", "A service did not answer in time.")
     if isinstance(exc, RemoteError):
         log.error("remote error: %s", exc)

@@ -70,6 +70,24 @@ def broker_queues(service, event_types, connection):
     return rows
 
 
+def stray_messages(connection):
+    """(queue, messages) of the queues that keep what went nowhere, asked passively."""
+    rows = []
+    for queue in (topology.UNROUTED, topology.UNDELIVERABLE):
+        channel = connection.channel()
+        try:
+            _, messages, _ = channel.queue_declare(queue=queue, passive=True)
+            rows.append((queue, messages))
+        except Exception:  # not declared yet: nothing went there
+            pass
+        finally:
+            try:
+                channel.close()
+            except Exception:
+                pass
+    return rows
+
+
 def health_report(name, db, event_types=(), connection=None):
     """`status` ok when MongoDB and the broker answer and no event has waited in the outbox for longer
     than `outbox_stall_seconds`; `down` when MongoDB or the broker fail; `degraded` when only the
@@ -215,10 +233,11 @@ class OperationsRpcs:
             with Connection(config["AMQP_URI"], connect_timeout=BROKER_TIMEOUT) as connection:
                 connection.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT)
                 queues = broker_queues(name, topology.subscriptions_of(type(self)), connection)
+                strays = stray_messages(connection)
             broker_up = 1
         except Exception:
             log.warning("metrics: the broker did not answer")
-            queues, broker_up = [], 0
+            queues, strays, broker_up = [], [], 0
         gauges.append(gauge("trainops_broker_up", "1 when the broker accepts a connection.",
                             ["service"], [(name, broker_up)]))
         if queues:
@@ -226,6 +245,12 @@ class OperationsRpcs:
                                 ["service", "queue"], [(name, q, m) for q, m, _ in queues]))
             gauges.append(gauge("trainops_queue_consumers", "Consumers attached to a queue.",
                                 ["service", "queue"], [(name, q, c) for q, _, c in queues]))
+        if strays:
+            # Every service reports the same two queues (any one answering is enough): alerts take the max.
+            gauges.append(gauge("trainops_stray_messages",
+                                "Messages that went nowhere: published with no queue bound (trainops.unrouted) or "
+                                "given up after too many deliveries (trainops.undeliverable).",
+                                ["service", "queue"], [(name, q, m) for q, m in strays]))
         try:
             gauges += self.domain_gauges() or []
         except Exception:

@@ -246,3 +246,30 @@ def test_a_service_adds_its_own_numbers_through_domain_gauges(container_factory,
     assert found[("trainops_notices", (("channel", "sms"), ("status", "failed")))] == 1
     assert found[("trainops_outbox_backlog", (("service", "probe_counting"),))] == 0
     assert found[("trainops_broker_up", (("service", "probe_counting"),))] == 1
+
+
+def test_messages_that_go_nowhere_are_counted_in_metrics(system, operator, app_config):
+    """An event published with no queue bound to its type lands in trainops.unrouted; one a quorum
+    queue gave up on is dead-lettered to trainops.undeliverable (here put there as the broker would)."""
+    from backbone import topology
+    from backbone.events import make_envelope
+    from backbone.outbox import ConfirmedPublisher, event_message
+    before = samples(operator)
+    nobody = make_envelope("notification_failed", {
+        "notice_id": "n-1", "source_event_id": "e-1", "channel": "email", "template": "registration_confirmed",
+        "official_id": "official-00000000000000aa", "error": "SMTP 550"}, "notifications", "corr-stray")
+    given_up = withdrawn("corr-stray")
+    publisher = ConfirmedPublisher(app_config["AMQP_URI"])
+    try:
+        publisher.publish_batch([event_message(nobody, topology.exchange_name()),
+                                 event_message(given_up, topology.UNDELIVERABLE)])
+    finally:
+        publisher.close()
+
+    def stray(found, queue):
+        return max(v for (n, ls), v in found.items() if n == "trainops_stray_messages" and ("queue", queue) in ls)
+
+    after = wait_for(lambda: (lambda found: found if stray(found, topology.UNDELIVERABLE) == 1 else None)(
+        samples(operator)))
+    assert stray(after, topology.UNROUTED) == stray(before, topology.UNROUTED) + 1
+    assert stray(before, topology.UNDELIVERABLE) == 0

@@ -102,7 +102,7 @@ def test_capacity_above_the_room_is_refused_and_nothing_is_stored(programme, db)
     changed = programme.operator.post(path, {"capacity": 35})
     assert changed.status_code == 200 and changed.json()["capacity"] == 35
     assert events(db, "session_capacity_changed") == [
-        {"session_id": session["id"], "capacity": 35, "previous_capacity": 30}]
+        {"session_id": session["id"], "capacity": 35, "previous_capacity": 30, "revision": 2}]
 
 
 BAD_SESSIONS = [

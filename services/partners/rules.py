@@ -249,7 +249,8 @@ def agreement_event(agreement, **extra):
 
 def offering_event(offering):
     """The payload of `offering_published` and `offering_updated`."""
-    return dict({k: offering.get(k) for k in OFFERING_EVENT_FIELDS}, offering_id=offering["id"])
+    return dict({k: offering.get(k) for k in OFFERING_EVENT_FIELDS}, offering_id=offering["id"],
+                revision=offering.get("revision"))
 
 
 def withdrawal_event(offering, reason):

@@ -277,6 +277,8 @@ class PartnersService(Operated):
         rules.require_current_audiences(updated["audience_groups"], rules.as_date(updated["ends_by"]))
         updated["agreement_id"] = self._covering_agreement(updated, actor)
         updated["updated_at"] = utcnow()
+        # The update is conditional on the version read, so the revision it makes is this one.
+        updated["revision"] = store.next_revision(offering)
 
         def update(tx):
             if not store.update_offering(tx, offering, updated, (*changes, "agreement_id", "updated_at")):
@@ -342,7 +344,8 @@ class PartnersService(Operated):
         handed_on = {}
         for offering, home in moves:
             store.move_offering(tx, offering["_id"], home["_id"], at)
-            tx.emit("offering_updated", rules.offering_event(dict(offering, agreement_id=home["_id"])))
+            tx.emit("offering_updated", rules.offering_event(dict(
+                offering, agreement_id=home["_id"], revision=store.next_revision(offering))))
             handed_on.setdefault((offering.get("agreement_id"), home["_id"]), []).append(offering["_id"])
         for (left, to), offering_ids in handed_on.items():
             if left:

@@ -154,7 +154,7 @@ def offering_record(fields, partner_id, offering_id, created_at):
         "title_en": fields.get("title_en"), "audience_groups": fields["audience_groups"],
         "modules": fields["modules"], "starts_from": fields["starts_from"].isoformat(),
         "ends_by": fields["ends_by"].isoformat(), "status": "published", "created_at": created_at,
-        "updated_at": created_at,
+        "updated_at": created_at, "revision": 1,
     }
 
 
@@ -172,8 +172,14 @@ def update_offering(tx, read, updated, changed):
     and on it being published, so the event describes the offering as stored; False otherwise."""
     done = tx.offerings.update_one(
         {"_id": read["_id"], "status": "published", "updated_at": read.get("updated_at")},
-        {"$set": {k: updated[k] for k in changed}})
+        {"$set": {k: updated[k] for k in changed}, "$inc": {"revision": 1}})
     return bool(done.modified_count)
+
+
+def next_revision(offering):
+    """The offering's revision after one more change, as its offering_updated carries it (one stored
+    before revisions were counted has none: $inc starts it at 1)."""
+    return offering.get("revision", 0) + 1
 
 
 def withdraw_offering(tx, offering_id, reason, at):
@@ -191,7 +197,8 @@ def live_offerings(tx, partner_id, today):
 
 def move_offering(tx, offering_id, agreement_id, at):
     """Put the offering on another agreement (a new version: a concurrent update is then refused)."""
-    tx.offerings.update_one({"_id": offering_id}, {"$set": {"agreement_id": agreement_id, "updated_at": at}})
+    tx.offerings.update_one({"_id": offering_id}, {"$set": {"agreement_id": agreement_id, "updated_at": at},
+                                                   "$inc": {"revision": 1}})
 
 
 def offerings_on(tx, agreement_id):

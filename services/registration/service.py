@@ -73,7 +73,8 @@ class RegistrationService(Operated):
 
     @subscribe("session_rescheduled")
     def on_session_rescheduled(self, event):
-        """The copy moves; every live registration stays and its official is told."""
+        """The copy moves; every live registration stays and its official is told. An older time than
+        the copy's (a retried or redelivered event overtaken by a newer reschedule) is ignored."""
         payload = event["payload"]
         with session_lock(payload["session_id"]):
             self.db.transaction(lambda tx: store.move_session(tx, payload))
@@ -81,10 +82,12 @@ class RegistrationService(Operated):
     @subscribe("session_capacity_changed")
     def on_session_capacity_changed(self, event):
         """More seats promote from the waitlist. Fewer seats than confirmed drop nobody: the session
-        is flagged `over_capacity` (how many too many) for an operator to decide."""
+        is flagged `over_capacity` (how many too many) for an operator to decide. A capacity older
+        than the copy's is ignored."""
         payload = event["payload"]
         with session_lock(payload["session_id"]):
-            self.db.transaction(lambda tx: store.resize_session(tx, payload["session_id"], payload["capacity"]))
+            self.db.transaction(lambda tx: store.resize_session(
+                tx, payload["session_id"], payload["capacity"], payload.get("revision")))
 
     @subscribe("session_cancelled")
     def on_session_cancelled(self, event):

@@ -10,6 +10,7 @@ from pymongo.errors import DuplicateKeyError
 
 from backbone.database import new_id, one_or_404
 from backbone.errors import conflict
+from backbone.events import is_newer
 from backbone.paging import page
 from services.registration import certificates, reorganisation, rules
 from services.registration.schemas import session_ref
@@ -73,13 +74,24 @@ def over_capacity_sessions(db):
 SESSION_FIELDS = ("offering_id", "partner_id", "title", "venue_name", "address", "room", "starts_at", "ends_at",
                   "parts", "capacity", "audience_groups", "registration_closes_at")
 MOVED_FIELDS = ("title", "venue_name", "address", "room", "starts_at", "ends_at", "parts", "registration_closes_at")
+# The parts of the copy that scheduling's state-carrying events set, each with the session revision
+# that last set it: a reschedule sets the time and place, a resize the seats. Kept per part because a
+# resize (revision 3) overtaken by an older reschedule (revision 2) must still let that reschedule's
+# time in, while a second, older reschedule must not undo a newer one.
+SESSION_PARTS = ("time", "capacity")
+
+
+def newer_for(session, part, revision):
+    """Whether an event of `revision` may set `part` of our copy (backbone.events.is_newer)."""
+    return is_newer((session.get("revisions") or {}).get(part), revision)
 
 
 def remember_session(tx, scheduled, eligible_units):
     """Keep a copy of a scheduled session (once: a repeated event changes nothing), with no seat taken."""
     session = {k: scheduled[k] for k in SESSION_FIELDS}
     session.update(eligible_units=eligible_units, status="scheduled", seats_taken=0, waitlist_length=0,
-                   waitlist_next=0, quotas={}, unit_seats={})
+                   waitlist_next=0, quotas={}, unit_seats={},
+                   revisions={part: scheduled.get("revision") for part in SESSION_PARTS})
     tx.sessions.update_one({"_id": scheduled["session_id"]}, {"$setOnInsert": session}, upsert=True)
 
 
@@ -92,7 +104,9 @@ def move_session(tx, rescheduled):
     session_id = rescheduled["session_id"]
     moved = {k: rescheduled[k] for k in MOVED_FIELDS}
     session = heard_session(tx, session_id)
-    tx.sessions.update_one({"_id": session_id}, {"$set": moved})
+    if not newer_for(session, "time", rescheduled.get("revision")):
+        return False  # an older time than ours, retried or redelivered: nobody is told of it
+    tx.sessions.update_one({"_id": session_id}, {"$set": dict(moved, **{"revisions.time": rescheduled.get("revision")})})
     session.update(moved)
     for registration in live_registrations(tx, session_id):
         tx.emit("registration_rescheduled", {
@@ -100,14 +114,20 @@ def move_session(tx, rescheduled):
             "official": registration["official"], "status": registration["status"],
             "previous_starts_at": rescheduled.get("previous_starts_at"),
             "previous_ends_at": rescheduled.get("previous_ends_at")})
+    return True
 
 
-def resize_session(tx, session_id, capacity):
-    """A new capacity: the excess over it is recorded (nobody is dropped), free seats promote."""
+def resize_session(tx, session_id, capacity, revision=None):
+    """A new capacity: the excess over it is recorded (nobody is dropped), free seats promote. One
+    older than the capacity we have (`revision`) changes nothing (False)."""
     session = heard_session(tx, session_id)
+    if not newer_for(session, "capacity", revision):
+        return False
     over = rules.over_capacity(session["seats_taken"], capacity)
-    tx.sessions.update_one({"_id": session_id}, {"$set": {"capacity": capacity, "over_capacity": over}})
+    tx.sessions.update_one({"_id": session_id}, {"$set": {"capacity": capacity, "over_capacity": over,
+                                                          "revisions.capacity": revision}})
     promote(tx, session_id)
+    return True
 
 
 def cancel_session(tx, session_id, reason, now):

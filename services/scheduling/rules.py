@@ -330,7 +330,7 @@ def new_session(session_id, fields, offering, venue, room, now):
         "capacity": fields["capacity"], "eligible_units": fields["eligible_units"],
         "audience_groups": fields["audience_groups"],
         "registration_closes_at": in_utc(fields.get("registration_closes_at") or fields["starts_at"]),
-        "status": "scheduled", "sequence": 0, "created_at": now, "updated_at": now,
+        "status": "scheduled", "sequence": 0, "revision": 1, "created_at": now, "updated_at": now,
     }
 
 

@@ -140,6 +140,7 @@ def scheduled_payload(session):
         "starts_at", "ends_at", "parts", "capacity", "eligible_units", "audience_groups",
         "registration_closes_at")}
     payload["session_id"] = session["id"]
+    payload["revision"] = session.get("revision")
     return payload
 
 
@@ -151,7 +152,7 @@ def rescheduled_payload(session, previous):
 
 def capacity_changed_payload(session, previous):
     return {"session_id": session["id"], "capacity": session["capacity"],
-            "previous_capacity": previous["capacity"]}
+            "previous_capacity": previous["capacity"], "revision": session.get("revision")}
 
 
 def cancelled_payload(session, reason, cause):

@@ -21,6 +21,7 @@ from pymongo import ASCENDING, IndexModel
 from backbone.clock import local_midnight, utcnow
 from backbone.database import new_id, one_or_404
 from backbone.errors import rule_broken
+from backbone.events import is_newer
 from backbone.paging import page
 from services.scheduling import rules, schemas
 
@@ -175,16 +176,24 @@ def add_session(tx, session):
 def move_session(tx, latest, change, now):
     """Move the session (`latest`, as the transaction sees it) as `change` says, claiming its room and
     trainer at the new times; returns it as it is now."""
-    moved = dict(latest, **change, updated_at=now, sequence=latest["sequence"] + 1)
+    moved = dict(latest, **change, updated_at=now, sequence=latest["sequence"] + 1, revision=next_revision(latest))
     claim(tx, moved)
-    tx.sessions.update_one({"_id": latest["_id"]}, {"$set": dict(change, updated_at=now), "$inc": {"sequence": 1}})
+    tx.sessions.update_one({"_id": latest["_id"]}, {"$set": dict(change, updated_at=now),
+                                                    "$inc": {"sequence": 1, "revision": 1}})
     return moved
 
 
 def resize_session(tx, latest, capacity, now):
     """Set the session's seats; returns it as it is now."""
-    tx.sessions.update_one({"_id": latest["_id"]}, {"$set": {"capacity": capacity, "updated_at": now}})
-    return dict(latest, capacity=capacity, updated_at=now)
+    tx.sessions.update_one({"_id": latest["_id"]}, {"$set": {"capacity": capacity, "updated_at": now},
+                                                    "$inc": {"revision": 1}})
+    return dict(latest, capacity=capacity, updated_at=now, revision=next_revision(latest))
+
+
+def next_revision(latest):
+    """The session's revision after one more change (`latest` as the transaction read it; a session
+    stored before revisions were counted has none, and $inc starts it at 1)."""
+    return latest.get("revision", 0) + 1
 
 
 def cancel_sessions(tx, query, reason, cause):
@@ -196,8 +205,8 @@ def cancel_sessions(tx, query, reason, cause):
               "updated_at": now}
     cancelled = []
     for found in tx.sessions.find(dict(query, status="scheduled")):
-        tx.sessions.update_one({"_id": found["_id"]}, {"$set": change, "$inc": {"sequence": 1}})
-        found.update(change, sequence=found["sequence"] + 1)
+        tx.sessions.update_one({"_id": found["_id"]}, {"$set": change, "$inc": {"sequence": 1, "revision": 1}})
+        found.update(change, sequence=found["sequence"] + 1, revision=next_revision(found))
         tx.emit("session_cancelled", schemas.cancelled_payload(found, reason, cause))
         cancelled.append(found)
     return cancelled
@@ -213,16 +222,18 @@ def cancel_session(tx, session_id, reason):
 def remember_offering(tx, payload):
     """Keep (or refresh) our copy of a published offering, unless it was withdrawn (for good). Its
     agreement may have ended before this event arrived (events can overtake each other): then the
-    copy starts with that end."""
-    known = tx.offerings.find_one({"_id": payload["offering_id"]}, {"status": 1})
+    copy starts with that end. An offering_updated older than our copy (by `revision`) changes nothing."""
+    known = tx.offerings.find_one({"_id": payload["offering_id"]}, {"status": 1, "revision": 1})
     if known and rules.withdrawal_is_final(known.get("status")):
         return
+    if known and not is_newer(known.get("revision"), payload.get("revision")):
+        return  # an older version than our copy's (retried or redelivered late): ours stays
     agreement = tx.agreements.find_one({"_id": payload["agreement_id"]}) if payload["agreement_id"] else None
     tx.offerings.update_one({"_id": payload["offering_id"]}, {"$set": {
         "partner_id": payload["partner_id"], "agreement_id": payload["agreement_id"],
         "title": payload["title"], "audience_groups": payload["audience_groups"], "status": "published",
         "starts_from": payload["starts_from"].isoformat(), "ends_by": payload["ends_by"].isoformat(),
-        "covered_until": (agreement or {}).get("ends_at")}}, upsert=True)
+        "covered_until": (agreement or {}).get("ends_at"), "revision": payload.get("revision")}}, upsert=True)
 
 
 def remember_agreement(tx, payload, as_of, terminated_on=None):
