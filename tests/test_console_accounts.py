@@ -185,6 +185,7 @@ def test_links_to_one_address_are_limited_known_or_not(world):
 def test_an_operator_onboards_a_partner_and_keeps_its_agreement_from_the_console(world, tmp_path):
     """Create a partner (its key shown once), an agreement in dd/mm/yyyy with a refusal in words next
     to the field first, then extend and terminate it; each action audited with the account."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
@@ -201,7 +202,12 @@ def test_an_operator_onboards_a_partner_and_keeps_its_agreement_from_the_console
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
     def banner(element_id, text):
-        return wait_for(lambda: [b for b in driver.find_elements(By.ID, element_id) if text in b.text], timeout=10)[0]
+        def shown():
+            try:
+                return [b for b in driver.find_elements(By.ID, element_id) if text in b.text]
+            except StaleElementReferenceException:  # the page was still being replaced: look again
+                return []
+        return wait_for(shown, timeout=10)[0]
     try:
         driver.set_page_load_timeout(30)
         driver.get(link_for(world, made))

@@ -337,11 +337,11 @@ def test_an_agreement_event_carries_the_agreement_as_it_is_and_what_happened(ext
 
 
 def test_an_offering_event_carries_what_scheduling_needs_and_nothing_internal():
-    payload = rules.offering_event(offering(created_at=AT))
+    payload = rules.offering_event(offering(created_at=AT, revision=3))
     assert payload == {"offering_id": "offering-1", "partner_id": SIU_ID, "agreement_id": "agreement-1",
                        "title": "Ứng dụng AI trong công việc", "title_en": "AI at work",
                        "audience_groups": ["district"], "modules": [], "starts_from": "2026-03-01",
-                       "ends_by": "2026-03-31"}
+                       "ends_by": "2026-03-31", "revision": 3}
 
 
 @pytest.mark.parametrize("reason", ["Giảng viên bận công tác", None], ids=["with a reason", "without"])
