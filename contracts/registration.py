@@ -92,3 +92,11 @@ class UnitsReorganized(Schema):
     """Units dissolved into others (a merge, a rename, a split), as of `effective_on`. A fact."""
     effective_on = fields.Date(required=True)
     changes = fields.List(fields.Nested(UnitChange), required=True, validate=validate.Length(min=1))
+
+@contract("official_erased")
+class OfficialErased(Schema):
+    """An official's personal data was erased on request (Decree 13/2023/ND-CP): every service removes
+    or anonymises what it holds about them, in its own collections and in its records of events
+    (`backbone/personal.py`). It names the official by id only: it carries no personal data."""
+    official_id = Id(required=True)
+    erased_at = When(required=True)

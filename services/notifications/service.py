@@ -19,6 +19,7 @@ of their own class; the page behind the unsubscribe link in every email asks bef
 anything, and takes them back too (subscriptions.py).
 """
 import logging
+from datetime import timedelta
 
 from marshmallow import EXCLUDE
 
@@ -33,8 +34,10 @@ from backbone.paging import listed
 from backbone.rpc import rpc
 from backbone.subscriber import subscribe
 from backbone.timer import leased_timer
+from backbone import personal
+from backbone.config import privacy_setting
 import contracts  # noqa: F401  (registers the contracts of the events it publishes and handles)
-from services.notifications import rules, schemas, store, subscriptions
+from services.notifications import privacy, rules, schemas, store, subscriptions
 from services.notifications.notices import Notices
 from services.notifications.templates import with_every_field
 
@@ -244,6 +247,35 @@ class NotificationsService(Operated):
         log.info("official %s %s by %s", official_id, "opted out" if change == "unsubscribe" else "opted back in",
                  channel)
         return subscriptions.page(query, channel, subscribed, done=change)
+
+    # -- personal data (Decree 13/2023/ND-CP) -----------------------------------------------------------
+
+    @subscribe("official_erased")
+    def on_official_erased(self, event):
+        """The official's addresses, names and tokens go from the notices' log, the copy of upcoming
+        registrations and the opt-outs, and from the platform's records of events."""
+        official_id, now = event["payload"]["official_id"], utcnow()
+        privacy.erase(self.db, official_id, now)
+        personal.erase_official_records(self.db, official_id, now)
+
+    @rpc
+    def personal_data(self, actor, official_id):
+        """What notifications holds about one official (an admin, or the official themself)."""
+        personal.require_subject_or_admin(actor, official_id)
+        return privacy.held_about(self.db, official_id)
+
+    @leased_timer("PRIVACY_SWEEP_SECONDS", 3600, lease="notifications-retention")
+    def retention_sweep(self):
+        """Addresses, names and QR tokens in notices about sessions that ended longer ago than their
+        retention periods (README: Personal data)."""
+        self.sweep_retention(utcnow())
+
+    def sweep_retention(self, now):
+        periods = (("qr_token", now - timedelta(hours=float(privacy_setting("qr_token_hours")))),
+                   ("personal", now - timedelta(days=float(privacy_setting("personal_data_days")))))
+        for what, before in periods:
+            while privacy.strip_contexts(self.db, before, now, what) == 1000:
+                pass
 
     @rpc
     def api_schemas(self):
