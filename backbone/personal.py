@@ -52,15 +52,15 @@ def erase_official_records(db, official_id, now):
     error and traceback text, which may quote them). Safe to run twice. Returns {collection: count}."""
     changed = {}
     for collection in ARCHIVES:
-        result = db[collection].update_many(
+        result = getattr(db, collection).update_many(
             {"payload.official.id": official_id},
             {"$set": dict(_official_set("payload.official", ERASED_OFFICIAL), personal_erased_at=now)})
         changed[collection] = result.modified_count
     changed[DEAD_LETTERS] = 0
-    for letter in db[DEAD_LETTERS].find({"body": {"$regex": re.escape(official_id)}}):
+    for letter in getattr(db, DEAD_LETTERS).find({"body": {"$regex": re.escape(official_id)}}):
         update = scrubbed_dead_letter(letter, official_id)
         if update:
-            db[DEAD_LETTERS].update_one({"_id": letter["_id"]}, {"$set": dict(update, personal_erased_at=now)})
+            getattr(db, DEAD_LETTERS).update_one({"_id": letter["_id"]}, {"$set": dict(update, personal_erased_at=now)})
             changed[DEAD_LETTERS] += 1
     return changed
 
