@@ -25,8 +25,10 @@ def erase(db, official_id, now):
         {"$set": {"status": "failed", "last_error": "official erased", "claimed_until": now}})
     scrubbed = db.notices.update_many(
         {"official_id": official_id},
-        {"$set": dict(_context_official(ERASED_OFFICIAL), to=FORGOTTEN_ADDRESS, personal_erased_at=now),
-         "$unset": {"context.qr_token": "", "context.unsubscribe": ""}})
+        {"$set": dict(_context_official(ERASED_OFFICIAL), to=FORGOTTEN_ADDRESS, personal_erased_at=now)})
+    # Left empty, not removed: a notice's templates still render (a resend shows no code).
+    db.notices.update_many({"official_id": official_id, "context.qr_token": {"$nin": ["", None]}},
+                           {"$set": {"context.qr_token": ""}})
     upcoming = db.upcoming.delete_many({"official.id": official_id})
     opt_outs = db.opt_outs.delete_many({"official_id": official_id})
     return {"notices": scrubbed.modified_count, "failed": unsent.modified_count,
@@ -57,7 +59,8 @@ def strip_contexts(db, ended_before, now, what="personal", limit=1000):
     if what == "personal":
         change = {"$set": dict(_context_official(STRIPPED_OFFICIAL), to=FORGOTTEN_ADDRESS, **{marker: now})}
     else:
-        change = {"$set": {marker: now}, "$unset": {"context.qr_token": ""}}
+        # Left empty, not removed: the notice's templates still render (a resend shows no code).
+        change = {"$set": {marker: now, "context.qr_token": ""}}
     ids = [doc["_id"] for doc in db.notices.find(query, {"_id": 1}).limit(limit)]
     if ids:
         db.notices.update_many({"_id": {"$in": ids}}, change)
