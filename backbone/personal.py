@@ -20,6 +20,7 @@ import eventlet
 from pymongo import ASCENDING, IndexModel
 
 from backbone import auth
+from backbone.logs import mask
 
 # What an erased official's name reads as, wherever a name is shown (a certificate stays verifiable).
 ERASED_NAME = "(đã xóa dữ liệu cá nhân)"
@@ -148,3 +149,24 @@ def held_in_records(db, official_id):
     own answers, in their terms)."""
     return {"events": sum(getattr(db, c).count_documents({"payload.official.id": official_id}) for c in ARCHIVES),
             "dead_letters": getattr(db, DEAD_LETTERS).count_documents({"body": {"$regex": re.escape(official_id)}})}
+
+
+# What a listing shows of a person's fields (the replay keeps the original; an erasure scrubs it).
+_NAMES = ("full_name", "name_of_person")
+_SECRETS = ("qr_token",)
+
+
+def masked(value, key=None):
+    """A decoded message as operators may see it: names cut to an initial, emails and phone numbers
+    masked (`backbone.logs.mask`, in any text), QR tokens hidden."""
+    if isinstance(value, dict):
+        return {k: masked(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked(v) for v in value]
+    if not isinstance(value, str) or not value:
+        return value
+    if key in _SECRETS:
+        return "***"
+    if key in _NAMES and value != ERASED_NAME:
+        return value[0] + "***"
+    return mask(value)

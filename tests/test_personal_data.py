@@ -315,3 +315,30 @@ def test_notices_lose_the_address_and_the_officials_contacts_after_the_period_un
     assert old["context"]["official"] == {"id": "official-n", "full_name": ERASED_NAME, "email": None, "phone": None}
     assert day_["to"] == "con.lien.lac@q4.gov.vn" and day_["context"]["qr_token"] == ""
     assert queued["to"] == "con.lien.lac@q4.gov.vn" and queued["context"]["qr_token"] == "QR-n"
+
+
+# -- dead letters ------------------------------------------------------------------------------------------------
+
+def test_dead_letters_are_listed_with_names_contacts_and_qr_tokens_masked_and_replay_keeps_the_original(
+        stack, programme):
+    config, db = stack
+    person = {"id": "official-dl", "full_name": "Đỗ Thị Thư Chết", "email": "thu.chet@q3.gov.vn",
+              "phone": "+84905111222", "language": "vi"}
+    letter = make_envelope("registration_promoted", {
+        "registration_id": "registration-dl", "qr_token": "QR-SECRET-DL",
+        "session": {"id": "session-dl", "title": "t", "venue_name": "v", "address": "a", "room": "r",
+                    "starts_at": "2026-01-01T01:00:00+00:00", "ends_at": "2026-01-01T04:00:00+00:00"},
+        "official": person}, "registration", "test-masked-letter")
+    publish_to(config, "scheduling", letter)  # scheduling has no handler for it: parked
+    wait_for(lambda: db("scheduling").dead_letters.find_one({"event_id": letter["event_id"]}))
+    listed = programme.operator.get("/dead-letters?consumer=scheduling")
+    assert listed.status_code == 200, listed.text
+    shown = [d for d in listed.json()["items"] if d["event_id"] == letter["event_id"]]
+    assert shown, listed.text
+    text = json.dumps(shown, ensure_ascii=False)
+    assert not [v for v in (person["full_name"], person["email"], person["phone"], "QR-SECRET-DL") if v in text]
+    official = shown[0]["event"]["payload"]["official"]
+    assert official["full_name"] == "Đ***" and official["email"].startswith("t***@")
+    # The original is kept for the replay.
+    kept = json.loads(db("scheduling").dead_letters.find_one({"event_id": letter["event_id"]})["body"])
+    assert kept["payload"]["official"] == person and kept["payload"]["qr_token"] == "QR-SECRET-DL"
