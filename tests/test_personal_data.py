@@ -229,6 +229,16 @@ def test_handled_event_records_expire_by_a_ttl_index_of_the_configured_period(st
     assert [i["expireAfterSeconds"] for i in ttl] == [24 * 3600]
 
 
+def test_a_changed_handled_event_period_is_applied_in_place_by_the_next_release(stack):
+    config, db = stack
+    from backbone.migrate import indexes_migration
+    database = db("retention-drill")
+    for hours in (168, 72):
+        indexes_migration({"handled_events": [personal.handled_events_index(hours * 3600)]}).apply(database)
+        assert database.handled_events.index_information()["handled_at_ttl"]["expireAfterSeconds"] == hours * 3600
+    database.client.drop_database(database.name)
+
+
 def test_a_handled_event_window_no_longer_than_the_retry_ladder_is_refused_at_start():
     from backbone.config import load
     from backbone.settings import SettingsError, check
