@@ -319,7 +319,13 @@ def test_notices_lose_the_address_and_the_officials_contacts_after_the_period_un
         db = log
         sweep_retention = NotificationsService.sweep_retention
 
+    # A notice of an official erased an hour ago, written after the erasure (an event of theirs that
+    # was being retried): the sweep erases it too.
+    log.erased_officials.insert_one({"_id": "official-late", "erased_at": now - timedelta(hours=1)})
+    log.notices.insert_one(dict(notice("n-late", "sent", now + timedelta(days=3)), official_id="official-late"))
+
     Notifications().sweep_retention(now)
+    assert log.notices.find_one({"_id": "n-late"})["to"] == "(erased)"
     old, day_, queued = (log.notices.find_one({"_id": i}) for i in ("n-old", "n-day", "n-queued"))
     assert old["to"] == "(erased)" and old["context"]["qr_token"] == ""
     assert old["context"]["official"] == {"id": "official-n", "full_name": ERASED_NAME, "email": None, "phone": None}

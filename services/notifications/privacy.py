@@ -29,10 +29,17 @@ def erase(db, official_id, now):
     # Left empty, not removed: a notice's templates still render (a resend shows no code).
     db.notices.update_many({"official_id": official_id, "context.qr_token": {"$nin": ["", None]}},
                            {"$set": {"context.qr_token": ""}})
+    # Remembered for a day: an event of theirs retried or handled in parallel may land after this,
+    # and the retention sweep erases once more what it wrote (`recently_erased`).
+    db.erased_officials.update_one({"_id": official_id}, {"$setOnInsert": {"erased_at": now}}, upsert=True)
     upcoming = db.upcoming.delete_many({"official.id": official_id})
     opt_outs = db.opt_outs.delete_many({"official_id": official_id})
     return {"notices": scrubbed.modified_count, "failed": unsent.modified_count,
             "upcoming": upcoming.deleted_count, "opt_outs": opt_outs.deleted_count}
+
+
+def recently_erased(db, since):
+    return [doc["_id"] for doc in db.erased_officials.find({"erased_at": {"$gte": since}}, {"_id": 1})]
 
 
 def held_about(db, official_id):

@@ -267,10 +267,14 @@ class NotificationsService(Operated):
     @leased_timer("PRIVACY_SWEEP_SECONDS", 3600, lease="notifications-retention")
     def retention_sweep(self):
         """Addresses, names and QR tokens in notices about sessions that ended longer ago than their
-        retention periods (README: Personal data)."""
+        retention periods (README: Personal data); officials erased in the last day once more (an
+        event of theirs handled alongside the erasure)."""
         self.sweep_retention(utcnow())
 
     def sweep_retention(self, now):
+        for official_id in privacy.recently_erased(self.db, now - timedelta(days=1)):
+            privacy.erase(self.db, official_id, now)
+            personal.erase_official_records(self.db, official_id, now)
         periods = (("qr_token", now - timedelta(hours=float(privacy_setting("qr_token_hours")))),
                    ("personal", now - timedelta(days=float(privacy_setting("personal_data_days")))))
         for what, before in periods:
