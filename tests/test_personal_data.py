@@ -6,8 +6,10 @@ without the name; erasure is for admins, idempotent and says who and why. "Downl
 every service's answer. The privacy notice states the periods in force and every notice links it.
 Retention sweeps are run with a clock the test sets."""
 import json
-import re
+import shutil
+import tempfile
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from email import message_from_bytes
 from email.policy import default as email_policy
 
@@ -25,6 +27,7 @@ from backbone.personal import ERASED_NAME
 from tests.helpers import HALL, Client, Programme, assert_error, publish_to, wait_for
 
 SERVICES = ("partners", "scheduling", "registration", "notifications")
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 
 @pytest.fixture(scope="module")
@@ -358,3 +361,40 @@ def test_dead_letters_are_listed_with_names_contacts_and_qr_tokens_masked_and_re
     # The original is kept for the replay.
     kept = json.loads(db("scheduling").dead_letters.find_one({"event_id": letter["event_id"]})["body"])
     assert kept["payload"]["official"] == person and kept["payload"]["qr_token"] == "QR-SECRET-DL"
+
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+@pytest.mark.skipif(not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)),
+                    reason="needs Debian's chromium and chromium-driver (`make browser` installs them)")
+def test_the_privacy_notice_reads_on_a_phone_and_switches_language_from_the_keyboard(stack, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    config, _ = stack
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--window-size=390,844", "--user-data-dir={}".format(tempfile.mkdtemp(dir=tmp_path))):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.set_page_load_timeout(30)
+        driver.get(config["GATEWAY_URL"] + "/privacy")
+        assert driver.find_element(By.TAG_NAME, "h1").text == "Thông báo về xử lý dữ liệu cá nhân"
+        assert driver.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        # The language link is the first thing the keyboard reaches.
+        driver.find_element(By.TAG_NAME, "body").send_keys(Keys.TAB)
+        assert driver.switch_to.active_element.get_attribute("id") == "lang"
+        driver.switch_to.active_element.send_keys(Keys.ENTER)
+        wait_for(lambda: driver.find_element(By.TAG_NAME, "h1").text == "Privacy notice", timeout=10)
+        assert "days after the class ends" in driver.find_element(By.ID, "retention").find_element(
+            By.XPATH, "following-sibling::table").text
+        ARTIFACTS.mkdir(exist_ok=True)
+        assert driver.save_screenshot(str(ARTIFACTS / "privacy-phone.png"))
+    finally:
+        driver.quit()
