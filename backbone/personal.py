@@ -17,7 +17,7 @@ import time
 from datetime import timezone
 
 import eventlet
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, UpdateOne
 
 from backbone import auth
 from backbone.logs import mask
@@ -117,12 +117,12 @@ def forget(text, values):
     return text
 
 
-def strip_archived_events(db, ended_before, now, what="personal", limit=1000):
+def strip_archived_events(db, ended_before, now, what="personal", chunk=1000):
     """Retention: archived events (`published_events`) about sessions that ended before
     `ended_before` keep the event and lose, for `what="personal"`, the official's name and contacts,
-    for `what="qr_token"` the QR token (left empty: the event keeps its shape). Returns how many were
-    changed; the sweep calls it until it returns less than `limit`. An archived event's times are UTC
-    ISO strings (`backbone/events.py`), compared as such."""
+    for `what="qr_token"` the QR token (left empty: the event keeps its shape). One pass over the
+    archive, written `chunk` at a time. Returns how many were changed. An archived event's times are
+    UTC ISO strings (`backbone/events.py`), compared as such."""
     cutoff = ended_before.astimezone(timezone.utc).isoformat()
     if what == "personal":
         match, change = {"payload.official": {"$exists": True}}, _official_set("payload.official", STRIPPED_OFFICIAL)
@@ -130,10 +130,27 @@ def strip_archived_events(db, ended_before, now, what="personal", limit=1000):
         match, change = {"payload.qr_token": {"$nin": ["", None]}}, {"payload.qr_token": ""}
     marker = "{}_stripped_at".format(what)
     query = dict(match, **{marker: {"$exists": False}, "payload.session.ends_at": {"$lt": cutoff}})
-    ids = [doc["_id"] for doc in db.published_events.find(query, {"_id": 1}).limit(limit)]
+    return in_chunks(db.published_events, query, {"$set": dict(change, **{marker: now})}, chunk)
+
+
+def in_chunks(collection, query, update, chunk=1000):
+    """Apply `update` to every document matching `query`: one scan for the ids, then one bulk write
+    of an update by _id each per `chunk` of them (a scan per chunk would cost the whole collection
+    each time; on SecantusDB updates by _id are several times faster than one update with $in).
+    Returns how many."""
+    ids, done = [], 0
+
+    def write():
+        return collection.bulk_write([UpdateOne({"_id": i}, update) for i in ids], ordered=False).modified_count
+
+    for doc in collection.find(query, {"_id": 1}):
+        ids.append(doc["_id"])
+        if len(ids) == chunk:
+            done += write()
+            ids = []
     if ids:
-        db.published_events.update_many({"_id": {"$in": ids}}, {"$set": dict(change, **{marker: now})})
-    return len(ids)
+        done += write()
+    return done
 
 
 def require_subject_or_admin(actor, official_id):

@@ -5,7 +5,7 @@ names, contacts and QR tokens in notices' contexts (what a notice was rendered f
 The log itself stays (which notice went when, by which channel, how it went, to whom by id): it is
 the record operators answer questions from. What goes is the address it went to, the official's
 name and contacts in its context, and the QR token."""
-from backbone.personal import ERASED_OFFICIAL, STRIPPED_OFFICIAL
+from backbone.personal import ERASED_OFFICIAL, STRIPPED_OFFICIAL, in_chunks
 from services.notifications.store import SENDABLE
 
 # A notice's `to` once the address is gone (erased, or past its retention).
@@ -55,20 +55,16 @@ def held_about(db, official_id):
     return {"notices": notices, "upcoming": upcoming, "opt_outs": opt_outs}
 
 
-def strip_contexts(db, ended_before, now, what="personal", limit=1000):
+def strip_contexts(db, ended_before, now, what="personal"):
     """Retention: notices about sessions that ended before `ended_before` lose, for `what="personal"`,
     the address they went to and the official's name and contacts in their context, for
-    `what="qr_token"` the QR token in their context. Sent or failed notices only (a notice still to
-    send needs its address). Returns how many were changed."""
+    `what="qr_token"` the QR token in their context (left empty: the templates still render). Sent or
+    failed notices only (a notice still to send needs its address). Returns how many were changed."""
     marker = "{}_stripped_at".format(what)
     query = {"official_id": {"$ne": None}, "status": {"$nin": list(SENDABLE)}, marker: {"$exists": False},
              "context.session.ends_at": {"$lt": ended_before}}
     if what == "personal":
         change = {"$set": dict(_context_official(STRIPPED_OFFICIAL), to=FORGOTTEN_ADDRESS, **{marker: now})}
     else:
-        # Left empty, not removed: the notice's templates still render (a resend shows no code).
         change = {"$set": {marker: now, "context.qr_token": ""}}
-    ids = [doc["_id"] for doc in db.notices.find(query, {"_id": 1}).limit(limit)]
-    if ids:
-        db.notices.update_many({"_id": {"$in": ids}}, change)
-    return len(ids)
+    return in_chunks(db.notices, query, change)

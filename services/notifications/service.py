@@ -278,8 +278,7 @@ class NotificationsService(Operated):
         periods = (("qr_token", now - timedelta(hours=float(privacy_setting("qr_token_hours")))),
                    ("personal", now - timedelta(days=float(privacy_setting("personal_data_days")))))
         for what, before in periods:
-            while privacy.strip_contexts(self.db, before, now, what) == 1000:
-                pass
+            privacy.strip_contexts(self.db, before, now, what)
 
     @rpc
     def api_schemas(self):

@@ -447,8 +447,7 @@ class RegistrationService(Operated):
         for official in privacy.recently_erased(self.db, now - timedelta(days=1)):
             personal.erase_official_records(self.db, official["_id"], now)
         for what, before in (("qr_token", qr_before), ("personal", personal_before)):
-            while personal.strip_archived_events(self.db, before, now, what) == 1000:
-                pass
+            personal.strip_archived_events(self.db, before, now, what)
 
     @rpc
     def api_schemas(self):
