@@ -158,6 +158,7 @@ def test_an_erased_officials_name_email_and_phone_are_nowhere_in_any_service_and
     assert operator.get("/registrations/" + registration["id"]).json()["status"] == "completed"
     notices = operator.get("/notifications?official_id=" + official["id"]).json()["items"]
     assert notices and all(n["to"] == "(erased)" for n in notices)
+    assert_error(operator.post("/notifications/{}/resend".format(notices[0]["id"])), 409, "official_erased")
     # The dead letters keep their event, scrubbed: a replay would reach nobody.
     letter = json.loads(db("partners").dead_letters.find_one({"event_id": stray["event_id"]})["body"])
     assert letter["payload"]["official"] == dict(quoting, full_name=ERASED_NAME, email=None, phone=None)

@@ -202,11 +202,15 @@ class NotificationsService(Operated):
     @rpc
     def resend(self, actor, notice_id):
         """Give a failed notice a new attempt now (and its retries): the notice as it is then. 404
-        unknown; 409 `not_failed` when it is not failed (a sent notice is never sent twice)."""
+        unknown; 409 `not_failed` when it is not failed (a sent notice is never sent twice), 409
+        `official_erased` when its official was erased."""
         auth.require_operator(actor)
-        existing = store.notice(self.db, notice_id, {"status": 1})
+        existing = store.notice(self.db, notice_id, {"status": 1, "personal_erased_at": 1})
         if existing is None:
             raise not_found("notice", notice_id)
+        if existing.get("personal_erased_at"):
+            raise DomainError("official_erased", "This notice's official was erased: there is nobody to send it to.",
+                              {}, 409)
         notice = self.notices.resend(notice_id)
         if notice is None:
             raise DomainError("not_failed", "Only a failed notice can be resent; this one is {}.".format(
