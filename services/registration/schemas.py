@@ -400,3 +400,19 @@ def public_record(official, registrations, attendance, certificates_, sessions):
         certificate=({"code": issued[r["_id"]]["_id"], "issued_at": issued[r["_id"]]["issued_at"],
                       "url": certificates.url(issued[r["_id"]]["_id"])} if r["_id"] in issued else None))
         for r in registrations]}
+
+
+# -- personal data (Decree 13/2023/ND-CP) ---------------------------------------------------------
+
+class ErasureIn(Schema):
+    """Why an official's personal data is erased (the request, a reference to it): kept with the erasure."""
+    reason = Text(500, required=True)
+
+
+def public_erasure(official):
+    erasure = official.get("erasure") or {}
+    return {"official_id": official["_id"], "erased_at": erasure.get("at"), "erased_by": erasure.get("by"),
+            "reason": erasure.get("reason")}
+
+
+BODIES["ErasureIn"] = ErasureIn
