@@ -248,9 +248,10 @@ class ProgrammeConsoleRoutes:
             response.status_code = status
         return response
 
-    def programme_action(self, request, action, target, call):
-        """Run a console action as the signed-in account: (answer, None, None), or (None, sentence,
-        {field: message}) when the service refused; audited either way."""
+    def programme_action(self, request, action, target, call, made=None):
+        """Run a console action as the signed-in account: (answer, None, None), or (None, (sentence,
+        {field: message}, status), error) when the service refused; audited either way, with the
+        `target` ids and, once done, those `made(answer)` names."""
         lang = console.language(request)
         try:
             answer = call(self.console_actor(request))
@@ -258,7 +259,7 @@ class ProgrammeConsoleRoutes:
             self.console_audit(request, action, target, error.status)
             sentence, fields = refusal(self, error, lang)
             return None, (sentence, fields, error.status), error
-        self.console_audit(request, action, target(answer) if callable(target) else target, 200)
+        self.console_audit(request, action, dict(target, **(made(answer) if made else {})), 200)
         return answer, None, None
 
     # -- venues -----------------------------------------------------------------------------------
@@ -275,8 +276,9 @@ class ProgrammeConsoleRoutes:
         form = {k: request.form.get(k, "").strip()[:5000] for k in ("name", "address", "host_partner_id", "rooms")}
         body = {"name": form["name"], "address": form["address"], "host_partner_id": form["host_partner_id"],
                 "rooms": rooms_of(form["rooms"])}
-        made, refused, _ = self.programme_action(request, "create venue", lambda v: {"venue_id": v["id"]},
-                                                 lambda actor: self.scheduling.create_venue(actor, body))
+        made, refused, _ = self.programme_action(request, "create venue", {},
+                                                 lambda actor: self.scheduling.create_venue(actor, body),
+                                                 lambda v: {"venue_id": v["id"]})
         if refused:
             return self.programme_page(request, "venues.html", venues_page, status=refused[2], form=form,
                                        refused=refused[0], errors=refused[1])
@@ -306,8 +308,9 @@ class ProgrammeConsoleRoutes:
                 "ends_at": local_time(form["day"], form["end"]),
                 "capacity": int(form["capacity"]) if form["capacity"].isdigit() else form["capacity"],
                 "eligible_units": codes(form["eligible_units"]), "audience_groups": form["audience_groups"]}
-        made, refused, _ = self.programme_action(request, "create session", lambda s: {"session_id": s["id"]},
-                                                 lambda actor: self.scheduling.create_session(actor, body))
+        made, refused, _ = self.programme_action(request, "create session", {},
+                                                 lambda actor: self.scheduling.create_session(actor, body),
+                                                 lambda s: {"session_id": s["id"]})
         asked = self.sessions_asked(request)
         if refused:
             return self.programme_page(request, "schedule.html", lambda gw: sessions_page(gw, asked),
@@ -402,8 +405,9 @@ class ProgrammeConsoleRoutes:
         steps = []
         placed, refused, _ = self.programme_action(
             request, "move registration: register on target",
-            lambda r: {"registration_id": r["id"], "session_id": target_id, "from_registration_id": registration_id},
-            lambda actor: self.registration.register(actor, target_id, {"official_id": current["official_id"]}))
+            {"session_id": target_id, "from_registration_id": registration_id},
+            lambda actor: self.registration.register(actor, target_id, {"official_id": current["official_id"]}),
+            lambda r: {"registration_id": r["id"]})
         if refused:
             steps.append(("bad", p["move_step1_refused"].format(why=refused[0])))
             steps.append(("good", p["move_nothing_changed"]))
