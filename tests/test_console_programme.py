@@ -279,7 +279,7 @@ def xlsx_of(rows):
     return out.getvalue()
 
 
-def test_a_staff_list_is_imported_as_csv_or_xlsx_with_counts_and_each_refused_row(world):
+def test_a_staff_list_is_imported_as_csv_or_xlsx_with_counts_and_each_refused_row(world, monkeypatch):
     base = world["base"]
     browser = signed_in(world, world["staff"])
     csrf = csrf_of(browser.get(base + "/console/officials").text)
@@ -312,6 +312,13 @@ def test_a_staff_list_is_imported_as_csv_or_xlsx_with_counts_and_each_refused_ro
     assert not world["operator"].get("/officials?q=sau.nhap").json()["items"]
     assert audited(world, "console: import officials", world["staff"])
     assert audited(world, "console: import officials", world["staff"], 400)
+
+    # Past what a console request imports in time, the file is refused before it is sent, in words.
+    from ops.console import programme as console_programme
+    monkeypatch.setattr(console_programme, "IMPORT_ROWS", 1)
+    too_many = browser.post(base + "/console/officials/import", data={"csrf": csrf},
+                            files={"file": ("lon.csv", text.encode(), "text/csv")})
+    assert too_many.status_code == 413 and "Tệp có hơn 1 dòng" in too_many.text and "import_cli" in too_many.text
 
 
 def test_a_viewer_sees_the_lists_but_no_write_forms_and_its_posts_are_refused_and_audited(world):

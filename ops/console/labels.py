@@ -199,11 +199,13 @@ PROGRAMME_LABELS = {
         "language": "Ngôn ngữ thông báo", "languages": {"vi": "Tiếng Việt", "en": "English"},
         "import": "Nhập danh sách (CSV hoặc XLSX)", "file": "Tệp danh sách",
         "import_hint": "Các cột: full_name, email, phone, unit_code, audience_group (và language nếu có); dòng 1 là tiêu đề. "
-                       "Cán bộ trùng email được cập nhật; gửi lại cùng tệp không thay đổi gì. Mỗi lần tối đa khoảng {rows} dòng.",
+                       "Cán bộ trùng email được cập nhật; gửi lại cùng tệp không thay đổi gì. Mỗi tệp tối đa {rows} dòng.",
         "import_go": "Nhập", "import_result": "Kết quả nhập tệp {name}",
         "created_n": "Thêm mới", "updated_n": "Cập nhật", "unchanged_n": "Không đổi", "errors_n": "Dòng lỗi",
         "row": "Dòng", "problems": "Lỗi", "errors_more": "Chỉ liệt kê {shown} dòng lỗi đầu tiên trong {total}.",
         "formula_cell": "Ô {cell} chứa công thức; hãy dán giá trị thay cho công thức.",
+        "too_many_rows": "Tệp có hơn {n} dòng, quá lớn để nhập trên trang này: hãy chia thành nhiều tệp, hoặc dùng "
+                         "công cụ dòng lệnh import_cli (xem README).",
         "edit": "Sửa thông tin", "updated": "Đã lưu thông tin cán bộ.", "official_not_found": "Không có cán bộ này.",
         "back_officials": "Tất cả cán bộ", "record": "Quá trình học", "certificate": "Giấy chứng nhận",
         "refused": "Không thực hiện được:",
@@ -275,11 +277,13 @@ PROGRAMME_LABELS = {
         "language": "Notice language", "languages": {"vi": "Tiếng Việt", "en": "English"},
         "import": "Import a staff list (CSV or XLSX)", "file": "Staff list file",
         "import_hint": "Columns: full_name, email, phone, unit_code, audience_group (and language if any); row 1 is the header. "
-                       "Officials with a known email are updated; the same file again changes nothing. About {rows} rows at most per file.",
+                       "Officials with a known email are updated; the same file again changes nothing. At most {rows} rows per file.",
         "import_go": "Import", "import_result": "Import of {name}",
         "created_n": "Created", "updated_n": "Updated", "unchanged_n": "Unchanged", "errors_n": "Rows refused",
         "row": "Row", "problems": "Problems", "errors_more": "Only the first {shown} of {total} refused rows are listed.",
         "formula_cell": "Cell {cell} holds a formula; paste its value instead.",
+        "too_many_rows": "The file has more than {n} rows, too many for this page: split it, or use the command-line "
+                         "import_cli (see README).",
         "edit": "Edit", "updated": "The official's record was saved.", "official_not_found": "No such official.",
         "back_officials": "All officials", "record": "Training record", "certificate": "Certificate",
         "refused": "Not done:",
