@@ -158,6 +158,7 @@ def test_a_session_is_created_rescheduled_resized_and_cancelled(world):
     assert world["operator"].get("/sessions/" + session_id).json()["status"] == "cancelled"
     listed = browser.get(base + "/console/schedule?status=cancelled")
     assert session_id in listed.text
+    assert session_id not in browser.get(base + "/console/schedule").text  # by default: scheduled, still to come
     on_the_day = browser.get(base + "/console/schedule?day=" + day(n + 1).strftime("%d/%m/%Y") + "&status=cancelled")
     assert session_id in on_the_day.text
     for action in ("reschedule session", "change session capacity", "cancel session"):

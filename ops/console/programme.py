@@ -159,6 +159,19 @@ def ask(gateway, service, call, timeout=5):
     return fleet.ask_all(gateway, call, (service,), timeout=timeout)[service]
 
 
+def sessions_of(client, query, pages=10):
+    """Sessions by start time, page after page (at most `pages` of 200): the calendar keeps the past
+    too, and what is still to come lies after it."""
+    items, cursor = [], None
+    for _ in range(pages):
+        answer = client.list_sessions(OPERATOR, dict(query, limit=200, **({"cursor": cursor} if cursor else {})))
+        items += answer["items"]
+        cursor = answer.get("next_cursor")
+        if not cursor:
+            break
+    return {"items": items}
+
+
 def venues_page(gateway):
     venues = ask(gateway, "scheduling", lambda s: s.list_venues(OPERATOR, {"limit": 200}))
     partners = ask(gateway, "partners", lambda s: s.list_partners(OPERATOR, {"limit": 200}))
@@ -170,7 +183,7 @@ def venues_page(gateway):
 def sessions_page(gateway, asked):
     """Sessions by start time, filtered by status, month (mm/yyyy) and day (dd/mm/yyyy); their seats
     and waitlist (registration); what the form to create one needs (offerings, venues)."""
-    query = {"limit": 200}
+    query = {}
     if asked.get("status") in ("scheduled", "cancelled"):
         query["status"] = asked["status"]
     day = local_day(asked.get("day", ""))
@@ -182,11 +195,14 @@ def sessions_page(gateway, asked):
         query["month"] = "{}-{:0>2}".format(found.group(2), found.group(1))
     elif re.fullmatch(r"\d{4}-\d\d", month):
         query["month"] = month
-    listed = ask(gateway, "scheduling", lambda s: s.list_sessions(OPERATOR, query))
+    upcoming_only = not asked.get("status") and "month" not in query
+    if upcoming_only:  # by default: the scheduled sessions still to come
+        query["status"] = "scheduled"
+    listed = ask(gateway, "scheduling", lambda s: sessions_of(s, query))
     items = (listed or {}).get("items", [])
     if re.fullmatch(r"\d{4}-\d\d-\d\d", day):
         items = [s for s in items if local_date(s["starts_at"]).isoformat() == day]
-    if not asked.get("status") and "month" not in query:  # by default: what is still to come
+    if upcoming_only:
         now = utcnow()
         items = [s for s in items if s["ends_at"] >= now]
     items = items[:SHOWN]
@@ -213,7 +229,7 @@ def session_page(gateway, session_id):
     seats, rows = found if found else ({}, {})
     upcoming = []
     if session:
-        listed = ask(gateway, "scheduling", lambda s: s.list_sessions(OPERATOR, {"status": "scheduled", "limit": 200}))
+        listed = ask(gateway, "scheduling", lambda s: sessions_of(s, {"status": "scheduled"}))
         now = utcnow()
         upcoming = [s for s in (listed or {}).get("items", []) if s["id"] != session_id and s["starts_at"] > now]
     return {"session": session, "session_id": session_id, "seats": seats, "rows": rows, "upcoming": upcoming,
