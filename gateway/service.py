@@ -382,6 +382,12 @@ class GatewayService(OperationsRoutes, AdministrationRoutes, SelfServiceRoutes, 
     def get_official(self, request, official_id):
         return self.registration.get_official(self.actor(request), official_id)
 
+    @api("POST", "/officials/<official_id>/update", body="OfficialChangeIn",
+         summary="Correct an official's record (any of its fields, checked as on creation; a coordinator: "
+                 "of its units only, else 403 unit_not_yours); 409 official_exists for another's email or phone.")
+    def update_official(self, request, official_id):
+        return self.registration.update_official(self.actor(request), official_id, read_json(request))
+
     @api("GET", "/officials/<official_id>/record",
          summary="One official's training record: registrations, attendance and certificates.")
     def official_record(self, request, official_id):

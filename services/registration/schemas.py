@@ -109,6 +109,27 @@ class OfficialIn(Schema):
             raise ValidationError("No surrounding spaces.")
 
 
+class OfficialChangeIn(Schema):
+    """An official's record corrected: any of OfficialIn's fields, checked the same way; what is not
+    sent stays as it is (so no default language either)."""
+    full_name = Text(200)
+    email = fields.Email(validate=validate.Length(max=254))
+    phone = Phone(validate=validate.Length(max=32))
+    unit_code = Text(32)
+    audience_group = OneOf(AUDIENCE_GROUPS)
+    language = OneOf(("vi", "en"))
+
+    @validates("email")
+    def lower_case(self, value, **kwargs):
+        if value != value.strip():
+            raise ValidationError("No surrounding spaces.")
+
+    @validates_schema
+    def something_changes(self, data, **kwargs):
+        if not data:
+            raise ValidationError("Send at least one field to change.")
+
+
 class CoordinatorIn(Schema):
     """A unit's coordinator: who nominates its staff. `unit_codes` defaults to the unit of the path."""
     full_name = Text(200, required=True)
@@ -372,7 +393,7 @@ def public_certificate(certificate, unit_name=None):
 
 # Documented at GET /openapi.json; the gateway's routes name them.
 BODIES = {"ProgrammeIn": ProgrammeIn, "UnitIn": UnitIn, "UnitMergeIn": UnitMergeIn, "ReorganizeIn": ReorganizeIn, "HeadcountIn": HeadcountIn,
-          "OfficialIn": OfficialIn, "CoordinatorIn": CoordinatorIn, "RegistrationIn": RegistrationIn, "CancellationIn": CancellationIn,
+          "OfficialIn": OfficialIn, "OfficialChangeIn": OfficialChangeIn, "CoordinatorIn": CoordinatorIn, "RegistrationIn": RegistrationIn, "CancellationIn": CancellationIn,
           "QuotasIn": QuotasIn, "CheckinIn": CheckinIn,
           "CertificateRevocationIn": CertificateRevocationIn, "LanguageIn": LanguageIn}
 QUERIES = {"CoverageQuery": CoverageQuery, "CoordinatorQuery": CoordinatorQuery, "UnitQuery": UnitQuery, "OfficialQuery": OfficialQuery, "RegistrationQuery": RegistrationQuery,

@@ -258,6 +258,30 @@ class RegistrationService(Operated):
         return schemas.public_official(official)
 
     @rpc
+    def update_official(self, actor, official_id, data):
+        """Correct an official's record: any of full_name, email, phone, unit_code, audience_group,
+        language, checked as on creation (an operator, or the coordinator of the official's unit, and
+        of the new unit when it moves: 403 `unit_not_yours` otherwise). Their live registrations'
+        copy follows (notices still to come go to the new address). Returns the official. 404 unknown
+        id; 409 `official_exists` for another official's email or phone; 422 `unknown_unit` /
+        `unit_dissolved`, `invalid_fields`."""
+        if rules.units_in_scope(actor) is None:
+            auth.require_operator(actor)  # who asks, before whether the id exists
+        fields = validated(schemas.OfficialChangeIn(), data)
+        official = store.find_official(self.db, official_id)
+        rules.require_acts_for(actor, official["unit_code"], field="official_id")
+        if "unit_code" in fields:
+            rules.require_acts_for(actor, fields["unit_code"])
+            if fields["unit_code"] != official["unit_code"]:
+                rules.require_active_unit(store.find_unit(self.db, fields["unit_code"]), fields["unit_code"])
+        if "email" in fields:
+            fields["email"] = fields["email"].lower()
+        change = {k: v for k, v in fields.items() if official.get(k) != v}
+        if not change:
+            return schemas.public_official(official)
+        return schemas.public_official(store.change_official(self.db, official, change, utcnow()))
+
+    @rpc
     def get_official(self, actor, official_id):
         """The official (operators; a coordinator: of its units, else 403 `unit_not_yours`); 404 for
         an unknown id."""
