@@ -494,7 +494,10 @@ class GatewayService(OperationsRoutes, AdministrationRoutes, SelfServiceRoutes, 
          summary="Everything held about one official, in every service (admin, or the official themself): "
                  "one JSON document keyed by service.")
     def official_data(self, request, official_id):
-        actor = self.actor(request)
+        return self.held_about(self.actor(request), official_id)
+
+    def held_about(self, actor, official_id):
+        """Every service's answer about one official (each checks again who asks)."""
         held = {"registration": self.registration.personal_data(actor, official_id)}
         for name in ("notifications", "partners", "scheduling"):
             held[name] = getattr(self, name).personal_data(actor, official_id)
