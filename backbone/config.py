@@ -92,6 +92,16 @@ def events_setting(key, default=None):
     return (nameko_config.get("EVENTS") or {}).get(key, default)
 
 
+# What PRIVACY (config.yml) says when a process runs without it (a test's own configuration).
+PRIVACY_DEFAULTS = {"handled_events_hours": 168, "personal_data_days": 90, "qr_token_hours": 24,
+                    "contact_email": ""}
+
+
+def privacy_setting(key):
+    """A retention period or the privacy contact (config.yml: PRIVACY)."""
+    return (nameko_config.get("PRIVACY") or {}).get(key, PRIVACY_DEFAULTS[key])
+
+
 # A secret shorter than this is refused: 32 characters of `secrets.token_urlsafe` are 192 bits.
 SECRET_MIN_LENGTH = 32
 

@@ -24,11 +24,12 @@ from pymongo import ASCENDING, IndexModel, MongoClient
 from pymongo.errors import DuplicateKeyError
 
 from backbone.clock import utcnow
-from backbone.config import database_name, events_setting
+from backbone.config import database_name, events_setting, privacy_setting
 from backbone.errors import not_found
 from backbone.events import make_envelope
 from backbone.migrate import migrate, plan
 from backbone.outbox import OutboxRelay, outbox_record
+from backbone.personal import handled_events_index
 
 PLATFORM_INDEXES = {
     # Only what waits to be published; the relay deletes what the broker confirmed, so one index
@@ -36,7 +37,8 @@ PLATFORM_INDEXES = {
     "outbox": [IndexModel([("created_at", ASCENDING)])],
     # The producer's record of what it said; the audit trail looks events up by correlation id.
     "published_events": [IndexModel([("correlation_id", ASCENDING)])],
-    # One document per handled event id: the unique _id is what makes consumers idempotent.
+    # One document per handled event id: the unique _id is what makes consumers idempotent; a TTL
+    # index (its period a setting: `Database.plan`) ends them.
     "handled_events": [],
     "dead_letters": [IndexModel([("status", ASCENDING), ("parked_at", ASCENDING)])],
     "leases": [],
@@ -176,6 +178,8 @@ class Database(DependencyProvider):
     def plan(self):
         """This database's migrations in order: the data migrations, then every index declared."""
         indexes = dict(PLATFORM_INDEXES)
+        # Its period is a setting (PRIVACY.handled_events_hours): a changed one is a new index migration.
+        indexes["handled_events"] = [handled_events_index(float(privacy_setting("handled_events_hours")) * 3600)]
         for collection, models in self.indexes.items():
             indexes[collection] = list(indexes.get(collection, [])) + list(models)
         return plan(self.migrations, indexes)

@@ -24,7 +24,7 @@ import time
 from collections import namedtuple
 
 from bson import json_util
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, OperationFailure
 
 from backbone.clock import utcnow
 from backbone.lease import Lease, holder_id
@@ -48,10 +48,29 @@ def indexes_migration(indexes):
     def apply(db):
         for collection, models in indexes.items():
             if models:
-                db[collection].create_indexes(models)
+                try:
+                    db[collection].create_indexes(models)
+                except OperationFailure as error:
+                    if error.code not in (85, 86):
+                        raise
+                    _retime(db, collection, models)
 
     described = ", ".join("{}({})".format(c, len(m)) for c, m in sorted(indexes.items()) if m)
     return Migration("indexes-" + fingerprint, "indexes: " + described, apply)
+
+
+def _retime(db, collection, models):
+    """Create `models` one by one; a TTL index that exists with another period (a retention setting
+    changed) gets the new period in place (collMod) instead of failing the release."""
+    for model in models:
+        try:
+            db[collection].create_indexes([model])
+        except OperationFailure as error:
+            seconds = model.document.get("expireAfterSeconds")
+            if error.code not in (85, 86) or seconds is None:
+                raise
+            db.command("collMod", collection, index={"keyPattern": dict(model.document["key"]),
+                                                     "expireAfterSeconds": seconds})
 
 
 def plan(migrations, indexes):

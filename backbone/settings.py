@@ -13,7 +13,7 @@ anything reads the configuration, and `backbone.config.load` runs it for every o
 import re
 from collections.abc import Mapping
 
-from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 # Values never printed in an error (they may be secrets, or carry one: a URI with a password).
 SECRET = re.compile(r"PASSWORD|SECRET|TOKEN|URI|USER", re.I)
@@ -137,6 +137,14 @@ class Http(Section):
     max_connections = _count()
 
 
+class Privacy(Section):
+    """Retention periods (Decree 13/2023/ND-CP); README's table states each."""
+    handled_events_hours = _seconds()
+    personal_data_days = _seconds()
+    qr_token_hours = _seconds(strict=False)
+    contact_email = _text(validate=validate.Regexp(r"^([^@\s]+@[^@\s]+)?$", error="An email address, or empty."))
+
+
 class Settings(Section):
     """config.yml, top to bottom."""
     AMQP_URI = _text(validate=validate.Regexp(r"^amqps?://", error="An amqp:// or amqps:// URI."))
@@ -169,7 +177,20 @@ class Settings(Section):
                                    validate=lambda port: port is None or 1 <= port <= 65535)
     NOTIFICATIONS_SWEEP_SECONDS = _seconds()
     AUDIT_RETENTION_DAYS = _count(1, 36500)
+    PRIVACY = fields.Nested(Privacy, required=True)
+    PRIVACY_SWEEP_SECONDS = _seconds()
     LOGGING = fields.Dict(required=True)
+
+    @validates_schema
+    def handled_outlive_retries(self, data, **kwargs):
+        # A handled-event record removed while the broker may still redeliver its event (the retry
+        # ladder) would let that event be handled twice.
+        privacy, events = data.get("PRIVACY") or {}, data.get("EVENTS") or {}
+        hours, delays = privacy.get("handled_events_hours"), events.get("retry_delays")
+        if hours and delays and hours * 3600 <= sum(delays):
+            raise ValidationError({"handled_events_hours": [
+                "Must be longer than the retry ladder (EVENTS.retry_delays: {:g} s in all).".format(sum(delays))]},
+                "PRIVACY")
 
 
 def _flatten(messages, prefix=()):

@@ -24,7 +24,8 @@ class PartnerOnboarded(Schema):
     code = fields.Str(required=True)
     name = fields.Str(required=True)
     kind = fields.Str(required=True)
-    contact_email = fields.Str(allow_none=True)
+    contact_email = fields.Str(allow_none=True, metadata={
+        "personal": "notifications: where the partner's notices go (an institutional address, maybe a person's)."})
 
 
 class _Agreement(Schema):

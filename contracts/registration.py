@@ -2,12 +2,14 @@
 rescheduled, attendance recorded, courses completed, units reorganised. Consumer: notifications.
 
 Personal data: each registration event carries the official (`OfficialRef`: name, email, phone,
-language) because notifications must write to them and never reads registration's database; nothing
-else about them travels.
+language) because notifications must write to them and never reads registration's database, and a
+confirmation or promotion the QR token it shows them; nothing else about them travels (each personal
+field says who reads it, for what: tests/test_contracts_personal.py). `attendance_recorded` and
+`official_erased` name the official by id only.
 
-All facts (each happened once, to one registration or the city's units: a consumer acts on each once,
-in any order); none is state-carrying. registration_rescheduled carries the session's new time for the
-notice it causes, not a state a consumer keeps."""
+All facts (each happened once, to one registration, one official or the city's units: a consumer acts on
+each once, in any order); none is state-carrying. registration_rescheduled carries the session's new
+time for the notice it causes, not a state a consumer keeps."""
 from marshmallow import Schema, fields, validate
 
 from backbone.events import contract
@@ -15,11 +17,13 @@ from backbone.fields import Id, When
 
 
 class OfficialRef(Schema):
-    """What notifications need to reach an official, carried in the event so nobody reads another's data."""
+    """What notifications need to reach an official, carried in the event so nobody reads another's data.
+    An erased official's events carry `backbone.personal.ERASED_NAME` and no contacts."""
     id = Id(required=True)
-    full_name = fields.Str(required=True)
-    email = fields.Str(allow_none=True)
-    phone = fields.Str(allow_none=True)
+    full_name = fields.Str(required=True, metadata={
+        "personal": "notifications: the greeting of the official's email and SMS (Kính gửi ...)."})
+    email = fields.Str(allow_none=True, metadata={"personal": "notifications: where the official's email goes."})
+    phone = fields.Str(allow_none=True, metadata={"personal": "notifications: where the official's SMS goes."})
     language = fields.Str(load_default="vi")
 
 
@@ -41,7 +45,8 @@ class _Registration(Schema):
 
 @contract("registration_confirmed")
 class RegistrationConfirmed(_Registration):
-    qr_token = fields.Str(required=True)
+    qr_token = fields.Str(required=True, metadata={
+        "personal": "notifications: the code (and QR image) the confirmation email and SMS give the official for the door."})
 
 
 @contract("registration_waitlisted")
@@ -51,7 +56,8 @@ class RegistrationWaitlisted(_Registration):
 
 @contract("registration_promoted")
 class RegistrationPromoted(_Registration):
-    qr_token = fields.Str(required=True)
+    qr_token = fields.Str(required=True, metadata={
+        "personal": "notifications: the code (and QR image) the promotion email and SMS give the official for the door."})
 
 
 @contract("registration_cancelled")
@@ -96,3 +102,11 @@ class UnitsReorganized(Schema):
     """Units dissolved into others (a merge, a rename, a split), as of `effective_on`. A fact."""
     effective_on = fields.Date(required=True)
     changes = fields.List(fields.Nested(UnitChange), required=True, validate=validate.Length(min=1))
+
+@contract("official_erased")
+class OfficialErased(Schema):
+    """An official's personal data was erased on request (Decree 13/2023/ND-CP): every service removes
+    or anonymises what it holds about them, in its own collections and in its records of events
+    (`backbone/personal.py`). It names the official by id only: it carries no personal data."""
+    official_id = Id(required=True)
+    erased_at = When(required=True)

@@ -1,6 +1,7 @@
 """What scheduling publishes: sessions scheduled, rescheduled, resized and cancelled, and agreements
 about to end. Consumers: registration (its copy of each session, with the seat counters),
-notifications (the warnings to partner and operators). No personal data.
+notifications (the warnings to partner and operators). No personal data: a session's trainer (a
+person's name) stays in scheduling, as no consumer needs it.
 
 State-carrying (each with the session's `revision`; a consumer ignores one older than what it applied):
 session_scheduled, session_rescheduled (the session's time and place), session_capacity_changed (its
@@ -26,7 +27,10 @@ class _Session(Schema):
     venue_name = fields.Str(required=True)
     address = fields.Str(required=True)
     room = fields.Str(required=True)
-    trainer = fields.Str(required=True)
+    # No consumer reads it: scheduling no longer sends it (a person's name); optional so that events
+    # written before still load.
+    trainer = fields.Str(allow_none=True, metadata={
+        "personal": "none: no consumer reads it, and scheduling no longer sends it."})
     starts_at = When(required=True)
     ends_at = When(required=True)
     parts = fields.List(fields.Nested(SessionPart), load_default=list)

@@ -2,17 +2,18 @@
 services by RPC (nameko's ServiceRpc, one connection per container, never a proxy per request). The
 paths, status codes and error shape are the public contract, published at `GET /openapi.json`."""
 import hmac
+import re
 
 import eventlet
 from nameko import config
 from pymongo import ASCENDING, IndexModel
 from werkzeug.wrappers import Response
 
-from backbone.auth import FEED_TOKEN_PREFIX, OPERATOR, coordinator_units
+from backbone.auth import FEED_TOKEN_PREFIX, OPERATOR, coordinator_units, is_admin
 from backbone.database import Database
 from backbone.errors import DomainError
 from backbone.logs import Tracing
-from gateway import documents, openapi, selfservice, signin, tables
+from gateway import documents, openapi, privacy, selfservice, signin, tables
 from gateway.admission import bearer_token, token_digest
 from gateway.entrypoints import Routes, ServiceClient, api, read_json
 from gateway.responses import attachment
@@ -29,6 +30,19 @@ COORDINATOR_TOKEN_PREFIX = "co_"
 # An Idempotency-Key is honoured for a day: a retry comes within minutes, a replay after a day is a new request.
 IDEMPOTENCY_SECONDS = 24 * 3600
 _DOCUMENTS = {}
+
+
+def forget_in_gateway(db, official_id, official):
+    """The gateway's part of an erasure: the answers kept for Idempotency-Key replays that name the
+    official (by id, name, email or phone) are dropped, and their sign-in links, /me sessions and
+    tokens (signed in, they would still see what is left of them)."""
+    values = [official_id] + [official.get(k) for k in ("full_name", "email", "phone") if official and official.get(k)]
+    pattern = "|".join(re.escape(v) for v in values)
+    db.idempotency.delete_many({"body": {"$regex": pattern}})
+    db.sign_in_links.delete_many({"audience": "official", "subject_id": official_id})
+    for kept in ("me_sessions", "me_tokens"):
+        db[kept].delete_many({"official_id": official_id})
+    db.me_seen.delete_one({"_id": official_id})
 
 
 class GatewayService(OperationsRoutes, AdministrationRoutes, SelfServiceRoutes, CertificateRoutes):
@@ -368,6 +382,12 @@ class GatewayService(OperationsRoutes, AdministrationRoutes, SelfServiceRoutes, 
     def get_official(self, request, official_id):
         return self.registration.get_official(self.actor(request), official_id)
 
+    @api("POST", "/officials/<official_id>/update", body="OfficialChangeIn",
+         summary="Correct an official's record (any of its fields, checked as on creation; a coordinator: "
+                 "of its units only, else 403 unit_not_yours); 409 official_exists for another's email or phone.")
+    def update_official(self, request, official_id):
+        return self.registration.update_official(self.actor(request), official_id, read_json(request))
+
     @api("GET", "/officials/<official_id>/record",
          summary="One official's training record: registrations, attendance and certificates.")
     def official_record(self, request, official_id):
@@ -454,6 +474,39 @@ class GatewayService(OperationsRoutes, AdministrationRoutes, SelfServiceRoutes, 
     def report(self, request, by):
         report = self.registration.report(self.actor(request), by, request.args.to_dict())
         return tables.tabular(report, request.args.get("format", "json"), "report-" + by)
+
+    # -- personal data (Decree 13/2023/ND-CP) --------------------------------------------------------
+
+    @api("POST", "/officials/<official_id>/erase", body="ErasureIn", status=202,
+         summary="Erase an official's personal data on request (admin): every service removes or anonymises what "
+                 "it holds (through `official_erased`); certificates stay verifiable without the name. Again: the "
+                 "same answer.")
+    def erase_official(self, request, official_id):
+        actor = self.actor(request)
+        body = read_json(request)
+        # What to look for in the gateway's own records, read before registration forgets it.
+        before = self.registration.get_official(actor, official_id) if is_admin(actor) else None
+        erased = self.registration.erase_official(actor, official_id, body)
+        forget_in_gateway(self.db, official_id, before)
+        return 202, erased
+
+    @api("GET", "/officials/<official_id>/data",
+         summary="Everything held about one official, in every service (admin, or the official themself): "
+                 "one JSON document keyed by service.")
+    def official_data(self, request, official_id):
+        return self.held_about(self.actor(request), official_id)
+
+    def held_about(self, actor, official_id):
+        """Every service's answer about one official (each checks again who asks)."""
+        held = {"registration": self.registration.personal_data(actor, official_id)}
+        for name in ("notifications", "partners", "scheduling"):
+            held[name] = getattr(self, name).personal_data(actor, official_id)
+        return {"official_id": official_id, "services": held}
+
+    @api("GET", "/privacy", auth=None, summary="The privacy notice (HTML, Vietnamese; ?lang=en): controller, purpose, "
+                                                "data held, recipients, retention periods, rights.")
+    def privacy_notice(self, request):
+        return Response(privacy.render(request), mimetype="text/html", headers={"Cache-Control": "no-cache"})
 
     # -- notifications ----------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from gateway.entrypoints import api, read_json
 from ops import accounts, audit, console, fleet
 from ops.console import charts, pages
 from ops.console.labels import CERTIFICATE_LABELS
+from ops.console.programme import ProgrammeConsoleRoutes
 from ops.console.units import UnitConsoleRoutes
 
 
@@ -48,7 +49,7 @@ COVERAGE_CHARTS = {
 }
 
 
-class OperationsRoutes(UnitConsoleRoutes):
+class OperationsRoutes(UnitConsoleRoutes, ProgrammeConsoleRoutes):
     """Needs of the service that mounts it: `actor(request)`, its `db` (with INDEXES) and an RPC
     client per service."""
 

@@ -19,6 +19,7 @@ from backbone.clock import utcnow
 from backbone.config import events_setting
 from backbone.errors import invalid, not_found
 from backbone.outbox import ConfirmedPublisher, emitted_events
+from backbone.personal import masked
 from backbone.rpc import rpc
 from ops.metrics import exported_text
 
@@ -160,7 +161,9 @@ def public_dead_letter(doc):
         event = doc.get("body")
     out = {k: doc.get(k) for k in ("consumer", "event_id", "event_type", "correlation_id", "error", "attempts",
                                    "status", "parked_at", "replayed_at")}
-    out.update(id=doc["_id"], replays=doc.get("replays", 0), event=event)
+    # Shown masked (names, contacts, QR tokens): the replay sends the original kept in the document.
+    out.update(id=doc["_id"], replays=doc.get("replays", 0), event=masked(event),
+               error=masked(doc.get("error")))
     return out
 
 

@@ -83,6 +83,7 @@ SCOPED = {
     ("POST", "/officials/import"): (lambda w: None, "import"),
     ("GET", "/officials"): (lambda w: None, only_a_officials),
     ("GET", "/officials/{official_id}"): (lambda w: None, NOT_YOURS),
+    ("POST", "/officials/{official_id}/update"): (lambda w: {"full_name": "Tên Đổi Trộm"}, NOT_YOURS),
     ("GET", "/officials/{official_id}/record"): (lambda w: None, NOT_YOURS),
     ("POST", "/sessions/{session_id}/registrations"): (
         lambda w: {"official_id": w["made"][B]["official"]["id"]}, NOT_YOURS),

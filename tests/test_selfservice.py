@@ -155,6 +155,17 @@ def test_an_official_reaches_nobody_elses_registration_and_forms_need_their_csrf
     assert world.db("notifications").opt_outs.find_one({"official_id": mine["id"], "channel": "sms"})
     assert_error(me.post("/me/preferences", {"sms": "maybe"}), 422, "invalid_fields")
 
+    # Download my data: mine, from every service, linked from /me; another official's is refused.
+    assert 'href="/me/data"' in page
+    mine_held = browser.get(world.base + "/me/data")
+    assert mine_held.status_code == 200 and "attachment" in mine_held.headers["Content-Disposition"]
+    held = mine_held.json()
+    assert held["official_id"] == mine["id"] and set(held["services"]) == {
+        "registration", "notifications", "partners", "scheduling"}
+    assert mine["email"] in mine_held.text and theirs["email"] not in mine_held.text
+    assert me.get("/me/data").json()["official_id"] == mine["id"]
+    assert_error(me.get("/officials/{}/data".format(theirs["id"])), 403, "forbidden")
+
 
 @pytest.mark.skipif(not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)),
                     reason="needs Debian's chromium and chromium-driver (`make browser` installs them)")

@@ -24,9 +24,11 @@ def test_the_deploy_definitions_are_the_declared_topology_with_quorum_queues():
 def test_a_services_subscriptions_are_its_subscribe_handlers_and_bind_its_queue():
     with nameko.config.patch(load(), clear=True):
         subscribed = topology.subscriptions()
-        assert subscribed["partners"] == []
+        # Partners hears one event only: an official's erasure (its dead letters may name them).
+        assert subscribed["partners"] == ["official_erased"]
         assert subscribed["registration"] == [
             "session_cancelled", "session_capacity_changed", "session_rescheduled", "session_scheduled"]
+        assert all("official_erased" in subscribed[s] for s in ("partners", "scheduling", "notifications"))
         assert "registration_confirmed" in subscribed["notifications"]
         queue = topology.service_queues("registration", subscribed["registration"])[0]
         assert sorted(b.routing_key for b in queue.bindings) == subscribed["registration"]

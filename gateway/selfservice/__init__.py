@@ -11,6 +11,7 @@ check again that an official acts only for themself.
 """
 import hashlib
 import hmac
+import json
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -271,7 +272,7 @@ class SelfServiceRoutes:
         return page(request, "me.html", me=self.registration.my_page(actor),
                     channels=self.notifications.my_channels(actor), csrf=csrf_token(nonce),
                     welcome=request.args.get("welcome") == "1", problem=problem,
-                    done=done if done in LABELS["vi"]["done"] else None, data_link=False)
+                    done=done if done in LABELS["vi"]["done"] else None, data_link=True)
 
     def _refused_form(self, request, error):
         """A form whose action a rule refused: the page again, saying why."""
@@ -282,6 +283,14 @@ class SelfServiceRoutes:
         if is_form(request) and error.code == "csrf_failed":
             return page(request, "link.html", status=403, problem=LABELS[language(request)]["errors"]["forbidden"])
         raise error
+
+    @api("GET", "/me/data", auth="official",
+         summary="Download my data: everything every service holds about me, as one JSON file.")
+    def me_data(self, request):
+        actor, _ = self.me_actor(request)
+        held = json.dumps(self.held_about(actor, actor["official_id"]), ensure_ascii=False, indent=2, default=str)
+        return Response(held.encode("utf-8"), mimetype="application/json", headers={
+            "Content-Disposition": attachment("du-lieu-cua-toi", "json"), "Cache-Control": "no-store"})
 
     @api("GET", "/me/registrations", auth="official", summary="My registrations (an official's cookie or me_ token).")
     def me_registrations(self, request):

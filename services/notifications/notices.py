@@ -83,6 +83,8 @@ class Notices(DependencyProvider):
         self.sms_settings = sms
         self.sms = SmsProviders(sms["gateway_url"], sms.get("fallback_url") or "", sms.get("sender") or "")
         self.renderer = Renderer()
+        # Every notice links the privacy notice (Decree 13/2023/ND-CP), at the address people reach.
+        self.renderer.env.globals["privacy_url"] = "{}/privacy".format(public_url(config).rstrip("/"))
         # More senders than SMTP connections: while some wait for the server, others build messages
         # or record outcomes.
         self.senders = GreenPool(int(self.settings["senders"]))

@@ -19,6 +19,7 @@ of their own class; the page behind the unsubscribe link in every email asks bef
 anything, and takes them back too (subscriptions.py).
 """
 import logging
+from datetime import timedelta
 
 from marshmallow import EXCLUDE
 from nameko import config
@@ -35,8 +36,10 @@ from backbone.paging import listed
 from backbone.rpc import rpc
 from backbone.subscriber import subscribe
 from backbone.timer import leased_timer
+from backbone import personal
+from backbone.config import privacy_setting
 import contracts  # noqa: F401  (registers the contracts of the events it publishes and handles)
-from services.notifications import rules, schemas, store, subscriptions
+from services.notifications import privacy, rules, schemas, store, subscriptions
 from services.notifications.notices import Notices
 from services.notifications.templates import with_every_field
 
@@ -206,11 +209,15 @@ class NotificationsService(Operated):
     @rpc
     def resend(self, actor, notice_id):
         """Give a failed notice a new attempt now (and its retries): the notice as it is then. 404
-        unknown; 409 `not_failed` when it is not failed (a sent notice is never sent twice)."""
+        unknown; 409 `not_failed` when it is not failed (a sent notice is never sent twice), 409
+        `official_erased` when its official was erased."""
         auth.require_operator(actor)
-        existing = store.notice(self.db, notice_id, {"status": 1})
+        existing = store.notice(self.db, notice_id, {"status": 1, "personal_erased_at": 1})
         if existing is None:
             raise not_found("notice", notice_id)
+        if existing.get("personal_erased_at"):
+            raise DomainError("official_erased", "This notice's official was erased: there is nobody to send it to.",
+                              {}, 409)
         notice = self.notices.resend(notice_id)
         if notice is None:
             raise DomainError("not_failed", "Only a failed notice can be resent; this one is {}.".format(
@@ -290,6 +297,38 @@ class NotificationsService(Operated):
         else:
             store.opt_out(self.db, official_id, channel, utcnow())
         return self.my_channels(actor)
+
+    # -- personal data (Decree 13/2023/ND-CP) -----------------------------------------------------------
+
+    @subscribe("official_erased")
+    def on_official_erased(self, event):
+        """The official's addresses, names and tokens go from the notices' log, the copy of upcoming
+        registrations and the opt-outs, and from the platform's records of events."""
+        official_id, now = event["payload"]["official_id"], utcnow()
+        privacy.erase(self.db, official_id, now)
+        personal.erase_official_records(self.db, official_id, now)
+
+    @rpc
+    def personal_data(self, actor, official_id):
+        """What notifications holds about one official (an admin, or the official themself)."""
+        personal.require_subject_or_admin(actor, official_id)
+        return privacy.held_about(self.db, official_id)
+
+    @leased_timer("PRIVACY_SWEEP_SECONDS", 3600, lease="notifications-retention")
+    def retention_sweep(self):
+        """Addresses, names and QR tokens in notices about sessions that ended longer ago than their
+        retention periods (README: Personal data); officials erased in the last day once more (an
+        event of theirs handled alongside the erasure)."""
+        self.sweep_retention(utcnow())
+
+    def sweep_retention(self, now):
+        for official_id in privacy.recently_erased(self.db, now - timedelta(days=1)):
+            privacy.erase(self.db, official_id, now)
+            personal.erase_official_records(self.db, official_id, now)
+        periods = (("qr_token", now - timedelta(hours=float(privacy_setting("qr_token_hours")))),
+                   ("personal", now - timedelta(days=float(privacy_setting("personal_data_days")))))
+        for what, before in periods:
+            privacy.strip_contexts(self.db, before, now, what)
 
     @rpc
     def api_schemas(self):

@@ -27,6 +27,8 @@ INDEXES = {
     "partners": [],
     "offerings": [],
     "opt_outs": [],
+    # Officials erased (id and when): the retention sweep erases once more what arrived alongside.
+    "erased_officials": [],
 }
 
 # Applied once per database, in order, before the indexes (backbone/migrate.py); each safe to run twice.

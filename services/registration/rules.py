@@ -46,8 +46,9 @@ def is_legacy_token(token):
 def require_token(registration, session_id, token):
     """`token` must open `registration` (the one it names, or None) for a check-in at `session_id`,
     compared in constant time; 404 otherwise, whatever the reason, so tokens cannot be probed."""
+    # A token forgotten after its session (privacy.forget_qr_tokens) opens nothing.
     if registration is None or registration["session_id"] != session_id or not secrets.compare_digest(
-            registration["qr_token"].encode(), token.encode()):
+            (registration.get("qr_token") or "").encode(), token.encode()):
         raise DomainError("not_found", "No registration with this QR token for this session.", {}, 404)
     return registration
 

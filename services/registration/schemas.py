@@ -109,6 +109,27 @@ class OfficialIn(Schema):
             raise ValidationError("No surrounding spaces.")
 
 
+class OfficialChangeIn(Schema):
+    """An official's record corrected: any of OfficialIn's fields, checked the same way; what is not
+    sent stays as it is (so no default language either)."""
+    full_name = Text(200)
+    email = fields.Email(validate=validate.Length(max=254))
+    phone = Phone(validate=validate.Length(max=32))
+    unit_code = Text(32)
+    audience_group = OneOf(AUDIENCE_GROUPS)
+    language = OneOf(("vi", "en"))
+
+    @validates("email")
+    def lower_case(self, value, **kwargs):
+        if value != value.strip():
+            raise ValidationError("No surrounding spaces.")
+
+    @validates_schema
+    def something_changes(self, data, **kwargs):
+        if not data:
+            raise ValidationError("Send at least one field to change.")
+
+
 class CoordinatorIn(Schema):
     """A unit's coordinator: who nominates its staff. `unit_codes` defaults to the unit of the path."""
     full_name = Text(200, required=True)
@@ -372,7 +393,7 @@ def public_certificate(certificate, unit_name=None):
 
 # Documented at GET /openapi.json; the gateway's routes name them.
 BODIES = {"ProgrammeIn": ProgrammeIn, "UnitIn": UnitIn, "UnitMergeIn": UnitMergeIn, "ReorganizeIn": ReorganizeIn, "HeadcountIn": HeadcountIn,
-          "OfficialIn": OfficialIn, "CoordinatorIn": CoordinatorIn, "RegistrationIn": RegistrationIn, "CancellationIn": CancellationIn,
+          "OfficialIn": OfficialIn, "OfficialChangeIn": OfficialChangeIn, "CoordinatorIn": CoordinatorIn, "RegistrationIn": RegistrationIn, "CancellationIn": CancellationIn,
           "QuotasIn": QuotasIn, "CheckinIn": CheckinIn,
           "CertificateRevocationIn": CertificateRevocationIn, "LanguageIn": LanguageIn}
 QUERIES = {"CoverageQuery": CoverageQuery, "CoordinatorQuery": CoordinatorQuery, "UnitQuery": UnitQuery, "OfficialQuery": OfficialQuery, "RegistrationQuery": RegistrationQuery,
@@ -400,3 +421,19 @@ def public_record(official, registrations, attendance, certificates_, sessions):
         certificate=({"code": issued[r["_id"]]["_id"], "issued_at": issued[r["_id"]]["issued_at"],
                       "url": certificates.url(issued[r["_id"]]["_id"])} if r["_id"] in issued else None))
         for r in registrations]}
+
+
+# -- personal data (Decree 13/2023/ND-CP) ---------------------------------------------------------
+
+class ErasureIn(Schema):
+    """Why an official's personal data is erased (the request, a reference to it): kept with the erasure."""
+    reason = Text(500, required=True)
+
+
+def public_erasure(official):
+    erasure = official.get("erasure") or {}
+    return {"official_id": official["_id"], "erased_at": erasure.get("at"), "erased_by": erasure.get("by"),
+            "reason": erasure.get("reason")}
+
+
+BODIES["ErasureIn"] = ErasureIn

@@ -39,8 +39,12 @@ from backbone.operated import Operated
 from backbone.paging import listed
 from backbone.rpc import rpc
 from backbone.subscriber import subscribe
+from backbone.timer import leased_timer
+from backbone import personal
+from backbone.config import privacy_setting
 import contracts  # noqa: F401  (registers the contracts of the events it publishes and handles)
-from services.registration import certificates, coverage, imports, reorganisation, reports, rules, schemas, store
+from services.registration import certificates, coverage, imports, privacy, reorganisation, reports, rules, schemas
+from services.registration import store
 from services.registration import map as citymap
 from services.registration.seating import Seating, session_lock
 
@@ -254,6 +258,30 @@ class RegistrationService(Operated):
         return schemas.public_official(official)
 
     @rpc
+    def update_official(self, actor, official_id, data):
+        """Correct an official's record: any of full_name, email, phone, unit_code, audience_group,
+        language, checked as on creation (an operator, or the coordinator of the official's unit, and
+        of the new unit when it moves: 403 `unit_not_yours` otherwise). Their live registrations'
+        copy follows (notices still to come go to the new address). Returns the official. 404 unknown
+        id; 409 `official_exists` for another official's email or phone; 422 `unknown_unit` /
+        `unit_dissolved`, `invalid_fields`."""
+        if rules.units_in_scope(actor) is None:
+            auth.require_operator(actor)  # who asks, before whether the id exists
+        fields = validated(schemas.OfficialChangeIn(), data)
+        official = store.find_official(self.db, official_id)
+        rules.require_acts_for(actor, official["unit_code"], field="official_id")
+        if "unit_code" in fields:
+            rules.require_acts_for(actor, fields["unit_code"])
+            if fields["unit_code"] != official["unit_code"]:
+                rules.require_active_unit(store.find_unit(self.db, fields["unit_code"]), fields["unit_code"])
+        if "email" in fields:
+            fields["email"] = fields["email"].lower()
+        change = {k: v for k, v in fields.items() if official.get(k) != v}
+        if not change:
+            return schemas.public_official(official)
+        return schemas.public_official(store.change_official(self.db, official, change, utcnow()))
+
+    @rpc
     def get_official(self, actor, official_id):
         """The official (operators; a coordinator: of its units, else 403 `unit_not_yours`); 404 for
         an unknown id."""
@@ -356,6 +384,9 @@ class RegistrationService(Operated):
         official in)."""
         registration = store.find_registration(self.db, registration_id)
         rules.require_own_registration(actor, registration, reading=True)
+        if not registration.get("qr_token"):
+            # Forgotten once its session ended (retention: privacy.forget_qr_tokens).
+            raise not_found("qr_token", registration_id)
         return certificates.qr_svg(registration["qr_token"])
 
     @rpc
@@ -569,6 +600,57 @@ class RegistrationService(Operated):
         official = store.find_official(self.db, official_id)
         rules.require_acts_for(actor, official["unit_code"], reading=True)
         return schemas.public_record(official, *store.official_record(self.db, official_id))
+
+    # -- personal data (Decree 13/2023/ND-CP) ---------------------------------------------------------
+
+    @rpc
+    def erase_official(self, actor, official_id, data):
+        """Erase an official's personal data on request (admin): their name, email, phone and search
+        text go from the official, their registrations and certificates (which stay verifiable, the
+        name shown as erased) and the events waiting in the outbox; `official_erased` tells every
+        service to do the same. Erasing again changes nothing. Returns {official_id, erased_at,
+        erased_by, reason}. 404 unknown official; 422 `invalid_fields` without a reason."""
+        auth.require_admin(actor)
+        fields = validated(schemas.ErasureIn(), data)
+        official = store.find_official(self.db, official_id)
+        if privacy.is_erased(official):
+            return schemas.public_erasure(official)
+        now = utcnow()
+        event_id = self.db.transaction(
+            lambda tx: privacy.erase(tx, official_id, fields["reason"], auth.actor_label(actor), now))
+        # The relay may have been publishing an event of theirs while the erasure committed, and
+        # archive it after: once our event is out, every earlier one is archived, and scrubbed now
+        # (if the broker is away, the retention sweep does it later).
+        personal.wait_published(self.db, event_id, timeout=5)
+        personal.erase_official_records(self.db, official_id, utcnow())
+        return schemas.public_erasure(store.find_official(self.db, official_id))
+
+    @rpc
+    def personal_data(self, actor, official_id):
+        """What registration holds about one official (an admin, or the official themself): the
+        official, registrations, attendance, certificates. 404 unknown official."""
+        personal.require_subject_or_admin(actor, official_id)
+        found = privacy.held_about(self.db, official_id)
+        if found is None:
+            raise not_found("official", official_id)
+        return found
+
+    @leased_timer("PRIVACY_SWEEP_SECONDS", 3600, lease="registration-retention")
+    def retention_sweep(self):
+        """QR tokens of sessions that ended, and the personal fields of archived events about sessions
+        that ended longer ago than the retention period (README: Personal data); the records of
+        officials erased in the last day once more (an erasure that met a relay mid-batch)."""
+        self.sweep_retention(utcnow())
+
+    def sweep_retention(self, now):
+        qr_before = now - timedelta(hours=float(privacy_setting("qr_token_hours")))
+        personal_before = now - timedelta(days=float(privacy_setting("personal_data_days")))
+        while privacy.forget_qr_tokens(self.db, qr_before) == 200:
+            pass
+        for official in privacy.recently_erased(self.db, now - timedelta(days=1)):
+            personal.erase_official_records(self.db, official["_id"], now)
+        for what, before in (("qr_token", qr_before), ("personal", personal_before)):
+            personal.strip_archived_events(self.db, before, now, what)
 
     @rpc
     def api_schemas(self):

@@ -408,6 +408,26 @@ def insert_official(db, official):
                        {field: ["Already registered."]})
 
 
+def change_official(db, official, change, now):
+    """Write `change` to `official` (its search text follows) and to the copy its live registrations
+    keep, so the notices still to come reach the corrected name and address; a registration keeps the
+    unit it was made under. 409 `official_exists` for an email or phone another official has. The
+    official as it is now."""
+    updated = dict(official, **change)
+    try:
+        db.officials.update_one({"_id": official["_id"]}, {"$set": dict(
+            change, search=rules.search_text(updated), updated_at=now)})
+    except DuplicateKeyError as exc:
+        field = "phone" if "phone" in str(exc) else "email"
+        raise conflict("official_exists", "Another official has this {}.".format(field),
+                       {field: ["Already registered to another official."]})
+    copied = {"official." + k: updated[k] for k in ("full_name", "email", "phone", "language") if k in change}
+    if copied:
+        db.registrations.update_many({"official_id": official["_id"], "status": {"$in": ["confirmed", "waitlisted"]}},
+                                     {"$set": copied})
+    return find_official(db, official["_id"])
+
+
 def words_query(q, field="search"):
     """Clauses for: every word of `q` (folded) begins a word of the folded `field`."""
     return [{field: {"$regex": r"(^|[ .@_+-]){}".format(re.escape(word))}} for word in rules.fold(q or "").split()]

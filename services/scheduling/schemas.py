@@ -134,9 +134,9 @@ def public_venue(doc):
 
 
 def scheduled_payload(session):
-    """The session as session_scheduled carries it."""
+    """The session as session_scheduled carries it (not its trainer: no consumer needs a person's name)."""
     payload = {k: session[k] for k in (
-        "offering_id", "partner_id", "title", "venue_id", "venue_name", "address", "room", "trainer",
+        "offering_id", "partner_id", "title", "venue_id", "venue_name", "address", "room",
         "starts_at", "ends_at", "parts", "capacity", "eligible_units", "audience_groups",
         "registration_closes_at")}
     payload["session_id"] = session["id"]
