@@ -40,8 +40,8 @@ def forget_in_gateway(db, official_id, official):
     pattern = "|".join(re.escape(v) for v in values)
     db.idempotency.delete_many({"body": {"$regex": pattern}})
     db.sign_in_links.delete_many({"audience": "official", "subject_id": official_id})
-    for kept in ("me_sessions", "me_tokens"):
-        db[kept].delete_many({"official_id": official_id})
+    db.me_sessions.delete_many({"official_id": official_id})
+    db.me_tokens.delete_many({"official_id": official_id})
     db.me_seen.delete_one({"_id": official_id})
 
 
@@ -477,7 +477,7 @@ class GatewayService(OperationsRoutes, AdministrationRoutes, SelfServiceRoutes, 
 
     # -- personal data (Decree 13/2023/ND-CP) --------------------------------------------------------
 
-    @api("POST", "/officials/<official_id>/erase", body="ErasureIn", status=202,
+    @api("POST", "/officials/<official_id>/erase", body="ErasureIn", status=202, auth="admin",
          summary="Erase an official's personal data on request (admin): every service removes or anonymises what "
                  "it holds (through `official_erased`); certificates stay verifiable without the name. Again: the "
                  "same answer.")
@@ -490,7 +490,7 @@ class GatewayService(OperationsRoutes, AdministrationRoutes, SelfServiceRoutes, 
         forget_in_gateway(self.db, official_id, before)
         return 202, erased
 
-    @api("GET", "/officials/<official_id>/data",
+    @api("GET", "/officials/<official_id>/data", auth="admin",
          summary="Everything held about one official, in every service (admin, or the official themself): "
                  "one JSON document keyed by service.")
     def official_data(self, request, official_id):
