@@ -320,3 +320,23 @@ def settled(service, event_type):
                     counters.EVENTS_DEAD_LETTERED):
         total += counter.labels(service, event_type)._value.get()
     return total
+
+
+# Debian's headless Chromium and its driver (`make browser` installs them), for the pages' tests.
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def headless_chromium(tmp_path, size="1400,900"):
+    """A fresh headless Chromium (its own profile under `tmp_path`), `size` its window ("width,height"):
+    a phone's width for the pages people read on one."""
+    import tempfile
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--window-size=" + size, "--user-data-dir={}".format(tempfile.mkdtemp(dir=tmp_path))):
+        options.add_argument(argument)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)

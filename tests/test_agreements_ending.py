@@ -9,7 +9,6 @@ hears the move and the old agreement's end in. The console lists what ends withi
 Time is injected, never waited for: scheduling's calendar (the day its warnings sweep judges) and
 partners' (the day its expiry sweep judges) are moved by the test."""
 import shutil
-import tempfile
 import uuid
 from datetime import timedelta
 from email import message_from_bytes
@@ -24,10 +23,9 @@ from backbone.clock import local_date
 from backbone.outbox import emitted_events
 from services.scheduling import service as scheduling_service
 from services.scheduling import store as scheduling_store
-from tests.helpers import Client, at, day, iso_day, offering, onboard, publish, sign, wait_for
+from tests.helpers import (CHROMEDRIVER, CHROMIUM, at, Client, day, headless_chromium, iso_day, offering,
+                           onboard, publish, sign, wait_for)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 def emitted(db, service, type_):
@@ -338,7 +336,6 @@ def test_a_warning_missed_while_scheduling_was_down_goes_out_when_it_is_back_and
 def test_the_console_lists_the_agreements_ending_within_60_days_with_the_warnings_sent(
         operator, system, app_config, db, tmp_path):
     from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     siu, _ = onboard(operator)
     hub, _ = onboard(operator, {"code": "HUB", "name": "Trường Đại học Ngân hàng TP. Hồ Chí Minh",
@@ -357,13 +354,7 @@ def test_the_console_lists_the_agreements_ending_within_60_days_with_the_warning
     # (its own timer may have sent them first: each is sent once either way)
     assert sorted(e["threshold"] for e in emitted(db, "scheduling", "agreement_ending")) == [30, 60]
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=1400,900", "--user-data-dir={}".format(tempfile.mkdtemp(dir=tmp_path))):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = headless_chromium(tmp_path, "1400,900")
     try:
         driver.set_page_load_timeout(30)
         driver.get(app_config["GATEWAY_URL"] + "/console")

@@ -4,7 +4,6 @@ operator who finds a dead letter and replays it (screenshot in tests/artifacts/c
 import json
 import re
 import shutil
-import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -14,11 +13,9 @@ import requests
 
 from backbone.events import make_envelope
 from backbone.clock import local_date
-from tests.helpers import publish_to, wait_for, withdrawn
+from tests.helpers import CHROMEDRIVER, CHROMIUM, headless_chromium, publish_to, wait_for, withdrawn
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 def test_the_console_needs_a_login_keeps_the_token_out_of_the_cookie_and_checks_forms(system, app_config):
@@ -56,7 +53,6 @@ def test_the_console_needs_a_login_keeps_the_token_out_of_the_cookie_and_checks_
 def test_an_operator_logs_in_finds_the_dead_letter_and_replays_it_in_a_browser(
         system, app_config, db, poison, tmp_path):
     from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
     event = withdrawn("corr-console-1")
@@ -65,13 +61,7 @@ def test_an_operator_logs_in_finds_the_dead_letter_and_replays_it_in_a_browser(
     wait_for(lambda: letters.find_one({"status": "parked"}), timeout=15)
     poison.fix()
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=1400,900", "--user-data-dir={}".format(tempfile.mkdtemp(dir=tmp_path))):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = headless_chromium(tmp_path, "1400,900")
     try:
         driver.set_page_load_timeout(30)
         driver.get(app_config["GATEWAY_URL"] + "/console")

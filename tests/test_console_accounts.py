@@ -5,7 +5,6 @@ accounts page (errors next to the form) and reads the console's actions in the a
 real headless Chromium (screenshot in tests/artifacts/console-operators.png)."""
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,11 +12,9 @@ import requests
 
 from backbone.database import mongo_client
 from gateway import signin
-from tests.helpers import Client, wait_for
+from tests.helpers import CHROMEDRIVER, CHROMIUM, Client, headless_chromium, wait_for
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 @pytest.fixture(scope="module")
@@ -114,17 +111,10 @@ def test_a_deactivated_accounts_console_session_ends_at_once(world):
                     reason="needs Debian's chromium and chromium-driver (`make browser` installs them)")
 def test_an_admin_signs_in_by_link_manages_accounts_and_reads_the_audit_in_a_browser(world, tmp_path):
     from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=1400,900", "--user-data-dir={}".format(tempfile.mkdtemp(dir=tmp_path))):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = headless_chromium(tmp_path, "1400,900")
     try:
         driver.set_page_load_timeout(30)
         driver.get(link_for(world, world["admin"]))
@@ -187,19 +177,12 @@ def test_an_operator_onboards_a_partner_and_keeps_its_agreement_from_the_console
     to the field first, then extend and terminate it; each action audited with the account."""
     from selenium.common.exceptions import StaleElementReferenceException
     from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
     made = world["system"].post("/operators", {"full_name": "Ngô Thị Mai", "email": "mai@console.dxcenter.example",
                                                "role": "operator"}).json()
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=1400,1400", "--user-data-dir={}".format(tempfile.mkdtemp(dir=tmp_path))):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = headless_chromium(tmp_path, "1400,1400")
 
     def banner(element_id, text):
         def shown():

@@ -8,7 +8,6 @@ import io
 import itertools
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,11 +16,10 @@ from openpyxl import Workbook
 
 from backbone.database import mongo_client
 from gateway import signin
-from tests.helpers import HALL, LAB, Client, Programme, assert_error, at, day, wait_for
+from tests.helpers import (CHROMEDRIVER, CHROMIUM, HALL, LAB, assert_error, at, Client, day,
+                           headless_chromium, Programme, wait_for)
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 CSV_HEADER = "full_name,email,phone,unit_code,audience_group\n"
 _days = itertools.count(30)
 
@@ -342,7 +340,6 @@ def test_a_viewer_sees_the_lists_but_no_write_forms_and_its_posts_are_refused_an
                     reason="needs Debian's chromium and chromium-driver (`make browser` installs them)")
 def test_an_operator_schedules_a_session_moves_a_registration_and_imports_staff_in_a_browser(world, tmp_path):
     from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
@@ -350,13 +347,7 @@ def test_an_operator_schedules_a_session_moves_a_registration_and_imports_staff_
     official = programme.official("Q1", full_name="Trịnh Văn Chuyển Lớp")
     source = session_on_a_day_of_its_own(programme, capacity=5)
     registration = programme.registered(source, official)
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=412,1400", "--user-data-dir={}".format(tempfile.mkdtemp(dir=tmp_path))):
-        options.add_argument(argument)  # a phone's width: the pages must work there too
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = headless_chromium(tmp_path, "412,1400")  # a phone's width: the pages must work there too
 
     def shown(element_id, text=""):
         return wait_for(lambda: [e for e in driver.find_elements(By.ID, element_id) if text in e.text], timeout=10)[0]

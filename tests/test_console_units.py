@@ -3,17 +3,14 @@ coordinator (the token shown once, on the page only), and revokes it; in a real 
 Vietnamese first, every form with its CSRF token (screenshot in tests/artifacts/console-units.png)."""
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.helpers import Client, UNITS, wait_for
+from tests.helpers import CHROMEDRIVER, CHROMIUM, UNITS, Client, headless_chromium, wait_for
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 @pytest.fixture(scope="module")
@@ -58,16 +55,9 @@ def test_the_units_page_needs_a_session_and_its_forms_their_csrf_token(stack):
                     reason="needs Debian's chromium and chromium-driver (`make browser` installs them)")
 def test_an_operator_names_a_coordinator_sees_the_token_once_and_revokes_it_in_a_browser(stack, tmp_path):
     from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=412,915", "--user-data-dir={}".format(tempfile.mkdtemp(dir=tmp_path))):
-        options.add_argument(argument)  # a phone's width: the page must work there too
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = headless_chromium(tmp_path, "412,915")  # a phone's width: the pages must work there too
     base = stack["base"]
     try:
         driver.set_page_load_timeout(30)

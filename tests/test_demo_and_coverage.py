@@ -6,7 +6,6 @@ Chromium (screenshot in tests/artifacts/coverage.png)."""
 import io
 import re
 import shutil
-import tempfile
 from datetime import datetime, timezone
 
 import pytest
@@ -15,8 +14,8 @@ from openpyxl import load_workbook
 
 from backbone.clock import local_date
 from devstack import demo, seed
-from tests.helpers import wait_for
-from tests.test_console import ARTIFACTS, CHROMEDRIVER, CHROMIUM, logged_in
+from tests.helpers import CHROMEDRIVER, CHROMIUM, headless_chromium, wait_for
+from tests.test_console import ARTIFACTS, logged_in
 
 
 def test_the_demo_fills_the_console_and_the_coverage_page_tells_it(operator, app_config, db, tmp_path):
@@ -83,16 +82,9 @@ def test_the_demo_fills_the_console_and_the_coverage_page_tells_it(operator, app
 
 def see_it_in_a_browser(base, token, tmp_path):
     from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=1200,2400", "--user-data-dir={}".format(tempfile.mkdtemp(dir=tmp_path))):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = headless_chromium(tmp_path, "1200,2400")
     try:
         driver.set_page_load_timeout(60)
         driver.get(base + "/console/login")

@@ -7,7 +7,6 @@ every service's answer. The privacy notice states the periods in force and every
 Retention sweeps are run with a clock the test sets."""
 import json
 import shutil
-import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from email import message_from_bytes
@@ -24,7 +23,8 @@ from backbone.database import mongo_client
 from backbone.errors import DomainError
 from backbone.events import make_envelope
 from backbone.personal import ERASED_NAME
-from tests.helpers import HALL, Client, Programme, assert_error, publish_to, wait_for
+from tests.helpers import (CHROMEDRIVER, CHROMIUM, HALL, assert_error, Client, headless_chromium, Programme,
+                           publish_to, wait_for)
 
 SERVICES = ("partners", "scheduling", "registration", "notifications")
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -364,25 +364,17 @@ def test_dead_letters_are_listed_with_names_contacts_and_qr_tokens_masked_and_re
     assert kept["payload"]["official"] == person and kept["payload"]["qr_token"] == "QR-SECRET-DL"
 
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
 @pytest.mark.skipif(not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)),
                     reason="needs Debian's chromium and chromium-driver (`make browser` installs them)")
 def test_the_privacy_notice_reads_on_a_phone_and_switches_language_from_the_keyboard(stack, tmp_path):
     from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
     config, _ = stack
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=390,844", "--user-data-dir={}".format(tempfile.mkdtemp(dir=tmp_path))):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = headless_chromium(tmp_path, "390,844")
     try:
         driver.set_page_load_timeout(30)
         driver.get(config["GATEWAY_URL"] + "/privacy")

@@ -7,7 +7,6 @@ so; every link in every notice sent opens."""
 import io
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import urlparse
@@ -16,11 +15,10 @@ import pytest
 import requests
 
 from backbone.database import mongo_client
-from tests.helpers import Client, Programme, assert_error, at, wait_for
+from tests.helpers import (CHROMEDRIVER, CHROMIUM, assert_error, at, Client, headless_chromium, Programme,
+                           wait_for)
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 LINK = re.compile(r"https?://[^\s\"'<>]+")
 
 
@@ -171,7 +169,6 @@ def test_an_official_reaches_nobody_elses_registration_and_forms_need_their_csrf
                     reason="needs Debian's chromium and chromium-driver (`make browser` installs them)")
 def test_an_official_signs_in_by_link_sees_the_qr_code_cancels_and_the_first_waiting_is_promoted(world, tmp_path):
     from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
 
     p = world.programme
@@ -182,13 +179,7 @@ def test_an_official_signs_in_by_link_sees_the_qr_code_cancels_and_the_first_wai
     requests.post(world.base + "/me/link", json={"email": anh["email"]})
     link = sign_in_link(world, anh["email"])
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                     "--window-size=420,900", "--user-data-dir={}".format(tempfile.mkdtemp(dir=tmp_path))):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver = headless_chromium(tmp_path, "420,900")
     try:
         driver.set_page_load_timeout(30)
         driver.get(link)

@@ -37,6 +37,7 @@ import contracts  # noqa: F401  (registers the contracts of the events it publis
 from backbone import auth
 from backbone.clock import local_date, utcnow
 from backbone.database import Database, new_id
+from backbone.erasure import KeepsNoOfficials
 from backbone.errors import not_found, validated
 from backbone.logs import Tracing
 from backbone.openapi import describe
@@ -44,13 +45,12 @@ from backbone.operated import Operated
 from backbone.paging import listed
 from backbone.rpc import rpc
 from backbone.subscriber import subscribe
-from backbone import personal
 from backbone.timer import leased_timer
 from services.partners import rules, schemas, store
 from services.partners.schemas import public_agreement, public_key, public_offering, public_partner
 
 
-class PartnersService(Operated):
+class PartnersService(KeepsNoOfficials, Operated):
     name = "partners"
 
     db = Database(indexes=store.INDEXES)
@@ -355,21 +355,6 @@ class PartnersService(Operated):
         return moves
 
     # -- the service itself -----------------------------------------------------------------------
-
-
-    # -- personal data (Decree 13/2023/ND-CP) -----------------------------------------------------------
-
-    @subscribe("official_erased")
-    def on_official_erased(self, event):
-        """Partners keeps nothing about officials; the platform's records (a dead letter's message) may name them."""
-        personal.erase_official_records(self.db, event["payload"]["official_id"], utcnow())
-
-    @rpc
-    def personal_data(self, actor, official_id):
-        """What partners holds about one official (an admin, or the official themself): nothing of its
-        own; how many of its records of events name them."""
-        personal.require_subject_or_admin(actor, official_id)
-        return {"records": personal.held_in_records(self.db, official_id)}
 
     @rpc
     def api_schemas(self):

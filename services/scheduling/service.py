@@ -24,13 +24,13 @@ from pymongo.errors import DuplicateKeyError
 from backbone import auth
 from backbone.clock import local_date, utcnow
 from backbone.database import Database, new_id
+from backbone.erasure import KeepsNoOfficials
 from backbone.errors import not_found, validated
 from backbone.logs import Tracing
 from backbone.openapi import describe
 from backbone.operated import Operated
 from backbone.paging import listed
 from backbone.rpc import rpc
-from backbone import personal
 from backbone.subscriber import subscribe
 from backbone.timer import leased_timer
 import contracts  # noqa: F401  (registers the contracts of the events it publishes and handles)
@@ -39,7 +39,7 @@ from services.scheduling.feeds import Feeds
 from services.scheduling.schemas import public_session, public_venue
 
 
-class SchedulingService(Operated):
+class SchedulingService(KeepsNoOfficials, Operated):
     name = "scheduling"
 
     db = Database(indexes=store.INDEXES)
@@ -378,21 +378,6 @@ class SchedulingService(Operated):
             raise rules.not_this_feed()
         validated(schemas.FeedQuery(), query)
         return token is not None
-
-
-    # -- personal data (Decree 13/2023/ND-CP) -----------------------------------------------------------
-
-    @subscribe("official_erased")
-    def on_official_erased(self, event):
-        """Scheduling keeps nothing about officials; the platform's records (a dead letter's message) may name them."""
-        personal.erase_official_records(self.db, event["payload"]["official_id"], utcnow())
-
-    @rpc
-    def personal_data(self, actor, official_id):
-        """What scheduling holds about one official (an admin, or the official themself): nothing of its
-        own; how many of its records of events name them."""
-        personal.require_subject_or_admin(actor, official_id)
-        return {"records": personal.held_in_records(self.db, official_id)}
 
     @rpc
     def api_schemas(self):
