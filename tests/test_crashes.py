@@ -3,7 +3,9 @@ directory; registration and notifications (each a real `nameko run` process) kil
 mid-burst and started again. Registrations arrive over HTTP with an Idempotency-Key and are retried
 after a 5xx (and after 409 `request_in_progress`), as a client should. Afterwards: every official is
 registered once, nobody is over-booked, every registration has one email notice, sent, and the SMTP
-sink received one message per notice; /health is ok again. Each prints what the crash cost.
+sink received one message per notice (a second copy only in the window notices.py documents: accepted
+by the SMTP server just before the crash, not yet marked sent); /health is ok again. Each prints what
+the crash cost.
 
 The stack: SecantusDB on disk and an SMTP sink of this module's own, a vhost of its own on the local
 RabbitMQ; partners, scheduling and the gateway in this process, registration and notifications as
@@ -21,6 +23,7 @@ import subprocess
 import sys
 import time
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import eventlet
@@ -34,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BURST = 40
 SEATS = 30
 RETRY_DELAYS = [0.5, 1, 2, 4, 8]
+GRACE = timedelta(seconds=2)  # how late the sink may store a message the dead process handed it
 
 
 def _die_with_the_test():
@@ -170,7 +174,7 @@ def healthy(stack):
     wait_for(lambda: anonymous.get("/health").status_code == 200, timeout=120, interval=0.5)
 
 
-def register_all(programme, session, officials, fault):
+def register_all(programme, session, officials, fault, fault_moment):
     """Every official registers at once with an Idempotency-Key, retried with the same key after a 5xx or
     a 409 `request_in_progress`; `fault()` runs once the first few have their answer. Returns
     ({official: final answer}, [every 5xx status seen], the longest time in seconds with no answer)."""
@@ -197,6 +201,7 @@ def register_all(programme, session, officials, fault):
     threads = [pool.spawn(one, official) for official in officials[:10]]
     wait_for(lambda: len(answers) >= 5, timeout=60)
     faulted = time.monotonic()
+    fault_moment.append(datetime.now(timezone.utc))
     fault()
     threads += [pool.spawn(one, official) for official in officials[10:]]
     with eventlet.Timeout(300):
@@ -215,7 +220,8 @@ def burst(stack, day, fault):
                                       starts_at=at(day, "08:00"), ends_at=at(day, "12:00"))
     officials = [programme.official() for _ in range(BURST)]
     began = time.monotonic()
-    answers, failures, gap = register_all(programme, session, officials, fault)
+    fault_moment = []
+    answers, failures, gap = register_all(programme, session, officials, fault, fault_moment)
 
     # Each answer is the registration, or 409 already_registered when an attempt whose answer was lost
     # (a 503) had made it: then the registration is there.
@@ -241,16 +247,28 @@ def burst(stack, day, fault):
     from services.notifications.mail import message_id
     expected = {message_id(n["_id"]) for n in notices.find(mine, {"_id": 1})}
     parser = email.parser.BytesParser(policy=email.policy.default)
-    received = collections.Counter()
+    received = collections.defaultdict(list)
     for path in stack["sink"].directory.glob("*.eml"):
         with open(path, "rb") as handle:
-            received[parser.parse(handle, headersonly=True)["Message-ID"]] += 1
-    assert {m: received[m] for m in expected} == {m: 1 for m in expected}
+            received[parser.parse(handle, headersonly=True)["Message-ID"]].append(stored_at(path))
+    assert all(received[m] for m in expected)
+    # The one repeat allowed is the window services/notifications/notices.py documents: a message the
+    # SMTP server accepted just before the crash, not yet marked sent, goes again once its claim runs
+    # out (with the same Message-ID). Its first copy was then stored before the fault.
+    repeats = {m: sorted(received[m]) for m in expected if len(received[m]) > 1}
+    for message, times in repeats.items():
+        assert len(times) == 2 and times[0] <= fault_moment[0] + GRACE < times[1], (message, times, fault_moment)
     healthy(stack)
     return ("longest wait for an answer after the fault {:.1f} s; {} answers 5xx meanwhile ({}); every "
-            "notice sent {:.1f} s after the burst began; {} registrations answered 409 already_registered".format(
+            "notice sent {:.1f} s after the burst began; {} registrations answered 409 already_registered; "
+            "{} emails sent twice in the crash window".format(
                 gap, len(failures), dict(collections.Counter(failures)), settled,
-                sum(a.status_code == 409 for a in answers.values())))
+                sum(a.status_code == 409 for a in answers.values()), len(repeats)))
+
+
+def stored_at(path):
+    """When the SMTP sink stored a message: its file name starts with that moment (UTC)."""
+    return datetime.strptime(path.name[:23], "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=timezone.utc)
 
 
 def test_the_database_killed_mid_burst_and_restarted_on_its_data_loses_nothing(crash_stack):
@@ -268,12 +286,19 @@ def test_the_database_killed_mid_burst_and_restarted_on_its_data_loses_nothing(c
 @pytest.mark.parametrize("service", ["notifications", "registration"])
 def test_a_service_killed_mid_burst_and_started_again_has_no_double_effect(crash_stack, service):
     process = crash_stack["processes"][service]
+    notices = crash_stack["db"]("notifications").notices
+    before = notices.count_documents({})
+    at_kill = {}
 
     def fault():
+        if service == "notifications":
+            # Mid-handler: the burst's confirmations are arriving and being sent.
+            wait_for(lambda: notices.count_documents({}) >= before + 3, timeout=60)
+        at_kill["notices"] = notices.count_documents({}) - before
         process.kill()
         process.start()
 
     day = {"notifications": 21, "registration": 22}[service]
     summary = burst(crash_stack, day, fault)
     ready(crash_stack, service)
-    print("\n{} killed:".format(service), summary)
+    print("\n{} killed with {} of the burst's notices recorded:".format(service, at_kill["notices"]), summary)
