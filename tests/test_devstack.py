@@ -221,3 +221,42 @@ def test_make_runs_supervisor_restarts_a_killed_database_on_its_data_and_a_crash
     assert "embedded SMTP sink could not start again (port {} is already in use); next try in 2 s".format(
         sink.port) in log
     assert "embedded SMTP sink restarted (pid" in log
+
+
+def test_the_supervisors_backoff_doubles_up_to_its_cap_and_starts_over_after_a_steady_run(capsys):
+    """The rule alone, on a clock of its own: a thing that crashes at once each time waits 1, 2, 4, 8, 16,
+    30, 30 s; once it has stayed up a minute, its next crash waits 1 s again."""
+    from devstack import run
+    now = [0.0]
+    state = {"status": None, "starts": []}
+    supervisor = run.Supervisor(clock=lambda: now[0])
+
+    def restart():
+        state["starts"].append(now[0])
+        state["status"] = None
+        return 100 + len(state["starts"])
+    supervisor.watch("service flaky", lambda: state["status"], restart)
+
+    waits = []
+    for _ in range(7):
+        state["status"] = 1  # crashes as soon as it is up
+        crashed = now[0]
+        supervisor.tick()
+        while len(state["starts"]) == len(waits):
+            now[0] += 0.5
+            supervisor.tick()
+        waits.append(state["starts"][-1] - crashed)
+    assert waits == [1, 2, 4, 8, 16, 30, 30]
+    now[0] += run.RESTART_STEADY
+    state["status"] = -9
+    crashed = now[0]
+    supervisor.tick()
+    while now[0] - crashed < 1:
+        assert len(state["starts"]) == 7
+        now[0] += 0.5
+        supervisor.tick()
+    assert len(state["starts"]) == 8
+    said = capsys.readouterr().out
+    assert "» supervisor: service flaky exit status 1 after 0 s up; restarting it in 30 s" in said
+    assert "» supervisor: service flaky killed by SIGKILL after 60 s up; restarting it in 1 s" in said
+    assert "restart 1 in a row" in said and "» supervisor: service flaky restarted (pid 108)" in said
