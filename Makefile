@@ -50,7 +50,7 @@ chaos: venv rabbitmq
 	$(VENV)/bin/python -m pytest -q -s -m chaos tests/test_cluster.py tests/test_crashes.py $(PYTEST_ARGS)
 
 # Not in CI: SOAK_MINUTES (30) of mixed load on a three-node cluster of its own, a fault every
-# SOAK_FAULT_SECONDS (300) in turn; prints per fault what was lost or doubled, and each service's memory.
+# SOAK_FAULT_SECONDS (180) in turn; prints per fault what was lost or doubled, and each service's memory.
 soak: venv
 	$(VENV)/bin/python -m bench.soak
 

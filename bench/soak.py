@@ -1,5 +1,5 @@
 """`make soak`: trainops on production's shape for SOAK_MINUTES (30 by default) of mixed load, with a fault
-every SOAK_FAULT_SECONDS (300) in turn: a RabbitMQ node stopped, the database frozen, the SMTP server
+every SOAK_FAULT_SECONDS (180) in turn: a RabbitMQ node stopped, the database frozen, the SMTP server
 refusing, a service killed. Not in CI, not in `make test`: it prints, per fault, what was lost or
 doubled (expected 0) and each service's memory (RSS) at the start and at the end.
 
@@ -55,7 +55,7 @@ from devstack.smtp_sink import SmtpSink  # noqa: E402
 from tests.helpers import Client, Programme, at  # noqa: E402
 
 MINUTES = float(os.environ.get("SOAK_MINUTES", "30"))
-FAULT_SECONDS = float(os.environ.get("SOAK_FAULT_SECONDS", "300"))
+FAULT_SECONDS = float(os.environ.get("SOAK_FAULT_SECONDS", "180"))
 SEATS = 30
 CALLERS = 3
 PAUSE = 0.5  # between one caller's requests: a steady load a shared 2-core machine carries
@@ -121,6 +121,9 @@ class Phase:
         self.number, self.fault, self.session = number, fault, session
         self.registered = set()  # officials whose registration was answered
         self.unanswered = 0  # requests given up after GIVE_UP (not lost: their outcome is unknown)
+        # Other final answers, by status and code: e.g. 409 `official_exists` to the retry of a creation
+        # whose first answer was lost after it was made (the official exists; not counted as lost).
+        self.refused = collections.Counter()
         self.cancelled = set()  # registration ids whose cancel was answered 200
         self.imported = set()  # emails of officials a CSV import said it created
         self.errors_5xx = 0
@@ -155,8 +158,9 @@ def caller(programme, phase, stop_at, numbers):
         if n % 10 == 0:  # a unit sends its staff list
             rows = ["Cán bộ Nhập {0},nhap{0}@q1.gov.vn,0904{0:06d},Q1,ward_commune".format(n // 2 + i)
                     for i in range(5)]
+            csv = "full_name,email,phone,unit_code,audience_group\n" + "\n".join(rows)
             answer, failures = retried(operator, "POST", "/officials/import", headers={"Content-Type": "text/csv"},
-                                       data=("full_name,email,phone,unit_code,audience_group\n" + "\n".join(rows)).encode())
+                                       data=csv.encode())
             phase.errors_5xx += failures
             if answer is not None and answer.status_code == 200 and answer.json()["created"] == len(rows):
                 phase.imported.update("nhap{}@q1.gov.vn".format(n // 2 + i) for i in range(5))
@@ -172,8 +176,12 @@ def caller(programme, phase, stop_at, numbers):
                 "full_name": "Cán bộ Số {}".format(n), "email": "canbo{}@q1.gov.vn".format(n),
                 "phone": "0903{:06d}".format(n), "unit_code": "Q1", "audience_group": "ward_commune"})
             phase.errors_5xx += failures
-            if official is None or official.status_code != 201:
+            if official is None:
                 phase.unanswered += 1
+                continue
+            if official.status_code != 201:
+                phase.refused["POST /officials {} {}".format(
+                    official.status_code, official.json().get("error", {}).get("code"))] += 1
                 continue
             official_id = official.json()["id"]
             answer, failures = retried(operator, "POST", "/sessions/{}/registrations".format(phase.session["id"]),
@@ -236,7 +244,8 @@ def count(phase, db, mail_copies):
     notices = {n["event_id"]: n for n in notifications.notices.find(
         {"event_id": {"$in": [e["_id"] for e in events]}, "channel": "email"}, {"context": 0})}
     from services.notifications.mail import message_id
-    unsent = [e for e in events if e["type"] in NOTICED and (e["_id"] not in notices or notices[e["_id"]]["status"] != "sent")]
+    unsent = [e for e in events if e["type"] in NOTICED
+              and (e["_id"] not in notices or notices[e["_id"]]["status"] != "sent")]
     doubled_mail = sum(mail_copies.get(message_id(n["_id"]), 0) > 1 for n in notices.values())
     return {
         "registrations": (len(phase.registered), len(phase.registered - set(per_official)),
@@ -329,11 +338,12 @@ def main():
             number += 1
 
         say("load done; waiting up to {} s for the notices to settle".format(SETTLE))
-        settle_until = time.monotonic() + SETTLE
-        while time.monotonic() < settle_until:
+        load_done = time.monotonic()
+        while time.monotonic() < load_done + SETTLE:
             if all(count(p, db, {})["notices"][1] == 0 for p in phases):
                 break
             time.sleep(5)
+        settled = time.monotonic() - load_done
         parser = email.parser.BytesParser(policy=email.policy.default)
         mail_copies = collections.Counter()
         for path in sink.directory.glob("*.eml"):
@@ -341,15 +351,17 @@ def main():
                 mail_copies[parser.parse(handle, headersonly=True)["Message-ID"]] += 1
         rss_end = services.rss()
 
-        print("\nsoak summary: {:.0f} minutes, a fault every {:.0f} s".format(MINUTES, FAULT_SECONDS))
+        print("\nsoak summary: {:.0f} minutes, a fault every {:.0f} s; the notices settled {:.0f} s after the "
+              "load".format(MINUTES, FAULT_SECONDS, settled))
         total_lost = total_doubled = 0
         for phase in phases:
             counts = count(phase, db, mail_copies)
             print("phase {} ({}): {}".format(phase.number, phase.note, "; ".join(
                 "{} {} sent, {} lost, {} doubled".format(what, sent, lost, doubled) if what != "over-booked"
                 else "over-booked {}".format(lost) for what, (sent, lost, doubled) in counts.items())))
-            print("    HTTP 5xx answers (retried) {}; requests given up {}; reports {} ({} failed)".format(
-                phase.errors_5xx, phase.unanswered, phase.reports, phase.reports_failed))
+            print("    HTTP 5xx answers (retried) {}; requests given up {}; other answers {}; reports {} ({} "
+                  "failed)".format(phase.errors_5xx, phase.unanswered, dict(phase.refused) or "none", phase.reports,
+                                   phase.reports_failed))
             total_lost += sum(lost for sent, lost, doubled in counts.values())
             total_doubled += sum(doubled for sent, lost, doubled in counts.values())
         print("RSS (MiB) at start -> end (a killed service's end is its new process's):")
