@@ -187,9 +187,14 @@ def caller(programme, phase, stop_at, numbers):
             answer, failures = retried(operator, "POST", "/sessions/{}/registrations".format(phase.session["id"]),
                                        json={"official_id": official_id})
             phase.errors_5xx += failures
+            made = answer is not None and (answer.status_code == 201 or (
+                answer.status_code == 409 and answer.json()["error"]["code"] == "already_registered"))
             if answer is None:
                 phase.unanswered += 1
-            elif answer.status_code in (201, 409):
+            elif not made:
+                phase.refused["POST /sessions/{{id}}/registrations {} {}".format(
+                    answer.status_code, answer.json().get("error", {}).get("code"))] += 1
+            else:
                 phase.registered.add(official_id)
                 if answer.status_code == 201 and n % 5 == 1:
                     registration_id = answer.json()["id"]
@@ -264,6 +269,8 @@ NOTICED = ("registration_confirmed", "registration_waitlisted", "registration_ca
 
 
 def main():
+    # SIGTERM stops it as Ctrl-C does: through the finally below, which stops every process it started.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     root = Path(tempfile.mkdtemp(prefix="trainops-soak-"))
     logs = root / "log"
     logs.mkdir()
