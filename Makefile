@@ -1,7 +1,7 @@
 PYTHON ?= python3
 VENV := .venv
 
-.PHONY: venv rabbitmq browser promtool run test chaos bench clean deploy-files audit lock
+.PHONY: venv rabbitmq browser promtool run test chaos soak bench clean deploy-files audit lock
 
 venv: $(VENV)/.installed
 
@@ -44,9 +44,15 @@ test: venv rabbitmq browser promtool
 	$(VENV)/bin/python -m pytest -q $(PYTEST_ARGS)
 
 # The resilience tests on a three-node RabbitMQ cluster of their own (devstack/cluster.py, beside the
-# machine's broker): a node stopped and one killed mid-burst. About two minutes; .ci/run runs it too.
-chaos: venv
-	$(VENV)/bin/python -m pytest -q -s -m chaos tests/test_cluster.py $(PYTEST_ARGS)
+# machine's broker): a node stopped and one killed mid-burst; and a service process killed with SIGKILL
+# mid-burst (each waits out what the kill leaves: a minute). About five minutes; .ci/run runs it too.
+chaos: venv rabbitmq
+	$(VENV)/bin/python -m pytest -q -s -m chaos tests/test_cluster.py tests/test_crashes.py $(PYTEST_ARGS)
+
+# Not in CI: SOAK_MINUTES (30) of mixed load on a three-node cluster of its own, a fault every
+# SOAK_FAULT_SECONDS (180) in turn; prints per fault what was lost or doubled, and each service's memory.
+soak: venv
+	$(VENV)/bin/python -m bench.soak
 
 bench: venv rabbitmq
 	$(VENV)/bin/python -m bench

@@ -5,7 +5,8 @@ an embedded one for each that is not set (RabbitMQ: the local server, started if
 takes the secrets from the environment or makes dev ones in var/ (DEV_SECRETS); declares the
 RabbitMQ topology; runs the services and the gateway under `nameko run`; waits for
 /health; loads the seed data; then runs until Ctrl-C or SIGTERM and stops everything in order: the
-services first, then the servers they were using.
+services first, then the servers they were using. Meanwhile it restarts a service or embedded server
+that crashes, with backoff (`Supervisor`), as compose and Kubernetes restart theirs.
 """
 import ipaddress
 import json
@@ -33,6 +34,11 @@ GATEWAY = "gateway.service:GatewayService"
 LOGS = VAR / "log"
 HEALTH_TIMEOUT = 90
 STOP_TIMEOUT = 20
+# A crashed service or embedded server is started again after 1 s, then 2, 4, 8 ... up to 30 s while it
+# keeps crashing; one that stayed up this long before it crashed starts over at 1 s.
+RESTART_FIRST = 1
+RESTART_CAP = 30
+RESTART_STEADY = 60
 # Straight to loopback even when the developer's shell sets http_proxy.
 HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -102,16 +108,35 @@ class Stack:
                 what, finished.returncode))
 
     def start_services(self):
-        nameko = Path(sys.executable).parent / "nameko"
         for name, target in processes().items():
-            with open(LOGS / "{}.log".format(name), "wb") as log:
-                # Own session: a Ctrl-C in the terminal reaches only this orchestrator, which then
-                # stops the services before the servers they use.
-                self.processes[name] = subprocess.Popen(
-                    [str(nameko), "run", "--config", "config.yml", target], cwd=REPO_ROOT, env=self.env,
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True)
+            self.start_service(name, target, "wb")
         say("started {} (logs in var/log/)".format(", ".join(self.processes)))
+
+    def start_service(self, name, target, mode="ab"):
+        """One `nameko run` process; a restarted one appends to its log, so the crash stays readable."""
+        nameko = Path(sys.executable).parent / "nameko"
+        with open(LOGS / "{}.log".format(name), mode) as log:
+            # Own session: a Ctrl-C in the terminal reaches only this orchestrator, which then
+            # stops the services before the servers they use.
+            self.processes[name] = subprocess.Popen(
+                [str(nameko), "run", "--config", "config.yml", target], cwd=REPO_ROOT, env=self.env,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        return self.processes[name].pid
+
+    def supervisor(self):
+        """A Supervisor of every service and of the embedded servers that run as processes of their
+        own (the SMS gateway runs inside this one)."""
+        supervisor = Supervisor()
+        for name, target in processes().items():
+            supervisor.watch("service " + name, lambda name=name: self.processes[name].poll(),
+                             lambda name=name, target=target: self.start_service(name, target))
+        for server in self.servers:
+            if hasattr(server, "restart"):
+                label = "SecantusDB" if isinstance(server, EmbeddedMongo) else "SMTP sink"
+                supervisor.watch("embedded " + label, server.exit_status,
+                                 lambda server=server: server.restart().pid)
+        return supervisor
 
     def check_services(self):
         for name, process in self.processes.items():
@@ -134,6 +159,62 @@ class Stack:
         for server in reversed(self.servers):
             server.stop()
         say("stopped")
+
+
+def how_it_ended(status):
+    """`exit status 1`, or `killed by SIGKILL` for a Popen's negative return code."""
+    if status < 0:
+        try:
+            return "killed by " + signal.Signals(-status).name
+        except ValueError:
+            return "killed by signal {}".format(-status)
+    return "exit status {}".format(status)
+
+
+class Supervisor:
+    """Restarts what crashed, with exponential backoff, saying which, why and when it will retry.
+
+    `watch(label, exit_status, restart)`: `exit_status()` is None while the thing runs, else how it
+    ended (Popen's return code); `restart()` starts it again and returns its pid, or raises OSError or
+    RuntimeError (then it is tried again after the next, longer, delay). `tick()` does what is due."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self.watched = []
+
+    def watch(self, label, exit_status, restart):
+        self.watched.append({"label": label, "exit_status": exit_status, "restart": restart,
+                             "started": self.clock(), "failures": 0, "due": None})
+
+    def _schedule(self, watched, now):
+        watched["failures"] += 1
+        delay = min(RESTART_CAP, RESTART_FIRST * 2 ** (watched["failures"] - 1))
+        watched["due"] = now + delay
+        return delay, time.strftime("%H:%M:%S", time.localtime(time.time() + delay))
+
+    def tick(self):
+        now = self.clock()
+        for watched in self.watched:
+            if watched["due"] is None:
+                status = watched["exit_status"]()
+                if status is None:
+                    continue
+                ran = now - watched["started"]
+                if ran >= RESTART_STEADY:
+                    watched["failures"] = 0
+                delay, when = self._schedule(watched, now)
+                say("supervisor: {} {} after {:.0f} s up; restarting it in {} s (at {}, restart {} in a row)".format(
+                    watched["label"], how_it_ended(status), ran, delay, when, watched["failures"]))
+            elif now >= watched["due"]:
+                try:
+                    pid = watched["restart"]()
+                except (OSError, RuntimeError) as error:
+                    delay, when = self._schedule(watched, now)
+                    say("supervisor: {} could not start again ({}); next try in {} s (at {})".format(
+                        watched["label"], str(error).splitlines()[0], delay, when))
+                    continue
+                watched["started"], watched["due"] = self.clock(), None
+                say("supervisor: {} restarted (pid {})".format(watched["label"], pid))
 
 
 def start_servers(stack):
@@ -293,9 +374,12 @@ def main():
     status = 1
     try:
         start(stack)
+        # From here on a crash is restarted, not fatal: a service that cannot start at all has
+        # already failed the start above, with its log.
+        supervisor = stack.supervisor()
         while True:
-            stack.check_services()
-            time.sleep(1)
+            supervisor.tick()
+            time.sleep(0.5)
     except KeyboardInterrupt:
         print(flush=True)
         say("stopping")

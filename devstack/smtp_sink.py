@@ -84,6 +84,22 @@ class SmtpSink:
         stop_process(self._process, STOP_TIMEOUT)
         self._process = None
 
+    @property
+    def pid(self):
+        return self._process.pid if self._process else None
+
+    def alive(self):
+        return self._process is not None and self._process.poll() is None
+
+    def exit_status(self):
+        """The sink's exit status once it has died on its own (negative: the signal), else None."""
+        return self._process.poll() if self._process is not None else None
+
+    def restart(self):
+        """Start again after a crash, on the same port and directory."""
+        self._process = None
+        return self.start()
+
     def refuse(self, code=451, text=None):
         """Answer RCPT and DATA with `code` until `accept()`. `text` replaces the usual reply text;
         `{rcpt}` in it becomes the address, as real servers quote it (Postfix: `550 5.1.1

@@ -94,11 +94,16 @@ def register_all(programme, session, officials, fault):
 
 
 def nothing_lost_nor_doubled(programme, session, officials, answers):
-    statuses = [answer.json()["status"] for answer in answers.values()]
-    assert all(answer.status_code == 201 for answer in answers.values()), [a.text for a in answers.values()]
-    assert statuses.count("confirmed") == SEATS and statuses.count("waitlisted") == len(officials) - SEATS
+    # A 503 whose reply was lost with the node may hide a registration that was made: the retry then
+    # answers 409 already_registered, and the registration is there (counted below, once).
+    for answer in answers.values():
+        assert answer.status_code == 201 or (answer.status_code == 409 and answer.json()["error"]["code"]
+                                             == "already_registered"), answer.text
     registrations = programme.db("registration").registrations
-    assert registrations.count_documents({"session_id": session["id"]}) == len(officials)
+    rows = list(registrations.find({"session_id": session["id"]}))
+    assert sorted(r["official_id"] for r in rows) == sorted(official["id"] for official in officials)
+    statuses = [r["status"] for r in rows]
+    assert statuses.count("confirmed") == SEATS and statuses.count("waitlisted") == len(officials) - SEATS
     copy = programme.db("registration").sessions.find_one({"_id": session["id"]})
     assert copy["seats_taken"] == SEATS <= copy["capacity"]
     # Every official hears once: one email notice per registration, each sent.
@@ -135,12 +140,16 @@ def test_a_node_lost_mid_burst_loses_doubles_and_over_books_nothing(programme, c
     node = {"stop": "a", "kill": "b"}[how]
     fault = {"stop": lambda: cluster.stop_node(node), "kill": lambda: cluster.kill_node(node)}[how]
     lost = time.monotonic()
-    answers, gap = register_all(programme, session, officials, fault)
-    print("\nnode {} {}: the longest wait for a successful HTTP answer was {:.1f} s".format(node, how, gap))
-    nothing_lost_nor_doubled(programme, session, officials, answers)
-    print("node {} {}: every notice sent {:.1f} s after the loss".format(node, how, time.monotonic() - lost))
-    back = time.monotonic()
-    cluster.start_node(node)
+    try:
+        answers, gap = register_all(programme, session, officials, fault)
+        print("\nnode {} {}: the longest wait for a successful HTTP answer was {:.1f} s".format(node, how, gap))
+        nothing_lost_nor_doubled(programme, session, officials, answers)
+        print("node {} {}: every notice sent {:.1f} s after the loss".format(node, how, time.monotonic() - lost))
+    finally:
+        # Even after a failure: the module's next test needs three nodes, not the failure's echo.
+        back = time.monotonic()
+        if cluster[node].process.poll() is not None:
+            cluster.start_node(node)
     healthy_again(programme, cluster)
     print("node {} back and /health ok in {:.1f} s".format(node, time.monotonic() - back))
 

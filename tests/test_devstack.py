@@ -167,3 +167,96 @@ def test_sms_gateway_takes_a_burst_of_concurrent_senders(gateway):
 ])
 def test_sms_segments_follow_gsm7_and_ucs2_sizes(text, count):
     assert segments(text) == count
+
+
+
+def test_make_runs_supervisor_restarts_a_killed_database_on_its_data_and_a_crashed_sink_with_backoff(
+        tmp_path, capsys):
+    """devstack.run's Supervisor on the real embedded servers: SecantusDB killed with SIGKILL comes back
+    on its port with what was committed; the SMTP sink, killed while its port is taken, fails to start
+    after 1 s and is tried again 2 s later; every step is said."""
+    import os
+    import signal
+    import socket
+    import time
+    from devstack import run
+    said = []
+
+    def until(condition):
+        deadline = time.monotonic() + 60
+        while not condition():
+            supervisor.tick()
+            said.append(capsys.readouterr().out)
+            assert time.monotonic() < deadline, "".join(said)
+            eventlet.sleep(0.1)
+
+    with EmbeddedMongo(storage_path=tmp_path / "db") as server, SmtpSink(directory=tmp_path / "mail") as sink:
+        client = pymongo.MongoClient(server.uri, serverSelectionTimeoutMS=20000)
+        client.devstack.learners.insert_one({"_id": 1, "name": "Nguyễn Văn Ánh"})
+        supervisor = run.Supervisor()
+        supervisor.watch("embedded SecantusDB", server.exit_status, lambda: server.restart().pid)
+        supervisor.watch("embedded SMTP sink", sink.exit_status, lambda: sink.restart().pid)
+        killed_pid = server.pid
+        server.kill()
+        os.kill(sink.pid, signal.SIGKILL)
+        until(lambda: sink.exit_status() is not None)
+        squatter = socket.socket()
+        squatter.bind(("127.0.0.1", sink.port))
+        squatter.listen()
+        try:
+            until(lambda: server.alive() and "could not start again" in "".join(said))
+        finally:
+            squatter.close()
+        until(sink.alive)
+        log = "".join(said)
+        restarted_pid = server.pid
+        assert restarted_pid != killed_pid
+        assert client.devstack.learners.find_one({"_id": 1})["name"] == "Nguyễn Văn Ánh"
+        send(sink, confirmation())
+        assert len(sink.messages()) == 1
+        client.close()
+    assert "» supervisor: embedded SecantusDB killed by SIGKILL after" in log
+    assert "restarting it in 1 s" in log and "embedded SecantusDB restarted (pid {})".format(restarted_pid) in log
+    assert "» supervisor: embedded SMTP sink killed by SIGKILL after" in log
+    assert "embedded SMTP sink could not start again (port {} is already in use); next try in 2 s".format(
+        sink.port) in log
+    assert "embedded SMTP sink restarted (pid" in log
+
+
+def test_the_supervisors_backoff_doubles_up_to_its_cap_and_starts_over_after_a_steady_run(capsys):
+    """The rule alone, on a clock of its own: a thing that crashes at once each time waits 1, 2, 4, 8, 16,
+    30, 30 s; once it has stayed up a minute, its next crash waits 1 s again."""
+    from devstack import run
+    now = [0.0]
+    state = {"status": None, "starts": []}
+    supervisor = run.Supervisor(clock=lambda: now[0])
+
+    def restart():
+        state["starts"].append(now[0])
+        state["status"] = None
+        return 100 + len(state["starts"])
+    supervisor.watch("service flaky", lambda: state["status"], restart)
+
+    waits = []
+    for _ in range(7):
+        state["status"] = 1  # crashes as soon as it is up
+        crashed = now[0]
+        supervisor.tick()
+        while len(state["starts"]) == len(waits):
+            now[0] += 0.5
+            supervisor.tick()
+        waits.append(state["starts"][-1] - crashed)
+    assert waits == [1, 2, 4, 8, 16, 30, 30]
+    now[0] += run.RESTART_STEADY
+    state["status"] = -9
+    crashed = now[0]
+    supervisor.tick()
+    while now[0] - crashed < 1:
+        assert len(state["starts"]) == 7
+        now[0] += 0.5
+        supervisor.tick()
+    assert len(state["starts"]) == 8
+    said = capsys.readouterr().out
+    assert "» supervisor: service flaky exit status 1 after 0 s up; restarting it in 30 s" in said
+    assert "» supervisor: service flaky killed by SIGKILL after 60 s up; restarting it in 1 s" in said
+    assert "restart 1 in a row" in said and "» supervisor: service flaky restarted (pid 108)" in said

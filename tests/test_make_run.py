@@ -1,6 +1,7 @@
 """`make run` as a newcomer meets it: the orchestrator brings every service up as real `nameko run`
 processes, loads the seed, and the README's walk-through works against it word for word (only the
-addresses differ); the logs hold no contact details; Ctrl-C stops everything."""
+addresses differ); the logs hold no contact details; a service killed with SIGKILL is restarted by
+the supervisor, which says so; Ctrl-C stops everything. One `make run` for the module, its tests in order."""
 import os
 import re
 import signal
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from devstack import free_port
 
@@ -21,8 +23,9 @@ def readme_walkthrough():
     return re.search(r"With `make run` running.*?```sh\n(.*?)```", text, re.S).group(1)
 
 
-@pytest.fixture
-def running_stack(mongo, amqp_uri, smtp_sink, sms_gateway, tmp_path):
+@pytest.fixture(scope="module")
+def running_stack(mongo, amqp_uri, smtp_sink, sms_gateway, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("make-run")
     port = free_port()
     env = dict(os.environ, MONGO_URI=mongo, AMQP_URI=amqp_uri, SMTP_HOST="127.0.0.1",
                SMTP_PORT=str(smtp_sink.port), SMS_GATEWAY_URL=sms_gateway.url, GATEWAY_PORT=str(port),
@@ -54,7 +57,7 @@ def running_stack(mongo, amqp_uri, smtp_sink, sms_gateway, tmp_path):
                 pass
 
 
-def test_make_run_serves_the_readme_walkthrough_and_stops_on_ctrl_c(running_stack, smtp_sink, tmp_path):
+def test_make_run_serves_the_readme_walkthrough(running_stack, smtp_sink, tmp_path):
     process, port, output = running_stack
     banner = output.read_text()
     assert "partners HCMC-DXCENTER, HUB, SIU" in banner
@@ -80,8 +83,49 @@ def test_make_run_serves_the_readme_walkthrough_and_stops_on_ctrl_c(running_stac
     for secret in ("anh.nguyen@example.gov.vn", "0903 123 456", "+84903123456", "daotao@demo.edu.vn"):
         assert secret not in logs
 
-    children = [int(pid) for pid in subprocess.run(
-        ["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()]
+
+def children_of(process):
+    """{pid: the service's module} of make run's children."""
+    found = {}
+    for pid in subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split():
+        try:
+            command = Path("/proc/{}/cmdline".format(pid)).read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        found[int(pid)] = command[-2].decode() if len(command) > 1 else ""
+    return found
+
+
+def health(port):
+    try:
+        return requests.get("http://127.0.0.1:{}/health".format(port), timeout=5).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_a_service_killed_under_make_run_is_restarted_and_the_log_says_so(running_stack):
+    process, port, output = running_stack
+    [victim] = [pid for pid, module in children_of(process).items() if module.startswith("services.notifications")]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 120
+    while True:
+        text = output.read_text(errors="replace")
+        restarted = [pid for pid, module in children_of(process).items()
+                     if module.startswith("services.notifications") and pid != victim]
+        if restarted and "supervisor: service notifications restarted (pid {})".format(restarted[0]) in text \
+                and health(port):
+            break
+        assert process.poll() is None, text[-3000:]
+        assert time.monotonic() < deadline, text[-3000:]
+        time.sleep(0.2)
+    # Which, why and when: the first crash in a row waits 1 s.
+    assert re.search(r"» supervisor: service notifications killed by SIGKILL after \d+ s up; restarting it in 1 s "
+                     r"\(at \d\d:\d\d:\d\d, restart 1 in a row\)", text), text[-3000:]
+
+
+def test_ctrl_c_stops_everything(running_stack):
+    process, port, output = running_stack
+    children = list(children_of(process))
     assert len(children) == 5  # four services and the gateway (the servers here are the test's own)
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=60) == 0
