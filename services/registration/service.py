@@ -54,7 +54,7 @@ def end_of_day(day):
 class RegistrationService(Operated):
     name = "registration"
 
-    db = Database(indexes=store.INDEXES)
+    db = Database(indexes=store.INDEXES, migrations=store.MIGRATIONS)
     tracing = Tracing()
     seating = Seating()
 

@@ -5,10 +5,11 @@ and the writes that publish take the transaction (`tx`) and emit their events in
 import re
 from datetime import timedelta
 
-from pymongo import ASCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from backbone.database import new_id, one_or_404
+from backbone.migrate import Migration
 from backbone.errors import conflict
 from backbone.paging import page
 from services.registration import certificates, reorganisation, rules
@@ -20,6 +21,8 @@ INDEXES = {
         IndexModel([("email", ASCENDING)], unique=True),
         IndexModel([("phone", ASCENDING)], unique=True),
         IndexModel([("unit_code", ASCENDING)]),
+        # Search: the words of name, email and phone (multikey), matched by prefix as an index range.
+        IndexModel([("search_words", ASCENDING)]),
     ],
     # One index only: every index is rewritten on every registration. "One registration per
     # official per session" is the _id (derived from both), and the QR token carries the
@@ -31,6 +34,25 @@ INDEXES = {
     # attendance: _id "<registration_id>:<part>" is what makes a repeated check-in the same one.
     # certificates: _id is the verification code.
 }
+
+
+def _fill_search_words(db):
+    """Officials stored before search words existed get theirs (a page of ids at a time)."""
+    last = ""
+    while True:
+        batch = list(db.officials.find({"_id": {"$gt": last}, "search_words": {"$exists": False}},
+                                       {"search": 1}).sort("_id", ASCENDING).limit(1000))
+        if not batch:
+            return
+        db.officials.bulk_write([UpdateOne({"_id": o["_id"]}, {"$set": {
+            "search_words": rules.search_words(o.get("search") or "")}}) for o in batch], ordered=False)
+        last = batch[-1]["_id"]
+
+
+MIGRATIONS = [
+    Migration("registration-0001-official-search-words", "officials: search_words for the search index",
+              _fill_search_words),
+]
 
 
 # -- sessions (registration's copy of scheduling's) ------------------------------------------------------------
@@ -361,8 +383,13 @@ def words_query(q, field="search"):
 
 
 def officials_page(db, filters):
-    """A page of officials by id, matching `q` and `unit_code` when given."""
+    """A page of officials by id, matching `q` and `unit_code` when given. The query's leading word
+    (`rules.leading_word`) is looked up as a range of the `search_words` index (SecantusDB scans for
+    an anchored regex but not for a range); every word is then checked against the text."""
     clauses = words_query(filters.get("q"))
+    words = rules.query_words(filters.get("q"))
+    if words:
+        clauses.insert(0, {"search_words": rules.prefix_range(rules.leading_word(words))})
     if filters.get("unit_code"):
         clauses.append({"unit_code": filters["unit_code"]})
     return page(db.officials, {"$and": clauses} if clauses else {}, ["_id"], filters["limit"], filters.get("cursor"))
