@@ -41,7 +41,7 @@ from services.scheduling.schemas import public_session, public_venue
 class SchedulingService(Operated):
     name = "scheduling"
 
-    db = Database(indexes=store.INDEXES)
+    db = Database(indexes=store.INDEXES, migrations=store.MIGRATIONS)
     tracing = Tracing()
     feeds = Feeds()
 
