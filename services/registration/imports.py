@@ -101,7 +101,7 @@ def import_csv(db, text, max_rows=None):
                 writes.append(InsertOne(rules.new_official(fields, new_id("official"), now)))
                 rows_of_writes.append((number, "created"))
             elif any(existing.get(k) != fields.get(k) for k in COMPARED):
-                change = dict(fields, updated_at=now)
+                change = dict(fields, updated_at=now, coverage_stale=True)
                 change["search"] = rules.search_text(dict(existing, **fields))
                 change["search_words"] = rules.search_words(change["search"])
                 writes.append(UpdateOne({"_id": existing["_id"]}, {"$set": change}))

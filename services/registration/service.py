@@ -90,6 +90,7 @@ class RegistrationService(Operated):
         now = utcnow()
         with session_lock(payload["session_id"]):
             self.db.transaction(lambda tx: store.cancel_session(tx, payload["session_id"], payload["reason"], now))
+        store.refresh_coverage(self.db, store.officials_of_session(self.db, payload["session_id"]))
 
     # -- units --------------------------------------------------------------------------------------
 
@@ -182,6 +183,7 @@ class RegistrationService(Operated):
         rules.require_active_unit(store.find_unit(self.db, fields["unit_code"]), fields["unit_code"])
         official = rules.new_official(fields, new_id("official"), utcnow())
         store.insert_official(self.db, official)
+        store.refresh_stale_coverage(self.db)
         return schemas.public_official(official)
 
     @rpc
@@ -207,7 +209,9 @@ class RegistrationService(Operated):
         {created, updated, unchanged, errors: [{row, fields}]} (row = the spreadsheet's line number,
         the header being row 1). A header with unknown or missing columns refuses the whole file."""
         auth.require_operator(actor)
-        return imports.import_csv(self.db, text, int(config.get("IMPORT_MAX_ROWS") or 100_000))
+        summary = imports.import_csv(self.db, text, int(config.get("IMPORT_MAX_ROWS") or 100_000))
+        store.refresh_stale_coverage(self.db)
+        return summary
 
     # -- registrations --------------------------------------------------------------------------------
 
@@ -219,8 +223,9 @@ class RegistrationService(Operated):
         registration after the cut-off with `after_cutoff: true`."""
         auth.require_operator(actor)
         fields = validated(REGISTRATION_IN, data)
-        return schemas.public_registration(self.seating.register(
-            self.db, session_id, fields["official_id"], fields["after_cutoff"]))
+        registration = self.seating.register(self.db, session_id, fields["official_id"], fields["after_cutoff"])
+        store.refresh_coverage(self.db, [registration["official_id"]])
+        return schemas.public_registration(registration)
 
     @rpc
     def cancel_registration(self, actor, registration_id, data):
@@ -233,8 +238,10 @@ class RegistrationService(Operated):
         registration = store.find_registration(self.db, registration_id)
         now = utcnow()
         with session_lock(registration["session_id"]):
-            return schemas.public_registration(self.db.transaction(lambda tx: store.cancel_registration(
-                tx, registration_id, fields.get("reason"), fields["cause"], now)))
+            cancelled = self.db.transaction(lambda tx: store.cancel_registration(
+                tx, registration_id, fields.get("reason"), fields["cause"], now))
+        store.refresh_coverage(self.db, [registration["official_id"]])
+        return schemas.public_registration(cancelled)
 
     @rpc
     def get_registration(self, actor, registration_id):
@@ -323,6 +330,7 @@ class RegistrationService(Operated):
             repeated = False
         except DuplicateKeyError:
             current, repeated = store.find_registration(self.db, registration["_id"]), True
+        store.refresh_coverage(self.db, [registration["official_id"]])
         checkin = store.find_attendance(self.db, registration["_id"], part)
         return schemas.public_checkin(current, part, checkin, repeated, rules.sees_personal_data(actor))
 
@@ -372,6 +380,10 @@ class RegistrationService(Operated):
         as_of = asked.get("as_of") or local_date()
         record = store.programme(self.db)
         targets = {g: t["share"] for g, t in ((record or {}).get("targets") or {}).items()}
+        if asked["by"] != "partner":
+            return dict(self._coverage_from_counters(asked["by"], as_of, record, targets),
+                        columns=list(coverage.COLUMNS), as_of=as_of.isoformat(),
+                        programme=schemas.public_programme(record))
         officials, units, registrations, sessions = store.coverage_inputs(self.db)
         first = min((r["created_at"] for r in registrations), default=None)
         starts = date.fromisoformat(record["starts_on"]) if record else (local_date(first) if first else as_of)
@@ -382,6 +394,21 @@ class RegistrationService(Operated):
                                 sessions=sessions, months=months)
         return dict(found, columns=list(coverage.COLUMNS), as_of=as_of.isoformat(),
                     programme=schemas.public_programme(record))
+
+    def _coverage_from_counters(self, by, as_of, record, targets):
+        """Coverage by unit, audience group or month from the read model (store.refresh_coverage)."""
+        store.refresh_stale_coverage(self.db)
+        month = as_of.strftime("%Y-%m")
+        counters = store.coverage_counters(self.db, month)
+        units = store.coverage_units(self.db)
+        months = ()
+        if by == "month":
+            known = sorted(c["month"] for c in counters if c["month"] != coverage.STAFF and any(c["totals"]))
+            first = date.fromisoformat(known[0] + "-01") if known else as_of
+            starts = date.fromisoformat(record["starts_on"]) if record else first
+            starts = max(starts, date(as_of.year - 10, as_of.month, 1))
+            months = coverage.month_ends(starts, as_of, lambda day: day)
+        return coverage.report_from_counters(by, counters, units, targets, month, as_of.strftime("%d"), months)
 
     @rpc
     def official_record(self, actor, official_id):

@@ -12,7 +12,7 @@ from backbone.database import new_id, one_or_404
 from backbone.migrate import Migration
 from backbone.errors import conflict
 from backbone.paging import page
-from services.registration import certificates, reorganisation, rules
+from services.registration import certificates, coverage, reorganisation, rules
 from services.registration.schemas import session_ref
 
 INDEXES = {
@@ -23,6 +23,8 @@ INDEXES = {
         IndexModel([("unit_code", ASCENDING)]),
         # Search: the words of name, email and phone (multikey), matched by prefix as an index range.
         IndexModel([("search_words", ASCENDING)]),
+        # Officials whose share of coverage's read model is to be worked out again (sparse: few).
+        IndexModel([("coverage_stale", ASCENDING)], sparse=True),
     ],
     # One index only: every index is rewritten on every registration. "One registration per
     # official per session" is the _id (derived from both), and the QR token carries the
@@ -30,7 +32,10 @@ INDEXES = {
     "registrations": [
         # The waitlist in order, and the per-status listings of a session.
         IndexModel([("session_id", ASCENDING), ("status", ASCENDING), ("waitlist_position", ASCENDING)]),
+        # An official's registrations: their record, and their share of coverage's read model.
+        IndexModel([("official_id", ASCENDING)]),
     ],
+    "coverage_counters": [IndexModel([("month", ASCENDING)])],
     # attendance: _id "<registration_id>:<part>" is what makes a repeated check-in the same one.
     # certificates: _id is the verification code.
 }
@@ -309,13 +314,14 @@ def reorganize(tx, steps, effective_on, now):
             placed, unplaced = reorganisation.where_officials_go(step, officials)
             for code in codes:
                 moving = [official_id for official_id, to in placed.items() if to == code]
-                tx.officials.update_many({"_id": {"$in": moving}}, {"$set": {"unit_code": code}})
+                tx.officials.update_many({"_id": {"$in": moving}}, {"$set": {"unit_code": code, "coverage_stale": True}})
                 tx.registrations.update_many({"official_id": {"$in": moving}}, {"$set": {"unit_code": code}})
             tx.officials.update_many({"_id": {"$in": unplaced}}, {"$set": {"to_reassign": True}})
             moved = len(placed)
             summary["to_reassign"] += unplaced
         else:
-            moved = tx.officials.update_many({"unit_code": {"$in": olds}}, {"$set": {"unit_code": codes[0]}}).modified_count
+            moved = tx.officials.update_many({"unit_code": {"$in": olds}}, {"$set": {
+                "unit_code": codes[0], "coverage_stale": True}}).modified_count
             tx.registrations.update_many({"unit_code": {"$in": olds}}, {"$set": {"unit_code": codes[0]}})
         summary["officials_moved"] += moved
         summary["changes"].append({"kind": step["kind"], "from": olds, "into": codes, "officials_moved": moved})
@@ -510,6 +516,15 @@ def coverage_inputs(db):
     return officials, units, registrations, sessions
 
 
+def coverage_units(db):
+    """The units' names, declared headcounts and status, by code."""
+    return {u["_id"]: u for u in db.units.find({}, {"name": 1, "headcount": 1, "status": 1})}
+
+
+def officials_of_session(db, session_id):
+    return [r["official_id"] for r in db.registrations.find({"session_id": session_id}, {"official_id": 1})]
+
+
 def official_record(db, official_id):
     """Every registration of one official, with its attendance and certificate."""
     registrations = list(db.registrations.find({"official_id": official_id}).sort("created_at", ASCENDING))
@@ -518,3 +533,104 @@ def official_record(db, official_id):
     sessions = {s["_id"]: s for s in db.sessions.find({"_id": {"$in": [r["session_id"] for r in registrations]}},
                                                      {"title": 1, "venue_name": 1, "starts_at": 1, "ends_at": 1})}
     return registrations, attendance, certificates_, sessions
+
+
+# -- coverage's read model (coverage.contribution) ---------------------------------------------------------------
+
+def refresh_coverage(db, official_ids):
+    """Work out again what each official adds to coverage's counters and add the difference: after
+    anything that changes an official's registrations, check-ins or unit. One transaction per
+    official (its share and the counters together), so replicas refreshing the same official at once
+    conflict and one starts again instead of counting twice."""
+    from backbone.clock import local_date
+    for official_id in set(official_ids):
+        def work(tx):
+            official = tx.officials.find_one({"_id": official_id}, {"unit_code": 1, "audience_group": 1})
+            registrations = list(tx.registrations.find({"official_id": official_id}, {
+                "status": 1, "created_at": 1, "cancelled_at": 1, "first_checkin_at": 1, "completed_at": 1}))
+            new = coverage.contribution(official, registrations, local_date) if official else {}
+            known = tx.coverage_people.find_one({"_id": official_id}) or {"shares": []}
+            old = {tuple(s["key"]): s["counts"] for s in known["shares"]}
+            _add_to_counters(tx, coverage.difference(old, new))
+            tx.coverage_people.replace_one({"_id": official_id}, {"shares": [
+                {"key": list(k), "counts": v} for k, v in sorted(new.items())]}, upsert=True)
+        db.transaction(work)
+
+
+def _add_to_counters(tx, deltas):
+    writes = []
+    for (unit, group, month, day), delta in deltas.items():
+        change = {"totals.{}".format(i): n for i, n in enumerate(delta) if n}
+        if day:
+            change.update({"days.{}.{}".format(day, i): n for i, n in enumerate(delta) if n})
+        writes.append(UpdateOne({"_id": coverage.bucket_key(unit, group, month)}, {
+            "$inc": change, "$setOnInsert": {"unit": unit, "group": group, "month": month}}, upsert=True))
+    if writes:
+        tx.coverage_counters.bulk_write(writes, ordered=False)
+
+
+def refresh_stale_coverage(db, batch=500):
+    """Refresh the officials marked `coverage_stale` (created, imported, moved by a reorganisation)."""
+    while True:
+        ids = [o["_id"] for o in db.officials.find({"coverage_stale": True}, {"_id": 1}).limit(batch)]
+        if not ids:
+            return
+        refresh_coverage(db, ids)
+        db.officials.update_many({"_id": {"$in": ids}}, {"$unset": {"coverage_stale": ""}})
+
+
+def coverage_counters(db, until_month):
+    """The read model's counters up to `until_month` (and the staff counters), totals as lists."""
+    out = []
+    for counter in db.coverage_counters.find({"month": {"$lte": until_month}}):
+        totals = counter.get("totals") or {}
+        counter["totals"] = [totals.get(str(i), 0) for i in range(3)]
+        counter["days"] = {d: [c.get(str(i), 0) for i in range(3)] for d, c in (counter.get("days") or {}).items()}
+        out.append(counter)
+    for counter in db.coverage_counters.find({"month": coverage.STAFF}):
+        totals = counter.get("totals") or {}
+        counter["totals"] = [totals.get(str(i), 0) for i in range(3)]
+        out.append(counter)
+    return out
+
+
+def rebuild_coverage(db, chunk=2000):
+    """The read model from scratch: every official's share worked out from their registrations, the
+    counters summed from the shares (one pass over each collection; no transaction: run it while
+    nothing registers, or run it again). Returns how many officials were counted."""
+    from collections import defaultdict
+    from backbone.clock import local_date
+    db.coverage_people.delete_many({})
+    db.coverage_counters.delete_many({})
+    db.officials.update_many({"coverage_stale": True}, {"$unset": {"coverage_stale": ""}})
+    by_official = defaultdict(list)
+    for registration in db.registrations.find({}, {"official_id": 1, "status": 1, "created_at": 1,
+                                                   "cancelled_at": 1, "first_checkin_at": 1, "completed_at": 1}):
+        by_official[registration.pop("official_id")].append(registration)
+    totals, people, counted = {}, [], 0
+    for official in db.officials.find({}, {"unit_code": 1, "audience_group": 1}):
+        share = coverage.contribution(official, by_official.pop(official["_id"], []), local_date)
+        for key, counts in share.items():
+            have = totals.setdefault(key, [0, 0, 0])
+            for i in range(3):
+                have[i] += counts[i]
+        people.append({"_id": official["_id"], "shares": [{"key": list(k), "counts": v} for k, v in sorted(share.items())]})
+        counted += 1
+        if len(people) >= chunk:
+            db.coverage_people.insert_many(people, ordered=False)
+            people = []
+    if people:
+        db.coverage_people.insert_many(people, ordered=False)
+    buckets = {}
+    for (unit, group, month, day), counts in totals.items():
+        bucket = buckets.setdefault(coverage.bucket_key(unit, group, month), {
+            "_id": coverage.bucket_key(unit, group, month), "unit": unit, "group": group, "month": month,
+            "totals": {}, "days": {}})
+        for i, n in enumerate(counts):
+            if n:
+                bucket["totals"][str(i)] = bucket["totals"].get(str(i), 0) + n
+                if day:
+                    bucket["days"].setdefault(day, {})[str(i)] = n
+    if buckets:
+        db.coverage_counters.insert_many(list(buckets.values()), ordered=False)
+    return counted
