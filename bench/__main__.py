@@ -464,7 +464,7 @@ def bench_scale(config, mongo_pid=None):
     from bench import city
     from gateway.service import GatewayService
     from services.partners.service import PartnersService
-    from services.registration import rules
+    from services.registration import rules, store
     from services.registration.service import RegistrationService
     from services.scheduling.service import SchedulingService
 
@@ -488,6 +488,9 @@ def bench_scale(config, mongo_pid=None):
             done = size
             print("bench scale_generate_{}: {:.1f} s ({})".format(size, time.monotonic() - started, ", ".join(
                 "{} {}".format(v, k) for k, v in sorted(written.items()))), flush=True)
+            started = time.monotonic()
+            store.rebuild_coverage(registration_db)  # a bulk load is counted by the rebuild command's code
+            report("scale_coverage_rebuild_{}".format(size), time.monotonic() - started, "s")
             rnd = random.Random(size)
             picked = [city.official(city.SEED, rnd.randrange(size), city.units_of_today(), None)
                       for _ in range(SCALE_REQUESTS)]
