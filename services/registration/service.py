@@ -51,6 +51,11 @@ def end_of_day(day):
     return local_midnight(day + timedelta(days=1)) - timedelta(milliseconds=1)
 
 
+def with_touched(work):
+    """`work` for a transaction, returning (its result, the officials it promoted)."""
+    return lambda tx: (work(tx), list(store.touched(tx)))
+
+
 class RegistrationService(Operated):
     name = "registration"
 
@@ -81,7 +86,9 @@ class RegistrationService(Operated):
         is flagged `over_capacity` (how many too many) for an operator to decide."""
         payload = event["payload"]
         with session_lock(payload["session_id"]):
-            self.db.transaction(lambda tx: store.resize_session(tx, payload["session_id"], payload["capacity"]))
+            _, promoted = self.db.transaction(with_touched(
+                lambda tx: store.resize_session(tx, payload["session_id"], payload["capacity"])))
+        store.refresh_coverage(self.db, promoted)
 
     @subscribe("session_cancelled")
     def on_session_cancelled(self, event):
@@ -238,9 +245,9 @@ class RegistrationService(Operated):
         registration = store.find_registration(self.db, registration_id)
         now = utcnow()
         with session_lock(registration["session_id"]):
-            cancelled = self.db.transaction(lambda tx: store.cancel_registration(
-                tx, registration_id, fields.get("reason"), fields["cause"], now))
-        store.refresh_coverage(self.db, [registration["official_id"]])
+            cancelled, promoted = self.db.transaction(with_touched(lambda tx: store.cancel_registration(
+                tx, registration_id, fields.get("reason"), fields["cause"], now)))
+        store.refresh_coverage(self.db, [registration["official_id"]] + promoted)
         return schemas.public_registration(cancelled)
 
     @rpc
@@ -282,7 +289,8 @@ class RegistrationService(Operated):
         for code in fields["quotas"]:
             rules.require_quota_unit(session, code, store.find_unit(self.db, code))
         with session_lock(session_id):
-            self.db.transaction(lambda tx: store.set_quotas(tx, session_id, fields["quotas"]))
+            _, promoted = self.db.transaction(with_touched(lambda tx: store.set_quotas(tx, session_id, fields["quotas"])))
+        store.refresh_coverage(self.db, promoted)
         return self.seats(session_id)
 
     @rpc
@@ -350,7 +358,9 @@ class RegistrationService(Operated):
         asked = validated(schemas.ReportQuery(), query)
         if by not in reports.GROUPINGS:
             raise not_found("report", by)
-        return reports.build(self.db, by, asked["units"])
+        store.refresh_stale_coverage(self.db)
+        return reports.build_from_counters(by, store.report_counters(self.db), store.report_units(self.db),
+                                           store.report_sessions(self.db) if by == "session" else {}, asked["units"])
 
     @rpc
     def get_programme(self, actor):

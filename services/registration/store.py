@@ -12,7 +12,7 @@ from backbone.database import new_id, one_or_404
 from backbone.migrate import Migration
 from backbone.errors import conflict
 from backbone.paging import page
-from services.registration import certificates, coverage, reorganisation, rules
+from services.registration import certificates, coverage, reorganisation, reports, rules
 from services.registration.schemas import session_ref
 
 INDEXES = {
@@ -191,6 +191,11 @@ def first_waitlisted(tx, session_id, except_units):
     return list(tx.registrations.find(query).sort("waitlist_position", ASCENDING).limit(1))
 
 
+def touched(tx):
+    """The officials a transaction promoted, whose share of the read models is to be refreshed."""
+    return tx.__dict__.setdefault("officials_touched", [])
+
+
 def promote(tx, session_id):
     """Fill free seats from the waitlist (`rules.promoted_next`), each seat taken with the same
     conditional update as a registration, each promotion published. Returns how many were promoted."""
@@ -205,6 +210,7 @@ def promote(tx, session_id):
         tx.sessions.update_one({"_id": session_id}, {"$inc": {"waitlist_length": -1}})
         tx.registrations.update_one({"_id": candidate["_id"]}, {
             "$set": {"status": "confirmed", "promoted": True}, "$unset": {"waitlist_position": ""}})
+        touched(tx).append(candidate["official_id"])
         tx.emit("registration_promoted", {
             "registration_id": candidate["_id"], "session": session_ref(session),
             "official": candidate["official"], "qr_token": candidate["qr_token"]})
@@ -316,7 +322,7 @@ def reorganize(tx, steps, effective_on, now):
                 moving = [official_id for official_id, to in placed.items() if to == code]
                 tx.officials.update_many({"_id": {"$in": moving}}, {"$set": {"unit_code": code, "coverage_stale": True}})
                 tx.registrations.update_many({"official_id": {"$in": moving}}, {"$set": {"unit_code": code}})
-            tx.officials.update_many({"_id": {"$in": unplaced}}, {"$set": {"to_reassign": True}})
+            tx.officials.update_many({"_id": {"$in": unplaced}}, {"$set": {"to_reassign": True, "coverage_stale": True}})
             moved = len(placed)
             summary["to_reassign"] += unplaced
         else:
@@ -392,13 +398,17 @@ def officials_page(db, filters):
     """A page of officials by id, matching `q` and `unit_code` when given. The query's leading word
     (`rules.leading_word`) is looked up as a range of the `search_words` index (SecantusDB scans for
     an anchored regex but not for a range); every word is then checked against the text."""
-    clauses = words_query(filters.get("q"))
+    query = {}
     words = rules.query_words(filters.get("q"))
     if words:
-        clauses.insert(0, {"search_words": rules.prefix_range(rules.leading_word(words))})
+        query["search_words"] = rules.prefix_range(rules.leading_word(words))
+    patterns = [clause["search"]["$regex"] for clause in words_query(filters.get("q"))]
+    if patterns:
+        # One document of fields, no $and: SecantusDB's planner then reads the index range.
+        query["search"] = {"$all": [re.compile(pattern) for pattern in patterns]}
     if filters.get("unit_code"):
-        clauses.append({"unit_code": filters["unit_code"]})
-    return page(db.officials, {"$and": clauses} if clauses else {}, ["_id"], filters["limit"], filters.get("cursor"))
+        query["unit_code"] = filters["unit_code"]
+    return page(db.officials, query, ["_id"], filters["limit"], filters.get("cursor"))
 
 
 # -- registrations ----------------------------------------------------------------------------------------------
@@ -516,6 +526,17 @@ def coverage_inputs(db):
     return officials, units, registrations, sessions
 
 
+def report_units(db):
+    """The units as reports group by them: name, kind, parent, status and successors, by code."""
+    return {u["_id"]: u for u in db.units.find({}, {"name": 1, "kind": 1, "parent_code": 1, "status": 1,
+                                                    "successors": 1, "merged_into": 1})}
+
+
+def report_sessions(db):
+    """The sessions' titles, for the report by session."""
+    return {s["_id"]: s for s in db.sessions.find({}, {"title": 1})}
+
+
 def coverage_units(db):
     """The units' names, declared headcounts and status, by code."""
     return {u["_id"]: u for u in db.units.find({}, {"name": 1, "headcount": 1, "status": 1})}
@@ -537,24 +558,65 @@ def official_record(db, official_id):
 
 # -- coverage's read model (coverage.contribution) ---------------------------------------------------------------
 
-def refresh_coverage(db, official_ids):
-    """Work out again what each official adds to coverage's counters and add the difference: after
-    anything that changes an official's registrations, check-ins or unit. One transaction per
-    official (its share and the counters together), so replicas refreshing the same official at once
-    conflict and one starts again instead of counting twice."""
+REGISTRATION_COUNTED = {"session_id": 1, "unit_code": 1, "unit_code_then": 1, "status": 1, "created_at": 1,
+                        "cancelled_at": 1, "first_checkin_at": 1, "completed_at": 1, "attended_parts": 1}
+
+
+def _shares(official, registrations, partner_of):
+    """(coverage share, report share) of one official (coverage.contribution, reports.share)."""
     from backbone.clock import local_date
+    if official is None:
+        return {}, {}
+    return coverage.contribution(official, registrations, local_date), reports.share(registrations, partner_of)
+
+
+def _stored(shares):
+    return [{"key": list(k), "counts": v} for k, v in sorted(shares.items(), key=lambda kv: str(kv[0]))]
+
+
+def refresh_coverage(db, official_ids):
+    """Work out again what each official adds to the read models (coverage's counters and the
+    reports') and add the difference: after anything that changes an official's registrations,
+    check-ins or unit. One transaction per official (its shares and the counters together), so
+    replicas refreshing the same official at once conflict and one starts again instead of
+    counting twice."""
     for official_id in set(official_ids):
         def work(tx):
             official = tx.officials.find_one({"_id": official_id}, {"unit_code": 1, "audience_group": 1})
-            registrations = list(tx.registrations.find({"official_id": official_id}, {
-                "status": 1, "created_at": 1, "cancelled_at": 1, "first_checkin_at": 1, "completed_at": 1}))
-            new = coverage.contribution(official, registrations, local_date) if official else {}
-            known = tx.coverage_people.find_one({"_id": official_id}) or {"shares": []}
-            old = {tuple(s["key"]): s["counts"] for s in known["shares"]}
+            registrations = list(tx.registrations.find({"official_id": official_id}, REGISTRATION_COUNTED))
+            partner_of = {s["_id"]: s.get("partner_id") for s in tx.sessions.find(
+                {"_id": {"$in": list({r["session_id"] for r in registrations})}}, {"partner_id": 1})}
+            new, new_report = _shares(official, registrations, partner_of)
+            known = tx.coverage_people.find_one({"_id": official_id}) or {}
+            old = {tuple(s["key"]): s["counts"] for s in known.get("shares", [])}
+            old_report = {tuple(s["key"]): s["counts"] for s in known.get("report_shares", [])}
             _add_to_counters(tx, coverage.difference(old, new))
-            tx.coverage_people.replace_one({"_id": official_id}, {"shares": [
-                {"key": list(k), "counts": v} for k, v in sorted(new.items())]}, upsert=True)
+            _add_to_report_counters(tx, old_report, new_report)
+            tx.coverage_people.replace_one({"_id": official_id}, {
+                "shares": _stored(new), "report_shares": _stored(new_report)}, upsert=True)
         db.transaction(work)
+
+
+def _report_key(key):
+    return "|".join(key)
+
+
+def _add_to_report_counters(tx, old, new):
+    writes = []
+    for key in set(old) | set(new):
+        delta = [b - a for a, b in zip(old.get(key, [0] * len(reports.COUNTS)), new.get(key, [0] * len(reports.COUNTS)))]
+        if any(delta):
+            writes.append(UpdateOne({"_id": _report_key(key)}, {
+                "$inc": {"counts.{}".format(i): n for i, n in enumerate(delta) if n},
+                "$setOnInsert": {"key": list(key)}}, upsert=True))
+    if writes:
+        tx.report_counters.bulk_write(writes, ordered=False)
+
+
+def report_counters(db):
+    """The reports' read model: [{"key", "counts"}], counts as lists in the order of reports.COUNTS."""
+    return [{"key": c["key"], "counts": [(c.get("counts") or {}).get(str(i), 0) for i in range(len(reports.COUNTS))]}
+            for c in db.report_counters.find({})]
 
 
 def _add_to_counters(tx, deltas):
@@ -602,19 +664,24 @@ def rebuild_coverage(db, chunk=2000):
     from backbone.clock import local_date
     db.coverage_people.delete_many({})
     db.coverage_counters.delete_many({})
+    db.report_counters.delete_many({})
     db.officials.update_many({"coverage_stale": True}, {"$unset": {"coverage_stale": ""}})
     by_official = defaultdict(list)
-    for registration in db.registrations.find({}, {"official_id": 1, "status": 1, "created_at": 1,
-                                                   "cancelled_at": 1, "first_checkin_at": 1, "completed_at": 1}):
+    for registration in db.registrations.find({}, dict(REGISTRATION_COUNTED, official_id=1)):
         by_official[registration.pop("official_id")].append(registration)
-    totals, people, counted = {}, [], 0
+    partner_of = {s["_id"]: s.get("partner_id") for s in db.sessions.find({}, {"partner_id": 1})}
+    totals, report_totals, people, counted = {}, {}, [], 0
     for official in db.officials.find({}, {"unit_code": 1, "audience_group": 1}):
-        share = coverage.contribution(official, by_official.pop(official["_id"], []), local_date)
+        share, report_share = _shares(official, by_official.pop(official["_id"], []), partner_of)
         for key, counts in share.items():
             have = totals.setdefault(key, [0, 0, 0])
             for i in range(3):
                 have[i] += counts[i]
-        people.append({"_id": official["_id"], "shares": [{"key": list(k), "counts": v} for k, v in sorted(share.items())]})
+        for key, counts in report_share.items():
+            have = report_totals.setdefault(key, [0] * len(reports.COUNTS))
+            for i, n in enumerate(counts):
+                have[i] += n
+        people.append({"_id": official["_id"], "shares": _stored(share), "report_shares": _stored(report_share)})
         counted += 1
         if len(people) >= chunk:
             db.coverage_people.insert_many(people, ordered=False)
@@ -633,4 +700,7 @@ def rebuild_coverage(db, chunk=2000):
                     bucket["days"].setdefault(day, {})[str(i)] = n
     if buckets:
         db.coverage_counters.insert_many(list(buckets.values()), ordered=False)
+    if report_totals:
+        db.report_counters.insert_many([{"_id": _report_key(k), "key": list(k), "counts": {
+            str(i): n for i, n in enumerate(counts) if n}} for k, counts in report_totals.items()], ordered=False)
     return counted
