@@ -174,7 +174,8 @@ def difference(old, new):
     """What to add to the counters to go from contribution `old` to `new`."""
     out = {}
     for key in set(old) | set(new):
-        delta = [b - a for a, b in zip(old.get(key, (0, 0, 0)), new.get(key, (0, 0, 0)))]
+        width = len(old.get(key) or new.get(key))
+        delta = [b - a for a, b in zip(old.get(key, [0] * width), new.get(key, [0] * width))]
         if any(delta):
             out[key] = delta
     return out

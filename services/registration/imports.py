@@ -101,10 +101,10 @@ def import_csv(db, text, max_rows=None):
                 writes.append(InsertOne(rules.new_official(fields, new_id("official"), now)))
                 rows_of_writes.append((number, "created"))
             elif any(existing.get(k) != fields.get(k) for k in COMPARED):
-                change = dict(fields, updated_at=now, coverage_stale=True)
+                change = dict(fields, updated_at=now)
                 change["search"] = rules.search_text(dict(existing, **fields))
                 change["search_words"] = rules.search_words(change["search"])
-                writes.append(UpdateOne({"_id": existing["_id"]}, {"$set": change}))
+                writes.append(UpdateOne({"_id": existing["_id"]}, {"$set": change, "$inc": {"coverage_stale": 1}}))
                 rows_of_writes.append((number, "updated"))
             else:
                 unchanged += 1

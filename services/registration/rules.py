@@ -163,8 +163,8 @@ def new_official(fields, official_id, now):
     official = dict(fields, email=fields["email"].lower(), id=official_id, _id=official_id, created_at=now)
     official["search"] = search_text(official)
     official["search_words"] = search_words(official["search"])
-    # Coverage's read model counts it at its next refresh (store.refresh_stale_coverage).
-    official["coverage_stale"] = True
+    # Coverage's read model counts it at its next fold (store.refresh_stale_coverage).
+    official["coverage_stale"] = 1
     return official
 
 

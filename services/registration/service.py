@@ -37,6 +37,7 @@ from backbone.operated import Operated
 from backbone.paging import listed
 from backbone.rpc import rpc
 from backbone.subscriber import subscribe
+from backbone.timer import leased_timer
 import contracts  # noqa: F401  (registers the contracts of the events it publishes and handles)
 from services.registration import certificates, coverage, imports, reorganisation, reports, rules, schemas, store
 from services.registration import map as citymap
@@ -88,7 +89,7 @@ class RegistrationService(Operated):
         with session_lock(payload["session_id"]):
             _, promoted = self.db.transaction(with_touched(
                 lambda tx: store.resize_session(tx, payload["session_id"], payload["capacity"])))
-        store.refresh_coverage(self.db, promoted)
+        store.mark_stale(self.db, promoted)
 
     @subscribe("session_cancelled")
     def on_session_cancelled(self, event):
@@ -97,7 +98,7 @@ class RegistrationService(Operated):
         now = utcnow()
         with session_lock(payload["session_id"]):
             self.db.transaction(lambda tx: store.cancel_session(tx, payload["session_id"], payload["reason"], now))
-        store.refresh_coverage(self.db, store.officials_of_session(self.db, payload["session_id"]))
+        store.mark_stale(self.db, store.officials_of_session(self.db, payload["session_id"]))
 
     # -- units --------------------------------------------------------------------------------------
 
@@ -190,7 +191,6 @@ class RegistrationService(Operated):
         rules.require_active_unit(store.find_unit(self.db, fields["unit_code"]), fields["unit_code"])
         official = rules.new_official(fields, new_id("official"), utcnow())
         store.insert_official(self.db, official)
-        store.refresh_stale_coverage(self.db)
         return schemas.public_official(official)
 
     @rpc
@@ -216,9 +216,7 @@ class RegistrationService(Operated):
         {created, updated, unchanged, errors: [{row, fields}]} (row = the spreadsheet's line number,
         the header being row 1). A header with unknown or missing columns refuses the whole file."""
         auth.require_operator(actor)
-        summary = imports.import_csv(self.db, text, int(config.get("IMPORT_MAX_ROWS") or 100_000))
-        store.refresh_stale_coverage(self.db)
-        return summary
+        return imports.import_csv(self.db, text, int(config.get("IMPORT_MAX_ROWS") or 100_000))
 
     # -- registrations --------------------------------------------------------------------------------
 
@@ -231,7 +229,6 @@ class RegistrationService(Operated):
         auth.require_operator(actor)
         fields = validated(REGISTRATION_IN, data)
         registration = self.seating.register(self.db, session_id, fields["official_id"], fields["after_cutoff"])
-        store.refresh_coverage(self.db, [registration["official_id"]])
         return schemas.public_registration(registration)
 
     @rpc
@@ -247,7 +244,7 @@ class RegistrationService(Operated):
         with session_lock(registration["session_id"]):
             cancelled, promoted = self.db.transaction(with_touched(lambda tx: store.cancel_registration(
                 tx, registration_id, fields.get("reason"), fields["cause"], now)))
-        store.refresh_coverage(self.db, [registration["official_id"]] + promoted)
+        store.mark_stale(self.db, [registration["official_id"]] + promoted)
         return schemas.public_registration(cancelled)
 
     @rpc
@@ -290,7 +287,7 @@ class RegistrationService(Operated):
             rules.require_quota_unit(session, code, store.find_unit(self.db, code))
         with session_lock(session_id):
             _, promoted = self.db.transaction(with_touched(lambda tx: store.set_quotas(tx, session_id, fields["quotas"])))
-        store.refresh_coverage(self.db, promoted)
+        store.mark_stale(self.db, promoted)
         return self.seats(session_id)
 
     @rpc
@@ -305,6 +302,12 @@ class RegistrationService(Operated):
         auth.require_operator(actor)
         return {"items": [schemas.public_over_capacity(s) for s in store.over_capacity_sessions(self.db)],
                 "next_cursor": None}
+
+    @leased_timer("COVERAGE_REFRESH_SECONDS", 2, lease="coverage-refresh")
+    def fold_into_read_models(self):
+        """Fold the officials changed since the last fold into coverage's and the reports' read
+        models, a batch per transaction (a report folds what is left before it answers)."""
+        store.refresh_stale_coverage(self.db)
 
     def domain_gauges(self):
         """Seats taken and waitlist length per upcoming session: what operators watch when a popular
@@ -338,7 +341,7 @@ class RegistrationService(Operated):
             repeated = False
         except DuplicateKeyError:
             current, repeated = store.find_registration(self.db, registration["_id"]), True
-        store.refresh_coverage(self.db, [registration["official_id"]])
+        store.mark_stale(self.db, [registration["official_id"]])
         checkin = store.find_attendance(self.db, registration["_id"], part)
         return schemas.public_checkin(current, part, checkin, repeated, rules.sees_personal_data(actor))
 

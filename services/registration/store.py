@@ -5,7 +5,7 @@ and the writes that publish take the transaction (`tx`) and emit their events in
 import re
 from datetime import timedelta
 
-from pymongo import ASCENDING, IndexModel, UpdateOne
+from pymongo import ASCENDING, IndexModel, ReplaceOne, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from backbone.database import new_id, one_or_404
@@ -320,14 +320,16 @@ def reorganize(tx, steps, effective_on, now):
             placed, unplaced = reorganisation.where_officials_go(step, officials)
             for code in codes:
                 moving = [official_id for official_id, to in placed.items() if to == code]
-                tx.officials.update_many({"_id": {"$in": moving}}, {"$set": {"unit_code": code, "coverage_stale": True}})
+                tx.officials.update_many({"_id": {"$in": moving}}, {"$set": {"unit_code": code},
+                                                                    "$inc": {"coverage_stale": 1}})
                 tx.registrations.update_many({"official_id": {"$in": moving}}, {"$set": {"unit_code": code}})
-            tx.officials.update_many({"_id": {"$in": unplaced}}, {"$set": {"to_reassign": True, "coverage_stale": True}})
+            tx.officials.update_many({"_id": {"$in": unplaced}}, {"$set": {"to_reassign": True},
+                                                                  "$inc": {"coverage_stale": 1}})
             moved = len(placed)
             summary["to_reassign"] += unplaced
         else:
             moved = tx.officials.update_many({"unit_code": {"$in": olds}}, {"$set": {
-                "unit_code": codes[0], "coverage_stale": True}}).modified_count
+                "unit_code": codes[0]}, "$inc": {"coverage_stale": 1}}).modified_count
             tx.registrations.update_many({"unit_code": {"$in": olds}}, {"$set": {"unit_code": codes[0]}})
         summary["officials_moved"] += moved
         summary["changes"].append({"kind": step["kind"], "from": olds, "into": codes, "officials_moved": moved})
@@ -574,37 +576,66 @@ def _stored(shares):
     return [{"key": list(k), "counts": v} for k, v in sorted(shares.items(), key=lambda kv: str(kv[0]))]
 
 
+def mark_stale(db, official_ids):
+    """These officials' shares of the read models are to be refreshed (by the next fold)."""
+    if official_ids:
+        db.officials.update_many({"_id": {"$in": list(set(official_ids))}}, {"$inc": {"coverage_stale": 1}})
+
+
 def refresh_coverage(db, official_ids):
-    """Work out again what each official adds to the read models (coverage's counters and the
-    reports') and add the difference: after anything that changes an official's registrations,
-    check-ins or unit. One transaction per official (its shares and the counters together), so
-    replicas refreshing the same official at once conflict and one starts again instead of
-    counting twice."""
-    for official_id in set(official_ids):
-        def work(tx):
-            official = tx.officials.find_one({"_id": official_id}, {"unit_code": 1, "audience_group": 1})
-            registrations = list(tx.registrations.find({"official_id": official_id}, REGISTRATION_COUNTED))
-            partner_of = {s["_id"]: s.get("partner_id") for s in tx.sessions.find(
-                {"_id": {"$in": list({r["session_id"] for r in registrations})}}, {"partner_id": 1})}
-            new, new_report = _shares(official, registrations, partner_of)
-            known = tx.coverage_people.find_one({"_id": official_id}) or {}
-            old = {tuple(s["key"]): s["counts"] for s in known.get("shares", [])}
-            old_report = {tuple(s["key"]): s["counts"] for s in known.get("report_shares", [])}
-            _add_to_counters(tx, coverage.difference(old, new))
-            _add_to_report_counters(tx, old_report, new_report)
-            tx.coverage_people.replace_one({"_id": official_id}, {
-                "shares": _stored(new), "report_shares": _stored(new_report)}, upsert=True)
+    """Work out again what these officials add to the read models (coverage's counters and the
+    reports') and add the difference, in one transaction (their shares, the counters and the end of
+    their `coverage_stale` mark together): replicas folding the same official at once conflict and
+    one starts again instead of counting twice. A mark is a count every change adds to (always a
+    write, never a value set again), and the fold clears only the count it saw: a change made while
+    an official is folded conflicts, or leaves the mark for the next fold; none is left out."""
+    official_ids = list(set(official_ids))
+
+    def work(tx):
+        officials = {o["_id"]: o for o in tx.officials.find({"_id": {"$in": official_ids}},
+                                                          {"unit_code": 1, "audience_group": 1, "coverage_stale": 1})}
+        theirs = {official_id: [] for official_id in official_ids}
+        for registration in tx.registrations.find({"official_id": {"$in": official_ids}},
+                                                  dict(REGISTRATION_COUNTED, official_id=1)):
+            theirs[registration.pop("official_id")].append(registration)
+        partner_of = {s["_id"]: s.get("partner_id") for s in tx.sessions.find(
+            {"_id": {"$in": list({r["session_id"] for rs in theirs.values() for r in rs})}}, {"partner_id": 1})}
+        known = {p["_id"]: p for p in tx.coverage_people.find({"_id": {"$in": official_ids}})}
+        deltas, report_deltas, people = {}, {}, []
+        for official_id in official_ids:
+            new, new_report = _shares(officials.get(official_id), theirs[official_id], partner_of)
+            mine = known.get(official_id) or {}
+            old = {tuple(s["key"]): s["counts"] for s in mine.get("shares", [])}
+            old_report = {tuple(s["key"]): s["counts"] for s in mine.get("report_shares", [])}
+            _sum_into(deltas, coverage.difference(old, new))
+            _sum_into(report_deltas, coverage.difference(old_report, new_report))
+            people.append(ReplaceOne({"_id": official_id}, {
+                "shares": _stored(new), "report_shares": _stored(new_report)}, upsert=True))
+        _add_to_counters(tx, deltas)
+        _add_to_report_counters(tx, report_deltas)
+        tx.coverage_people.bulk_write(people, ordered=False)
+        seen = [UpdateOne({"_id": o["_id"], "coverage_stale": o["coverage_stale"]}, {"$unset": {"coverage_stale": ""}})
+                for o in officials.values() if o.get("coverage_stale")]
+        if seen:
+            tx.officials.bulk_write(seen, ordered=False)
+    if official_ids:
         db.transaction(work)
+
+
+def _sum_into(total, deltas):
+    for key, delta in deltas.items():
+        have = total.setdefault(key, [0] * len(delta))
+        for i, n in enumerate(delta):
+            have[i] += n
 
 
 def _report_key(key):
     return "|".join(key)
 
 
-def _add_to_report_counters(tx, old, new):
+def _add_to_report_counters(tx, deltas):
     writes = []
-    for key in set(old) | set(new):
-        delta = [b - a for a, b in zip(old.get(key, [0] * len(reports.COUNTS)), new.get(key, [0] * len(reports.COUNTS)))]
+    for key, delta in deltas.items():
         if any(delta):
             writes.append(UpdateOne({"_id": _report_key(key)}, {
                 "$inc": {"counts.{}".format(i): n for i, n in enumerate(delta) if n},
@@ -631,14 +662,15 @@ def _add_to_counters(tx, deltas):
         tx.coverage_counters.bulk_write(writes, ordered=False)
 
 
-def refresh_stale_coverage(db, batch=500):
+def refresh_stale_coverage(db, batch=200):
     """Refresh the officials marked `coverage_stale` (created, imported, moved by a reorganisation)."""
+    folded = 0
     while True:
-        ids = [o["_id"] for o in db.officials.find({"coverage_stale": True}, {"_id": 1}).limit(batch)]
+        ids = [o["_id"] for o in db.officials.find({"coverage_stale": {"$gt": 0}}, {"_id": 1}).limit(batch)]
         if not ids:
-            return
+            return folded
         refresh_coverage(db, ids)
-        db.officials.update_many({"_id": {"$in": ids}}, {"$unset": {"coverage_stale": ""}})
+        folded += len(ids)
 
 
 def coverage_counters(db, until_month):
@@ -665,7 +697,7 @@ def rebuild_coverage(db, chunk=2000):
     db.coverage_people.delete_many({})
     db.coverage_counters.delete_many({})
     db.report_counters.delete_many({})
-    db.officials.update_many({"coverage_stale": True}, {"$unset": {"coverage_stale": ""}})
+    db.officials.update_many({"coverage_stale": {"$gt": 0}}, {"$unset": {"coverage_stale": ""}})
     by_official = defaultdict(list)
     for registration in db.registrations.find({}, dict(REGISTRATION_COUNTED, official_id=1)):
         by_official[registration.pop("official_id")].append(registration)
