@@ -440,9 +440,9 @@ def rss_mb(pid=None):
     return 0.0
 
 
-def _open_session(registration_db, scheduling_db, size):
-    """A session a month from now open to every unit with room for everyone: where the scale
-    step's registrations go at `size`."""
+def _open_session(registration_db, scheduling_db, size, capacity=1_000_000):
+    """A session a month from now open to every unit (with room for everyone by default): where the
+    scale step's registrations go at `size`."""
     from datetime import datetime, timedelta, timezone
     from bench import city
     now = datetime.now(timezone.utc)
@@ -450,13 +450,62 @@ def _open_session(registration_db, scheduling_db, size):
     starts = now + timedelta(days=30)
     for record in (scheduled, copy):
         record.update(starts_at=starts, ends_at=starts + timedelta(hours=4), registration_closes_at=starts,
-                      parts=[{"starts_at": starts, "ends_at": starts + timedelta(hours=4)}], capacity=1_000_000)
+                      parts=[{"starts_at": starts, "ends_at": starts + timedelta(hours=4)}], capacity=capacity)
     scheduling_db.sessions.insert_one(scheduled)
     registration_db.sessions.insert_one(copy)
     return copy["_id"]
 
 
-def bench_scale(config, mongo_pid=None):
+CAMPAIGN_OFFICIALS = int(os.environ.get("BENCH_CAMPAIGN_OFFICIALS", 2000))
+CAMPAIGN_SESSIONS = int(os.environ.get("BENCH_CAMPAIGN_SESSIONS", 100))
+
+
+def bench_campaign(config, smtp_sink, registration_db, scheduling_db, size):
+    """A city-wide campaign on the scale step's data set: CAMPAIGN_SESSIONS sessions of 150 seats
+    opened at once to every unit, and CAMPAIGN_OFFICIALS of the city's officials registering (one
+    session each, CONCURRENCY connections), timed until every registration is answered and until
+    every notice (confirmation or waitlist place) reached the SMTP server; beside them, bare HTTP
+    RPC and bare smtplib measured in the same run."""
+    import smtplib
+    from email.message import EmailMessage
+    def mail_count():
+        return sum(1 for name in os.listdir(smtp_sink.directory) if name.endswith(".eml"))
+
+    def bare_smtp(name, count=1000):
+        with smtplib.SMTP("127.0.0.1", smtp_sink.port) as client:
+            before, started = mail_count(), time.monotonic()
+            for n in range(count):
+                message = EmailMessage()
+                message["Subject"], message["From"] = "Xác nhận {}".format(n), "daotao-ai@trainops.local"
+                message["To"] = "bare{}@q1.gov.vn".format(n)
+                message.set_content("Đăng ký của Anh/Chị đã được xác nhận.")
+                client.send_message(message)
+        report(name, count / (time.monotonic() - started), "notices/s")
+        assert mail_count() - before == count
+
+    base = config["GATEWAY_URL"]
+    auth = {"Authorization": "Bearer " + config["OPERATOR_TOKEN"]}
+    bench_http_rpc(base, "campaign_http_rpc_bare")
+    bare_smtp("campaign_smtplib_bare")
+    sessions = [_open_session(registration_db, scheduling_db, 20_000_000 + n, capacity=150)
+                for n in range(CAMPAIGN_SESSIONS)]
+    count = min(CAMPAIGN_OFFICIALS, size)
+    requests_ = [["POST", base + "/sessions/{}/registrations".format(sessions[n % len(sessions)]),
+                  {"official_id": "official-city{:07d}".format(n * (size // count))}, auth] for n in range(count)]
+    before = mail_count()
+    started = time.monotonic()
+    result = load_http(requests_)
+    taken = time.monotonic() - started
+    report("campaign_registration", result["per_second"], "req/s", "campaign_http_rpc_bare")
+    print("bench campaign_registration_time: {} registrations for {} sessions in {:.1f} s, p50 {:.1f} ms, "
+          "p99 {:.1f} ms".format(count, len(sessions), taken, result["p50_ms"], result["p99_ms"]), flush=True)
+    finished = wait_until(lambda: mail_count() - before >= count, timeout=1800, interval=1.0)
+    report("campaign_notices", count / (finished - started), "notices/s", "campaign_smtplib_bare")
+    print("bench campaign_notices_time: {} notices in {:.1f} s from the first registration".format(
+        count, finished - started), flush=True)
+
+
+def bench_scale(config, mongo_pid=None, smtp_sink=None):
     """Each figure at each size of the city (BENCH_SCALE officials), p50 over SCALE_REQUESTS
     requests, with its ratio to the first size's: search by name and by email, registration,
     the programme calendar (a month; a unit's), coverage and the unit report."""
@@ -469,7 +518,10 @@ def bench_scale(config, mongo_pid=None):
     from services.scheduling.service import SchedulingService
 
     as_deployed()
-    runner = run_services(PartnersService, SchedulingService, RegistrationService, GatewayService)
+    from services.notifications.service import NotificationsService
+    campaign = smtp_sink is not None and selected("campaign")
+    runner = run_services(PartnersService, SchedulingService, RegistrationService, GatewayService,
+                          *([NotificationsService] if campaign else []))
     base = config["GATEWAY_URL"]
     auth = {"Authorization": "Bearer " + config["OPERATOR_TOKEN"]}
     client = mongo_client(config["MONGO_URI"])
@@ -514,6 +566,8 @@ def bench_scale(config, mongo_pid=None):
                 result = load_http(requests_, concurrency=2, strict=False)
                 report("scale_{}_{}".format(name, size), result["p50_ms"], "ms p50",
                        "scale_{}_{}".format(name, first) if size != first else None)
+        if campaign:
+            bench_campaign(config, smtp_sink, registration_db, scheduling_db, done)
         print("bench scale_rss_after: {:.0f} MiB (the services and the gateway, one process), SecantusDB {:.0f} MiB".format(
             rss_mb(), rss_mb(mongo_pid) if mongo_pid else 0), flush=True)
     finally:
@@ -642,7 +696,7 @@ def main():
                 bench_notice_fanout(config, smtp_sink)
             if selected("scale"):
                 declare_topology(config)
-                bench_scale(config, mongo._process.pid)
+                bench_scale(config, mongo._process.pid, smtp_sink)
     finally:
         sms.stop()
         smtp_sink.stop()

@@ -132,6 +132,9 @@ def month_ends(first, last, end_of):
 # each day's changes, so "as of a day" and the month series are sums of what came before.
 
 STAFF = "staff"
+# Every change of a (unit, group) also adds to its running total: coverage as of today reads the
+# totals (one counter per unit and group), not every month of the programme.
+TOTAL = "total"
 
 
 def _day(instant, local_date):
@@ -167,6 +170,11 @@ def contribution(official, registrations, local_date):
     completions = [r["completed_at"] for r in registrations if r.get("completed_at")]
     if completions:
         add(min(completions), 2, 1)
+    for (unit_, group_, month, day), counts in list(out.items()):
+        if day:
+            total = out.setdefault((unit_, group_, TOTAL, ""), [0, 0, 0])
+            for i in range(3):
+                total[i] += counts[i]
     return {key: counts for key, counts in out.items() if any(counts)}
 
 
@@ -192,12 +200,33 @@ def report_from_counters(by, counters, units, targets, as_of_month, as_of_day, m
     roster = defaultdict(int)
     done = defaultdict(lambda: [0, 0, 0])
     series = defaultdict(lambda: [0, 0, 0])  # month -> the month's own changes, all units
+    if by != "month" and any(c["month"] == TOTAL for c in counters):
+        # As of a day from the running totals: less what changed after that day.
+        for counter in counters:
+            key, month = (counter["unit"], counter["group"]), counter["month"]
+            if month == STAFF:
+                roster[key] += counter["totals"][0]
+            elif month == TOTAL:
+                found = counter["totals"]
+            elif month == as_of_month:
+                found = [-sum(counts[i] for day, counts in (counter.get("days") or {}).items() if day > as_of_day)
+                         for i in range(3)]
+            elif month > as_of_month:
+                found = [-n for n in counter["totals"]]
+            else:
+                continue
+            if month != STAFF:
+                for i in range(3):
+                    done[key][i] += found[i]
+        counters = ()
     for counter in counters:
         key = (counter["unit"], counter["group"])
         if counter["month"] == STAFF:
             roster[key] += counter["totals"][0]
             continue
         month = counter["month"]
+        if month == TOTAL:
+            continue
         if month < as_of_month:
             found = counter["totals"]
         elif month == as_of_month:

@@ -412,11 +412,12 @@ class RegistrationService(Operated):
         """Coverage by unit, audience group or month from the read model (store.refresh_coverage)."""
         store.refresh_stale_coverage(self.db)
         month = as_of.strftime("%Y-%m")
-        counters = store.coverage_counters(self.db, month)
+        counters = store.coverage_counters(self.db, month, series=by == "month")
         units = store.coverage_units(self.db)
         months = ()
         if by == "month":
-            known = sorted(c["month"] for c in counters if c["month"] != coverage.STAFF and any(c["totals"]))
+            known = sorted(c["month"] for c in counters
+                           if c["month"] not in (coverage.STAFF, coverage.TOTAL) and any(c["totals"]))
             first = date.fromisoformat(known[0] + "-01") if known else as_of
             starts = date.fromisoformat(record["starts_on"]) if record else first
             starts = max(starts, date(as_of.year - 10, as_of.month, 1))

@@ -673,10 +673,17 @@ def refresh_stale_coverage(db, batch=200):
         folded += len(ids)
 
 
-def coverage_counters(db, until_month):
-    """The read model's counters up to `until_month` (and the staff counters), totals as lists."""
+def coverage_counters(db, as_of_month, series=False):
+    """The read model's counters (totals as lists) that coverage as of a day in `as_of_month` needs:
+    the running totals, the month's days and the months after it (what changed since); for a
+    `series`, every month up to `as_of_month` by its totals and that month's days. And the staff."""
     out = []
-    for counter in db.coverage_counters.find({"month": {"$lte": until_month}}):
+    if series:
+        found = list(db.coverage_counters.find({"month": {"$lt": as_of_month}}, {"days": 0}))
+    else:
+        found = list(db.coverage_counters.find({"month": coverage.TOTAL}))
+        found += db.coverage_counters.find({"month": {"$gt": as_of_month, "$lt": coverage.STAFF}}, {"days": 0})
+    for counter in found + list(db.coverage_counters.find({"month": as_of_month})):
         totals = counter.get("totals") or {}
         counter["totals"] = [totals.get(str(i), 0) for i in range(3)]
         counter["days"] = {d: [c.get(str(i), 0) for i in range(3)] for d, c in (counter.get("days") or {}).items()}
