@@ -3,11 +3,13 @@ waitlist counters), registrations, attendance, certificates and the history of m
 and write of them is here, named for what it does; the rules decide (`rules`), these carry it out,
 and the writes that publish take the transaction (`tx`) and emit their events in it."""
 import re
+from collections import defaultdict
 from datetime import timedelta
 
 from pymongo import ASCENDING, IndexModel, ReplaceOne, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
+from backbone.clock import local_date
 from backbone.database import new_id, one_or_404
 from backbone.migrate import Migration
 from backbone.errors import conflict
@@ -566,7 +568,6 @@ REGISTRATION_COUNTED = {"session_id": 1, "unit_code": 1, "unit_code_then": 1, "s
 
 def _shares(official, registrations, partner_of):
     """(coverage share, report share) of one official (coverage.contribution, reports.share)."""
-    from backbone.clock import local_date
     if official is None:
         return {}, {}
     return coverage.contribution(official, registrations, local_date), reports.share(registrations, partner_of)
@@ -696,22 +697,35 @@ def coverage_counters(db, as_of_month, series=False):
 
 
 def rebuild_coverage(db, chunk=2000):
-    """The read model from scratch: every official's share worked out from their registrations, the
-    counters summed from the shares (one pass over each collection; no transaction: run it while
+    """The read model from scratch: every official's share worked out from their registrations (a
+    chunk of officials at a time), the counters summed from the shares (no transaction: run it while
     nothing registers, or run it again). Returns how many officials were counted."""
-    from collections import defaultdict
-    from backbone.clock import local_date
     db.coverage_people.delete_many({})
     db.coverage_counters.delete_many({})
     db.report_counters.delete_many({})
     db.officials.update_many({"coverage_stale": {"$gt": 0}}, {"$unset": {"coverage_stale": ""}})
-    by_official = defaultdict(list)
-    for registration in db.registrations.find({}, dict(REGISTRATION_COUNTED, official_id=1)):
-        by_official[registration.pop("official_id")].append(registration)
     partner_of = {s["_id"]: s.get("partner_id") for s in db.sessions.find({}, {"partner_id": 1})}
     totals, report_totals, people, counted = {}, {}, [], 0
-    for official in db.officials.find({}, {"unit_code": 1, "audience_group": 1}):
-        share, report_share = _shares(official, by_official.pop(official["_id"], []), partner_of)
+
+    def officials_with_registrations():
+        # A chunk of officials at a time with their registrations (the official_id index): memory
+        # stays that of a chunk, whatever the size of the city.
+        last = ""
+        while True:
+            chunk_ = list(db.officials.find({"_id": {"$gt": last}}, {"unit_code": 1, "audience_group": 1})
+                          .sort("_id", ASCENDING).limit(chunk))
+            if not chunk_:
+                return
+            theirs = defaultdict(list)
+            for registration in db.registrations.find({"official_id": {"$in": [o["_id"] for o in chunk_]}},
+                                                      dict(REGISTRATION_COUNTED, official_id=1)):
+                theirs[registration.pop("official_id")].append(registration)
+            for official in chunk_:
+                yield official, theirs.get(official["_id"], [])
+            last = chunk_[-1]["_id"]
+
+    for official, registrations in officials_with_registrations():
+        share, report_share = _shares(official, registrations, partner_of)
         for key, counts in share.items():
             have = totals.setdefault(key, [0, 0, 0])
             for i in range(3):
