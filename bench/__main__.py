@@ -485,7 +485,6 @@ def bench_campaign(config, smtp_sink, registration_db, scheduling_db, size):
 
     base = config["GATEWAY_URL"]
     auth = {"Authorization": "Bearer " + config["OPERATOR_TOKEN"]}
-    bench_http_rpc(base, "campaign_http_rpc_bare")
     bare_smtp("campaign_smtplib_bare")
     sessions = [_open_session(registration_db, scheduling_db, 20_000_000 + n, capacity=150)
                 for n in range(CAMPAIGN_SESSIONS)]
@@ -520,6 +519,9 @@ def bench_scale(config, mongo_pid=None, smtp_sink=None):
     as_deployed()
     from services.notifications.service import NotificationsService
     campaign = smtp_sink is not None and selected("campaign")
+    if campaign:
+        # Before the services start: the bare gateway would share their web server.
+        bench_http_rpc(config["GATEWAY_URL"], "campaign_http_rpc_bare")
     runner = run_services(PartnersService, SchedulingService, RegistrationService, GatewayService,
                           *([NotificationsService] if campaign else []))
     base = config["GATEWAY_URL"]

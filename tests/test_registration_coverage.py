@@ -130,12 +130,14 @@ def test_an_official_share_of_the_read_model_follows_cancellations_and_re_regist
     share = coverage.contribution(official, [registration("x", "cancelled", 3, cancelled=4),
                                              registration("x", "confirmed", 4)], lambda i: i.date())
     # Registered on the 3rd; cancelled and registered again on the 4th: standing throughout.
+    city = (coverage.CITY, coverage.CITY, "2026-03", "03")
     assert share == {("SG", "ward_commune", coverage.STAFF, ""): [1, 0, 0], ("SG", "ward_commune", "2026-03", "03"): [1, 0, 0],
-                     ("SG", "ward_commune", coverage.TOTAL, ""): [1, 0, 0]}
+                     ("SG", "ward_commune", coverage.TOTAL, ""): [1, 0, 0], city: [1, 0, 0]}
     moved = coverage.contribution(dict(official, unit_code="BT"), [registration("x", "cancelled", 3, cancelled=4)],
                                   lambda i: i.date())
     assert coverage.difference(share, moved) == {
         ("SG", "ward_commune", coverage.STAFF, ""): [-1, 0, 0], ("SG", "ward_commune", "2026-03", "03"): [-1, 0, 0],
         ("SG", "ward_commune", coverage.TOTAL, ""): [-1, 0, 0],
         ("BT", "ward_commune", coverage.STAFF, ""): [1, 0, 0], ("BT", "ward_commune", "2026-03", "03"): [1, 0, 0],
-        ("BT", "ward_commune", "2026-03", "04"): [-1, 0, 0]}  # BT's total: +1 and -1, nothing
+        ("BT", "ward_commune", "2026-03", "04"): [-1, 0, 0],  # BT's total: +1 and -1, nothing
+        (coverage.CITY, coverage.CITY, "2026-03", "04"): [-1, 0, 0]}  # the city: the same 3rd, one less on the 4th

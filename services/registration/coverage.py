@@ -135,6 +135,8 @@ STAFF = "staff"
 # Every change of a (unit, group) also adds to its running total: coverage as of today reads the
 # totals (one counter per unit and group), not every month of the programme.
 TOTAL = "total"
+# ... and to the city's counter of its month: the month series reads one counter per month.
+CITY = "*"
 
 
 def _day(instant, local_date):
@@ -172,9 +174,10 @@ def contribution(official, registrations, local_date):
         add(min(completions), 2, 1)
     for (unit_, group_, month, day), counts in list(out.items()):
         if day:
-            total = out.setdefault((unit_, group_, TOTAL, ""), [0, 0, 0])
-            for i in range(3):
-                total[i] += counts[i]
+            for key in ((unit_, group_, TOTAL, ""), (CITY, CITY, month, day)):
+                total = out.setdefault(key, [0, 0, 0])
+                for i in range(3):
+                    total[i] += counts[i]
     return {key: counts for key, counts in out.items() if any(counts)}
 
 
@@ -200,6 +203,8 @@ def report_from_counters(by, counters, units, targets, as_of_month, as_of_day, m
     roster = defaultdict(int)
     done = defaultdict(lambda: [0, 0, 0])
     series = defaultdict(lambda: [0, 0, 0])  # month -> the month's own changes, all units
+    # The city's counters serve the month series alone; the units' counters everything else.
+    counters = [c for c in counters if (c["unit"] == CITY) == (by == "month") or c["month"] == STAFF]
     if by != "month" and any(c["month"] == TOTAL for c in counters):
         # As of a day from the running totals: less what changed after that day.
         for counter in counters:

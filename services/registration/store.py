@@ -680,11 +680,15 @@ def coverage_counters(db, as_of_month, series=False):
     `series`, every month up to `as_of_month` by its totals and that month's days. And the staff."""
     out = []
     if series:
-        found = list(db.coverage_counters.find({"month": {"$lt": as_of_month}}, {"days": 0}))
+        city = coverage.bucket_key(coverage.CITY, coverage.CITY, "")
+        found = list(db.coverage_counters.find({"_id": {"$gte": city, "$lt": city + as_of_month}}, {"days": 0}))
+        found += db.coverage_counters.find({"_id": city + as_of_month})
+        found = [c for c in found if c["month"] <= as_of_month]
     else:
         found = list(db.coverage_counters.find({"month": coverage.TOTAL}))
         found += db.coverage_counters.find({"month": {"$gt": as_of_month, "$lt": coverage.STAFF}}, {"days": 0})
-    for counter in found + list(db.coverage_counters.find({"month": as_of_month})):
+        found += db.coverage_counters.find({"month": as_of_month})
+    for counter in found:
         totals = counter.get("totals") or {}
         counter["totals"] = [totals.get(str(i), 0) for i in range(3)]
         counter["days"] = {d: [c.get(str(i), 0) for i in range(3)] for d, c in (counter.get("days") or {}).items()}
