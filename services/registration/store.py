@@ -701,8 +701,8 @@ def coverage_counters(db, as_of_month, series=False):
 
 
 def rebuild_coverage(db, chunk=2000):
-    """The read model from scratch: every official's share worked out from their registrations (a
-    chunk of officials at a time), the counters summed from the shares (no transaction: run it while
+    """The read model from scratch: every official's share worked out from their registrations (the
+    two streamed side by side), the counters summed from the shares (no transaction: run it while
     nothing registers, or run it again). Returns how many officials were counted."""
     db.coverage_people.delete_many({})
     db.coverage_counters.delete_many({})
@@ -712,21 +712,18 @@ def rebuild_coverage(db, chunk=2000):
     totals, report_totals, people, counted = {}, {}, [], 0
 
     def officials_with_registrations():
-        # A chunk of officials at a time with their registrations (the official_id index): memory
-        # stays that of a chunk, whatever the size of the city.
-        last = ""
-        while True:
-            chunk_ = list(db.officials.find({"_id": {"$gt": last}}, {"unit_code": 1, "audience_group": 1})
-                          .sort("_id", ASCENDING).limit(chunk))
-            if not chunk_:
-                return
-            theirs = defaultdict(list)
-            for registration in db.registrations.find({"official_id": {"$in": [o["_id"] for o in chunk_]}},
-                                                      dict(REGISTRATION_COUNTED, official_id=1)):
-                theirs[registration.pop("official_id")].append(registration)
-            for official in chunk_:
-                yield official, theirs.get(official["_id"], [])
-            last = chunk_[-1]["_id"]
+        # Officials by id beside their registrations by official (its index), joined as they stream:
+        # memory stays that of one official's registrations, whatever the size of the city.
+        registrations = db.registrations.find({}, dict(REGISTRATION_COUNTED, official_id=1)).sort(
+            "official_id", ASCENDING)
+        pending = next(registrations, None)
+        for official in db.officials.find({}, {"unit_code": 1, "audience_group": 1}).sort("_id", ASCENDING):
+            theirs = []
+            while pending is not None and pending["official_id"] <= official["_id"]:
+                if pending["official_id"] == official["_id"]:
+                    theirs.append(pending)
+                pending = next(registrations, None)
+            yield official, theirs
 
     for official, registrations in officials_with_registrations():
         share, report_share = _shares(official, registrations, partner_of)
