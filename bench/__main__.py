@@ -535,7 +535,7 @@ def bench_scale(config, mongo_pid=None, smtp_sink=None):
                    timeout=120, interval=0.5)
         print("bench scale_rss_idle: {:.0f} MiB (the services and the gateway, one process), SecantusDB {:.0f} MiB".format(
             rss_mb(), rss_mb(mongo_pid) if mongo_pid else 0), flush=True)
-        first, done = SCALE[0], 0
+        first, done, coordinator = SCALE[0], 0, None
         for size in SCALE:
             started = time.monotonic()
             written = city.extend(registration_db, scheduling_db, done, size, "partner-city", city.VENUE)
@@ -549,6 +549,13 @@ def bench_scale(config, mongo_pid=None, smtp_sink=None):
             picked = [city.official(city.SEED, rnd.randrange(size), city.units_of_today(), None)
                       for _ in range(SCALE_REQUESTS)]
             session_id = _open_session(registration_db, scheduling_db, size)
+            if coordinator is None:
+                # A coordinator of one unit: its coverage and report read its units' counters alone.
+                created = requests.post(base + "/units/{}/coordinators".format(picked[0]["unit_code"]), json={
+                    "full_name": "Điều Phối Bench", "email": "dieuphoi@bench.example", "phone": "0909 000 111"},
+                    headers=auth, timeout=30)
+                assert created.status_code == 201, created.text
+                coordinator = {"Authorization": "Bearer " + created.json()["api_token"]}
             month = "2026-0{}".format(1 + size % 9)
             figures_ = {
                 "search_name": [["GET", base + "/officials?q=" + requests.utils.quote(
@@ -563,6 +570,9 @@ def bench_scale(config, mongo_pid=None, smtp_sink=None):
                 "coverage_unit": [["GET", base + "/reports/coverage?by=unit", None, auth]] * 10,
                 "coverage_month": [["GET", base + "/reports/coverage?by=month", None, auth]] * 10,
                 "report_unit": [["GET", base + "/reports/unit", None, auth]] * 10,
+                "coverage_unit_coordinator": [["GET", base + "/reports/coverage?by=unit", None, coordinator]] * 10,
+                "coverage_month_coordinator": [["GET", base + "/reports/coverage?by=month", None, coordinator]] * 10,
+                "report_unit_coordinator": [["GET", base + "/reports/unit", None, coordinator]] * 10,
             }
             for name, requests_ in figures_.items():
                 result = load_http(requests_, concurrency=2, strict=False)
