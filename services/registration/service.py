@@ -565,7 +565,7 @@ class RegistrationService(Operated):
         if by not in reports.GROUPINGS:
             raise not_found("report", by)
         store.refresh_stale_coverage(self.db)
-        return reports.build_from_counters(by, store.report_counters(self.db, units), store.report_units(self.db),
+        return reports.build_from_counters(by, store.report_counters(self.db, by, units), store.report_units(self.db),
                                            store.report_sessions(self.db) if by == "session" else {}, asked["units"])
 
     @rpc

@@ -773,12 +773,18 @@ def _add_to_report_counters(tx, deltas):
         tx.report_counters.bulk_write(writes, ordered=False)
 
 
-def report_counters(db, units=None):
-    """The reports' read model: [{"key", "counts"}], counts as lists in the order of reports.COUNTS;
-    of the registrations under `units` only (a coordinator's) unless None."""
-    query = {} if units is None else {"unit": {"$in": sorted(units)}}
+def report_counters(db, by, units=None):
+    """The reports' read model that the report `by` reads: [{"key", "counts"}], counts as lists in
+    the order of reports.COUNTS; the counters per session for `by=session`, else those per unit and
+    partner (a range of the _id, which begins with the kind); of the registrations under `units`
+    only (a coordinator's: its units' counters, few) unless None."""
+    kind = "session" if by == "session" else "units"
+    if units is None:
+        query = {"_id": {"$gte": kind + "|", "$lt": kind + "}"}}
+    else:
+        query = {"unit": {"$in": sorted(units)}}
     return [{"key": c["key"], "counts": [(c.get("counts") or {}).get(str(i), 0) for i in range(len(reports.COUNTS))]}
-            for c in db.report_counters.find(query)]
+            for c in db.report_counters.find(query) if c["key"][0] == kind]
 
 
 def _add_to_counters(tx, deltas):
