@@ -94,13 +94,14 @@ def counts_of(registration):
 
 def share(registrations, partner_of):
     """{counter key: counts} that an official's `registrations` add to the report counters: under
-    ("session", id, unit now) and under ("units", unit now, unit then, partner). `partner_of`:
-    {session id: partner id}. Both carry the registration's unit, which a coordinator's report is
-    limited to (`unit_of`)."""
+    ("session", id), ("session_unit", id, unit now) and ("units", unit now, unit then, partner).
+    `partner_of`: {session id: partner id}. A coordinator's report reads the last two, limited to its
+    units (`counter_unit`); the operator's by session the first (one counter a session, not one per unit)."""
     out = {}
     for registration in registrations:
         counts = counts_of(registration)
-        for key in (("session", registration["session_id"], registration["unit_code"]),
+        for key in (("session", registration["session_id"]),
+                    ("session_unit", registration["session_id"], registration["unit_code"]),
                     ("units", registration["unit_code"], registration.get("unit_code_then") or registration["unit_code"],
                      partner_of.get(registration["session_id"]) or "")):
             have = out.setdefault(key, [0] * len(COUNTS))
@@ -109,9 +110,11 @@ def share(registrations, partner_of):
     return out
 
 
-def unit_of(key):
-    """The registrations' unit (as they are now) that a report counter's key counts."""
-    return key[2] if key[0] == "session" else key[1]
+def counter_unit(key):
+    """The registrations' unit (as they are now) that a report counter's key counts (None: every unit's)."""
+    if key[0] == "session":
+        return None
+    return key[2] if key[0] == "session_unit" else key[1]
 
 
 def build_from_counters(by, counters, units, sessions, units_as_of="now"):
@@ -125,7 +128,7 @@ def build_from_counters(by, counters, units, sessions, units_as_of="now"):
     rows = defaultdict(lambda: [0] * len(COUNTS))
     for counter in counters:
         key = counter["key"]
-        if (by == "session") != (key[0] == "session"):
+        if (by == "session") != key[0].startswith("session"):
             continue
         if by == "session":
             grouped = key[1]

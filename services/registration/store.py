@@ -45,7 +45,9 @@ INDEXES = {
     ],
     # By month (an operator's coverage), by unit (a coordinator's: its units' counters only).
     "coverage_counters": [IndexModel([("month", ASCENDING)]), IndexModel([("unit", ASCENDING)])],
-    "report_counters": [IndexModel([("unit", ASCENDING)])],
+    # By kind (an operator's report reads one kind: per session, or per unit and partner), by unit
+    # (a coordinator's: its units' counters).
+    "report_counters": [IndexModel([("kind", ASCENDING)]), IndexModel([("unit", ASCENDING)])],
     # attendance: _id "<registration_id>:<part>" is what makes a repeated check-in the same one.
     # certificates: _id is the verification code.
 }
@@ -759,7 +761,7 @@ def _report_key(key):
 
 def _report_unit(key):
     """The unit a report counter counts registrations of (what a coordinator's report is limited to)."""
-    return reports.unit_of(key)
+    return reports.counter_unit(key)
 
 
 def _add_to_report_counters(tx, deltas):
@@ -768,7 +770,7 @@ def _add_to_report_counters(tx, deltas):
         if any(delta):
             writes.append(UpdateOne({"_id": _report_key(key)}, {
                 "$inc": {"counts.{}".format(i): n for i, n in enumerate(delta) if n},
-                "$setOnInsert": {"key": list(key), "unit": _report_unit(key)}}, upsert=True))
+                "$setOnInsert": {"key": list(key), "kind": key[0], "unit": _report_unit(key)}}, upsert=True))
     if writes:
         tx.report_counters.bulk_write(writes, ordered=False)
 
@@ -776,11 +778,12 @@ def _add_to_report_counters(tx, deltas):
 def report_counters(db, by, units=None):
     """The reports' read model that the report `by` reads: [{"key", "counts"}], counts as lists in
     the order of reports.COUNTS; the counters per session for `by=session`, else those per unit and
-    partner (a range of the _id, which begins with the kind); of the registrations under `units`
-    only (a coordinator's: its units' counters, few) unless None."""
-    kind = "session" if by == "session" else "units"
+    partner (an equality on the indexed kind: SecantusDB scans for a range of the _id); of the
+    registrations under `units` only (a coordinator's: its units' counters, few; per session and
+    unit for `by=session`) unless None."""
+    kind = "units" if by != "session" else "session" if units is None else "session_unit"
     if units is None:
-        query = {"_id": {"$gte": kind + "|", "$lt": kind + "}"}}
+        query = {"kind": kind}
     else:
         query = {"unit": {"$in": sorted(units)}}
     return [{"key": c["key"], "counts": [(c.get("counts") or {}).get(str(i), 0) for i in range(len(reports.COUNTS))]}
@@ -900,6 +903,6 @@ def rebuild_coverage(db, chunk=2000):
     if buckets:
         db.coverage_counters.insert_many(list(buckets.values()), ordered=False)
     if report_totals:
-        db.report_counters.insert_many([{"_id": _report_key(k), "key": list(k), "unit": _report_unit(k), "counts": {
+        db.report_counters.insert_many([{"_id": _report_key(k), "key": list(k), "kind": k[0], "unit": _report_unit(k), "counts": {
             str(i): n for i, n in enumerate(counts) if n}} for k, counts in report_totals.items()], ordered=False)
     return counted
