@@ -20,17 +20,26 @@ from backbone.database import database_of
 log = logging.getLogger(__name__)
 
 
-class LeasedTimer(Timer):
-    def __init__(self, setting, default, lease, **kwargs):
+class ReplicaTimer(Timer):
+    """`@replica_timer("NOTIFICATIONS_SWEEP_SECONDS", 10)`: fires in every replica, its interval read
+    from the configuration when the container starts. For work that replicas share by claiming it
+    (a batch each), so more replicas do more of it."""
+
+    def __init__(self, setting, default, **kwargs):
         self.setting = setting
         self.default = default
-        self.lease_name = lease
-        self.lease = None
         # Eager: a replica that starts after a missed midnight catches up at once.
         super().__init__(interval=default, eager=True, **kwargs)
 
     def setup(self):
         self.interval = float(config.get(self.setting, self.default))
+
+
+class LeasedTimer(ReplicaTimer):
+    def __init__(self, setting, default, lease, **kwargs):
+        self.lease_name = lease
+        self.lease = None
+        super().__init__(setting, default, **kwargs)
 
     def start(self):
         self.lease = Lease(database_of(self.container).db.leases, self.lease_name, holder_id(), seconds=max(3 * self.interval, 5))
@@ -64,3 +73,4 @@ class LeasedTimer(Timer):
 
 
 leased_timer = LeasedTimer.decorator
+replica_timer = ReplicaTimer.decorator
