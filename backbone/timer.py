@@ -8,6 +8,9 @@ stops or dies, another replica takes over within a few intervals.
 
 The lease makes the work run once in the normal case. It is not a lock (a paused holder may wake
 after its lease ran out), so the work itself must still be safe to run twice.
+
+`@replica_timer(setting, default)` is the same timer without the lease, in every replica: for work
+that replicas share by claiming a batch each (the notifications sweep).
 """
 import logging
 
