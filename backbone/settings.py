@@ -117,6 +117,7 @@ class Notifications(Section):
     smtp_pool = _count()
     senders = _count()
     flushers = _count()
+    sweep_batch = _count()
     flush_linger_seconds = _seconds(strict=False)
     announce_sent = _boolean()
     # An address, or empty for nowhere.

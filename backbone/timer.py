@@ -8,6 +8,9 @@ stops or dies, another replica takes over within a few intervals.
 
 The lease makes the work run once in the normal case. It is not a lock (a paused holder may wake
 after its lease ran out), so the work itself must still be safe to run twice.
+
+`@replica_timer(setting, default)` is the same timer without the lease, in every replica: for work
+that replicas share by claiming a batch each (the notifications sweep).
 """
 import logging
 
@@ -20,17 +23,26 @@ from backbone.database import database_of
 log = logging.getLogger(__name__)
 
 
-class LeasedTimer(Timer):
-    def __init__(self, setting, default, lease, **kwargs):
+class ReplicaTimer(Timer):
+    """`@replica_timer("NOTIFICATIONS_SWEEP_SECONDS", 10)`: fires in every replica, its interval read
+    from the configuration when the container starts. For work that replicas share by claiming it
+    (a batch each), so more replicas do more of it."""
+
+    def __init__(self, setting, default, **kwargs):
         self.setting = setting
         self.default = default
-        self.lease_name = lease
-        self.lease = None
         # Eager: a replica that starts after a missed midnight catches up at once.
         super().__init__(interval=default, eager=True, **kwargs)
 
     def setup(self):
         self.interval = float(config.get(self.setting, self.default))
+
+
+class LeasedTimer(ReplicaTimer):
+    def __init__(self, setting, default, lease, **kwargs):
+        self.lease_name = lease
+        self.lease = None
+        super().__init__(setting, default, **kwargs)
 
     def start(self):
         self.lease = Lease(database_of(self.container).db.leases, self.lease_name, holder_id(), seconds=max(3 * self.interval, 5))
@@ -64,3 +76,4 @@ class LeasedTimer(Timer):
 
 
 leased_timer = LeasedTimer.decorator
+replica_timer = ReplicaTimer.decorator

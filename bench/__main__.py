@@ -33,7 +33,7 @@ from nameko.web.handlers import http  # noqa: E402
 import contracts  # noqa: E402,F401  (the contracts of the events the bench makes)
 from backbone import topology  # noqa: E402
 from backbone.config import load  # noqa: E402
-from backbone.events import make_envelope  # noqa: E402
+from backbone.events import make_envelope, read_envelope  # noqa: E402
 from backbone.lease import Lease  # noqa: E402
 from backbone.database import Database, mongo_client  # noqa: E402
 from backbone.outbox import outbox_record  # noqa: E402
@@ -42,6 +42,7 @@ from backbone.subscriber import subscribe  # noqa: E402
 HTTP_REQUESTS = int(os.environ.get("BENCH_HTTP_REQUESTS", 3000))
 EVENTS = int(os.environ.get("BENCH_EVENTS", 3000))
 NOTICES = int(os.environ.get("BENCH_NOTICES", 10000))
+SWEEP_NOTICES = int(os.environ.get("BENCH_SWEEP_NOTICES", 2000))
 REGISTRATIONS = int(os.environ.get("BENCH_REGISTRATIONS", 1000))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", 20))
 SESSION_CAPACITY = 160  # the seed's largest room
@@ -586,6 +587,61 @@ def bench_scale(config, mongo_pid=None, smtp_sink=None):
         runner.stop()
 
 
+def bench_sweep(config, smtp_sink):
+    """The notices sweep (retries, SMS held over quiet hours, reminders): BENCH_SWEEP_NOTICES notices
+    due for a retry, sent by one notifications replica, then as many by two (each claims its own
+    batches). Both replicas share this process (and its core): on separate pods they add up more."""
+    from datetime import timedelta
+    from backbone.clock import utcnow
+    from backbone.config import database_name
+    from services.notifications import store
+    from services.notifications.service import NotificationsService
+
+    notices = mongo_client(config["MONGO_URI"])[database_name("notifications")].notices
+    day = _bench_day(14)
+    session = {"id": "session-sweep", "title": "Bồi dưỡng kỹ năng số", "venue_name": "Trường Đại học Ngân hàng",
+               "address": "36 Tôn Thất Đạm, Quận 1", "room": "Hội trường lớn",
+               "starts_at": "{}T08:00:00+07:00".format(day), "ends_at": "{}T17:00:00+07:00".format(day)}
+
+    def due(tag):
+        now = utcnow()
+        docs = []
+        for n in range(SWEEP_NOTICES):
+            official = {"id": "sweep-{}-{}".format(tag, n), "full_name": "Cán bộ {}".format(n),
+                        "email": "sweep{}.{}@q1.gov.vn".format(tag, n), "phone": None, "language": "vi"}
+            event = make_envelope("registration_confirmed", {
+                "registration_id": "r-{}-{}".format(tag, n), "session": session, "qr_token": uuid.uuid4().hex,
+                "official": official}, "registration", "bench")
+            _, payload = read_envelope(event)
+            context = dict(payload, language="vi", unsubscribe={"email": "u", "sms": "u"})
+            doc = store.new_notice(now, store.NEVER, event["event_id"], "email", official["email"],
+                                   "registration_confirmed", "vi", context, "bench", official_id=official["id"])
+            doc.update(status="retrying", attempts=1, last_error="SMTP 451", not_before=now - timedelta(seconds=1))
+            docs.append(doc)
+        return docs
+
+    as_deployed()
+    nameko.config["NOTIFICATIONS_SWEEP_SECONDS"] = 0.2
+    for replicas in (1, 2):
+        runners = [run_services(NotificationsService) for _ in range(replicas)]
+        try:
+            docs = due(replicas)
+            started = time.monotonic()
+            notices.insert_many(docs)
+            ids = [d["_id"] for d in docs]
+            finished = wait_until(lambda: notices.count_documents(
+                {"_id": {"$in": ids}, "status": {"$in": list(store.SENDABLE)}}) == 0, timeout=1800, interval=0.5)
+            if notices.count_documents({"_id": {"$in": ids}, "status": "sent"}) != SWEEP_NOTICES:
+                raise SystemExit("bench: the sweep failed notices: {}".format(
+                    notices.find_one({"_id": {"$in": ids}, "status": "failed"}, {"last_error": 1})))
+            name = "sweep_{}_replica{}".format(replicas, "s" if replicas > 1 else "")
+            report(name, SWEEP_NOTICES / (finished - started), "notices/s",
+                   "sweep_1_replica" if replicas > 1 else None)
+        finally:
+            for runner in runners:
+                runner.stop()
+
+
 def as_deployed():
     """The relay polls as often as it does in deployment (config.yml): the figures of the services
     are then theirs as deployed, not those of a relay polling ten times as often, as the event
@@ -703,6 +759,8 @@ def main():
                 if selected("http_rpc_bare"):
                     bench_http_rpc(config["GATEWAY_URL"], "http_rpc_bare_after")
                     report_steadied("registration_burst", "http_rpc_bare", "http_rpc_bare_after")
+            if selected("sweep"):
+                bench_sweep(config, smtp_sink)
             if selected("notices"):
                 declare_topology(config)  # the flow's events are not this bench's
                 bench_notice_fanout(config, smtp_sink)

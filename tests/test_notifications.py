@@ -630,3 +630,37 @@ def test_writes_made_at_one_moment_share_a_round_trip_and_each_worker_hears_its_
     assert sorted(d["_id"] for d in database.handled_events.find()) == sorted(
         "event-{}".format(n) for n in range(10) if n != 5)
     client.close()
+
+
+def test_two_replicas_share_the_due_notices_a_claimed_batch_at_a_time_and_send_each_once(
+        container_factory, notices, smtp_sink, db):
+    """Due notices (retries, SMS held over quiet hours, what a dead sender left) are claimed a batch
+    at a time by whichever replica sweeps: every one is sent once, and both replicas sent some."""
+    notices["NOTIFICATIONS"]["sweep_batch"] = 25
+    replicas = [container_factory(NotificationsService) for _ in range(2)]
+    for replica in replicas:
+        replica.start()
+    now, count = utcnow(), 200
+    officials = [an_official(phone=False) for _ in range(count)]
+    docs = []
+    for official in officials:
+        event = confirmed(official)
+        _, payload = read_envelope(event)
+        docs.append({
+            "_id": notice_id(event["event_id"], "email", recipient_of(official_id=official["id"])),
+            "event_id": event["event_id"], "channel": "email", "to": official["email"],
+            "template": "registration_confirmed", "language": "vi", "official_id": official["id"],
+            "partner_id": None, "mandatory": False,
+            "context": dict(payload, language="vi", unsubscribe={"email": "u", "sms": "u"}),
+            "status": "retrying", "attempts": 1, "provider": None, "last_error": "SMTP 451", "not_before": now,
+            "correlation_id": "c", "claimed_until": now - timedelta(seconds=1), "created_at": now, "sent_at": None})
+    db("notifications").notices.insert_many(docs)
+
+    sent = wait_for(lambda: len(log_of(db, event_id={"$in": [d["event_id"] for d in docs]}, status="sent")) == count
+                    and log_of(db, event_id={"$in": [d["event_id"] for d in docs]}), timeout=120)
+    at_rest(db, *replicas)
+    stored = [path.read_bytes() for path in smtp_sink.directory.glob("*.eml")]
+    assert all(sum(official["email"].encode() in blob for blob in stored) == 1 for official in officials)
+    assert all(doc["attempts"] == 2 for doc in sent)
+    by_replica = {doc["claimed_by"] for doc in sent}
+    assert len(by_replica) == 2, by_replica

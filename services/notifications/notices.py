@@ -10,9 +10,9 @@ status is a small state machine:
        └─────────┴────────> failed   (a permanent refusal, or given up after the last retry)
 
 `queued` with a future `not_before` is an SMS deferred by quiet hours. Whoever sends a notice first
-claims it (`claimed_until`), so the event handler and the sweep (a leased timer that sends what is
-due: deferred SMS and retries) never send the same notice at once; a sender that dies leaves a claim
-that runs out, and the sweep sends the notice then. The event handler records its notices and hands
+claims it (`claimed_until`), so the event handler and the sweeps (a timer in every replica that
+claims what is due a batch at a time: deferred SMS and retries) never send the same notice at once;
+a sender that dies leaves a claim that runs out, and a sweep sends the notice then. The event handler records its notices and hands
 them to the container's senders (a pool, `NOTIFICATIONS.senders`): the event is settled as soon as
 its notices are in the log, and a slow mail server slows the consumer only once every sender is busy.
 
@@ -34,7 +34,7 @@ from collections import ChainMap
 from datetime import timedelta
 from email.utils import parseaddr
 
-from eventlet.greenpool import GreenPool
+from eventlet.greenpool import GreenPile, GreenPool
 from jinja2 import TemplateError
 from nameko.extensions import DependencyProvider
 
@@ -43,6 +43,7 @@ from backbone.clock import utcnow
 from backbone.config import public_url, required_secret
 from backbone.database import database_of
 from backbone.events import make_envelope
+from backbone.lease import holder_id
 from backbone.logs import mask
 from services.notifications import mail, rules, store
 from services.notifications.batching import Batches
@@ -60,6 +61,7 @@ DEFAULTS = {
     "smtp_pool": 8,
     "senders": 32,
     "flushers": 3,
+    "sweep_batch": 200,
     "flush_linger_seconds": 0.005,
     "announce_sent": False,
     "operator_email": "",
@@ -88,6 +90,8 @@ class Notices(DependencyProvider):
         # More senders than SMTP connections: while some wait for the server, others build messages
         # or record outcomes.
         self.senders = GreenPool(int(self.settings["senders"]))
+        # This container among the service's replicas, in the claims its sweeps take.
+        self.replica = holder_id()
 
     def start(self):
         # In start, not setup: the Database is set up by now (extensions are set up concurrently).
@@ -313,16 +317,30 @@ class NoticeLog:
 
     # -- the sweep and operators ----------------------------------------------------------------------
 
-    def send_due(self, limit=200):
-        """Send what is due (deferred SMS, retries, notices a dead sender left claimed). Returns how many
-        were attempted."""
+    def send_due(self, limit=None, rounds=10):
+        """Send what is due (deferred SMS, retries, notices a dead sender left claimed): a batch claimed
+        at once, sent through the container's senders, then the next batch, while batches come full
+        (at most `rounds` a sweep: the timer's next tick goes on). Every replica sweeps; each claims
+        its own batches. Returns how many were attempted."""
+        limit = limit or int(self.settings["sweep_batch"])
         attempted = 0
-        for notice_id in store.due_notice_ids(self.db, utcnow(), limit):
-            notice = self._claim(notice_id)
-            if notice is not None:
-                self.attempt(notice)
-                attempted += 1
+        for _ in range(rounds):
+            claimed = store.claim_due_notices(self.db, utcnow(), float(self.settings["claim_seconds"]), limit,
+                                              self.shared.replica)
+            self.send_all(claimed)
+            attempted += len(claimed)
+            if len(claimed) < limit:
+                break
         return attempted
+
+    def send_all(self, notices):
+        """Send claimed notices through the container's senders, several at once; returns when each
+        was attempted (or its outcome could not be recorded: its claim then runs out)."""
+        pile = GreenPile(self.shared.senders)
+        for notice in notices:
+            pile.spawn(self._attempt_apart, notice)
+        for _ in pile:
+            pass
 
     def _claim(self, notice_id):
         return store.claim_notice(self.db, notice_id, utcnow(), float(self.settings["claim_seconds"]))

@@ -12,8 +12,8 @@ NOTIFICATIONS.announce_sent is on.
 
 Rules (rules.py): a notice is recorded before anything is sent, keyed by its event, so a repeated
 event or a restart never sends it twice. Transient failures (SMTP 4xx, a server or provider that is
-down) are retried with backoff by a sweep that runs in one replica; permanent ones (SMTP 5xx, an
-invalid number) fail at once with the reason. SMS wait out quiet hours; reminders go at 08:00 local
+down) are retried with backoff by a sweep that runs in every replica, each claiming its own batches;
+permanent ones (SMTP 5xx, an invalid number) fail at once with the reason. SMS wait out quiet hours; reminders go at 08:00 local
 time the day before the session. An official may opt out of a channel, except for the cancellation
 of their own class; the page behind the unsubscribe link in every email asks before it changes
 anything, and takes them back too (subscriptions.py).
@@ -21,6 +21,7 @@ anything, and takes them back too (subscriptions.py).
 import logging
 from datetime import timedelta
 
+from eventlet.greenpool import GreenPile
 from marshmallow import EXCLUDE
 from nameko import config
 
@@ -35,7 +36,7 @@ from backbone.operated import Operated
 from backbone.paging import listed
 from backbone.rpc import rpc
 from backbone.subscriber import subscribe
-from backbone.timer import leased_timer
+from backbone.timer import leased_timer, replica_timer
 from backbone import personal
 from backbone.config import privacy_setting
 import contracts  # noqa: F401  (registers the contracts of the events it publishes and handles)
@@ -44,6 +45,9 @@ from services.notifications.notices import Notices
 from services.notifications.templates import with_every_field
 
 log = logging.getLogger(__name__)
+
+# Reminders of a claimed batch recorded at once: their writes join the same group-commit rounds.
+REMINDERS_AT_ONCE = 20
 
 
 class NotificationsService(Operated):
@@ -169,21 +173,35 @@ class NotificationsService(Operated):
 
     # -- the sweep: reminders, retries, deferred SMS ----------------------------------------------
 
-    @leased_timer("NOTIFICATIONS_SWEEP_SECONDS", 10, lease="notifications-sweep")
+    @replica_timer("NOTIFICATIONS_SWEEP_SECONDS", 10)
     def sweep(self):
-        """Reminders that are due, then every notice due for a (re)try."""
+        """Reminders that are due, then every notice due for a (re)try. Runs in every replica: each
+        claims its own batches, so more replicas send more."""
         self._send_reminders()
         self.notices.send_due()
 
-    def _send_reminders(self, limit=200):
+    def _send_reminders(self, limit=None, rounds=10):
+        """The reminders due, a claimed batch at a time: their notices recorded (several at once, in
+        the group commit's rounds) and handed to the senders, then the batch marked reminded."""
+        limit = limit or int(self.notices.settings["sweep_batch"])
+        claim_seconds = float(self.notices.settings["claim_seconds"])
         now = utcnow()
         sent = 0
-        for registration in store.due_reminders(self.db, now, limit):
-            reminder = rules.reminder_of(registration)
-            if rules.reminder_in_time(registration["starts_at"], now):
-                self._notify_official(reminder, "reminder")
-                sent += 1
-            store.mark_reminded(self.db, registration["_id"], registration["starts_at"], reminder["event_id"])
+        for _ in range(rounds):
+            claimed = store.claim_due_reminders(self.db, now, claim_seconds, limit)
+            reminders = [(registration, rules.reminder_of(registration)) for registration in claimed]
+            pile = GreenPile(REMINDERS_AT_ONCE)
+            for registration, reminder in reminders:
+                if rules.reminder_in_time(registration["starts_at"], now):
+                    pile.spawn(self._notify_official, reminder, "reminder")
+                    sent += 1
+            for _ in pile:
+                pass
+            store.mark_reminded(self.db, [store.marking_reminded(registration["_id"], registration["starts_at"],
+                                                                 reminder["event_id"])
+                                          for registration, reminder in reminders])
+            if len(claimed) < limit:
+                break
         store.forget_registrations(self.db, rules.forgotten_before(now))
         return sent
 

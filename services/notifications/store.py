@@ -7,6 +7,7 @@ Functions take `db` (a worker's view, or the container's database) or, for what 
 group commit (batching.py), return write steps: (collection, pymongo operation[, operation on a
 duplicate key]) for `Batches.write`.
 """
+import uuid
 from datetime import date, datetime, time, timedelta, timezone
 
 from pymongo import ASCENDING, IndexModel, InsertOne, UpdateOne
@@ -101,6 +102,21 @@ def claim_notice(db, notice_id, now, seconds):
     return notice(db, notice_id) if result.modified_count == 1 else None
 
 
+def claim_due_notices(db, now, seconds, limit, claimant):
+    """Claim up to `limit` notices due for a (re)try, for `seconds`, in one update, and read them back:
+    the notices this caller now sends. Replicas sweeping at once each get different ones (a claim
+    taken by one no longer matches `claimed_until < now` for the other). `claimed_by` names the
+    replica (operators see who was sending a notice left claimed)."""
+    ids = due_notice_ids(db, now, limit)
+    if not ids:
+        return []
+    token = uuid.uuid4().hex
+    db.notices.update_many(
+        {"_id": {"$in": ids}, "status": {"$in": list(SENDABLE)}, "claimed_until": {"$lt": now}},
+        {"$set": {"claimed_until": now + timedelta(seconds=seconds), "claim": token, "claimed_by": claimant}})
+    return list(db.notices.find({"_id": {"$in": ids}, "claim": token}))
+
+
 def due_notice_ids(db, now, limit):
     """Notices due for a (re)try that nobody is sending: deferred SMS, retries, notices a dead sender
     left claimed."""
@@ -179,16 +195,30 @@ def tracking_registration(event, status, remind_at):
     return ("upcoming", InsertOne(first), newer)
 
 
-def due_reminders(db, now, limit):
-    """Confirmed registrations whose reminder is due and not sent."""
-    return list(db.upcoming.find({"status": "confirmed", "remind_at": {"$lte": now}, "reminded": False})
-                .limit(limit))
+def claim_due_reminders(db, now, seconds, limit):
+    """Claim up to `limit` confirmed registrations whose reminder is due and not sent (nor claimed by
+    another replica), for `seconds`, in one update; the claimed copies. A replica that dies with a
+    claim leaves it to run out; the reminder's notice is keyed, so sending it then is sending it once."""
+    free = {"status": "confirmed", "remind_at": {"$lte": now}, "reminded": False,
+            "$or": [{"reminder_claimed_until": {"$exists": False}}, {"reminder_claimed_until": {"$lt": now}}]}
+    ids = [row["_id"] for row in db.upcoming.find(free, {"_id": 1}).limit(limit)]
+    if not ids:
+        return []
+    token = uuid.uuid4().hex
+    db.upcoming.update_many(dict(free, _id={"$in": ids}), {"$set": {
+        "reminder_claimed_until": now + timedelta(seconds=seconds), "reminder_claim": token}})
+    return list(db.upcoming.find({"_id": {"$in": ids}, "reminder_claim": token}))
 
 
-def mark_reminded(db, registration_id, starts_at, key):
+def marking_reminded(registration_id, starts_at, key):
     """Reminded for this start time only: a rescheduled session gets its own reminder."""
-    db.upcoming.update_one({"_id": registration_id, "starts_at": starts_at},
-                           {"$set": {"reminded": True, "reminder_key": key}})
+    return UpdateOne({"_id": registration_id, "starts_at": starts_at}, {"$set": {"reminded": True, "reminder_key": key}})
+
+
+def mark_reminded(db, marks):
+    """`marks`: marking_reminded operations, written in one round trip."""
+    if marks:
+        db.upcoming.bulk_write(marks, ordered=False)
 
 
 def forget_registrations(db, started_before):
