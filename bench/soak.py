@@ -34,6 +34,7 @@ import email.policy  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import secrets  # noqa: E402
+import shutil  # noqa: E402
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -280,6 +281,7 @@ def main():
     sink = SmtpSink(directory=root / "mail", log_path=logs / "smtp-sink.log")
     sms = SmsGateway(directory=root / "sms")
     services = None
+    clean = False
     try:
         cluster.start()
         say("cluster of three nodes up in {:.1f} s".format(cluster.started_in))
@@ -377,7 +379,10 @@ def main():
             print("    {:<14} {:>7.1f} -> {:>7.1f}".format(name, (start or 0) / 1024, (end or 0) / 1024))
         print("total: {} lost, {} doubled".format(total_lost, total_doubled), flush=True)
         client.close()
-        return 0 if total_lost == total_doubled == 0 else 1
+        clean = total_lost == total_doubled == 0
+        if not clean:
+            print("the logs and the data stay in {} for a look".format(root), flush=True)
+        return 0 if clean else 1
     finally:
         if services is not None:
             services.stop()
@@ -385,6 +390,8 @@ def main():
         sink.stop()
         mongo.stop()
         cluster.stop()
+        if clean:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
