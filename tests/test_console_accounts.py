@@ -150,6 +150,8 @@ def test_an_admin_signs_in_by_link_manages_accounts_and_reads_the_audit_in_a_bro
         driver.find_element(By.ID, "nav-audit").click()
         driver.find_element(By.ID, "actor").send_keys("operator:" + world["admin"]["id"])
         driver.find_element(By.ID, "filter").click()
+        # The filtered page, not the one the click left (its table goes stale as the new one loads).
+        wait_for(lambda: "actor=" in driver.current_url, timeout=10)
         table = wait_for(lambda: driver.find_elements(By.ID, "audit"), timeout=10)[0]
         assert "console: create operator account" in table.text
         assert "console: deactivate operator account" in table.text and ha_id in table.text

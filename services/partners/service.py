@@ -37,7 +37,7 @@ import contracts  # noqa: F401  (registers the contracts of the events it publis
 from backbone import auth
 from backbone.clock import local_date, utcnow
 from backbone.database import Database, new_id
-from backbone.erasure import KeepsNoOfficials
+from backbone import erasure  # the module: `nameko run` takes any class with entrypoints here for a service
 from backbone.errors import not_found, validated
 from backbone.logs import Tracing
 from backbone.openapi import describe
@@ -50,7 +50,7 @@ from services.partners import rules, schemas, store
 from services.partners.schemas import public_agreement, public_key, public_offering, public_partner
 
 
-class PartnersService(KeepsNoOfficials, Operated):
+class PartnersService(erasure.KeepsNoOfficials, Operated):
     name = "partners"
 
     db = Database(indexes=store.INDEXES)

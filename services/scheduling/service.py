@@ -24,7 +24,7 @@ from pymongo.errors import DuplicateKeyError
 from backbone import auth
 from backbone.clock import local_date, utcnow
 from backbone.database import Database, new_id
-from backbone.erasure import KeepsNoOfficials
+from backbone import erasure  # the module: `nameko run` takes any class with entrypoints here for a service
 from backbone.errors import not_found, validated
 from backbone.logs import Tracing
 from backbone.openapi import describe
@@ -39,7 +39,7 @@ from services.scheduling.feeds import Feeds
 from services.scheduling.schemas import public_session, public_venue
 
 
-class SchedulingService(KeepsNoOfficials, Operated):
+class SchedulingService(erasure.KeepsNoOfficials, Operated):
     name = "scheduling"
 
     db = Database(indexes=store.INDEXES, migrations=store.MIGRATIONS)
