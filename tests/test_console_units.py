@@ -69,6 +69,8 @@ def test_an_operator_names_a_coordinator_sees_the_token_once_and_revokes_it_in_a
         driver.find_element(By.ID, "nav-units_page").click()
         driver.find_element(By.ID, "q").send_keys("quan 3")  # accents ignored
         driver.find_element(By.ID, "find").click()
+        # The found page, not the one the click left (its rows go stale as the new one loads).
+        wait_for(lambda: "q=" in driver.current_url, timeout=10)
         rows = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "tr.unit"), timeout=10)
         assert [row.get_attribute("data-code") for row in rows] == ["Q3"]
         rows[0].find_element(By.LINK_TEXT, "Quận 3").click()
