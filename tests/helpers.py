@@ -27,10 +27,16 @@ TEST_SECRETS = {"FEED_SECRET": secrets.token_urlsafe(32), "UNSUBSCRIBE_SECRET": 
 
 
 def wait_for(predicate, timeout=30, interval=0.05):
-    """Poll until `predicate()` is truthy; return its value or fail the test."""
+    """Poll until `predicate()` is truthy; return its value or fail the test. In a browser, an element
+    of the page a click is leaving goes stale as the next one loads: that is "not yet", not a failure."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        value = predicate()
+        try:
+            value = predicate()
+        except Exception as error:
+            if type(error).__name__ != "StaleElementReferenceException":
+                raise
+            value = None
         if value:
             return value
         eventlet.sleep(interval)
