@@ -8,7 +8,7 @@ from datetime import date, timedelta
 
 from backbone import auth
 from backbone.errors import conflict, forbidden, invalid, rule_broken
-from contracts.common import ACTIVE_AUDIENCE_GROUPS, AUDIENCE_GROUPS, REFORM_DAY, retired_groups
+from contracts.common import AUDIENCE_GROUPS, require_current_audiences  # noqa: F401  (rules of offerings)
 
 # Two are enough to rotate without downtime; a few more leave room for several integrations.
 MAX_API_KEYS = 5
@@ -256,14 +256,3 @@ def offering_event(offering):
 def withdrawal_event(offering, reason):
     """The payload of `offering_withdrawn`."""
     return {"offering_id": offering["id"], "partner_id": offering["partner_id"], "reason": reason}
-
-
-def require_current_audiences(audience_groups, last_day):
-    """A class after the 2025 reform is for the groups that exist since (422 `audience_group_retired`):
-    commune-level officials, department officials, leaders; `district` only for the classes before."""
-    retired = retired_groups(audience_groups, last_day)
-    if retired:
-        raise rule_broken("audience_group_retired", "Since {} there is no {} group: use {}.".format(
-            REFORM_DAY.isoformat(), ", ".join(retired), ", ".join(ACTIVE_AUDIENCE_GROUPS)),
-            {"audience_groups": ["{} exists only for classes before {}.".format(", ".join(retired),
-                                                                              REFORM_DAY.isoformat())]})

@@ -11,15 +11,16 @@
 Nothing here reaches a network: the packages carry their data."""
 import csv
 import json
-from datetime import date, timedelta
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
 import vietnam_provinces
 
+from contracts.common import REFORM_DAY
+
 DATA = Path(__file__).resolve().parent / "data"
 CITY = {"code": "79", "name": "Thành phố Hồ Chí Minh", "kind": "city"}
-REFORM_DAY = date(2025, 7, 1)
 KINDS = {"phường": "ward", "xã": "commune", "đặc khu": "special_zone"}
 
 

@@ -28,7 +28,7 @@ from urllib.parse import quote, urlencode
 from backbone import auth
 from backbone.clock import local_midnight, shown
 from backbone.errors import DomainError, conflict, forbidden, invalid, rule_broken
-from contracts.common import ACTIVE_AUDIENCE_GROUPS, REFORM_DAY, retired_groups
+from contracts.common import require_current_audiences  # noqa: F401  (rules of sessions)
 
 
 # -- who asks -----------------------------------------------------------------------------------------
@@ -360,14 +360,3 @@ def changes_anything(session, change):
     """Whether `change` differs from `session`: a move to where it already is changes nothing and
     publishes nothing."""
     return any(session[key] != value for key, value in change.items())
-
-
-def require_current_audiences(audience_groups, last_day):
-    """A class after the 2025 reform is for the groups that exist since (422 `audience_group_retired`):
-    commune-level officials, department officials, leaders; `district` only for the classes before."""
-    retired = retired_groups(audience_groups, last_day)
-    if retired:
-        raise rule_broken("audience_group_retired", "Since {} there is no {} group: use {}.".format(
-            REFORM_DAY.isoformat(), ", ".join(retired), ", ".join(ACTIVE_AUDIENCE_GROUPS)),
-            {"audience_groups": ["{} exists only for classes before {}.".format(", ".join(retired),
-                                                                              REFORM_DAY.isoformat())]})
