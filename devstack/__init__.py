@@ -43,6 +43,22 @@ def log_tail(path, lines=20):
     return "\n".join(text.splitlines()[-lines:])
 
 
+class ChildServer:
+    """What the supervisor and the crash tests ask of an embedded server run as a child process
+    (`self._process`, a Popen, or None when it is not running)."""
+
+    @property
+    def pid(self):
+        return self._process.pid if self._process else None
+
+    def alive(self):
+        return self._process is not None and self._process.poll() is None
+
+    def exit_status(self):
+        """The exit status once it has died on its own (negative: the signal), else None."""
+        return self._process.poll() if self._process is not None else None
+
+
 def stop_process(process, timeout=10):
     """Ask a child to stop (SIGTERM); kill it if it has not within `timeout` seconds."""
     if process.poll() is not None:

@@ -14,13 +14,13 @@ from pathlib import Path
 import pymongo
 from pymongo.errors import PyMongoError
 
-from devstack import free_port, log_tail, port_taken, stop_process
+from devstack import ChildServer, free_port, log_tail, port_taken, stop_process
 
 START_TIMEOUT = 30
 STOP_TIMEOUT = 10
 
 
-class EmbeddedMongo:
+class EmbeddedMongo(ChildServer):
     """`storage_path=":memory:"` keeps the data in a temporary directory that goes away on stop.
 
     The port is picked once, so a stopped server started again keeps its URI (tests use that to
@@ -116,17 +116,6 @@ class EmbeddedMongo:
             os.unlink(self.log_path)
 
     # -- faults, for the crash tests, `make soak` and make run's supervisor ---------------------------
-
-    @property
-    def pid(self):
-        return self._process.pid if self._process else None
-
-    def alive(self):
-        return self._process is not None and self._process.poll() is None
-
-    def exit_status(self):
-        """The server's exit status once it has died on its own (negative: the signal), else None."""
-        return self._process.poll() if self._process is not None else None
 
     def kill(self):
         """SIGKILL, as the kernel's OOM killer does: no shutdown, the data as the last commit left it.

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from aiosmtpd.controller import Controller
 
-from devstack import REPO_ROOT, VAR, free_port, listening, port_taken, stop_process
+from devstack import ChildServer, REPO_ROOT, VAR, free_port, listening, port_taken, stop_process
 
 log = logging.getLogger("devstack.smtp_sink")
 
@@ -40,7 +40,7 @@ def mask_email(address):
     return "{}***@{}".format(local[:1], domain) if at else "***"
 
 
-class SmtpSink:
+class SmtpSink(ChildServer):
     def __init__(self, host="127.0.0.1", port=0, directory=VAR / "mail", log_path=None):
         self.host = host
         self.port = port
@@ -83,17 +83,6 @@ class SmtpSink:
             return
         stop_process(self._process, STOP_TIMEOUT)
         self._process = None
-
-    @property
-    def pid(self):
-        return self._process.pid if self._process else None
-
-    def alive(self):
-        return self._process is not None and self._process.poll() is None
-
-    def exit_status(self):
-        """The sink's exit status once it has died on its own (negative: the signal), else None."""
-        return self._process.poll() if self._process is not None else None
 
     def restart(self):
         """Start again after a crash, on the same port and directory."""
