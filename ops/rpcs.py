@@ -8,7 +8,9 @@ A service does not declare them: it is `Operated` (`backbone/operated.py`), and 
 """
 import json
 import logging
+from collections import defaultdict
 
+import eventlet
 from eventlet.semaphore import Semaphore
 from kombu import Connection
 from nameko import config
@@ -29,6 +31,15 @@ log = logging.getLogger(__name__)
 # within this is reported down, not waited for.
 BROKER_TIMEOUT = 1.0
 DEAD_LETTER_PAGE = 200
+
+
+class BrokerSilent(Exception):
+    """The broker took a connection and then stopped answering on it (a node starting or stopping)."""
+
+
+def _bounded():
+    # Its own exception, not eventlet's Timeout: a caller's Timeout must still reach the caller.
+    return eventlet.Timeout(BROKER_TIMEOUT * 1.5, BrokerSilent)
 
 
 def gauge(name, documentation, labels, rows):
@@ -90,7 +101,7 @@ def stray_messages(connection):
 
 
 def health_report(name, db, event_types=(), connection=None):
-    """`status` ok when MongoDB and the broker answer and no event has waited in the outbox for longer
+    """`status` ok when MongoDB and the broker answer (the broker within 1.5 s) and no event has waited in the outbox for longer
     than `outbox_stall_seconds`; `down` when MongoDB or the broker fail; `degraded` when only the
     outbox is stalled. `checks` names each result; with the outbox backlog, the age of the oldest
     event not yet published and the service's queues. `connection`: a broker connection to reuse."""
@@ -106,11 +117,14 @@ def health_report(name, db, event_types=(), connection=None):
     except Exception as exc:
         checks["mongodb"] = "down: {}".format(type(exc).__name__)
     try:
-        if connection is None:
-            with Connection(config["AMQP_URI"], connect_timeout=BROKER_TIMEOUT) as connection:
+        # Bounded as a whole: a node that accepts a connection and then never answers (one starting
+        # or stopping) must make the check say "down", not hang it.
+        with _bounded():
+            if connection is None:
+                with Connection(config["AMQP_URI"], connect_timeout=BROKER_TIMEOUT) as connection:
+                    result["queues"] = _broker_check(name, event_types, connection)
+            else:
                 result["queues"] = _broker_check(name, event_types, connection)
-        else:
-            result["queues"] = _broker_check(name, event_types, connection)
         checks["broker"] = "ok"
     except Exception as exc:
         checks["broker"] = "down: {}".format(type(exc).__name__)
@@ -130,8 +144,10 @@ def _broker_check(name, event_types, connection):
 
 
 class _KeptConnection:
-    """One broker connection per process for the `health` RPC, opened again after a failure: a new
-    connection per check made anonymous /health calls cost the broker a connection each."""
+    """One broker connection per service (and broker) for the `health` RPC, opened again after a
+    failure: a new connection per check made anonymous /health calls cost the broker a connection
+    each. Per service, not per process: where several run in one process (devstack, the tests), one
+    service's check waiting on a broken connection must not hold up the others'."""
 
     def __init__(self):
         self.lock = Semaphore()
@@ -151,7 +167,7 @@ class _KeptConnection:
                 pass
 
 
-_KEPT = _KeptConnection()
+_KEPT = defaultdict(_KeptConnection)
 
 
 def public_dead_letter(doc):
@@ -200,11 +216,12 @@ class OperationsRpcs:
     @rpc
     def health(self):
         """See `health_report`. The broker connection is kept from one call to the next."""
-        with _KEPT.lock:
-            connection = _KEPT.connection()
+        kept = _KEPT[(self.name, config["AMQP_URI"])]
+        with kept.lock:
+            connection = kept.connection()
             report = health_report(self.name, self.db.db, topology.subscriptions_of(type(self)), connection)
             if report["checks"].get("broker") != "ok":
-                _KEPT.drop()
+                kept.drop()
         return report
 
     @rpc
@@ -233,7 +250,7 @@ class OperationsRpcs:
         gauges.append(gauge("trainops_mongodb_up", "1 when the service's database answers.",
                             ["service"], [(name, mongo_up)]))
         try:
-            with Connection(config["AMQP_URI"], connect_timeout=BROKER_TIMEOUT) as connection:
+            with _bounded(), Connection(config["AMQP_URI"], connect_timeout=BROKER_TIMEOUT) as connection:
                 connection.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT)
                 queues = broker_queues(name, topology.subscriptions_of(type(self)), connection)
                 strays = stray_messages(connection)

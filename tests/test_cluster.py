@@ -119,7 +119,16 @@ def nothing_lost_nor_doubled(programme, session, officials, answers):
 
 def healthy_again(programme, cluster):
     anonymous = Client(programme.operator.base_url)
-    wait_for(lambda: anonymous.get("/health").status_code == 200, timeout=120, interval=1)
+    answers = []
+
+    def ok():
+        answers.append(anonymous.get("/health"))
+        return answers[-1].status_code == 200
+    try:
+        wait_for(ok, timeout=120, interval=1)
+    except AssertionError:
+        # Which check stayed unhealthy, in the failure itself.
+        raise AssertionError("/health still {}: {}".format(answers[-1].status_code, answers[-1].text))
     assert len(cluster.running_nodes()) == 3
 
 

@@ -274,3 +274,66 @@ def test_messages_that_go_nowhere_are_counted_in_metrics(system, operator, app_c
         samples(operator)))
     assert stray(after, topology.UNROUTED) == stray(before, topology.UNROUTED) + 1
     assert stray(before, topology.UNDELIVERABLE) == 0
+
+
+class _PausableRelay:
+    """A TCP relay to the real broker that can stop passing bytes while keeping both sockets open:
+    a node that still holds its connections but no longer answers on them."""
+
+    def __init__(self, target):
+        import eventlet
+        self.eventlet = eventlet
+        self.target = target
+        self.paused = False
+        self.server = eventlet.listen(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.threads = [eventlet.spawn(self._accept)]
+
+    def _pipe(self, source, sink):
+        while True:
+            data = source.recv(65536)
+            if not data:
+                return
+            while self.paused:
+                self.eventlet.sleep(0.05)
+            sink.sendall(data)
+
+    def _accept(self):
+        while True:
+            client, _ = self.server.accept()
+            upstream = self.eventlet.connect(self.target)
+            self.threads += [self.eventlet.spawn(self._pipe, client, upstream),
+                             self.eventlet.spawn(self._pipe, upstream, client)]
+
+    def close(self):
+        for thread in self.threads:
+            thread.kill()
+        self.server.close()
+
+
+def test_a_broker_that_stops_answering_is_reported_down_at_once_not_waited_for(app_config, db):
+    """The kept connection of the health check goes through a relay that then stops passing bytes:
+    the check says the broker is down within its bound (the gateway waits 2 s for any answer), and
+    the service's next check opens a new connection rather than queueing behind the stuck one."""
+    from urllib.parse import urlsplit
+
+    from kombu import Connection
+
+    from ops.rpcs import BROKER_TIMEOUT, health_report
+    broker = urlsplit(app_config["AMQP_URI"])
+    relay = _PausableRelay((broker.hostname, broker.port))
+    uri = app_config["AMQP_URI"].replace(":{}/".format(broker.port), ":{}/".format(relay.port))
+    connection = Connection(uri, connect_timeout=BROKER_TIMEOUT)
+    try:
+        assert health_report("scheduling", db("scheduling"), (), connection)["checks"]["broker"] == "ok"
+        relay.paused = True
+        began = time.monotonic()
+        import eventlet
+        with eventlet.Timeout(10):  # a check without its own bound waits here forever
+            report = health_report("scheduling", db("scheduling"), (), connection)
+        assert time.monotonic() - began < 2
+        assert report["checks"]["broker"].startswith("down") and report["status"] == "down"
+        assert report["checks"]["mongodb"] == "ok"
+    finally:
+        relay.close()
+        connection.collect()
