@@ -45,7 +45,7 @@ test: venv rabbitmq browser promtool
 
 # The resilience tests on a three-node RabbitMQ cluster of their own (devstack/cluster.py, beside the
 # machine's broker): a node stopped and one killed mid-burst; and a service process killed with SIGKILL
-# mid-burst (each waits out what the kill leaves: a minute). About five minutes; .ci/run runs it too.
+# mid-burst (each may wait out what the kill leaves: a minute). Two to four minutes; .ci/run runs it too.
 chaos: venv rabbitmq
 	$(VENV)/bin/python -m pytest -q -s -m chaos tests/test_cluster.py tests/test_crashes.py $(PYTEST_ARGS)
 
