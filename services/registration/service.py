@@ -58,10 +58,15 @@ def end_of_day(day):
     return local_midnight(day + timedelta(days=1)) - timedelta(milliseconds=1)
 
 
+def with_touched(work):
+    """`work` for a transaction, returning (its result, the officials it promoted)."""
+    return lambda tx: (work(tx), list(store.touched(tx)))
+
+
 class RegistrationService(Operated):
     name = "registration"
 
-    db = Database(indexes=store.INDEXES)
+    db = Database(indexes=store.INDEXES, migrations=store.MIGRATIONS)
     tracing = Tracing()
     seating = Seating()
 
@@ -90,8 +95,9 @@ class RegistrationService(Operated):
         than the copy's is ignored."""
         payload = event["payload"]
         with session_lock(payload["session_id"]):
-            self.db.transaction(lambda tx: store.resize_session(
-                tx, payload["session_id"], payload["capacity"], payload.get("revision")))
+            _, promoted = self.db.transaction(with_touched(lambda tx: store.resize_session(
+                tx, payload["session_id"], payload["capacity"], payload.get("revision"))))
+        store.mark_stale(self.db, promoted)
 
     @subscribe("session_cancelled")
     def on_session_cancelled(self, event):
@@ -100,6 +106,7 @@ class RegistrationService(Operated):
         now = utcnow()
         with session_lock(payload["session_id"]):
             self.db.transaction(lambda tx: store.cancel_session(tx, payload["session_id"], payload["reason"], now))
+        store.mark_stale(self.db, store.officials_of_session(self.db, payload["session_id"]))
 
     # -- units --------------------------------------------------------------------------------------
 
@@ -361,8 +368,10 @@ class RegistrationService(Operated):
             rules.require_own_registration(actor, registration)
         now = utcnow()
         with session_lock(registration["session_id"]):
-            return schemas.registration_for(actor)(self.db.transaction(lambda tx: store.cancel_registration(
+            cancelled, promoted = self.db.transaction(with_touched(lambda tx: store.cancel_registration(
                 tx, registration_id, fields.get("reason"), fields["cause"], now)))
+        store.mark_stale(self.db, [registration["official_id"]] + promoted)
+        return schemas.registration_for(actor)(cancelled)
 
     @rpc
     def get_registration(self, actor, registration_id):
@@ -411,7 +420,8 @@ class RegistrationService(Operated):
         for code in fields["quotas"]:
             rules.require_quota_unit(session, code, store.find_unit(self.db, code))
         with session_lock(session_id):
-            self.db.transaction(lambda tx: store.set_quotas(tx, session_id, fields["quotas"]))
+            _, promoted = self.db.transaction(with_touched(lambda tx: store.set_quotas(tx, session_id, fields["quotas"])))
+        store.mark_stale(self.db, promoted)
         return self.seats(session_id)
 
     @rpc
@@ -426,6 +436,12 @@ class RegistrationService(Operated):
         auth.require_operator(actor, reading=True)
         return {"items": [schemas.public_over_capacity(s) for s in store.over_capacity_sessions(self.db)],
                 "next_cursor": None}
+
+    @leased_timer("COVERAGE_REFRESH_SECONDS", 2, lease="coverage-refresh")
+    def fold_into_read_models(self):
+        """Fold the officials changed since the last fold into coverage's and the reports' read
+        models, a batch per transaction (a report folds what is left before it answers)."""
+        store.refresh_stale_coverage(self.db)
 
     def domain_gauges(self):
         """Seats taken and waitlist length per upcoming session: what operators watch when a popular
@@ -459,6 +475,7 @@ class RegistrationService(Operated):
             repeated = False
         except DuplicateKeyError:
             current, repeated = store.find_registration(self.db, registration["_id"]), True
+        store.mark_stale(self.db, [registration["official_id"]])
         checkin = store.find_attendance(self.db, registration["_id"], part)
         return schemas.public_checkin(current, part, checkin, repeated, rules.sees_personal_data(actor))
 
@@ -547,7 +564,9 @@ class RegistrationService(Operated):
         asked = validated(schemas.ReportQuery(), query)
         if by not in reports.GROUPINGS:
             raise not_found("report", by)
-        return reports.build(self.db, by, asked["units"], units)
+        store.refresh_stale_coverage(self.db)
+        return reports.build_from_counters(by, store.report_counters(self.db, by, units), store.report_units(self.db),
+                                           store.report_sessions(self.db) if by == "session" else {}, asked["units"])
 
     @rpc
     def get_programme(self, actor):
@@ -578,6 +597,10 @@ class RegistrationService(Operated):
         as_of = asked.get("as_of") or local_date()
         record = store.programme(self.db)
         targets = {g: t["share"] for g, t in ((record or {}).get("targets") or {}).items()}
+        if asked["by"] != "partner":
+            return dict(self._coverage_from_counters(asked["by"], as_of, record, targets, scope),
+                        columns=list(coverage.COLUMNS), as_of=as_of.isoformat(),
+                        programme=schemas.public_programme(record))
         officials, units, registrations, sessions = store.coverage_inputs(self.db)
         if scope is not None:
             officials, units, registrations = coverage.within(scope, officials, units, registrations)
@@ -590,6 +613,24 @@ class RegistrationService(Operated):
                                 sessions=sessions, months=months)
         return dict(found, columns=list(coverage.COLUMNS), as_of=as_of.isoformat(),
                     programme=schemas.public_programme(record))
+
+    def _coverage_from_counters(self, by, as_of, record, targets, scope=None):
+        """Coverage by unit, audience group or month from the read model (store.refresh_coverage);
+        a coordinator's (`scope`) from its units' counters."""
+        store.refresh_stale_coverage(self.db)
+        month = as_of.strftime("%Y-%m")
+        counters = store.coverage_counters(self.db, month, series=by == "month", units=scope)
+        units = store.coverage_units(self.db)
+        months = ()
+        if by == "month":
+            known = sorted(c["month"] for c in counters
+                           if c["month"] not in (coverage.STAFF, coverage.TOTAL) and any(c["totals"]))
+            first = date.fromisoformat(known[0] + "-01") if known else as_of
+            starts = date.fromisoformat(record["starts_on"]) if record else first
+            starts = max(starts, date(as_of.year - 10, as_of.month, 1))
+            months = coverage.month_ends(starts, as_of, lambda day: day)
+        return coverage.report_from_counters(by, counters, units, targets, month, as_of.strftime("%d"), months,
+                                             scope=scope)
 
     @rpc
     def official_record(self, actor, official_id):
