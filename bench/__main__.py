@@ -46,6 +46,9 @@ SWEEP_NOTICES = int(os.environ.get("BENCH_SWEEP_NOTICES", 2000))
 REGISTRATIONS = int(os.environ.get("BENCH_REGISTRATIONS", 1000))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", 20))
 SESSION_CAPACITY = 160  # the seed's largest room
+# Wards of the seed's 2025 map (the first the demo uses; 26740 is Phường Sài Gòn): since the reform
+# there are no districts, and a class for the district group is refused.
+BENCH_UNITS = ["26740", "26737", "26743", "26758", "27160"]
 
 figures = {}
 # BENCH_ONLY=relay,events_bare runs some of them (a ratio needs its baseline in the same run).
@@ -264,7 +267,7 @@ def bench_flow(config, smtp_sink):
         session = _bench_session(base, auth, seeded)
         officials = load_http([["POST", base + "/officials", {
             "full_name": "Cán bộ {}".format(n), "email": "canbo{}@q1.gov.vn".format(n),
-            "phone": "0903{:06d}".format(n), "unit_code": "Q1", "audience_group": "district"}, auth]
+            "phone": "0903{:06d}".format(n), "unit_code": BENCH_UNITS[0], "audience_group": "ward_commune"}, auth]
             for n in range(REGISTRATIONS)])
         assert officials["count"] == REGISTRATIONS
         ids = [d["_id"] for d in mongo_client(config["MONGO_URI"])[
@@ -373,14 +376,14 @@ def bench_registration_burst(config):
     work = tempfile.mkdtemp(prefix="trainops-bench-import-")
     try:
         seeded = seed.load(base, config["OPERATOR_TOKEN"], say=lambda _: None)
-        units = ["Q1", "Q3", "Q4", "BINH-THANH", "PHU-NHUAN"]
+        units = BENCH_UNITS
 
         # The bulk nomination: IMPORT_ROWS officials, one CSV file, the CLI's chunks.
         path = os.path.join(work, "danh-sach.csv")
         with open(path, "w", encoding="utf-8-sig", newline="") as handle:
             handle.write("full_name,email,phone,unit_code,audience_group\r\n")
             for n in range(IMPORT_ROWS):
-                handle.write("Nguyễn Thị Bench {n},bench{n}@{u}.gov.vn,0984{n:06d},{U},district\r\n".format(
+                handle.write("Nguyễn Thị Bench {n},bench{n}@{u}.gov.vn,0984{n:06d},{U},ward_commune\r\n".format(
                     n=n, u=units[n % 5].lower(), U=units[n % 5]))
         with open(os.devnull, "w") as quiet:
             summary = import_cli.run(path, base, config["OPERATOR_TOKEN"], chunk=2000, out=quiet)
@@ -391,7 +394,7 @@ def bench_registration_burst(config):
 
         # Five sessions of 150 seats in a 200-seat hall, on five days.
         venue = requests.post(base + "/venues", json={
-            "name": "Hội trường Bench", "address": "1 Lê Duẩn, Quận 1", "host_partner_id": seeded["partners"]["BUH"]["id"],
+            "name": "Hội trường Bench", "address": "1 Lê Duẩn, Quận 1", "host_partner_id": seeded["partners"]["HUB"]["id"],
             "rooms": [{"name": "Hội trường 200", "capacity": 200}]}, headers=auth, timeout=30).json()
         sessions = []
         offering = _bench_offering(base, auth, seeded)
@@ -401,7 +404,7 @@ def bench_registration_burst(config):
                 "offering_id": offering, "venue_id": venue["id"], "room": "Hội trường 200",
                 "trainer": "Bench {}".format(n), "starts_at": "{}T{:02d}:00:00+07:00".format(day, 7 + n // 8),
                 "ends_at": "{}T{:02d}:59:00+07:00".format(day, 7 + n // 8), "capacity": REGISTRATION_SEATS,
-                "eligible_units": units, "audience_groups": ["district"]}))
+                "eligible_units": units, "audience_groups": ["ward_commune"]}))
         wait_until(lambda: registration_db.sessions.count_documents({"_id": {"$in": sessions}}) == len(sessions))
 
         ids = [d["_id"] for d in registration_db.officials.find(
@@ -663,10 +666,10 @@ def _bench_offering(base, auth, seeded):
     siu = seeded["partners"]["SIU"]["id"]
     agreement = requests.post(base + "/partners/{}/agreements".format(siu), json={
         "title": "Thỏa thuận hợp tác đào tạo (bench)", "signed_on": _bench_day(-1), "valid_from": _bench_day(-1),
-        "valid_until": _bench_day(365), "scope": ["district"]}, headers=auth, timeout=30)
+        "valid_until": _bench_day(365), "scope": ["ward_commune"]}, headers=auth, timeout=30)
     offering = requests.post(base + "/offerings", json={
         "partner_id": siu, "title": "Bồi dưỡng kiến thức và kỹ năng ứng dụng AI trong công việc",
-        "audience_groups": ["district"], "modules": [{"title": "AI trong công tác văn phòng", "hours": 8}],
+        "audience_groups": ["ward_commune"], "modules": [{"title": "AI trong công tác văn phòng", "hours": 8}],
         "starts_from": _bench_day(0), "ends_by": _bench_day(60)}, headers=auth, timeout=30)
     if agreement.status_code != 201 or offering.status_code != 201:
         raise SystemExit("bench: offering refused: {} {}".format(agreement.text, offering.text))
@@ -691,8 +694,8 @@ def _bench_session(base, auth, seeded):
     day = _bench_day(14)
     body = {"offering_id": _bench_offering(base, auth, seeded), "venue_id": seeded["venue"]["id"],
             "room": "Hội trường lớn", "trainer": "Bench", "starts_at": "{}T08:00:00+07:00".format(day),
-            "ends_at": "{}T17:00:00+07:00".format(day), "capacity": SESSION_CAPACITY, "eligible_units": ["Q1"],
-            "audience_groups": ["district"]}
+            "ends_at": "{}T17:00:00+07:00".format(day), "capacity": SESSION_CAPACITY, "eligible_units": [BENCH_UNITS[0]],
+            "audience_groups": ["ward_commune"]}
     session = _post_session(base, auth, body)
     wait_until(lambda: requests.get(base + "/sessions/" + session, headers=auth, timeout=30).status_code == 200)
     # Registration learns of the session by event: wait until it can take registrations.
