@@ -6,10 +6,9 @@ a model rebuilt from scratch answers, for the operator and for the coordinator."
 import pytest
 
 from backbone.clock import local_date
-from backbone.database import mongo_client
 from services.registration import coverage, reports, store
 from services.registration.service import end_of_day
-from tests.helpers import Client, Programme, wait_for
+from tests.helpers import programme_with_coordinator, wait_for
 
 A, B = "Q1", "Q3"
 GROUPINGS = ("unit", "audience_group", "month")
@@ -19,24 +18,16 @@ GROUPINGS = ("unit", "audience_group", "month")
 def world(module_system):
     """A coordinator of Q1; two officials of Q1 and two of Q3 registered for one session, one of
     them cancelled."""
-    client = mongo_client(module_system["MONGO_URI"])
-
-    def db(service):
-        return client["{}_{}".format(module_system["DATABASE_PREFIX"], service)]
-
-    operator = Client(module_system["GATEWAY_URL"], module_system["OPERATOR_TOKEN"])
-    programme = Programme(operator, db)
-    created = operator.post("/units/{}/coordinators".format(A), {
+    client, db, operator, programme, coordinator = programme_with_coordinator(module_system, A, {
         "full_name": "Lê Văn Điều Phối", "email": "dieuphoi.mo@q1.gov.vn", "phone": "0903 444 555"})
-    assert created.status_code == 201, created.text
     session = programme.known_session(audience_groups=["ward_commune", "department"])
     officials = {name: programme.official(unit, group) for name, unit, group in (
         ("a1", A, "ward_commune"), ("a2", A, "ward_commune"), ("b1", B, "ward_commune"), ("b2", B, "department"))}
     registrations = {name: programme.registered(session, official) for name, official in officials.items()}
     cancelled = operator.post("/registrations/{}/cancel".format(registrations["b2"]["id"]), {"reason": "Bận"})
     assert cancelled.status_code == 200, cancelled.text
-    yield {"operator": operator, "co": operator.as_(created.json()["api_token"]), "db": db,
-           "officials": officials}
+    yield {"operator": operator, "co": operator.as_(coordinator["api_token"]), "db": db,
+           "officials": officials, "programme": programme, "session": session}
     client.close()
 
 
@@ -93,6 +84,29 @@ def test_after_an_edit_and_an_erasure_the_kept_model_answers_what_a_rebuilt_one_
     assert (groups["department"]["staff"], groups["department"]["registered"]) == (2, 1)
     for by in GROUPINGS:
         assert kept["operator"][by]["items"] == recounted_coverage(db, by, None)["items"], by
-    wait_for(lambda: db.officials.count_documents({"coverage_stale": {"$gt": 0}}) == 0)
+    # The folder has caught up (nothing marked, waiting or published since its checkpoint): the
+    # rebuild starts from what it counted.
+    wait_for(lambda: store.read_models_behind(db) == 0)
     assert store.rebuild_coverage(db) == 4
     assert {"operator": answers(operator), "coordinator": answers(world["co"])} == kept
+
+
+def test_a_registration_writes_nothing_for_the_read_models_and_the_folder_counts_it_by_itself(world):
+    """A registration's transaction writes the registration, its session's counters and its event:
+    neither the official nor a read model. The folder (a leased timer, no report asking) counts it
+    from the event within seconds, as a rebuild would."""
+    db, programme = world["db"]("registration"), world["programme"]
+    official = programme.official(B, "ward_commune")
+    wait_for(lambda: store.read_models_behind(db) == 0)  # the new official is counted (staff)
+    programme.registered(world["session"], official)
+    assert "coverage_stale" not in db.officials.find_one({"_id": official["id"]})
+
+    def counted():
+        person = db.coverage_people.find_one({"_id": official["id"]}) or {}
+        return ["session", world["session"]["id"]] in [share["key"] for share in person.get("report_shares", [])]
+    wait_for(counted)
+    wait_for(lambda: store.read_models_behind(db) == 0)
+    kept = answers(world["operator"])
+    assert kept["unit"]["totals"]["registered"] == 4  # a1, a2 (now in Q3), b1 (erased) and the new one
+    store.rebuild_coverage(db)
+    assert answers(world["operator"]) == kept

@@ -190,6 +190,18 @@ def contribution(official, registrations, local_date):
     return {key: counts for key, counts in out.items() if any(counts)}
 
 
+def officials_changed(events):
+    """The officials whose registrations these events of registration's changed: each names its
+    official (`official.id`, or `official_id` for attendance and erasure); the others none."""
+    out = set()
+    for event in events:
+        payload = event.get("payload") or {}
+        official = payload.get("official_id") or (payload.get("official") or {}).get("id")
+        if official:
+            out.add(official)
+    return out
+
+
 def difference(old, new):
     """What to add to the counters to go from contribution `old` to `new`."""
     out = {}

@@ -2,10 +2,10 @@
 
     python -m services.registration.coverage_rebuild [--mongo-uri URI] [--database NAME]
 
-After a bulk load written straight to the database, or to check the model: the counters kept
-current registration by registration and the rebuilt ones agree (tests/test_registration_coverage.py).
-Run it while nothing registers (a registration during the rebuild is counted at its official's next
-change); running it again gives the same counters."""
+After a bulk load written straight to the database, or to check the model: the counters the fold
+keeps current and the rebuilt ones agree (tests/test_coverage_read_model.py). Run it while nothing
+registers (a fold beside it adds to counters the rebuild then replaces); the fold goes on from the
+last event published before the rebuild began. Running it again gives the same counters."""
 import argparse
 import time
 

@@ -276,10 +276,9 @@ def _seat(tx, batch, session_ids, look_for_earlier):
     if updates and tx.sessions.bulk_write(updates, ordered=False).matched_count != len(updates):
         raise SessionChanged()
     if written:
+        # Nothing else: coverage's and the reports' read models are folded from these events after
+        # the fact (store.fold_read_models).
         tx.registrations.insert_many([doc for _, doc in written])
-        # Their share of coverage and the reports is refreshed by the next fold (store.refresh_stale_coverage).
-        tx.officials.update_many({"_id": {"$in": [doc["official_id"] for _, doc in written]}},
-                                 {"$inc": {"coverage_stale": 1}})
     for registration, doc in written:
         event = {"registration_id": doc["_id"], "session": session_ref(sessions[doc["session_id"]]),
                  "official": doc["official"]}

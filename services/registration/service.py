@@ -58,11 +58,6 @@ def end_of_day(day):
     return local_midnight(day + timedelta(days=1)) - timedelta(milliseconds=1)
 
 
-def with_touched(work):
-    """`work` for a transaction, returning (its result, the officials it promoted)."""
-    return lambda tx: (work(tx), list(store.touched(tx)))
-
-
 class RegistrationService(Operated):
     name = "registration"
 
@@ -95,9 +90,8 @@ class RegistrationService(Operated):
         than the copy's is ignored."""
         payload = event["payload"]
         with session_lock(payload["session_id"]):
-            _, promoted = self.db.transaction(with_touched(lambda tx: store.resize_session(
-                tx, payload["session_id"], payload["capacity"], payload.get("revision"))))
-        store.mark_stale(self.db, promoted)
+            self.db.transaction(lambda tx: store.resize_session(
+                tx, payload["session_id"], payload["capacity"], payload.get("revision")))
 
     @subscribe("session_cancelled")
     def on_session_cancelled(self, event):
@@ -106,7 +100,6 @@ class RegistrationService(Operated):
         now = utcnow()
         with session_lock(payload["session_id"]):
             self.db.transaction(lambda tx: store.cancel_session(tx, payload["session_id"], payload["reason"], now))
-        store.mark_stale(self.db, store.officials_of_session(self.db, payload["session_id"]))
 
     # -- units --------------------------------------------------------------------------------------
 
@@ -368,10 +361,8 @@ class RegistrationService(Operated):
             rules.require_own_registration(actor, registration)
         now = utcnow()
         with session_lock(registration["session_id"]):
-            cancelled, promoted = self.db.transaction(with_touched(lambda tx: store.cancel_registration(
+            return schemas.registration_for(actor)(self.db.transaction(lambda tx: store.cancel_registration(
                 tx, registration_id, fields.get("reason"), fields["cause"], now)))
-        store.mark_stale(self.db, [registration["official_id"]] + promoted)
-        return schemas.registration_for(actor)(cancelled)
 
     @rpc
     def get_registration(self, actor, registration_id):
@@ -420,8 +411,7 @@ class RegistrationService(Operated):
         for code in fields["quotas"]:
             rules.require_quota_unit(session, code, store.find_unit(self.db, code))
         with session_lock(session_id):
-            _, promoted = self.db.transaction(with_touched(lambda tx: store.set_quotas(tx, session_id, fields["quotas"])))
-        store.mark_stale(self.db, promoted)
+            self.db.transaction(lambda tx: store.set_quotas(tx, session_id, fields["quotas"]))
         return self.seats(session_id)
 
     @rpc
@@ -439,9 +429,11 @@ class RegistrationService(Operated):
 
     @leased_timer("COVERAGE_REFRESH_SECONDS", 2, lease="coverage-refresh")
     def fold_into_read_models(self):
-        """Fold the officials changed since the last fold into coverage's and the reports' read
-        models, a batch per transaction (a report folds what is left before it answers)."""
-        store.refresh_stale_coverage(self.db)
+        """Fold into coverage's and the reports' read models the officials that registration's
+        events since the last fold name and those marked changed, a batch per transaction (a
+        report folds what is left before it answers). Off the registration path: a registration's
+        transaction writes nothing for them."""
+        store.fold_read_models(self.db)
 
     def domain_gauges(self):
         """Seats taken and waitlist length per upcoming session: what operators watch when a popular
@@ -475,7 +467,6 @@ class RegistrationService(Operated):
             repeated = False
         except DuplicateKeyError:
             current, repeated = store.find_registration(self.db, registration["_id"]), True
-        store.mark_stale(self.db, [registration["official_id"]])
         checkin = store.find_attendance(self.db, registration["_id"], part)
         return schemas.public_checkin(current, part, checkin, repeated, rules.sees_personal_data(actor))
 
@@ -564,7 +555,7 @@ class RegistrationService(Operated):
         asked = validated(schemas.ReportQuery(), query)
         if by not in reports.GROUPINGS:
             raise not_found("report", by)
-        store.refresh_stale_coverage(self.db)
+        store.fold_read_models(self.db, pending=True)
         return reports.build_from_counters(by, store.report_counters(self.db, by, units), store.report_units(self.db),
                                            store.report_sessions(self.db) if by == "session" else {}, asked["units"])
 
@@ -617,7 +608,7 @@ class RegistrationService(Operated):
     def _coverage_from_counters(self, by, as_of, record, targets, scope=None):
         """Coverage by unit, audience group or month from the read model (store.refresh_coverage);
         a coordinator's (`scope`) from its units' counters."""
-        store.refresh_stale_coverage(self.db)
+        store.fold_read_models(self.db, pending=True)
         month = as_of.strftime("%Y-%m")
         counters = store.coverage_counters(self.db, month, series=by == "month", units=scope)
         units = store.coverage_units(self.db)
