@@ -51,6 +51,9 @@ from services.registration.seating import Seating, session_lock
 log = logging.getLogger(__name__)
 # Built once: a marshmallow schema is reusable, and building one costs more than a registration's load.
 REGISTRATION_IN = schemas.RegistrationIn()
+# The read models' fold in the background works a fifth of the time at most (it sleeps four times as
+# long as each batch took), and not while registrations are being made: it shares the database with them.
+FOLD_REST = 4
 
 
 def end_of_day(day):
@@ -432,8 +435,12 @@ class RegistrationService(Operated):
         """Fold into coverage's and the reports' read models the officials that registration's
         events since the last fold name and those marked changed, a batch per transaction (a
         report folds what is left before it answers). Off the registration path: a registration's
-        transaction writes nothing for them."""
-        store.fold_read_models(self.db)
+        transaction writes nothing for them. It rests FOLD_REST times as long as each batch took,
+        and waits while registrations are being made: it shares the database with them."""
+        try:
+            store.fold_read_models(self.db, rest=FOLD_REST)
+        except store.FoldDeferred:
+            pass  # the next tick goes on from the checkpoint (a report folds what is left before it answers)
 
     def domain_gauges(self):
         """Seats taken and waitlist length per upcoming session: what operators watch when a popular

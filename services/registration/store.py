@@ -3,13 +3,14 @@ waitlist counters), registrations, attendance, certificates and the history of m
 and write of them is here, named for what it does; the rules decide (`rules`), these carry it out,
 and the writes that publish take the transaction (`tx`) and emit their events in it."""
 import re
+import time
 from collections import defaultdict
 from datetime import timedelta
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReplaceOne, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
-from backbone.clock import local_date
+from backbone.clock import local_date, utcnow
 from backbone.database import new_id, one_or_404
 from backbone.migrate import Migration
 from backbone.outbox import pending_events, published_after
@@ -790,7 +791,36 @@ def _add_to_counters(tx, deltas):
         tx.coverage_counters.bulk_write(writes, ordered=False)
 
 
-def refresh_stale_coverage(db, batch=200):
+class FoldDeferred(Exception):
+    """The background fold stopped between two batches: registrations are being made."""
+
+
+# Registrations count as being made while one was published this recently.
+BUSY_SECONDS = 1.0
+
+
+def registering_now(db):
+    """Whether a registration was published in the last BUSY_SECONDS (an index range of one)."""
+    since = utcnow() - timedelta(seconds=BUSY_SECONDS)
+    return db.published_events.find_one({"published_at": {"$gte": since},
+                                         "type": {"$in": ["registration_confirmed", "registration_waitlisted"]}},
+                                        {"_id": 1}) is not None
+
+
+def _rested(db, work, rest):
+    """Run `work()`; in the background (`rest` > 0) then sleep `rest` times as long as it took, and
+    stop (FoldDeferred) while registrations are being made. The fold shares the database with them:
+    beside a burst, a fold at full speed took half the burst's throughput, and one that worked a
+    fifth of the time still did. The next tick folds the rest, or the next report."""
+    started = time.monotonic()
+    work()
+    if rest:
+        time.sleep((time.monotonic() - started) * rest)
+        if registering_now(db):
+            raise FoldDeferred()
+
+
+def refresh_stale_coverage(db, batch=200, rest=0):
     """Refresh the officials marked `coverage_stale` (created, imported, edited, moved by a
     reorganisation, erased: the mark is part of that very write)."""
     folded = 0
@@ -798,7 +828,7 @@ def refresh_stale_coverage(db, batch=200):
         ids = [o["_id"] for o in db.officials.find({"coverage_stale": {"$gt": 0}}, {"_id": 1}).limit(batch)]
         if not ids:
             return folded
-        refresh_coverage(db, ids)
+        _rested(db, lambda: refresh_coverage(db, ids), rest)
         folded += len(ids)
 
 
@@ -817,10 +847,10 @@ CHECKPOINT = "coverage"  # its document in `read_model_checkpoints`
 FOLD_EVENTS = 2000  # events read per page
 
 
-def _refresh_all(db, official_ids, batch=200):
+def _refresh_all(db, official_ids, batch=200, rest=0):
     ids = sorted(official_ids)
     for start in range(0, len(ids), batch):
-        refresh_coverage(db, ids[start:start + batch])
+        _rested(db, lambda: refresh_coverage(db, ids[start:start + batch]), rest)
     return len(ids)
 
 
@@ -831,21 +861,26 @@ def _save_checkpoint(db, checkpoint):
         db.read_model_checkpoints.replace_one({"_id": CHECKPOINT}, checkpoint)
 
 
-def fold_read_models(db, pending=False):
+def fold_read_models(db, pending=False, rest=0):
     """Fold into coverage's and the reports' read models the officials marked and those named by
     the events published since the checkpoint, a page of events at a time, saving the checkpoint
     after each page is counted. `pending`: also the events still waiting in the outbox (what a
     report folds before it answers, so that it counts every change committed before it was asked).
-    Returns how many officials were folded (one named twice counts twice)."""
+    `rest`: the timer's fold, in the background: after each batch of officials it sleeps that many
+    times as long as the batch took, and it neither starts nor goes on while registrations are
+    being made (raises FoldDeferred between batches). Returns how many officials were folded (one
+    named twice counts twice)."""
+    if rest and registering_now(db):
+        raise FoldDeferred()
     # The outbox first: the relay archives before it deletes, so what was waiting is archived by the next read.
     waiting = coverage.officials_changed(pending_events(db)) if pending else set()
-    folded = refresh_stale_coverage(db) + _refresh_all(db, waiting)
+    folded = refresh_stale_coverage(db, rest=rest) + _refresh_all(db, waiting, rest=rest)
     checkpoint = db.read_model_checkpoints.find_one({"_id": CHECKPOINT}, {"_id": 0}) or {}
     while True:
         records, after = published_after(db, checkpoint, FOLD_EVENTS)
         if not records:
             return folded
-        folded += _refresh_all(db, coverage.officials_changed(records))
+        folded += _refresh_all(db, coverage.officials_changed(records), rest=rest)
         # Two folds at once may save their checkpoints in either order: the one behind then reads
         # again what the other folded, which counts nothing twice.
         _save_checkpoint(db, after)
