@@ -101,9 +101,9 @@ def stray_messages(connection):
 
 
 def health_report(name, db, event_types=(), connection=None):
-    """`status` ok when MongoDB and the broker answer (the broker within 1.5 s) and no event has waited in the outbox for longer
-    than `outbox_stall_seconds`; `down` when MongoDB or the broker fail; `degraded` when only the
-    outbox is stalled. `checks` names each result; with the outbox backlog, the age of the oldest
+    """`status` ok when MongoDB and the broker answer (the broker within 1.5 s) and no event has waited
+    in the outbox for longer than `outbox_stall_seconds`; `down` when MongoDB or the broker fail;
+    `degraded` when only the outbox is stalled. `checks` names each result; with the outbox backlog, the age of the oldest
     event not yet published and the service's queues. `connection`: a broker connection to reuse."""
     checks = {}
     result = {"service": name}

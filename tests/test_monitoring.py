@@ -9,6 +9,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+import eventlet
 import pytest
 import yaml
 from nameko.testing.services import entrypoint_hook
@@ -281,12 +282,11 @@ class _PausableRelay:
     a node that still holds its connections but no longer answers on them."""
 
     def __init__(self, target):
-        import eventlet
-        self.eventlet = eventlet
         self.target = target
         self.paused = False
         self.server = eventlet.listen(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
+        self.sockets = [self.server]
         self.threads = [eventlet.spawn(self._accept)]
 
     def _pipe(self, source, sink):
@@ -295,20 +295,22 @@ class _PausableRelay:
             if not data:
                 return
             while self.paused:
-                self.eventlet.sleep(0.05)
+                eventlet.sleep(0.05)
             sink.sendall(data)
 
     def _accept(self):
         while True:
             client, _ = self.server.accept()
-            upstream = self.eventlet.connect(self.target)
-            self.threads += [self.eventlet.spawn(self._pipe, client, upstream),
-                             self.eventlet.spawn(self._pipe, upstream, client)]
+            upstream = eventlet.connect(self.target)
+            self.sockets += [client, upstream]
+            self.threads += [eventlet.spawn(self._pipe, client, upstream),
+                             eventlet.spawn(self._pipe, upstream, client)]
 
     def close(self):
         for thread in self.threads:
             thread.kill()
-        self.server.close()
+        for sock in self.sockets:
+            sock.close()
 
 
 def test_a_broker_that_stops_answering_is_reported_down_at_once_not_waited_for(app_config, db):
@@ -328,7 +330,6 @@ def test_a_broker_that_stops_answering_is_reported_down_at_once_not_waited_for(a
         assert health_report("scheduling", db("scheduling"), (), connection)["checks"]["broker"] == "ok"
         relay.paused = True
         began = time.monotonic()
-        import eventlet
         with eventlet.Timeout(10):  # a check without its own bound waits here forever
             report = health_report("scheduling", db("scheduling"), (), connection)
         assert time.monotonic() - began < 2
