@@ -46,6 +46,30 @@ def emitted_events(db, query=None):
     return sorted(records.values(), key=lambda record: record["created_at"])
 
 
+def published_after(db, checkpoint, limit=1000):
+    """For a read model folded from a service's own events, after the fact and off the path that
+    wrote them: the published events after `checkpoint` ({"at": published_at, "ids": the events at
+    that instant already read}, or {} for the first), oldest first, at most `limit`, and the
+    checkpoint after them. The relay archives a batch under one `published_at`, in order and one
+    relay at a time, so an event not yet read is never before the checkpoint; the ids settle a
+    batch read while it was half archived. Needs an index on `published_events.published_at`."""
+    at, seen = checkpoint.get("at"), set(checkpoint.get("ids") or ())
+    query = {"published_at": {"$gte": at}} if at else {}
+    found = db.published_events.find(query, {"type": 1, "payload": 1, "published_at": 1}).sort(
+        "published_at", ASCENDING).limit(limit + len(seen))
+    records = [record for record in found if record["_id"] not in seen][:limit]
+    if not records:
+        return [], checkpoint
+    last = records[-1]["published_at"]
+    ids = [record["_id"] for record in records if record["published_at"] == last]
+    return records, {"at": last, "ids": ids + sorted(seen) if last == at else ids}
+
+
+def pending_events(db):
+    """The events a service wrote that the relay has not archived yet (few, but for a burst)."""
+    return list(db.outbox.find({}, {"type": 1, "payload": 1}))
+
+
 def archive(db, records):
     try:
         db.published_events.insert_many(records, ordered=False)

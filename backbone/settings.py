@@ -166,6 +166,7 @@ class Settings(Section):
     EVENTS = fields.Nested(Events, required=True)
     HTTP = fields.Nested(Http, required=True)
     IMPORT_MAX_ROWS = _count()
+    COVERAGE_REFRESH_SECONDS = _seconds()
     AGREEMENT_SWEEP_SECONDS = _seconds()
     AGREEMENT_WARNING_SECONDS = _seconds()
     SMTP = fields.Nested(Smtp, required=True)

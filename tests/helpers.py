@@ -232,6 +232,23 @@ class Programme:
         return [e["payload"] for e in emitted_events(self.db("registration"), {"type": type_})]
 
 
+def programme_with_coordinator(system, unit_code, coordinator):
+    """What a module's world of coordinators begins with, on `system` (module_system): (the client of
+    its databases, to close at the end; db(service); the operator's Client; the Programme; the answer
+    that created `coordinator`, a coordinator of `unit_code`, with its `api_token`)."""
+    from backbone.database import mongo_client
+    client = mongo_client(system["MONGO_URI"])
+
+    def db(service):
+        return client["{}_{}".format(system["DATABASE_PREFIX"], service)]
+
+    operator = Client(system["GATEWAY_URL"], system["OPERATOR_TOKEN"])
+    programme = Programme(operator, db)
+    created = operator.post("/units/{}/coordinators".format(unit_code), coordinator)
+    assert created.status_code == 201, created.text
+    return client, db, operator, programme, created.json()
+
+
 # -- events ---------------------------------------------------------------------------------------------
 
 def emitted(db, service, type_):

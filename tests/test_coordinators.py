@@ -8,8 +8,7 @@ import itertools
 
 import pytest
 
-from backbone.database import mongo_client
-from tests.helpers import Client, Programme, assert_error, at, wait_for
+from tests.helpers import assert_error, at, programme_with_coordinator, wait_for
 
 A, B = "Q1", "Q3"
 CSV_HEADER = "full_name,email,phone,unit_code,audience_group\n"
@@ -26,24 +25,16 @@ def new_session(programme, **fields):
 def world(module_system):
     """The programme (units Q1, Q3, Q4, BEN-NGHE), a coordinator of Q1 (A), and for each of A and B
     an official, a session open to that unit alone and a registration."""
-    client = mongo_client(module_system["MONGO_URI"])
-
-    def db(service):
-        return client["{}_{}".format(module_system["DATABASE_PREFIX"], service)]
-
-    operator = Client(module_system["GATEWAY_URL"], module_system["OPERATOR_TOKEN"])
-    programme = Programme(operator, db)
-    created = operator.post("/units/{}/coordinators".format(A), {
+    client, db, operator, programme, coordinator = programme_with_coordinator(module_system, A, {
         "full_name": "Trần Thị Điều Phối", "email": "dieuphoi@q1.gov.vn", "phone": "0903 111 222"})
-    assert created.status_code == 201, created.text
     made = {}
     for unit in (A, B):
         session = new_session(programme, eligible_units=[unit])
         official = programme.official(unit)
         made[unit] = {"session": session, "official": official,
                       "registration": programme.registered(session, official)}
-    yield {"programme": programme, "operator": operator, "db": db, "coordinator": created.json(),
-           "co": operator.as_(created.json()["api_token"]), "made": made}
+    yield {"programme": programme, "operator": operator, "db": db, "coordinator": coordinator,
+           "co": operator.as_(coordinator["api_token"]), "made": made}
     client.close()
 
 

@@ -345,3 +345,30 @@ def test_a_small_group_waits_once_for_the_items_right_behind_it():
     eventlet.spawn_after(0.01, queue.put, 6)
     assert take_queued(queue, linger=0.1, fill=2) == [4, 5]  # full enough: no wait
     assert take_queued(queue) == [6]
+
+
+def test_a_fold_from_a_checkpoint_reads_each_published_event_once_even_a_batch_read_half_archived(db):
+    """`published_after`: events in order of archiving, a page at a time; a batch the relay was
+    still archiving (one `published_at`) is read on, its rest once, none of it again."""
+    from datetime import timedelta
+    from backbone.clock import utcnow
+    from backbone.outbox import published_after
+
+    archive = db("probe_folder").published_events
+    archive.create_index("published_at")
+    first, second = utcnow(), utcnow() + timedelta(seconds=1)
+
+    def archived(ids, at):
+        archive.insert_many([{"_id": i, "type": "t", "payload": {"n": i}, "published_at": at} for i in ids])
+
+    archived(["a1", "a2", "a3"], first)
+    archived(["b1"], second)  # half of batch b: b2 and b3 are still being archived
+    records, checkpoint = published_after(db("probe_folder"), {}, limit=2)
+    assert [r["_id"] for r in records] == ["a1", "a2"]
+    records, checkpoint = published_after(db("probe_folder"), checkpoint, limit=10)
+    assert [r["_id"] for r in records] == ["a3", "b1"] and checkpoint["ids"] == ["b1"]
+    archived(["b2", "b3"], second)
+    records, checkpoint = published_after(db("probe_folder"), checkpoint, limit=10)
+    assert sorted(r["_id"] for r in records) == ["b2", "b3"]
+    assert sorted(checkpoint["ids"]) == ["b1", "b2", "b3"]
+    assert published_after(db("probe_folder"), checkpoint) == ([], checkpoint)

@@ -90,3 +90,54 @@ def test_by_month_is_the_progress_month_after_month():
 def test_a_month_series_crosses_the_year():
     months = coverage.month_ends(date(2025, 11, 15), date(2026, 1, 3), lambda d: d)
     assert months == [("2025-11", date(2025, 11, 30)), ("2025-12", date(2025, 12, 31)), ("2026-01", date(2026, 1, 3))]
+
+
+def counters_of(officials, registrations):
+    """The read model's counters as the store sums them: every official's contribution added up."""
+    from collections import defaultdict
+
+    def local_day(instant):  # UTC stands in for local time: the same for both sides compared
+        return instant.date()
+    buckets = {}
+    for official in officials:
+        mine = [r for r in registrations if r["official_id"] == official["_id"]]
+        for (unit, group, month, day), counts in coverage.contribution(official, mine, local_day).items():
+            bucket = buckets.setdefault((unit, group, month), {"unit": unit, "group": group, "month": month,
+                                                              "totals": [0, 0, 0], "days": defaultdict(lambda: [0, 0, 0])})
+            for i in range(3):
+                bucket["totals"][i] += counts[i]
+                if day:
+                    bucket["days"][day][i] += counts[i]
+    return list(buckets.values())
+
+
+def test_the_read_model_answers_what_a_recount_answers_by_unit_group_and_month_on_any_day():
+    counters = counters_of(OFFICIALS, REGISTRATIONS)
+    for day in (2, 4, 8, 20, 25, 31):
+        day_end = at(day, 23)
+        for grouping in ("unit", "audience_group"):
+            recounted = coverage.report(grouping, OFFICIALS, REGISTRATIONS, UNITS, TARGETS, day_end)
+            assert coverage.report_from_counters(grouping, counters, UNITS, TARGETS, "2026-03",
+                                                 "{:02d}".format(day)) == recounted, (grouping, day)
+    months = coverage.month_ends(date(2026, 1, 1), date(2026, 3, 20), lambda d: datetime(
+        d.year, d.month, d.day, 23, tzinfo=timezone.utc))
+    assert coverage.report_from_counters("month", counters, UNITS, TARGETS, "2026-03", "20", months) == by(
+        "month", months)
+
+
+def test_an_official_share_of_the_read_model_follows_cancellations_and_re_registrations():
+    official = {"_id": "x", "unit_code": "SG", "audience_group": "ward_commune"}
+    share = coverage.contribution(official, [registration("x", "cancelled", 3, cancelled=4),
+                                             registration("x", "confirmed", 4)], lambda i: i.date())
+    # Registered on the 3rd; cancelled and registered again on the 4th: standing throughout.
+    city = (coverage.CITY, coverage.CITY, "2026-03", "03")
+    assert share == {("SG", "ward_commune", coverage.STAFF, ""): [1, 0, 0], ("SG", "ward_commune", "2026-03", "03"): [1, 0, 0],
+                     ("SG", "ward_commune", coverage.TOTAL, ""): [1, 0, 0], city: [1, 0, 0]}
+    moved = coverage.contribution(dict(official, unit_code="BT"), [registration("x", "cancelled", 3, cancelled=4)],
+                                  lambda i: i.date())
+    assert coverage.difference(share, moved) == {
+        ("SG", "ward_commune", coverage.STAFF, ""): [-1, 0, 0], ("SG", "ward_commune", "2026-03", "03"): [-1, 0, 0],
+        ("SG", "ward_commune", coverage.TOTAL, ""): [-1, 0, 0],
+        ("BT", "ward_commune", coverage.STAFF, ""): [1, 0, 0], ("BT", "ward_commune", "2026-03", "03"): [1, 0, 0],
+        ("BT", "ward_commune", "2026-03", "04"): [-1, 0, 0],  # BT's total: +1 and -1, nothing
+        (coverage.CITY, coverage.CITY, "2026-03", "04"): [-1, 0, 0]}  # the city: the same 3rd, one less on the 4th

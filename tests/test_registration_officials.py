@@ -147,3 +147,23 @@ def test_the_import_cli_sends_a_large_list_in_chunks_with_progress_and_file_row_
     again = import_cli.run(str(path), app_config["GATEWAY_URL"], app_config["OPERATOR_TOKEN"], chunk=1000,
                            out=io.StringIO())
     assert (again["created"], again["updated"], again["unchanged"]) == (0, 0, 2499)
+
+
+def test_search_reads_a_range_of_the_word_index_and_officials_stored_before_it_get_their_words(programme):
+    from services.registration import rules, store
+    db = programme.db("registration")
+    programme.operator.post("/officials", OFFICIAL)
+    # Stored before search words existed: the migration gives it its words.
+    older = rules.new_official(dict(OFFICIAL, full_name="Phạm Văn Cũ", email="cu@q1.gov.vn", phone="+84903000111"),
+                               "official-older", None)
+    del older["search_words"], older["coverage_stale"]
+    db.officials.insert_one(older)
+    assert programme.operator.get("/officials?q=pham cu").json()["items"] == []
+    store.MIGRATIONS[-1].apply(db)
+    assert db.officials.find_one({"_id": "official-older"})["search_words"] == [
+        "84903000111", "cu", "gov", "pham", "q1", "van", "vn"]
+    assert [o["id"] for o in programme.operator.get("/officials?q=pham cu").json()["items"]] == ["official-older"]
+    # The leading word is a range of the index, not a scan of the collection.
+    leading = rules.leading_word(rules.query_words("Nguyễn Ánh"))
+    plan = db.officials.find({"search_words": rules.prefix_range(leading)}).explain()["queryPlanner"]["winningPlan"]
+    assert "IXSCAN" in str(plan) and "search_words" in str(plan), plan

@@ -364,3 +364,17 @@ def test_check_in_is_at_the_door_on_the_day_and_afterwards_only_the_operator_rec
         return
     error = refused(rules.require_checkin_open, session(), now, actor, after_session)
     assert (error.status, error.code) == ((403, "forbidden") if outcome == 403 else (422, outcome))
+
+
+def test_search_words_and_the_leading_word_of_a_query():
+    official = rules.new_official({"full_name": "Nguyễn Thị Ánh", "email": "Anh.Nguyen@q1.gov.vn",
+                                   "phone": "+84903123456", "unit_code": "Q1", "audience_group": "ward_commune"},
+                                  "official-1", None)
+    assert official["search_words"] == ["84903123456", "anh", "gov", "nguyen", "q1", "thi", "vn"]
+    # The common words of Vietnamese names lead only when nothing else is asked.
+    assert rules.query_words("Nguyễn  Thị.ÁNH") == ["nguyen", "thi", "anh"]
+    assert rules.leading_word(["nguyen", "thi", "tuyet"]) == "tuyet"
+    assert rules.leading_word(["tuyet", "nguyen", "canbo123"]) == "canbo123"
+    assert rules.leading_word(["nguyen", "thi", "anh"]) == "anh"  # all common: the given name
+    assert rules.prefix_range("ngu") == {"$gte": "ngu", "$lt": "ngv"}
+    assert rules.prefix_range("a9") == {"$gte": "a9", "$lt": "a:"}

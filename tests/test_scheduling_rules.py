@@ -482,3 +482,13 @@ def test_the_operator_and_the_partners_a_feed_is_about_hold_it(actor, kind, targ
         rules.require_feed_holder(actor, kind, target)
     else:
         assert refused(rules.require_feed_holder, actor, kind, target).status == (401 if not actor else 403)
+
+
+def test_the_months_a_session_takes_place_in_are_local_months():
+    from services.scheduling import rules as scheduling_rules
+    at = lambda *a: datetime(*a, tzinfo=LOCAL)  # noqa: E731
+    assert scheduling_rules.months_of(at(2025, 3, 31, 23, 0), at(2025, 4, 1, 1, 0)) == ["2025-03", "2025-04"]
+    # 2025-04-30 20:00 UTC is already May in Ho Chi Minh City.
+    assert scheduling_rules.months_of(datetime(2025, 4, 30, 20, tzinfo=timezone.utc),
+                                      datetime(2025, 4, 30, 22, tzinfo=timezone.utc)) == ["2025-05"]
+    assert scheduling_rules.months_of(at(2025, 12, 31, 8), at(2026, 2, 1, 0)) == ["2025-12", "2026-01"]

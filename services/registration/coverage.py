@@ -130,3 +130,171 @@ def month_ends(first, last, end_of):
         out.append(("{:04d}-{:02d}".format(year, month), end_of(end_day)))
         year, month = following.year, following.month
     return out
+
+
+# -- the read model: what each official adds to counters per unit, group and day -------------------------------
+#
+# Coverage at 500,000 registrations is read from counters, never recounted per request. Each
+# official's share of the counters (`contribution`) is worked out from their own registrations and
+# kept beside the counters; a change to an official (a registration, a cancellation, a check-in, a
+# move) works their share out again and adds the difference. Counters per (unit, group, month) carry
+# each day's changes, so "as of a day" and the month series are sums of what came before.
+
+STAFF = "staff"
+# Every change of a (unit, group) also adds to its running total: coverage as of today reads the
+# totals (one counter per unit and group), not every month of the programme.
+TOTAL = "total"
+# ... and to the city's counter of its month: the month series reads one counter per month.
+CITY = "*"
+
+
+def _day(instant, local_date):
+    day = local_date(instant)
+    return "{:04d}-{:02d}".format(day.year, day.month), "{:02d}".format(day.day)
+
+
+def contribution(official, registrations, local_date):
+    """{bucket key: [registered, attended, trained]} that `official` adds: +1/-1 registered on the
+    local days their standing registrations go from none to some and back, +1 attended on the day of
+    their first check-in, +1 trained on the day of their first completion; and [1, 0, 0] under the
+    (unit, group) staff key. Keys: (unit, group, month, day) and (unit, group, STAFF, "")."""
+    unit, group = official["unit_code"], official["audience_group"]
+    out = {(unit, group, STAFF, ""): [1, 0, 0]}
+
+    def add(instant, i, n):
+        month, day = _day(instant, local_date)
+        out.setdefault((unit, group, month, day), [0, 0, 0])[i] += n
+
+    changes = defaultdict(int)  # local day -> standing registrations gained (or lost) that day
+    for registration in registrations:
+        changes[_day(registration["created_at"], local_date)] += 1
+        if registration["status"] == "cancelled" and registration.get("cancelled_at"):
+            changes[_day(registration["cancelled_at"], local_date)] -= 1
+    standing = 0
+    for month, day in sorted(changes):
+        before, standing = standing, standing + changes[(month, day)]
+        if (before > 0) != (standing > 0):
+            out.setdefault((unit, group, month, day), [0, 0, 0])[0] += 1 if standing > 0 else -1
+    checkins = [r["first_checkin_at"] for r in registrations if r.get("first_checkin_at")]
+    if checkins:
+        add(min(checkins), 1, 1)
+    completions = [r["completed_at"] for r in registrations if r.get("completed_at")]
+    if completions:
+        add(min(completions), 2, 1)
+    for (unit_, group_, month, day), counts in list(out.items()):
+        if day:
+            for key in ((unit_, group_, TOTAL, ""), (CITY, CITY, month, day)):
+                total = out.setdefault(key, [0, 0, 0])
+                for i in range(3):
+                    total[i] += counts[i]
+    return {key: counts for key, counts in out.items() if any(counts)}
+
+
+def officials_changed(events):
+    """The officials whose registrations these events of registration's changed: each names its
+    official (`official.id`, or `official_id` for attendance and erasure); the others none."""
+    out = set()
+    for event in events:
+        payload = event.get("payload") or {}
+        official = payload.get("official_id") or (payload.get("official") or {}).get("id")
+        if official:
+            out.add(official)
+    return out
+
+
+def difference(old, new):
+    """What to add to the counters to go from contribution `old` to `new`."""
+    out = {}
+    for key in set(old) | set(new):
+        width = len(old.get(key) or new.get(key))
+        delta = [b - a for a, b in zip(old.get(key, [0] * width), new.get(key, [0] * width))]
+        if any(delta):
+            out[key] = delta
+    return out
+
+
+def bucket_key(unit, group, month):
+    return "{}|{}|{}".format(unit, group, month)
+
+
+def report_from_counters(by, counters, units, targets, as_of_month, as_of_day, months=(), scope=None):
+    """The same answer as `report` for unit, audience_group or month, from the read model's
+    counters: [{unit, group, month, totals: [r, a, t], days: {dd: [r, a, t]}}] (staff under month
+    STAFF). `months`: the (label, last day "YYYY-MM-DD") of each month for `by=month`. `scope`: a
+    coordinator's units (None: every unit), whose counters alone count."""
+    roster = defaultdict(int)
+    done = defaultdict(lambda: [0, 0, 0])
+    series = defaultdict(lambda: [0, 0, 0])  # month -> the month's own changes, all units
+    if scope is None:
+        # The city's counters serve the month series alone; the units' counters everything else.
+        counters = [c for c in counters if (c["unit"] == CITY) == (by == "month") or c["month"] == STAFF]
+    else:
+        # A coordinator's month series is summed from its units' months (the city's counts them all).
+        counters = [c for c in counters if c["unit"] in scope]
+        units = {code: unit for code, unit in units.items() if code in scope}
+    if by != "month" and any(c["month"] == TOTAL for c in counters):
+        # As of a day from the running totals: less what changed after that day.
+        for counter in counters:
+            key, month = (counter["unit"], counter["group"]), counter["month"]
+            if month == STAFF:
+                roster[key] += counter["totals"][0]
+            elif month == TOTAL:
+                found = counter["totals"]
+            elif month == as_of_month:
+                found = [-sum(counts[i] for day, counts in (counter.get("days") or {}).items() if day > as_of_day)
+                         for i in range(3)]
+            elif month > as_of_month:
+                found = [-n for n in counter["totals"]]
+            else:
+                continue
+            if month != STAFF:
+                for i in range(3):
+                    done[key][i] += found[i]
+        counters = ()
+    for counter in counters:
+        key = (counter["unit"], counter["group"])
+        if counter["month"] == STAFF:
+            roster[key] += counter["totals"][0]
+            continue
+        month = counter["month"]
+        if month == TOTAL:
+            continue
+        if month < as_of_month:
+            found = counter["totals"]
+        elif month == as_of_month:
+            found = [sum(counts[i] for day, counts in (counter.get("days") or {}).items() if day <= as_of_day)
+                     for i in range(3)]
+        else:
+            continue
+        for i in range(3):
+            done[key][i] += found[i]
+            series[month][i] += found[i]
+    staff = {k: n for k, n in roster.items() if n}
+    for code, unit in units.items():
+        for group, declared in (unit.get("headcount") or {}).items():
+            staff[(code, group)] = max(declared, roster.get((code, group), 0))
+    counts = {k: v for k, v in done.items()}
+    total_staff = sum(staff.values())
+    total_counts = [sum(c[i] for c in counts.values()) for i in range(3)]
+    total_target = sum(n * targets[g] for (_, g), n in staff.items() if g in targets) if targets else None
+    totals = row("total", "Toàn chương trình", total_staff, total_counts, total_target)
+    if by == "unit":
+        items = [row(code, (units.get(code) or {}).get("name", code),
+                     sum(n for (c, _), n in staff.items() if c == code),
+                     [sum(v[i] for (c, _), v in counts.items() if c == code) for i in range(3)],
+                     sum(n * targets[g] for (c, g), n in staff.items() if c == code and g in targets))
+                 for code in sorted({code for code, _ in staff})]
+    elif by == "audience_group":
+        items = [row(g, g, sum(n for (_, gg), n in staff.items() if gg == g),
+                     [sum(v[i] for (_, gg), v in counts.items() if gg == g) for i in range(3)],
+                     sum(n for (_, gg), n in staff.items() if gg == g) * targets[g] if g in targets else None)
+                 for g in sorted({g for _, g in staff})]
+    else:
+        items, running, ordered = [], [0, 0, 0], sorted(series)
+        for label, _ in months:
+            for month in [m for m in ordered if m <= label]:
+                for i in range(3):
+                    running[i] += series[month][i]
+            ordered = [m for m in ordered if m > label]
+            items.append(row(label, label, total_staff, list(running), total_target))
+    return {"items": items, "totals": totals}

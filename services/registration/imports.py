@@ -117,7 +117,8 @@ def import_csv(db, text, max_rows=None, units=None):
             elif any(existing.get(k) != fields.get(k) for k in COMPARED):
                 change = dict(fields, updated_at=now)
                 change["search"] = rules.search_text(dict(existing, **fields))
-                writes.append(UpdateOne({"_id": existing["_id"]}, {"$set": change}))
+                change["search_words"] = rules.search_words(change["search"])
+                writes.append(UpdateOne({"_id": existing["_id"]}, {"$set": change, "$inc": {"coverage_stale": 1}}))
                 rows_of_writes.append((number, "updated"))
             else:
                 unchanged += 1

@@ -16,7 +16,7 @@ ERASED_CONTACT = "erased:{}"
 
 def erased_official_fields(official_id):
     return {"full_name": ERASED_OFFICIAL["full_name"], "email": ERASED_CONTACT.format(official_id),
-            "phone": ERASED_CONTACT.format(official_id), "search": ""}
+            "phone": ERASED_CONTACT.format(official_id), "search": "", "search_words": []}
 
 
 def is_erased(official):
@@ -27,8 +27,10 @@ def erase(tx, official_id, reason, by, now):
     """Anonymise the official everywhere registration keeps them, and publish `official_erased`; in
     one transaction. `by` is the actor's audit label. Returns the event's id."""
     erasure = {"at": now, "by": by, "reason": reason}
+    # Marked for the read models' next fold, in the same transaction: the official stays counted
+    # (unit, group), and the fold makes sure what is counted is what a rebuild would count.
     tx.officials.update_one({"_id": official_id}, {"$set": dict(erased_official_fields(official_id),
-                                                                 erasure=erasure)})
+                                                                 erasure=erasure), "$inc": {"coverage_stale": 1}})
     copied = {"official.{}".format(k): v for k, v in ERASED_OFFICIAL.items()}
     tx.registrations.update_many({"official_id": official_id}, {"$set": copied})
     tx.certificates.update_many({"official.id": official_id}, {"$set": copied})
@@ -44,7 +46,7 @@ def recently_erased(db, since):
 
 def held_about(db, official_id):
     """Everything registration holds about one official, as JSON-ready data."""
-    official = db.officials.find_one({"_id": official_id}, {"search": 0})
+    official = db.officials.find_one({"_id": official_id}, {"search": 0, "search_words": 0, "coverage_stale": 0})
     if official is None:
         return None
     return {

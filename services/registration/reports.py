@@ -81,3 +81,69 @@ def build(db, by, units_as_of="now", scope=None):
     for key in sorted(rows, key=lambda k: str(k)):
         out.append([key, label(key)] + [rows[key][c] for c in COUNTS])
     return {"columns": columns, "rows": out}
+
+
+# -- the read model: counts per session, and per (unit, unit then, partner) ---------------------------------------
+
+def counts_of(registration):
+    """What one registration adds to each of COUNTS."""
+    status = registration["status"]
+    return [int(status != "cancelled"), int(status == "confirmed"), int(status == "waitlisted"),
+            int(status == "cancelled"), int(bool(registration.get("attended_parts"))), int(status == "completed")]
+
+
+def share(registrations, partner_of):
+    """{counter key: counts} that an official's `registrations` add to the report counters: under
+    ("session", id), ("session_unit", id, unit now) and ("units", unit now, unit then, partner).
+    `partner_of`: {session id: partner id}. A coordinator's report reads the last two, limited to its
+    units (`counter_unit`); the operator's by session the first (one counter a session, not one per unit)."""
+    out = {}
+    for registration in registrations:
+        counts = counts_of(registration)
+        for key in (("session", registration["session_id"]),
+                    ("session_unit", registration["session_id"], registration["unit_code"]),
+                    ("units", registration["unit_code"], registration.get("unit_code_then") or registration["unit_code"],
+                     partner_of.get(registration["session_id"]) or "")):
+            have = out.setdefault(key, [0] * len(COUNTS))
+            for i, n in enumerate(counts):
+                have[i] += n
+    return out
+
+
+def counter_unit(key):
+    """The registrations' unit (as they are now) that a report counter's key counts (None: every unit's)."""
+    if key[0] == "session":
+        return None
+    return key[2] if key[0] == "session_unit" else key[1]
+
+
+def build_from_counters(by, counters, units, sessions, units_as_of="now"):
+    """The same table as `build`, from the read model's counters ({"key": [...], "counts": [...]})."""
+    def district(code):
+        unit = units.get(code) or {}
+        if unit.get("kind") in ("ward", "ward_commune") and unit.get("parent_code"):
+            return unit["parent_code"]
+        return code
+
+    rows = defaultdict(lambda: [0] * len(COUNTS))
+    for counter in counters:
+        key = counter["key"]
+        if (by == "session") != key[0].startswith("session"):
+            continue
+        if by == "session":
+            grouped = key[1]
+        else:
+            unit = key[2] if units_as_of == "then" else rolled_up(key[1], units)
+            grouped = {"unit": unit, "district": district(unit), "partner": key[3] or None}[by]
+        for i, n in enumerate(counter["counts"]):
+            rows[grouped][i] += n
+
+    def label(key):
+        if by == "session":
+            return (sessions.get(key) or {}).get("title", "")
+        if by in ("unit", "district"):
+            return (units.get(key) or {}).get("name", "")
+        return ""
+
+    return {"columns": [by, "name"] + list(COUNTS),
+            "rows": [[key, label(key)] + rows[key] for key in sorted(rows, key=lambda k: str(k)) if any(rows[key])]}

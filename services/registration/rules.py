@@ -3,6 +3,7 @@ quotas per unit, what a merge of units does to sessions, cancellations, check-in
 the keys and tokens derived from ids, and the folded text officials are searched by. No I/O: the
 caller reads and writes, and passes the time in."""
 import hashlib
+import re
 import secrets
 import unicodedata
 from datetime import timedelta
@@ -82,6 +83,36 @@ def search_text(official):
     return fold(" ".join([official["full_name"], official["email"], official["phone"]]))
 
 
+WORD_BREAKS = re.compile(r"[ .@_+-]+")
+# The words most Vietnamese names share: a search leads with another word of the query when it has
+# one, since the index range of "nguyen" or "thi" holds a third of the city.
+COMMON_NAME_WORDS = frozenset(
+    "nguyen tran le pham hoang huynh phan vu vo dang bui do ho ngo duong ly thi van huu duc ngoc minh "
+    "thanh quoc kim thu xuan gia bao phuong anh hong cong tan".split())
+
+
+def search_words(text):
+    """The distinct words of a folded search text, as `words_query` matches their starts."""
+    return sorted({word for word in WORD_BREAKS.split(text) if word})
+
+
+def query_words(q):
+    """The words of a search query, folded, in the order they were typed."""
+    return [word for word in WORD_BREAKS.split(fold(q or "")) if word]
+
+
+def leading_word(words):
+    """The word of a query (in typed order) whose index range is likely the narrowest: the longest
+    uncommon one, else the last (a Vietnamese name ends with the given name)."""
+    uncommon = [w for w in words if w not in COMMON_NAME_WORDS]
+    return max(uncommon, key=len) if uncommon else words[-1]
+
+
+def prefix_range(word):
+    """Index bounds of the words that begin with `word`: [word, the next string of its length)."""
+    return {"$gte": word, "$lt": word[:-1] + chr(ord(word[-1]) + 1)}
+
+
 # -- units and officials -------------------------------------------------------------------------------------
 
 def new_unit(fields, now):
@@ -132,6 +163,9 @@ def new_official(fields, official_id, now):
     """An official as stored: email in lower case (it is compared that way), with its search text."""
     official = dict(fields, email=fields["email"].lower(), id=official_id, _id=official_id, created_at=now)
     official["search"] = search_text(official)
+    official["search_words"] = search_words(official["search"])
+    # Coverage's read model counts it at its next fold (store.refresh_stale_coverage).
+    official["coverage_stale"] = 1
     return official
 
 

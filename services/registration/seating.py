@@ -276,6 +276,8 @@ def _seat(tx, batch, session_ids, look_for_earlier):
     if updates and tx.sessions.bulk_write(updates, ordered=False).matched_count != len(updates):
         raise SessionChanged()
     if written:
+        # Nothing else: coverage's and the reports' read models are folded from these events after
+        # the fact (store.fold_read_models).
         tx.registrations.insert_many([doc for _, doc in written])
     for registration, doc in written:
         event = {"registration_id": doc["_id"], "session": session_ref(sessions[doc["session_id"]]),

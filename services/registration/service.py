@@ -51,6 +51,9 @@ from services.registration.seating import Seating, session_lock
 log = logging.getLogger(__name__)
 # Built once: a marshmallow schema is reusable, and building one costs more than a registration's load.
 REGISTRATION_IN = schemas.RegistrationIn()
+# The read models' fold in the background works a fifth of the time at most (it sleeps four times as
+# long as each batch took), and not while registrations are being made: it shares the database with them.
+FOLD_REST = 4
 
 
 def end_of_day(day):
@@ -61,7 +64,7 @@ def end_of_day(day):
 class RegistrationService(Operated):
     name = "registration"
 
-    db = Database(indexes=store.INDEXES)
+    db = Database(indexes=store.INDEXES, migrations=store.MIGRATIONS)
     tracing = Tracing()
     seating = Seating()
 
@@ -427,6 +430,18 @@ class RegistrationService(Operated):
         return {"items": [schemas.public_over_capacity(s) for s in store.over_capacity_sessions(self.db)],
                 "next_cursor": None}
 
+    @leased_timer("COVERAGE_REFRESH_SECONDS", 2, lease="coverage-refresh")
+    def fold_into_read_models(self):
+        """Fold into coverage's and the reports' read models the officials that registration's
+        events since the last fold name and those marked changed, a batch per transaction (a
+        report folds what is left before it answers). Off the registration path: a registration's
+        transaction writes nothing for them. It rests FOLD_REST times as long as each batch took,
+        and waits while registrations are being made: it shares the database with them."""
+        try:
+            store.fold_read_models(self.db, rest=FOLD_REST)
+        except store.FoldDeferred:
+            pass  # the next tick goes on from the checkpoint (a report folds what is left before it answers)
+
     def domain_gauges(self):
         """Seats taken and waitlist length per upcoming session: what operators watch when a popular
         class opens."""
@@ -547,7 +562,9 @@ class RegistrationService(Operated):
         asked = validated(schemas.ReportQuery(), query)
         if by not in reports.GROUPINGS:
             raise not_found("report", by)
-        return reports.build(self.db, by, asked["units"], units)
+        store.fold_read_models(self.db, pending=True)
+        return reports.build_from_counters(by, store.report_counters(self.db, by, units), store.report_units(self.db),
+                                           store.report_sessions(self.db) if by == "session" else {}, asked["units"])
 
     @rpc
     def get_programme(self, actor):
@@ -578,6 +595,10 @@ class RegistrationService(Operated):
         as_of = asked.get("as_of") or local_date()
         record = store.programme(self.db)
         targets = {g: t["share"] for g, t in ((record or {}).get("targets") or {}).items()}
+        if asked["by"] != "partner":
+            return dict(self._coverage_from_counters(asked["by"], as_of, record, targets, scope),
+                        columns=list(coverage.COLUMNS), as_of=as_of.isoformat(),
+                        programme=schemas.public_programme(record))
         officials, units, registrations, sessions = store.coverage_inputs(self.db)
         if scope is not None:
             officials, units, registrations = coverage.within(scope, officials, units, registrations)
@@ -590,6 +611,24 @@ class RegistrationService(Operated):
                                 sessions=sessions, months=months)
         return dict(found, columns=list(coverage.COLUMNS), as_of=as_of.isoformat(),
                     programme=schemas.public_programme(record))
+
+    def _coverage_from_counters(self, by, as_of, record, targets, scope=None):
+        """Coverage by unit, audience group or month from the read model (store.refresh_coverage);
+        a coordinator's (`scope`) from its units' counters."""
+        store.fold_read_models(self.db, pending=True)
+        month = as_of.strftime("%Y-%m")
+        counters = store.coverage_counters(self.db, month, series=by == "month", units=scope)
+        units = store.coverage_units(self.db)
+        months = ()
+        if by == "month":
+            known = sorted(c["month"] for c in counters
+                           if c["month"] not in (coverage.STAFF, coverage.TOTAL) and any(c["totals"]))
+            first = date.fromisoformat(known[0] + "-01") if known else as_of
+            starts = date.fromisoformat(record["starts_on"]) if record else first
+            starts = max(starts, date(as_of.year - 10, as_of.month, 1))
+            months = coverage.month_ends(starts, as_of, lambda day: day)
+        return coverage.report_from_counters(by, counters, units, targets, month, as_of.strftime("%d"), months,
+                                             scope=scope)
 
     @rpc
     def official_record(self, actor, official_id):

@@ -26,7 +26,7 @@ from datetime import date, timedelta, timezone
 from urllib.parse import quote, urlencode
 
 from backbone import auth
-from backbone.clock import local_midnight, shown
+from backbone.clock import local_date, local_midnight, shown
 from backbone.errors import DomainError, conflict, forbidden, invalid, rule_broken
 from contracts.common import require_current_audiences  # noqa: F401  (rules of sessions)
 
@@ -293,6 +293,17 @@ def month_span(month):
     return local_midnight(date(year, number, 1)), local_midnight(date(year + number // 12, number % 12 + 1, 1))
 
 
+def months_of(starts_at, ends_at):
+    """The months (`2025-03`, Ho Chi Minh City time) a session takes place in, first to last: what
+    the calendar of a month finds it by (an index of them, not a range over every earlier session)."""
+    first, last = local_date(starts_at), local_date(ends_at - timedelta(microseconds=1))
+    out, year, month = [], first.year, first.month
+    while (year, month) <= (last.year, last.month):
+        out.append("{:04d}-{:02d}".format(year, month))
+        year, month = year + month // 12, month % 12 + 1
+    return out
+
+
 def in_utc(moment):
     """An aware instant in UTC, as sessions are stored."""
     return moment.astimezone(timezone.utc)
@@ -326,7 +337,7 @@ def new_session(session_id, fields, offering, venue, room, now):
         "room": room["name"], "room_key": room_key(venue["_id"], room["name"]),
         "trainer": fields["trainer"], "trainer_key": trainer_key(fields["trainer"]),
         "starts_at": in_utc(fields["starts_at"]), "ends_at": in_utc(fields["ends_at"]),
-        "parts": utc_parts(fields["parts"]),
+        "parts": utc_parts(fields["parts"]), "months": months_of(fields["starts_at"], fields["ends_at"]),
         "capacity": fields["capacity"], "eligible_units": fields["eligible_units"],
         "audience_groups": fields["audience_groups"],
         "registration_closes_at": in_utc(fields.get("registration_closes_at") or fields["starts_at"]),
@@ -351,7 +362,7 @@ def moved(session, room, fields):
     closes = fields.get("registration_closes_at")
     return {
         "room": room["name"], "room_key": room_key(session["venue_id"], room["name"]),
-        "starts_at": starts_at, "ends_at": ends_at, "parts": parts,
+        "starts_at": starts_at, "ends_at": ends_at, "parts": parts, "months": months_of(starts_at, ends_at),
         "registration_closes_at": in_utc(closes) if closes else session["registration_closes_at"] + shift,
     }
 

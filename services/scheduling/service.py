@@ -42,7 +42,7 @@ from services.scheduling.schemas import public_session, public_venue
 class SchedulingService(erasure.KeepsNoOfficials, Operated):
     name = "scheduling"
 
-    db = Database(indexes=store.INDEXES)
+    db = Database(indexes=store.INDEXES, migrations=store.MIGRATIONS)
     tracing = Tracing()
     feeds = Feeds()
 
