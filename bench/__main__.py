@@ -511,34 +511,47 @@ def bench_campaign(config, smtp_sink, registration_db, scheduling_db, size):
 def bench_scale(config, mongo_pid=None, smtp_sink=None):
     """Each figure at each size of the city (BENCH_SCALE officials), p50 over SCALE_REQUESTS
     requests, with its ratio to the first size's: search by name and by email, registration,
-    the programme calendar (a month; a unit's), coverage and the unit report."""
+    the programme calendar (a month; a unit's), coverage and the unit report. The services and the
+    gateway run as their own `nameko run` processes, as deployed, so that each one's memory is its
+    own: printed idle and after the run (nothing that grows with the city may stay in a process)."""
     import random
     from bench import city
-    from gateway.service import GatewayService
-    from services.partners.service import PartnersService
+    from bench.processes import Services
     from services.registration import rules, store
-    from services.registration.service import RegistrationService
-    from services.scheduling.service import SchedulingService
 
-    as_deployed()
-    from services.notifications.service import NotificationsService
     campaign = smtp_sink is not None and selected("campaign")
     if campaign:
         # Before the services start: the bare gateway would share their web server.
         bench_http_rpc(config["GATEWAY_URL"], "campaign_http_rpc_bare")
-    runner = run_services(PartnersService, SchedulingService, RegistrationService, GatewayService,
-                          *([NotificationsService] if campaign else []))
+    logs = tempfile.mkdtemp(prefix="trainops-bench-scale-")
+    services = Services(dict(
+        os.environ, PYTHONUNBUFFERED="1", AMQP_URI=config["AMQP_URI"], MONGO_URI=config["MONGO_URI"],
+        DATABASE_PREFIX=config["DATABASE_PREFIX"], OPERATOR_TOKEN=config["OPERATOR_TOKEN"],
+        FEED_SECRET=config["FEED_SECRET"], UNSUBSCRIBE_SECRET=config["NOTIFICATIONS"]["unsubscribe_secret"],
+        SMTP_HOST="127.0.0.1", SMTP_PORT=str(config["SMTP"]["port"]), SMS_GATEWAY_URL=config["SMS"]["gateway_url"],
+        GATEWAY_PORT=config["GATEWAY_URL"].rsplit(":", 1)[1], PUBLIC_URL=config["GATEWAY_URL"], SMS_QUIET_HOURS="",
+        HTTP_RATE_PER_CLIENT="0", HTTP_RATE_PER_TOKEN="0", LOG_LEVEL="WARNING"), logs)
+    services.start_all()
     base = config["GATEWAY_URL"]
     auth = {"Authorization": "Bearer " + config["OPERATOR_TOKEN"]}
     client = mongo_client(config["MONGO_URI"])
     registration_db = client["{}_registration".format(config["DATABASE_PREFIX"])]
     scheduling_db = client["{}_scheduling".format(config["DATABASE_PREFIX"])]
+
+    def memory(name):
+        print("bench {}: {}; SecantusDB {:.0f} MiB".format(name, ", ".join(
+            "{} {:.0f} MiB".format(service, (kib or 0) / 1024) for service, kib in sorted(services.rss().items())),
+            rss_mb(mongo_pid) if mongo_pid else 0), flush=True)
     try:
         import requests
-        wait_until(lambda: requests.post(base + "/units/load-map", headers=auth, timeout=120).status_code == 200,
-                   timeout=120, interval=0.5)
-        print("bench scale_rss_idle: {:.0f} MiB (the services and the gateway, one process), SecantusDB {:.0f} MiB".format(
-            rss_mb(), rss_mb(mongo_pid) if mongo_pid else 0), flush=True)
+
+        def map_loaded():
+            try:
+                return requests.post(base + "/units/load-map", headers=auth, timeout=120).status_code == 200
+            except requests.RequestException:  # the gateway is still starting
+                return False
+        wait_until(map_loaded, timeout=180, interval=0.5)
+        memory("scale_rss_idle")
         first, done, coordinator = SCALE[0], 0, None
         for size in SCALE:
             started = time.monotonic()
@@ -584,10 +597,11 @@ def bench_scale(config, mongo_pid=None, smtp_sink=None):
                        "scale_{}_{}".format(name, first) if size != first else None)
         if campaign:
             bench_campaign(config, smtp_sink, registration_db, scheduling_db, done)
-        print("bench scale_rss_after: {:.0f} MiB (the services and the gateway, one process), SecantusDB {:.0f} MiB".format(
-            rss_mb(), rss_mb(mongo_pid) if mongo_pid else 0), flush=True)
+        memory("scale_rss_after")
     finally:
-        runner.stop()
+        services.stop()
+        client.close()
+        shutil.rmtree(logs, ignore_errors=True)
 
 
 def bench_sweep(config, smtp_sink):

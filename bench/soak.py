@@ -47,10 +47,10 @@ import requests  # noqa: E402
 
 from backbone.database import mongo_client  # noqa: E402
 from backbone.outbox import emitted_events  # noqa: E402
+from bench.processes import Services  # noqa: E402
 from devstack import REPO_ROOT, free_port  # noqa: E402
 from devstack.cluster import Cluster  # noqa: E402
 from devstack.mongo import EmbeddedMongo  # noqa: E402
-from devstack.run import processes  # noqa: E402
 from devstack.sms_gateway import SmsGateway  # noqa: E402
 from devstack.smtp_sink import SmtpSink  # noqa: E402
 from tests.helpers import Client, Programme, at  # noqa: E402
@@ -69,50 +69,6 @@ TOKEN = "soak-" + secrets.token_urlsafe(16)
 
 def say(line):
     print("soak {}: {}".format(time.strftime("%H:%M:%S"), line), flush=True)
-
-
-def rss_kib(pid):
-    try:
-        for line in Path("/proc/{}/status".format(pid)).read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
-
-
-class Services:
-    """The five `nameko run` processes, each killable and started again."""
-
-    def __init__(self, env, logs):
-        self.env, self.logs = env, logs
-        self.targets = processes()
-        self.running = {}
-
-    def start(self, name):
-        with open(self.logs / "{}.log".format(name), "ab") as log:
-            self.running[name] = subprocess.Popen(
-                [str(Path(sys.executable).parent / "nameko"), "run", "--config", "config.yml", self.targets[name]],
-                cwd=REPO_ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True)
-
-    def kill(self, name):
-        self.running[name].send_signal(signal.SIGKILL)
-        self.running[name].wait()
-
-    def rss(self):
-        return {name: rss_kib(process.pid) for name, process in self.running.items()}
-
-    def stop(self):
-        for process in self.running.values():
-            if process.poll() is None:
-                process.terminate()
-        for process in self.running.values():
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
 
 
 class Phase:
@@ -308,8 +264,7 @@ def main():
             subprocess.run([sys.executable, "-m", "backbone.topology"], cwd=REPO_ROOT, env=env, check=True,
                            stdout=log, stderr=subprocess.STDOUT)
         services = Services(env, logs)
-        for name in services.targets:
-            services.start(name)
+        services.start_all()
         deadline = time.monotonic() + 180
         while True:
             try:

@@ -3,9 +3,11 @@ against the real stack: a coordinator's coverage and reports, read from the coun
 count over its units' officials and registrations gives; after an official is moved to another unit
 and audience group (`POST /officials/{id}/update`) and another is erased, the kept model answers what
 a model rebuilt from scratch answers, for the operator and for the coordinator."""
+from datetime import timedelta
+
 import pytest
 
-from backbone.clock import local_date
+from backbone.clock import local_date, utcnow
 from services.registration import coverage, reports, store
 from services.registration.service import end_of_day
 from tests.helpers import programme_with_coordinator, wait_for
@@ -110,3 +112,32 @@ def test_a_registration_writes_nothing_for_the_read_models_and_the_folder_counts
     assert kept["unit"]["totals"]["registered"] == 4  # a1, a2 (now in Q3), b1 (erased) and the new one
     store.rebuild_coverage(db)
     assert answers(world["operator"]) == kept
+
+
+def test_folds_stop_while_a_rebuild_runs_and_go_on_after_it(world):
+    """A fold beside a rebuild would add to counters the rebuild then replaces (the scale bench met
+    it as a duplicate official in the rebuilt model): while the rebuild's mark is up, the timer's fold
+    stops between batches and a report's folds nothing; once it is down, the fold counts what waited."""
+    db, programme = world["db"]("registration"), world["programme"]
+    wait_for(lambda: store.read_models_behind(db) == 0)
+    db.read_model_checkpoints.replace_one({"_id": store.REBUILDING}, {"until": utcnow() + timedelta(minutes=5)},
+                                          upsert=True)
+    try:
+        official = programme.official(A, "ward_commune")  # marked: waits for a fold
+        assert store.rebuilding(db)
+        with pytest.raises(store.FoldDeferred):
+            store.fold_read_models(db, rest=1)
+        assert store.fold_read_models(db, pending=True) == 0
+        assert db.coverage_people.find_one({"_id": official["id"]}) is None
+        assert db.officials.find_one({"_id": official["id"]})["coverage_stale"] > 0
+    finally:
+        db.read_model_checkpoints.delete_one({"_id": store.REBUILDING})
+    # A rebuild's own mark comes down when it ends, whatever the timer does meanwhile.
+    assert store.rebuild_coverage(db, settle=0) == 6
+    assert not store.rebuilding(db)
+    assert db.coverage_people.find_one({"_id": official["id"]}) is not None
+    # A mark left by a rebuild that died runs out on its own.
+    db.read_model_checkpoints.replace_one({"_id": store.REBUILDING}, {"until": utcnow() - timedelta(seconds=1)},
+                                          upsert=True)
+    assert not store.rebuilding(db)
+    db.read_model_checkpoints.delete_one({"_id": store.REBUILDING})

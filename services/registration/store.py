@@ -792,7 +792,19 @@ def _add_to_counters(tx, deltas):
 
 
 class FoldDeferred(Exception):
-    """The background fold stopped between two batches: registrations are being made."""
+    """The fold stopped between two batches: registrations are being made, or the read models are
+    being rebuilt."""
+
+
+REBUILDING = "rebuilding"  # its document in `read_model_checkpoints` while a rebuild runs
+REBUILD_SETTLE_SECONDS = 2.0  # what a fold's batch under way may take to finish once it is told
+
+
+def rebuilding(db):
+    """Whether a rebuild is under way: folds stop between batches until it ends (a fold beside it
+    would add to counters it then replaces). A rebuild that died is forgotten when its mark runs out."""
+    mark = db.read_model_checkpoints.find_one({"_id": REBUILDING}, {"until": 1})
+    return mark is not None and mark["until"] > utcnow()
 
 
 # Registrations count as being made while one was published this recently.
@@ -812,6 +824,8 @@ def _rested(db, work, rest):
     stop (FoldDeferred) while registrations are being made. The fold shares the database with them:
     beside a burst, a fold at full speed took half the burst's throughput, and one that worked a
     fifth of the time still did. The next tick folds the rest, or the next report."""
+    if rebuilding(db):
+        raise FoldDeferred()
     started = time.monotonic()
     work()
     if rest:
@@ -869,9 +883,18 @@ def fold_read_models(db, pending=False, rest=0):
     `rest`: the timer's fold, in the background: after each batch of officials it sleeps that many
     times as long as the batch took, and it neither starts nor goes on while registrations are
     being made (raises FoldDeferred between batches). Returns how many officials were folded (one
-    named twice counts twice)."""
+    named twice counts twice). While a rebuild runs, the timer's fold stops and a report's folds nothing."""
     if rest and registering_now(db):
         raise FoldDeferred()
+    try:
+        return _fold(db, pending, rest)
+    except FoldDeferred:
+        if rest:
+            raise
+        return 0  # a rebuild is under way: a report reads the models as they are
+
+
+def _fold(db, pending, rest):
     # The outbox first: the relay archives before it deletes, so what was waiting is archived by the next read.
     waiting = coverage.officials_changed(pending_events(db)) if pending else set()
     folded = refresh_stale_coverage(db, rest=rest) + _refresh_all(db, waiting, rest=rest)
@@ -930,10 +953,22 @@ def coverage_counters(db, as_of_month, series=False, units=None):
     return out
 
 
-def rebuild_coverage(db, chunk=2000):
+def rebuild_coverage(db, chunk=2000, settle=REBUILD_SETTLE_SECONDS):
     """The read model from scratch: every official's share worked out from their registrations (the
     two streamed side by side), the counters summed from the shares (no transaction: run it while
-    nothing registers, or run it again). Returns how many officials were counted."""
+    nothing registers, or run it again). Folds stop while it runs (`rebuilding`) and go on from where
+    it ends. Returns how many officials were counted."""
+    # Folds stop first: one beside the rebuild would add to counters it then replaces.
+    db.read_model_checkpoints.replace_one(
+        {"_id": REBUILDING}, {"until": utcnow() + timedelta(hours=1)}, upsert=True)
+    time.sleep(settle)
+    try:
+        return _rebuild(db, chunk)
+    finally:
+        db.read_model_checkpoints.delete_one({"_id": REBUILDING})
+
+
+def _rebuild(db, chunk):
     # The fold goes on from the last event published before the rebuild began (it works out again
     # any official an event after that names: their share as counted here, so no change).
     last = list(db.published_events.find({}, {"published_at": 1}).sort("published_at", DESCENDING).limit(1))
