@@ -8,6 +8,8 @@ adds officials [start, stop) and what comes with them, so a bench grows one data
 
     python -m bench.city MONGO_URI PREFIX 250000     # by hand: the full city into <PREFIX>_registration
 """
+import functools
+import os
 import random
 import sys
 import time
@@ -22,7 +24,11 @@ from services.registration.schemas import official_ref, session_ref
 from services.scheduling import rules as scheduling_rules
 
 SEED = 2025
-OFFICIALS_PER_SESSION = 50
+# The programme's two years of sessions, the same whatever the number of officials: the calendars'
+# figures then show what officials and their registrations cost them (nothing), at a full calendar.
+SESSIONS = int(os.environ.get("BENCH_CITY_SESSIONS", 5000))
+# One session in four is open to a few units only (the rest to every unit).
+RESTRICTED_EVERY = 4
 REGISTRATIONS_PER_OFFICIAL = 2
 # Surnames with roughly their share in Vietnam; middle and given names as the civil service has them.
 SURNAMES = [("Nguyễn", 38), ("Trần", 11), ("Lê", 9), ("Phạm", 7), ("Hoàng", 5), ("Huỳnh", 5), ("Phan", 4),
@@ -43,6 +49,7 @@ FIRST_DAY = datetime(2025, 3, 22, 1, 0, tzinfo=timezone.utc)
 DAYS = 730
 
 
+@functools.lru_cache(maxsize=1)
 def units_of_today():
     """(code, audience group) of every unit officials belong to today: wards and communes, and the
     departments and leadership (their officials are the department and leader groups)."""
@@ -85,35 +92,35 @@ def session(seed, k, partner_id, venue, now):
     session_id = "session-city{:06d}".format(k)
     offering = {"_id": "offering-city", "partner_id": partner_id, "title": "Ứng dụng AI trong công việc (minh họa)"}
     room = venue["rooms"][0]
+    units = [code for code, _ in units_of_today()]
+    eligible = sorted(rnd.sample(units, 3)) if k % RESTRICTED_EVERY == RESTRICTED_EVERY - 1 else []
     fields = {"trainer": "Giảng viên {}".format(k % 40), "starts_at": starts, "ends_at": ends,
-              "parts": [{"starts_at": starts, "ends_at": ends}], "capacity": 200, "eligible_units": [],
+              "parts": [{"starts_at": starts, "ends_at": ends}], "capacity": 200, "eligible_units": eligible,
               "audience_groups": ["ward_commune", "department", "leader"]}
     scheduled = scheduling_rules.new_session(session_id, fields, offering, venue, room, now)
     copy = {k_: scheduled[k_] for k_ in ("offering_id", "partner_id", "title", "venue_name", "address", "room",
                                          "starts_at", "ends_at", "parts", "capacity", "audience_groups",
                                          "registration_closes_at")}
-    copy.update(_id=session_id, eligible_units=[], status="scheduled", seats_taken=0, waitlist_length=0,
+    copy.update(_id=session_id, eligible_units=eligible, status="scheduled", seats_taken=0, waitlist_length=0,
                 waitlist_next=0, quotas={}, unit_seats={})
     return scheduled, copy
 
 
 def extend(registration_db, scheduling_db, start, stop, partner_id, venue, seed=SEED, chunk=5000, now=None):
-    """Add officials [start, stop), the sessions that come with them and their registrations,
-    attendance and certificates. Returns what was written, by collection."""
+    """Add officials [start, stop) and their registrations, attendance and certificates; with the
+    first officials (`start` 0), the SESSIONS sessions of the programme. Returns what was written,
+    by collection."""
     now = now or datetime.now(timezone.utc)
     units = units_of_today()
     written = defaultdict(int)
-    first_session, last_session = -(-start // OFFICIALS_PER_SESSION), -(-stop // OFFICIALS_PER_SESSION)
-    sessions = {}
-    for k in range(first_session, last_session):
-        scheduled, copy = session(seed, k, partner_id, venue, now)
-        sessions[k] = copy
-    for begin in range(first_session, last_session, chunk):
-        keys = range(begin, min(last_session, begin + chunk))
-        scheduling_db.sessions.insert_many([session(seed, k, partner_id, venue, now)[0] for k in keys], ordered=False)
-        registration_db.sessions.insert_many([sessions[k] for k in keys], ordered=False)
-        written["sessions"] += len(keys)
-    available = max(1, last_session)
+    sessions = {k: session(seed, k, partner_id, venue, now) for k in range(SESSIONS)}
+    if start == 0:
+        for begin in range(0, SESSIONS, chunk):
+            keys = range(begin, min(SESSIONS, begin + chunk))
+            scheduling_db.sessions.insert_many([sessions[k][0] for k in keys], ordered=False)
+            registration_db.sessions.insert_many([sessions[k][1] for k in keys], ordered=False)
+            written["sessions"] += len(keys)
+    sessions = {k: copy for k, (_, copy) in sessions.items()}
     for begin in range(start, stop, chunk):
         # Counted by coverage's rebuild (`python -m services.registration.coverage_rebuild`), as a data
         # set loaded in bulk is, not one official at a time.
@@ -126,10 +133,8 @@ def extend(registration_db, scheduling_db, start, stop, partner_id, venue, seed=
         for person in officials:
             n = int(person["_id"][len("official-city"):])
             rnd = random.Random("{}:registrations:{}".format(seed, n))
-            for k in sorted({rnd.randrange(min(available, n // OFFICIALS_PER_SESSION + 20))
-                             for _ in range(REGISTRATIONS_PER_OFFICIAL)}):
-                held = sessions.get(k) or session(seed, k, partner_id, venue, now)[1]
-                registrations.append(_registration(rnd, person, held, now, attendance, certs, seats))
+            for k in sorted({_open_to(rnd, person["unit_code"], sessions) for _ in range(REGISTRATIONS_PER_OFFICIAL)}):
+                registrations.append(_registration(rnd, person, sessions[k], now, attendance, certs, seats))
         for collection, docs in (("registrations", registrations), ("attendance", attendance),
                                  ("certificates", certs)):
             if docs:
@@ -140,6 +145,14 @@ def extend(registration_db, scheduling_db, start, stop, partner_id, venue, seed=
             **{"unit_seats." + rules.unit_key(code): taken for code, taken in by_unit.items()})})
             for sid, by_unit in seats.items()], ordered=False)
     return dict(written)
+
+
+def _open_to(rnd, unit_code, sessions):
+    """A session that the unit's officials may register for, drawn at random."""
+    while True:
+        k = rnd.randrange(len(sessions))
+        if not sessions[k]["eligible_units"] or unit_code in sessions[k]["eligible_units"]:
+            return k
 
 
 def _registration(rnd, person, held, now, attendance, certs, seats):

@@ -5,6 +5,8 @@ of unit A reads, creates, registers, cancels and reports for A, and for B is ref
 with rows of A and B; revocation at once; a coordinator of a unit that was merged acts for what it
 became."""
 import itertools
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -136,7 +138,14 @@ def test_a_coordinator_asking_for_another_units_sessions_is_told_so(world):
     mine = co.get("/sessions").json()["items"]  # without unit=: the sessions open to its units
     assert world["made"][A]["session"]["id"] in {s["id"] for s in mine}
     assert world["made"][B]["session"]["id"] not in {s["id"] for s in mine}
-    assert co.get("/sessions/" + world["made"][A]["session"]["id"]).status_code == 200
+    # A month of the calendar too, with and without its unit named (scheduling's calendar keys).
+    session = world["made"][A]["session"]
+    month = datetime.fromisoformat(session["starts_at"]).astimezone(ZoneInfo("Asia/Ho_Chi_Minh")).strftime("%Y-%m")
+    for query in ("month=" + month, "month={}&unit={}".format(month, A)):
+        found = {s["id"] for s in co.get("/sessions?" + query).json()["items"]}
+        assert session["id"] in found and world["made"][B]["session"]["id"] not in found, query
+    assert_error(co.get("/sessions?month={}&unit={}".format(month, B)), 403, "unit_not_yours")
+    assert co.get("/sessions/" + session["id"]).status_code == 200
 
 
 def test_a_coordinator_nominates_registers_and_cancels_for_its_own_unit_under_the_usual_rules(world):

@@ -108,10 +108,13 @@ def test_the_programme_calendar_filters_by_month_unit_partner_and_venue_and_page
     # A session stored before sessions knew their months is found once the migration has run.
     from services.scheduling import store as scheduling_store
     scheduling_db = programme.db("scheduling")
-    scheduling_db.sessions.update_one({"_id": first["id"]}, {"$unset": {"months": ""}})
+    scheduling_db.sessions.update_one({"_id": first["id"]}, {"$unset": {"months": "", "calendar_keys": ""}})
     assert ids("month=" + month) == [open_to_all["id"], lab["id"]]
-    scheduling_store.MIGRATIONS[-1].apply(scheduling_db)
+    assert ids("month={}&unit=Q1".format(month)) == [open_to_all["id"]]
+    for migration in scheduling_store.MIGRATIONS:
+        migration.apply(scheduling_db)
     assert ids("month=" + month) == [first["id"], open_to_all["id"], lab["id"]]
+    assert ids("month={}&unit=Q1".format(month)) == [first["id"], open_to_all["id"]]
     assert ids("venue_id={}&partner_id={}".format(programme.venue_id, programme.siu_id)) == [
         first["id"], open_to_all["id"], lab["id"], later["id"]]
     assert ids("partner_id=partner-0") == []

@@ -492,3 +492,12 @@ def test_the_months_a_session_takes_place_in_are_local_months():
     assert scheduling_rules.months_of(datetime(2025, 4, 30, 20, tzinfo=timezone.utc),
                                       datetime(2025, 4, 30, 22, tzinfo=timezone.utc)) == ["2025-05"]
     assert scheduling_rules.months_of(at(2025, 12, 31, 8), at(2026, 2, 1, 0)) == ["2025-12", "2026-01"]
+
+
+def test_a_session_is_found_in_each_month_it_takes_place_for_each_unit_it_is_open_to():
+    from services.scheduling import rules as scheduling_rules
+    assert scheduling_rules.calendar_keys(["2025-03", "2025-04"], []) == ["2025-03|*", "2025-04|*"]
+    assert scheduling_rules.calendar_keys(["2025-03"], ["Q1", "Q3"]) == ["2025-03|Q1", "2025-03|Q3"]
+    assert scheduling_rules.calendar_keys(["2025-03"], None) == ["2025-03|*"]
+    assert scheduling_rules.open_to_key("2025-03") == "2025-03|*"
+    assert scheduling_rules.open_to_key("2025-03", "Q1") == "2025-03|Q1"

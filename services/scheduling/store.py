@@ -37,6 +37,8 @@ INDEXES = {
         IndexModel([("partner_id", ASCENDING), ("starts_at", ASCENDING)]),
         # A month's calendar: the months a session takes place in (an equality, not a range).
         IndexModel([("months", ASCENDING), ("starts_at", ASCENDING)]),
+        # A unit's month: `month|unit` and `month|*` (rules.calendar_keys).
+        IndexModel([("calendar_keys", ASCENDING), ("starts_at", ASCENDING)]),
     ],
     "offerings": [IndexModel([("agreement_id", ASCENDING)])],
     "agreements": [IndexModel([("partner_id", ASCENDING)]), IndexModel([("last_day", ASCENDING)])],
@@ -111,7 +113,17 @@ def _fill_months(db):
             "months": rules.months_of(session["starts_at"], session["ends_at"])}})
 
 
-MIGRATIONS = [Migration("scheduling-0001-session-months", "sessions: the months they take place in", _fill_months)]
+def _fill_calendar_keys(db):
+    """Sessions stored before `calendar_keys` existed get theirs."""
+    for session in db.sessions.find({"calendar_keys": {"$exists": False}},
+                                    {"starts_at": 1, "ends_at": 1, "eligible_units": 1}):
+        db.sessions.update_one({"_id": session["_id"]}, {"$set": {"calendar_keys": rules.calendar_keys(
+            rules.months_of(session["starts_at"], session["ends_at"]), session.get("eligible_units"))}})
+
+
+MIGRATIONS = [Migration("scheduling-0001-session-months", "sessions: the months they take place in", _fill_months),
+              Migration("scheduling-0002-session-calendar-keys", "sessions: the months and units they are open to",
+                        _fill_calendar_keys)]
 
 
 def _delivered_or_hosted(partner_id):
@@ -130,15 +142,30 @@ def session_page(db, seen_by, filters, during=None, open_to=None):
     `partner_id`, `venue_id`, `status`, and `limit` and `cursor`; `open_to`: units (a coordinator's)
     whose sessions alone are listed."""
     clauses = [_seen_by(seen_by)]
-    if during:
-        begins, ends = during
-        clauses.append({"months": rules.months_of(begins, ends)[0]})
-    if "unit" in filters:
-        clauses.append({"$or": [{"eligible_units": filters["unit"]}, {"eligible_units": []}]})
-    if open_to is not None:
-        clauses.append({"$or": [{"eligible_units": {"$in": list(open_to)}}, {"eligible_units": []}]})
+    month = rules.months_of(*during)[0] if during else None
+    units = _units_asked(filters.get("unit"), open_to)
+    if month and units is not None:
+        # A unit's month, one index range per key (rules.calendar_keys).
+        clauses.append({"calendar_keys": {"$in": sorted(rules.open_to_key(month, unit) for unit in units | {None})}})
+    else:
+        if month:
+            clauses.append({"months": month})
+        if "unit" in filters:
+            clauses.append({"$or": [{"eligible_units": filters["unit"]}, {"eligible_units": []}]})
+        if open_to is not None:
+            clauses.append({"$or": [{"eligible_units": {"$in": list(open_to)}}, {"eligible_units": []}]})
     clauses.extend({key: filters[key]} for key in ("partner_id", "venue_id", "status") if key in filters)
     return page(db.sessions, _side_by_side(clauses), ["starts_at", "_id"], filters["limit"], filters.get("cursor"))
+
+
+def _units_asked(unit, open_to):
+    """The units whose sessions (with those open to every unit) a unit filter and a coordinator's
+    units ask for, or None when that is not one set (no unit asked, or one outside `open_to`)."""
+    if open_to is None:
+        return None if unit is None else {unit}
+    if unit is None:
+        return set(open_to)
+    return {unit} if unit in open_to else None
 
 
 def _side_by_side(clauses):
