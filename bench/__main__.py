@@ -433,6 +433,8 @@ def bench_registration_burst(config):
 
 SCALE = [int(n) for n in os.environ.get("BENCH_SCALE", "1000,10000").split(",") if n]
 SCALE_REQUESTS = int(os.environ.get("BENCH_SCALE_REQUESTS", 200))
+# BENCH_SCALE_FIGURES=search_name,search_email measures some of the scale step's figures (all by default).
+SCALE_FIGURES = [name for name in os.environ.get("BENCH_SCALE_FIGURES", "").split(",") if name]
 
 
 def rss_mb(pid=None):
@@ -592,6 +594,8 @@ def bench_scale(config, mongo_pid=None, smtp_sink=None):
                 "report_unit_coordinator": [["GET", base + "/reports/unit", None, coordinator]] * 10,
             }
             for name, requests_ in figures_.items():
+                if SCALE_FIGURES and name not in SCALE_FIGURES:
+                    continue
                 result = load_http(requests_, concurrency=2, strict=False)
                 report("scale_{}_{}".format(name, size), result["p50_ms"], "ms p50",
                        "scale_{}_{}".format(name, first) if size != first else None)

@@ -156,14 +156,65 @@ def test_search_reads_a_range_of_the_word_index_and_officials_stored_before_it_g
     # Stored before search words existed: the migration gives it its words.
     older = rules.new_official(dict(OFFICIAL, full_name="Phạm Văn Cũ", email="cu@q1.gov.vn", phone="+84903000111"),
                                "official-older", None)
-    del older["search_words"], older["coverage_stale"]
+    for field in ("search_words", "name_words", "search_keys", "coverage_stale"):
+        del older[field]
     db.officials.insert_one(older)
     assert programme.operator.get("/officials?q=pham cu").json()["items"] == []
-    store.MIGRATIONS[-1].apply(db)
-    assert db.officials.find_one({"_id": "official-older"})["search_words"] == [
-        "84903000111", "cu", "gov", "pham", "q1", "van", "vn"]
+    assert programme.operator.get("/officials?q=cu").json()["items"] == []
+    for migration in store.MIGRATIONS:
+        migration.apply(db)
+    stored = db.officials.find_one({"_id": "official-older"})
+    assert stored["search_words"] == ["84903000111", "cu", "gov", "pham", "q1", "van", "vn"]
+    assert stored["name_words"] == ["cu", "pham", "van"] and "cu pham\tvan" in stored["search_keys"]
     assert [o["id"] for o in programme.operator.get("/officials?q=pham cu").json()["items"]] == ["official-older"]
-    # The leading word is a range of the index, not a scan of the collection.
+    assert [o["id"] for o in programme.operator.get("/officials?q=cu").json()["items"]] == ["official-older"]
+    # The leading word is a range of the index, not a scan of the collection; so is a name's key.
     leading = rules.leading_word(rules.query_words("Nguyễn Ánh"))
     plan = db.officials.find({"search_words": rules.prefix_range(leading)}).explain()["queryPlanner"]["winningPlan"]
     assert "IXSCAN" in str(plan) and "search_words" in str(plan), plan
+    bounds, _ = rules.name_key_range(rules.query_words("Nguyễn Ánh"))
+    plan = db.officials.find({"search_keys": bounds}).explain()["queryPlanner"]["winningPlan"]
+    assert "IXSCAN" in str(plan) and "search_keys" in str(plan), plan
+
+
+def test_a_name_query_takes_whole_words_in_any_order_and_the_start_of_the_last_one(programme):
+    an, anh = programme.official(full_name="Nguyễn Văn An"), programme.official(full_name="Nguyễn Văn Anh", unit_code="Q3")
+    thi_anh = programme.official(full_name="Nguyễn Thị Ánh")
+
+    def found(q, client=programme.operator):
+        return sorted(o["id"] for o in client.get("/officials?q=" + q).json()["items"])
+
+    assert found("nguyen van an") == found("van an") == found("VĂN An") == sorted([an["id"], anh["id"]])
+    assert found("an van") == found("an nguyen v") == [an["id"]]  # "an" whole: not Anh
+    assert found("anh van") == found("van nguyen anh") == [anh["id"]]
+    assert found("ngu van an") == []  # only the last word may be the start of one
+    assert found("nguyen an") == sorted([an["id"], anh["id"], thi_anh["id"]])
+    assert found("an") == sorted([an["id"], anh["id"], thi_anh["id"]])  # one word: the start of any word
+    # A page at a time.
+    first = programme.operator.get("/officials?q=van an&limit=1").json()
+    second = programme.operator.get("/officials?q=van an&limit=1&cursor=" + first["next_cursor"]).json()
+    assert second["next_cursor"] is None
+    assert sorted(o["id"] for o in first["items"] + second["items"]) == sorted([an["id"], anh["id"]])
+    # A coordinator of Q1 finds Q1's alone, and nobody when asking for another unit.
+    made = programme.operator.post("/units/Q1/coordinators", {
+        "full_name": "Trần Thị Điều Phối", "email": "dieuphoi@q1.gov.vn", "phone": "0903 111 222"})
+    assert made.status_code == 201, made.text
+    coordinator = programme.operator.as_(made.json()["api_token"])
+    assert found("van an", coordinator) == [an["id"]]
+    assert found("van an&unit_code=Q1", coordinator) == [an["id"]]
+    assert found("van an&unit_code=Q3", programme.operator) == [anh["id"]]
+
+
+def test_an_edited_official_is_found_by_the_new_name_and_an_erased_one_by_neither(programme):
+    official = programme.official(full_name="Lê Văn Cũ")
+
+    def found(q):
+        return [o["id"] for o in programme.operator.get("/officials?q=" + q).json()["items"]]
+
+    edited = programme.operator.post("/officials/{}/update".format(official["id"]), {"full_name": "Lê Văn Mới"})
+    assert edited.status_code == 200, edited.text
+    assert found("le van moi") == found("moi le") == [official["id"]]
+    assert found("le van cu") == found("cu") == []
+    erased = programme.operator.post("/officials/{}/erase".format(official["id"]), {"reason": "Yêu cầu xóa dữ liệu"})
+    assert erased.status_code == 202, erased.text
+    assert found("le van moi") == found("moi") == found("da xoa du lieu") == []

@@ -100,6 +100,65 @@ def test_an_official_is_found_by_name_email_and_phone_folded():
     assert text == "tran van duc duc.tran@q1.gov.vn +84912345678"
 
 
+
+@pytest.mark.parametrize("q, name", [
+    ("nguyen van an", True), ("NGUYỄN ánh", True), ("an", False), ("nguyen", False),
+    ("an.nguyen", False), ("an.nguyen@q1.gov.vn", False), ("0903 123 456", False), ("nguyen 0903", False),
+    ("canbo12", False), (".*", False), ("", False),
+])
+def test_several_plain_words_are_a_name_and_anything_with_a_digit_or_a_contact_mark_is_not(q, name):
+    assert rules.is_name_query(q) is name
+
+
+def test_a_name_has_keys_of_each_word_after_one_or_two_others_and_no_key_of_a_contact_like_word():
+    words = rules.name_words("Nguyễn Văn An")
+    assert words == ["an", "nguyen", "van"]
+    assert rules.search_keys(words) == [
+        "an\tnguyen", "an\tvan", "an nguyen\tvan", "an van\tnguyen", "nguyen\tan", "nguyen\tvan",
+        "nguyen van\tan", "van\tan", "van\tnguyen"]
+    assert rules.name_words("Nguyễn Thị Bench 12") == ["bench", "nguyen", "thi"]
+    assert len(rules.search_keys(rules.name_words("Nguyễn Thị Ngọc Anh"))) == 24
+    assert rules.search_keys(rules.name_words("An")) == []
+
+
+def found_by_name(full_name, q):
+    """What the name query's read finds: a key of the name in the range, the rest among its words."""
+    words = rules.name_words(full_name)
+    bounds, rest = rules.name_key_range(rules.query_words(q))
+    in_range = any(bounds["$gte"] <= key < bounds["$lt"] for key in rules.search_keys(words))
+    return in_range and set(rest) <= set(words)
+
+
+@pytest.mark.parametrize("full_name, q, found", [
+    ("Nguyễn Văn An", "nguyen van an", True),
+    ("Nguyễn Văn Anh", "nguyen van an", True),  # the last word typed is the start of a word
+    ("Nguyễn Văn An", "ngu van an", False),  # the others are whole words
+    ("Nguyễn Văn An", "van an", True),
+    ("Nguyễn Văn Anh", "van an", True),
+    ("Nguyễn Văn An", "an van", True),  # in any order
+    ("Nguyễn Văn Anh", "an van", False),
+    ("Nguyễn Văn Anh", "an nguyen", False),
+    ("Nguyễn Thị Anh Thư", "nguyen thi anh", True),
+    ("Nguyễn Thị Ánh", "NGUYỄN ánh", True),
+    ("Trần Văn Đức", "duc tran", True),
+    ("Trần Văn Đức", "tran van d", True),
+    ("Trần Văn Đức", "tran van duc", True),
+    ("Trần Văn Đức", "tran thi duc", False),
+    ("Quách Thị Đã Nhập", "quach thi da nhap", True),  # a third whole word is checked on what was read
+    ("Quách Văn Đã Nhập", "quach thi da nhap", False),
+    ("Nguyễn Văn An", "an an", False),  # the last word begins another word than the whole ones
+    ("Nguyễn An Anh", "an an", True),
+    ("Nguyễn Văn An", "nguyen nguyen an", True),  # a word typed twice counts once
+])
+def test_a_name_query_reads_the_keys_of_exactly_the_names_it_matches(full_name, q, found):
+    assert found_by_name(full_name, q) is found
+
+
+def test_a_name_query_keys_on_its_two_least_common_looking_whole_words():
+    bounds, rest = rules.name_key_range(["nguyen", "thi", "quach", "da", "nhap"])
+    assert bounds == {"$gte": "da quach\tnhap", "$lt": "da quach\tnhaq"} and rest == ["nguyen", "thi"]
+
+
 # -- units and officials ------------------------------------------------------------------------------------------
 
 def test_a_unit_is_found_by_the_words_of_its_name_or_code_without_accents():

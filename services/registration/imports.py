@@ -116,8 +116,7 @@ def import_csv(db, text, max_rows=None, units=None):
                 rows_of_writes.append((number, "created"))
             elif any(existing.get(k) != fields.get(k) for k in COMPARED):
                 change = dict(fields, updated_at=now)
-                change["search"] = rules.search_text(dict(existing, **fields))
-                change["search_words"] = rules.search_words(change["search"])
+                change.update(rules.search_fields(dict(existing, **fields)))
                 writes.append(UpdateOne({"_id": existing["_id"]}, {"$set": change, "$inc": {"coverage_stale": 1}}))
                 rows_of_writes.append((number, "updated"))
             else:

@@ -16,7 +16,8 @@ ERASED_CONTACT = "erased:{}"
 
 def erased_official_fields(official_id):
     return {"full_name": ERASED_OFFICIAL["full_name"], "email": ERASED_CONTACT.format(official_id),
-            "phone": ERASED_CONTACT.format(official_id), "search": "", "search_words": []}
+            "phone": ERASED_CONTACT.format(official_id), "search": "", "search_words": [],
+            "name_words": [], "search_keys": []}
 
 
 def is_erased(official):
@@ -46,7 +47,8 @@ def recently_erased(db, since):
 
 def held_about(db, official_id):
     """Everything registration holds about one official, as JSON-ready data."""
-    official = db.officials.find_one({"_id": official_id}, {"search": 0, "search_words": 0, "coverage_stale": 0})
+    official = db.officials.find_one({"_id": official_id}, {
+        "search": 0, "search_words": 0, "name_words": 0, "search_keys": 0, "coverage_stale": 0})
     if official is None:
         return None
     return {

@@ -89,6 +89,11 @@ WORD_BREAKS = re.compile(r"[ .@_+-]+")
 COMMON_NAME_WORDS = frozenset(
     "nguyen tran le pham hoang huynh phan vu vo dang bui do ho ngo duong ly thi van huu duc ngoc minh "
     "thanh quoc kim thu xuan gia bao phuong anh hong cong tan".split())
+# What marks a query (or a word) as an email or a phone number, whole or in part, rather than a name.
+CONTACT_MARKS = re.compile(r"[0-9@._+-]")
+# Between a name key's whole words and the word the query's last word begins (`search_keys`): no
+# folded word holds a tab (`fold` splits at whitespace), so a key's parts cannot be mistaken.
+KEY_MARK = "\t"
 
 
 def search_words(text):
@@ -96,9 +101,54 @@ def search_words(text):
     return sorted({word for word in WORD_BREAKS.split(text) if word})
 
 
+def name_words(full_name):
+    """The distinct words of a name, folded, that a name query matches. A word with a digit or one of
+    @ . _ + - is left out: a query holding one is a contact's (`is_name_query`), never a name's."""
+    return sorted({word for word in fold(full_name).split() if not CONTACT_MARKS.search(word)})
+
+
+def search_keys(words):
+    """The keys a name query reads (`name_key_range`) for a name's `name_words`: each word after one,
+    then two, of the other words (sorted, a space between, `KEY_MARK` before the word). "nguyen van
+    an" has nine: "nguyen\tan", "van\tan", "nguyen van\tan", "an\tnguyen", ... A name of n words has
+    n²(n-1)/2: 9 for three words, 24 for four, 50 for five."""
+    keys = []
+    for word in words:
+        others = [w for w in words if w != word]
+        keys += [other + KEY_MARK + word for other in others]
+        keys += ["{} {}{}{}".format(a, b, KEY_MARK, word) for i, a in enumerate(others) for b in others[i + 1:]]
+    return sorted(keys)
+
+
+def search_fields(official):
+    """What an official is found by, stored with them: the folded text of name, email and phone and
+    its words (one-word and contact queries), the name's words and their keys (name queries)."""
+    text = search_text(official)
+    names = name_words(official["full_name"])
+    return {"search": text, "search_words": search_words(text), "name_words": names, "search_keys": search_keys(names)}
+
+
 def query_words(q):
     """The words of a search query, folded, in the order they were typed."""
     return [word for word in WORD_BREAKS.split(fold(q or "")) if word]
+
+
+def is_name_query(q):
+    """A query of several words, none with a digit or one of @ . _ + -, is a name: every word but the
+    last is a whole word of the name, and the last begins another (`name_key_range`). Any other
+    query (one word; an email or a phone number, whole or in part) matches the starts of the words of
+    name, email and phone, each query word on its own (`leading_word`)."""
+    return len(query_words(q)) > 1 and not CONTACT_MARKS.search(fold(q))
+
+
+def name_key_range(words):
+    """For a name query's words (in typed order): the range of `search_keys` that holds exactly the
+    officials whose name has the whole words and a word the last one begins, and the whole words
+    left to check in `name_words`. The key takes the two least common-looking whole words (a third
+    and more are checked on what the range found): "nguyen van an" reads the keys from
+    "nguyen van\tan" to "nguyen van\tao", which holds Nguyễn Văn An and Nguyễn Văn Anh, nobody else."""
+    whole = sorted(set(words[:-1]), key=lambda w: (w in COMMON_NAME_WORDS, -len(w), w))
+    return prefix_range(" ".join(sorted(whole[:2])) + KEY_MARK + words[-1]), sorted(whole[2:])
 
 
 def leading_word(words):
@@ -162,8 +212,7 @@ def require_active_unit(unit, code, field="unit_code"):
 def new_official(fields, official_id, now):
     """An official as stored: email in lower case (it is compared that way), with its search text."""
     official = dict(fields, email=fields["email"].lower(), id=official_id, _id=official_id, created_at=now)
-    official["search"] = search_text(official)
-    official["search_words"] = search_words(official["search"])
+    official.update(search_fields(official))
     # Coverage's read model counts it at its next fold (store.refresh_stale_coverage).
     official["coverage_stale"] = 1
     return official

@@ -143,7 +143,11 @@ class CoordinatorQuery(PageQuery):
 
 
 class OfficialQuery(PageQuery):
-    q = fields.Str(validate=validate.Length(max=200))
+    q = fields.Str(validate=validate.Length(max=200), metadata={
+        "description": "Accents and case ignored, words in any order. Several words: a name, each word but the "
+                       "last a whole word of it, the last the start of another (\"van an\": Nguyễn Văn An, "
+                       "Nguyễn Văn Anh). One word, or an email or phone (a digit or one of @ . _ + -): the start "
+                       "of a word of the name, email or phone."})
     unit_code = fields.Str(validate=validate.Length(max=32))
 
 

@@ -296,8 +296,11 @@ class RegistrationService(Operated):
     @rpc
     def list_officials(self, actor, query):
         """Officials by id, a page at a time ({"items", "next_cursor"}); `q` matches accent- and
-        case-insensitively, each word the start of a word of the name, email or phone ("nguyen thi
-        anh" finds "Nguyễn Thị Ánh"); `unit_code`. A coordinator sees its units' officials only (403
+        case-insensitively, words in any order: several words are a name, every word but the last a
+        whole word of it and the last the start of another ("nguyen thi anh" finds "Nguyễn Thị Ánh"
+        and "Nguyễn Thị Anh Thư", "ngu thi anh" neither); one word, or an email or phone number whole
+        or in part (a digit or one of @ . _ + -), matches the start of a word of the name, email or
+        phone; `unit_code`. A coordinator sees its units' officials only (403
         `unit_not_yours` for `unit_code` of another unit). 422 `invalid_fields` for a bad limit or cursor."""
         units = rules.units_in_scope(actor)
         filters = validated(schemas.OfficialQuery(), query)

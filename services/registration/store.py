@@ -26,8 +26,10 @@ INDEXES = {
         IndexModel([("email", ASCENDING)], unique=True),
         IndexModel([("phone", ASCENDING)], unique=True),
         IndexModel([("unit_code", ASCENDING)]),
-        # Search: the words of name, email and phone (multikey), matched by prefix as an index range.
+        # Search: the words of name, email and phone (multikey), matched by prefix as an index range
+        # (one-word and contact queries); a name's keys (`rules.search_keys`) for name queries.
         IndexModel([("search_words", ASCENDING)]),
+        IndexModel([("search_keys", ASCENDING)]),
         # Officials whose share of coverage's read model is to be worked out again (sparse: few).
         IndexModel([("coverage_stale", ASCENDING)], sparse=True),
     ],
@@ -71,9 +73,30 @@ def _fill_search_words(db):
         last = batch[-1]["_id"]
 
 
+def _fill_search_keys(db):
+    """Officials stored before name queries read keys get their name's words and keys (an erased
+    official has none: their name is gone). One pass, written a thousand at a time: SecantusDB scans
+    the collection for a range of the _id, so paging by _id would scan it once per page. Each write
+    costs what an official's edit does (2-6 ms on the loaded 2-core test machine: 250,000 officials
+    take 10-25 minutes, once, before the new version serves)."""
+    writes = []
+    for official in db.officials.find({"search_keys": {"$exists": False}}, {"full_name": 1, "erasure": 1}):
+        words = [] if official.get("erasure") else rules.name_words(official.get("full_name") or "")
+        # Still without keys: an edit made since they were read wrote the new name's.
+        writes.append(UpdateOne({"_id": official["_id"], "search_keys": {"$exists": False}}, {"$set": {
+            "name_words": words, "search_keys": rules.search_keys(words)}}))
+        if len(writes) == 1000:
+            db.officials.bulk_write(writes, ordered=False)
+            writes = []
+    if writes:
+        db.officials.bulk_write(writes, ordered=False)
+
+
 MIGRATIONS = [
     Migration("registration-0001-official-search-words", "officials: search_words for the search index",
               _fill_search_words),
+    Migration("registration-0002-official-search-keys", "officials: name_words and search_keys for name queries",
+              _fill_search_keys),
 ]
 
 
@@ -455,12 +478,11 @@ def change_official(db, official, change, now):
     unit it was made under. 409 `official_exists` for an email or phone another official has. The
     official as it is now."""
     updated = dict(official, **change)
-    search = rules.search_text(updated)
     # Marked for the read models' next fold: a new unit or audience group moves the official's
     # share of coverage's counters (their registrations keep their unit, so the reports' stay).
     try:
         db.officials.update_one({"_id": official["_id"]}, {
-            "$set": dict(change, search=search, search_words=rules.search_words(search), updated_at=now),
+            "$set": dict(change, **rules.search_fields(updated), updated_at=now),
             "$inc": {"coverage_stale": 1}})
     except DuplicateKeyError as exc:
         field = "phone" if "phone" in str(exc) else "email"
@@ -480,17 +502,33 @@ def words_query(q, field="search"):
 
 def officials_page(db, filters, units=None):
     """A page of officials by id, matching `q` and `unit_code` when given; of `units` only (a
-    coordinator's) unless None. The query's leading word (`rules.leading_word`) is looked up as a
-    range of the `search_words` index (SecantusDB scans for an anchored regex but not for a range);
-    every word is then checked against the text."""
+    coordinator's) unless None. Accents and case are ignored, words may come in any order.
+
+    A name query (`rules.is_name_query`: several words, no digit, no @ . _ + -) finds the officials
+    whose name has every word but the last as a whole word and a word the last begins ("van an":
+    Nguyễn Văn An and Nguyễn Văn Anh; "ngu van an": neither). It reads the range of the name keys
+    that holds exactly those (`rules.name_key_range`), so its cost is the number of officials it
+    finds, not a word's share of the city. Any other query (one word; an email or phone number,
+    whole or in part) matches as before: each word begins a word of the name, email or phone; its
+    leading word (`rules.leading_word`) is a range of the `search_words` index and every word is
+    then checked against the text, so its cost is that word's share of the city.
+
+    SecantusDB reads a whole index range before it sorts and limits (measured: 20 of a range of
+    1,000 keys took 22 ms, of 10,000 283 ms), so what keeps a search cheap is a narrow range, not a
+    limit. A unit filter (a coordinator's, `unit_code`) is checked on what the range holds: it costs
+    the officials of that name in the whole city, not in the unit."""
     query = {}
-    words = rules.query_words(filters.get("q"))
-    if words:
+    q = filters.get("q")
+    words = rules.query_words(q)
+    if rules.is_name_query(q):
+        query["search_keys"], rest = rules.name_key_range(words)
+        if rest:
+            query["name_words"] = {"$all": rest}
+    elif words:
         query["search_words"] = rules.prefix_range(rules.leading_word(words))
-    patterns = [clause["search"]["$regex"] for clause in words_query(filters.get("q"))]
-    if patterns:
-        # One document of fields, no $and: SecantusDB's planner then reads the index range.
-        query["search"] = {"$all": [re.compile(pattern) for pattern in patterns]}
+        # One document of fields, no $and: SecantusDB's planner then reads the index range (the
+        # first field it can).
+        query["search"] = {"$all": [re.compile(clause["search"]["$regex"]) for clause in words_query(q)]}
     if units is not None:
         asked = {filters["unit_code"]} if filters.get("unit_code") else set(units)
         query["unit_code"] = {"$in": sorted(asked & set(units))}
