@@ -740,7 +740,9 @@ def main():
     vhost = "trainops-bench-{}".format(os.getpid())
     make_vhost(vhost)
     work = tempfile.mkdtemp(prefix="trainops-bench-")
-    mongo = EmbeddedMongo()
+    # At 100,000 officials the city (with the search keys) outgrew SecantusDB's default 1 GB cache and
+    # the read models' rebuild failed inside the server; at 250,000 it holds several GB.
+    mongo = EmbeddedMongo(cache_size=os.environ.get("BENCH_MONGO_CACHE", "8G"))
     mongo.start()
     smtp_sink = SmtpSink(directory=os.path.join(work, "mail"), log_path=os.path.join(work, "smtp-sink.log"))
     smtp_sink.start()

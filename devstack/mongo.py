@@ -26,8 +26,10 @@ class EmbeddedMongo(ChildServer):
     The port is picked once, so a stopped server started again keeps its URI (tests use that to
     play a database that goes away and comes back)."""
 
-    def __init__(self, port=None, storage_path=":memory:", log_path=None, sync_on_commit=None):
+    def __init__(self, port=None, storage_path=":memory:", log_path=None, sync_on_commit=None, cache_size=None):
         self.port = port
+        # WiredTiger's cache ("1G" by default): the scale bench's city outgrows it.
+        self.cache_size = cache_size
         # On disk, every commit reaches the disk before it is acknowledged: measured here, without it a
         # SIGKILL lost writes acknowledged up to ~0.1 s before (a whole burst, at times). In memory
         # there is nothing to keep.
@@ -69,6 +71,8 @@ class EmbeddedMongo(ChildServer):
         ]
         if self.sync_on_commit:
             command.append("--sync-on-commit")
+        if self.cache_size:
+            command += ["--cache-size", self.cache_size]
         with open(self.log_path, "ab") as log:
             # Own session: a Ctrl-C in the terminal must not kill the database under the services
             # that are still shutting down; whoever started it stops it.
