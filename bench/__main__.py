@@ -451,12 +451,16 @@ def _open_session(registration_db, scheduling_db, size, capacity=1_000_000):
     scale step's registrations go at `size`."""
     from datetime import datetime, timedelta, timezone
     from bench import city
+    from services.scheduling import rules as scheduling_rules
     now = datetime.now(timezone.utc)
-    scheduled, copy = city.session(city.SEED, 10_000_000 + size, "partner-city", city.VENUE, now)
+    scheduled, copy = city.session(city.SEED, 10_000_000 + size, "partner-city", city.VENUE, now,
+                                    open_to_every_unit=True)
     starts = now + timedelta(days=30)
     for record in (scheduled, copy):
         record.update(starts_at=starts, ends_at=starts + timedelta(hours=4), registration_closes_at=starts,
                       parts=[{"starts_at": starts, "ends_at": starts + timedelta(hours=4)}], capacity=capacity)
+    months = scheduling_rules.months_of(starts, starts + timedelta(hours=4))
+    scheduled.update(months=months, calendar_keys=scheduling_rules.calendar_keys(months, []))
     scheduling_db.sessions.insert_one(scheduled)
     registration_db.sessions.insert_one(copy)
     return copy["_id"]

@@ -84,8 +84,9 @@ def official(seed, n, units, now):
                                "language": "vi"}, "official-city{:07d}".format(n), now)
 
 
-def session(seed, k, partner_id, venue, now):
-    """Session number `k`: (scheduling's record, registration's copy)."""
+def session(seed, k, partner_id, venue, now, open_to_every_unit=False):
+    """Session number `k`: (scheduling's record, registration's copy); one in RESTRICTED_EVERY is open
+    to three units only, unless `open_to_every_unit`."""
     rnd = random.Random("{}:session:{}".format(seed, k))
     starts = FIRST_DAY + timedelta(days=rnd.randrange(DAYS), hours=rnd.choice((0, 5)))
     ends = starts + timedelta(hours=4)
@@ -93,7 +94,8 @@ def session(seed, k, partner_id, venue, now):
     offering = {"_id": "offering-city", "partner_id": partner_id, "title": "Ứng dụng AI trong công việc (minh họa)"}
     room = venue["rooms"][0]
     units = [code for code, _ in units_of_today()]
-    eligible = sorted(rnd.sample(units, 3)) if k % RESTRICTED_EVERY == RESTRICTED_EVERY - 1 else []
+    restricted = k % RESTRICTED_EVERY == RESTRICTED_EVERY - 1 and not open_to_every_unit
+    eligible = sorted(rnd.sample(units, 3)) if restricted else []
     fields = {"trainer": "Giảng viên {}".format(k % 40), "starts_at": starts, "ends_at": ends,
               "parts": [{"starts_at": starts, "ends_at": ends}], "capacity": 200, "eligible_units": eligible,
               "audience_groups": ["ward_commune", "department", "leader"]}

@@ -33,6 +33,11 @@ def test_the_city_is_the_same_grown_in_steps_or_made_at_once_and_seats_only_whom
             if registration["status"] in ("confirmed", "completed"):
                 seated[session["_id"]] = seated.get(session["_id"], 0) + 1
         assert {k: s.get("seats_taken", 0) for k, s in sessions.items() if s.get("seats_taken")} == seated
+        # The sessions the bench registers for (the scale step's, the campaign's) are open to every unit.
+        restricted = next(k for k in range(city.SESSIONS)
+                          if city.session(city.SEED, k, "p", city.VENUE, NOW)[1]["eligible_units"])
+        opened = city.session(city.SEED, restricted, "p", city.VENUE, NOW, open_to_every_unit=True)
+        assert not opened[1]["eligible_units"] and opened[0]["calendar_keys"][0].endswith("|*")
     finally:
         for database in once + steps:
             client.drop_database(database.name)
