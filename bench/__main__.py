@@ -495,6 +495,11 @@ def bench_campaign(config, smtp_sink, registration_db, scheduling_db, size):
 
     base = config["GATEWAY_URL"]
     auth = {"Authorization": "Bearer " + config["OPERATOR_TOKEN"]}
+    # The scale step's registrations still send their notices for a while: the baseline waits for quiet.
+    counts = [mail_count()]
+    while len(counts) < 60 and (len(counts) < 3 or counts[-1] != counts[-3]):
+        time.sleep(1)
+        counts.append(mail_count())
     bare_smtp("campaign_smtplib_bare")
     sessions = [_open_session(registration_db, scheduling_db, 20_000_000 + n, capacity=150)
                 for n in range(CAMPAIGN_SESSIONS)]
