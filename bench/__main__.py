@@ -459,8 +459,7 @@ def _open_session(registration_db, scheduling_db, size, capacity=1_000_000):
     for record in (scheduled, copy):
         record.update(starts_at=starts, ends_at=starts + timedelta(hours=4), registration_closes_at=starts,
                       parts=[{"starts_at": starts, "ends_at": starts + timedelta(hours=4)}], capacity=capacity)
-    months = scheduling_rules.months_of(starts, starts + timedelta(hours=4))
-    scheduled.update(months=months, calendar_keys=scheduling_rules.calendar_keys(months, []))
+    scheduled.update(scheduling_rules.calendar_fields(starts, starts + timedelta(hours=4), []))
     scheduling_db.sessions.insert_one(scheduled)
     registration_db.sessions.insert_one(copy)
     return copy["_id"]

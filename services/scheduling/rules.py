@@ -308,7 +308,13 @@ def calendar_keys(months, eligible_units):
     """`month|unit` for every month the session takes place in and every unit it is open to
     (`month|*` when open to every unit): a unit's month is then an index lookup of two keys, where
     SecantusDB scans the whole collection for the `$or` of "names the unit or names none"."""
-    return ["{}|{}".format(month, unit) for month in months for unit in (eligible_units or ["*"])]
+    return [open_to_key(month, unit) for month in months for unit in (eligible_units or [None])]
+
+
+def calendar_fields(starts_at, ends_at, eligible_units):
+    """What the calendars find a session by: its months and its calendar keys."""
+    months = months_of(starts_at, ends_at)
+    return {"months": months, "calendar_keys": calendar_keys(months, eligible_units)}
 
 
 def open_to_key(month, unit=None):
@@ -349,8 +355,8 @@ def new_session(session_id, fields, offering, venue, room, now):
         "room": room["name"], "room_key": room_key(venue["_id"], room["name"]),
         "trainer": fields["trainer"], "trainer_key": trainer_key(fields["trainer"]),
         "starts_at": in_utc(fields["starts_at"]), "ends_at": in_utc(fields["ends_at"]),
-        "parts": utc_parts(fields["parts"]), "months": months_of(fields["starts_at"], fields["ends_at"]),
-        "calendar_keys": calendar_keys(months_of(fields["starts_at"], fields["ends_at"]), fields["eligible_units"]),
+        "parts": utc_parts(fields["parts"]),
+        **calendar_fields(fields["starts_at"], fields["ends_at"], fields["eligible_units"]),
         "capacity": fields["capacity"], "eligible_units": fields["eligible_units"],
         "audience_groups": fields["audience_groups"],
         "registration_closes_at": in_utc(fields.get("registration_closes_at") or fields["starts_at"]),
@@ -375,8 +381,8 @@ def moved(session, room, fields):
     closes = fields.get("registration_closes_at")
     return {
         "room": room["name"], "room_key": room_key(session["venue_id"], room["name"]),
-        "starts_at": starts_at, "ends_at": ends_at, "parts": parts, "months": months_of(starts_at, ends_at),
-        "calendar_keys": calendar_keys(months_of(starts_at, ends_at), session.get("eligible_units")),
+        "starts_at": starts_at, "ends_at": ends_at, "parts": parts,
+        **calendar_fields(starts_at, ends_at, session.get("eligible_units")),
         "registration_closes_at": in_utc(closes) if closes else session["registration_closes_at"] + shift,
     }
 

@@ -117,8 +117,8 @@ def _fill_calendar_keys(db):
     """Sessions stored before `calendar_keys` existed get theirs."""
     for session in db.sessions.find({"calendar_keys": {"$exists": False}},
                                     {"starts_at": 1, "ends_at": 1, "eligible_units": 1}):
-        db.sessions.update_one({"_id": session["_id"]}, {"$set": {"calendar_keys": rules.calendar_keys(
-            rules.months_of(session["starts_at"], session["ends_at"]), session.get("eligible_units"))}})
+        db.sessions.update_one({"_id": session["_id"]}, {"$set": rules.calendar_fields(
+            session["starts_at"], session["ends_at"], session.get("eligible_units"))})
 
 
 MIGRATIONS = [Migration("scheduling-0001-session-months", "sessions: the months they take place in", _fill_months),
