@@ -43,13 +43,17 @@ class TlsEndpoint:
         self.listener.listen(64)
         self.port = self.listener.getsockname()[1]
         self.closed = False
-        threading.Thread(target=self.serve, daemon=True).start()
+        self.serving = threading.Thread(target=self.serve, daemon=True)
+        self.serving.start()
 
     def serve(self):
         while not self.closed:
             try:
                 raw, _ = self.listener.accept()
             except OSError:
+                return
+            if self.closed:
+                raw.close()
                 return
             threading.Thread(target=self.connect, args=(raw,), daemon=True).start()
 
@@ -88,7 +92,15 @@ class TlsEndpoint:
             pass
 
     def close(self):
+        # Closing the listener does not wake a green thread blocked in accept(): eventlet keeps its
+        # wait on the file number, and the next pipe given that number fails ("Second simultaneous
+        # read on fileno"). A last connection wakes it, and it returns before the listener closes.
         self.closed = True
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
+        except OSError:
+            pass
+        self.serving.join(5)
         self.listener.close()
 
 
