@@ -135,6 +135,7 @@ class Http(Section):
     trusted_proxies = _text(validate=validate.Regexp(r"^[0-9A-Fa-f.:,\s]*$",
                                                       error="Comma-separated IP addresses, or empty."))
     socket_timeout = _seconds()
+    keepalive_seconds = _seconds(strict=False)
     max_connections = _count()
 
 

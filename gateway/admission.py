@@ -29,6 +29,7 @@ DEFAULTS = {
     "rate_per_token": 100, "burst_per_token": 200,
     "trusted_proxies": "",
     "socket_timeout": 30,
+    "keepalive_seconds": 5,
     "max_connections": 1000,
 }
 # An Idempotency-Key still "in progress" this long after its request began was left by a gateway

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import socket
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -171,7 +172,7 @@ def test_the_api_document_is_built_once(anonymous, monkeypatch):
 @pytest.fixture
 def tight_server(app_config):
     """Read when the gateway starts: this fixture comes before `system` in the test's arguments."""
-    app_config["HTTP"].update(socket_timeout=2, max_connections=2)
+    app_config["HTTP"].update(socket_timeout=2, max_connections=2, keepalive_seconds=1)
 
 
 def test_idle_connections_time_out_and_connections_are_bounded(tight_server, system, app_config):
@@ -184,7 +185,7 @@ def test_idle_connections_time_out_and_connections_are_bounded(tight_server, sys
         asking.settimeout(0.5)
         with pytest.raises(socket.timeout):
             asking.recv(1)
-        # ...until the socket timeout closes the idle ones; then it is answered.
+        # ...until the gateway closes the idle ones; then it is answered.
         asking.settimeout(10)
         assert asking.recv(12).startswith(b"HTTP/1.1 200")
         for sock in idle:
@@ -192,6 +193,36 @@ def test_idle_connections_time_out_and_connections_are_bounded(tight_server, sys
             assert sock.recv(1) == b""  # closed by the gateway
     finally:
         for sock in idle + [asking]:
+            sock.close()
+
+
+@pytest.fixture
+def kept_alive_server(app_config):
+    app_config["HTTP"].update(socket_timeout=30, max_connections=2, keepalive_seconds=1)
+
+
+def test_a_kept_alive_connection_that_goes_quiet_frees_its_slot_after_the_keepalive(kept_alive_server, system,
+                                                                                    app_config):
+    """2,000 callers that each kept their connection open once held all 1,000 slots for the 30 s
+    socket timeout, and the next callers waited unanswered: a quiet kept-alive connection now
+    frees its slot after `keepalive_seconds` (1 here), and its answer says so."""
+    host, port = urlsplit(app_config["GATEWAY_URL"]).hostname, urlsplit(app_config["GATEWAY_URL"]).port
+    kept = [socket.create_connection((host, port)) for _ in range(2)]
+    try:
+        for sock in kept:
+            sock.settimeout(5)
+            sock.sendall(b"GET /alive HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")  # as requests sends
+            head = sock.recv(4096)
+            assert head.startswith(b"HTTP/1.1 200") and b"Keep-Alive: timeout=1" in head, head
+        started = time.monotonic()
+        # Both slots are held by connections that asked once and went quiet; a third caller is
+        # answered once the gateway has closed them, long before the 30 s socket timeout.
+        answer = requests.get(app_config["GATEWAY_URL"] + "/alive", timeout=25)
+        assert answer.status_code == 200 and time.monotonic() - started < 15
+        for sock in kept:
+            assert sock.recv(1) == b""  # closed by the gateway
+    finally:
+        for sock in kept:
             sock.close()
 
 
