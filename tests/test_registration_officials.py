@@ -40,6 +40,13 @@ def test_search_finds_vietnamese_names_without_accents_or_case(programme):
     assert names("ngan") == ["Lê Thị Ngân"]
     assert names("guyen") == []  # words match from their start
     assert names(".*") == []  # a query is text, never a pattern
+    # A control character is in no name, email or phone (the fuzzer's NUL once reached a pattern: a 500).
+    for q in ("an%00h@", "%C2%9E%40K.%12"):
+        refused = programme.operator.get("/officials?q=" + q)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["fields"] == {"q": ["Must not contain control characters."]}
+    assert programme.operator.get("/units?q=b%00").json()["error"]["fields"] == {
+        "q": ["Must not contain control characters."]}
 
     # A page at a time, the search kept from page to page.
     first = programme.operator.get("/officials?q=nguyen&limit=1").json()

@@ -6,7 +6,7 @@ from datetime import date
 import phonenumbers
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
-from backbone.fields import Id, OneOf, Text
+from backbone.fields import Id, OneOf, SearchWords, Text
 from backbone.paging import PageQuery
 from contracts.common import AUDIENCE_GROUPS
 from services.registration import certificates, rules
@@ -91,7 +91,7 @@ class HeadcountIn(Schema):
 class UnitQuery(PageQuery):
     status = OneOf(UNIT_STATUSES)
     kind = OneOf(UNIT_KINDS)
-    q = fields.Str(validate=validate.Length(max=200), metadata={
+    q = SearchWords(metadata={
         "description": "Words of the name or code, accents and case ignored."})
 
 
@@ -143,7 +143,7 @@ class CoordinatorQuery(PageQuery):
 
 
 class OfficialQuery(PageQuery):
-    q = fields.Str(validate=validate.Length(max=200), metadata={
+    q = SearchWords(metadata={
         "description": "Accents and case ignored, words in any order. Several words: a name, each word but the "
                        "last a whole word of it, the last the start of another (\"van an\": Nguyễn Văn An, "
                        "Nguyễn Văn Anh). One word, or an email or phone (a digit or one of @ . _ + -): the start "
