@@ -159,11 +159,15 @@ class OutboxProducer:
         self.db.transaction(work)
 
 
+# BENCH_GROUPED=0: the consumer writes each event in its own transaction (the figure before the group commit).
+GROUPED = os.environ.get("BENCH_GROUPED", "1") != "0"
+
+
 class OutboxConsumer:
     name = "bench_outbox_consumer"
     db = Database()
 
-    @subscribe("offering_withdrawn")
+    @subscribe("offering_withdrawn", grouped=GROUPED)
     def on_withdrawn(self, event):
         self.db.transaction(lambda tx: tx.effects.insert_one({"_id": event["payload"]["offering_id"]}))
 
