@@ -21,7 +21,10 @@ written. A work may so run twice (as `with_transaction` may rerun it anyway): it
 through `tx`.
 
 Opt-in, because the leader runs the others' work: a handler that holds a lock (registration's
-session locks) while it waits in the group would deadlock with a leader whose work needs that lock.
+session locks) while it waits in the group would deadlock with a leader whose work needs that lock;
+and a work must not call `transaction` itself (it would wait for the group it is in).
+
+`GroupQueue` is the queue and its leader, also registration's seating (`services/registration/seating.py`).
 """
 import logging
 import time
@@ -36,9 +39,62 @@ log = logging.getLogger(__name__)
 
 # At most this many events in one transaction (a container's workers bound it anyway).
 MOST = 100
-# A group costs about the same whatever its size. While events come together (the last group had
-# several), the leader waits up to this long for the rest of the prefetch rather than write half.
+# While events come together (the last group had several), the leader waits up to this long for
+# the rest of the prefetch rather than write half of it.
 GATHER_SECONDS = 0.003
+
+
+class GroupQueue:
+    """Callers waiting, in arrival order, to be written together (a group commit). The first caller
+    to find nobody writing leads: it writes groups from the front of the queue until its own item
+    is written, then hands the lead to the oldest caller still waiting. An item has `woken` (an
+    Event, sent "done" or "lead") and `done`."""
+
+    def __init__(self, most, gather_seconds):
+        self.waiting = deque()
+        self.leader = None
+        self.most = most
+        self.gather_seconds = gather_seconds
+        self.last_group = 1
+
+    def join(self, item, write, unfinished):
+        """Return once `item` was written by `write(group)`, in a group written by this caller or
+        the leader of its turn. `unfinished(item)` ends each item of a group that `write` left not
+        done (the leader died mid-group: its container was killed)."""
+        self.waiting.append(item)
+        if self.leader is None:
+            self.leader = item
+        else:
+            item.woken.wait()
+        if not item.done:
+            self._lead(item, write, unfinished)
+
+    def _lead(self, mine, write, unfinished):
+        try:
+            while not mine.done:
+                # A group costs about the same whatever its size: while callers come in a burst
+                # (the last group had several), wait a little for all of them rather than write
+                # two half groups in turn; a lone caller waits for nothing.
+                expected = self.most if self.last_group > 1 else 1
+                gather_until = time.monotonic() + self.gather_seconds
+                while len(self.waiting) < expected and time.monotonic() < gather_until:
+                    eventlet.sleep(0.001)
+                group = [self.waiting.popleft() for _ in range(min(self.most, len(self.waiting)))]
+                self.last_group = len(group)
+                try:
+                    write(group)
+                finally:
+                    for item in group:
+                        if not item.done:
+                            unfinished(item)
+                        if item is not mine:
+                            item.woken.send("done")
+        finally:
+            if self.waiting:
+                self.leader = self.waiting[0]
+                self.leader.woken.send("lead")
+            else:
+                self.leader = None
 
 
 class _Member:
@@ -54,31 +110,25 @@ class _Member:
         # Sent once: "done" (outcome is set) or "lead" (write the next group).
         self.woken = Event()
 
+    @property
+    def done(self):
+        return self.outcome is not None
+
 
 class GroupCommit:
-    """The queue of one container's grouped transactions. The first caller to find nobody writing
-    leads: it writes a group from the front of the queue (its own first), then hands the lead to the
-    oldest caller still waiting. `write(parts)`: the parts in one transaction, their results."""
+    """One container's grouped transactions (`WorkerDatabase.transaction` of a grouped handler).
+    `write(parts)`: the parts in one transaction, their results."""
 
     def __init__(self, write, workers, service_name):
         self.write = write
         self.service_name = service_name
-        self.waiting = deque()
-        self.leader = None
         # Every grouped transaction is a worker's: no more can wait than there are workers.
-        self.most = max(1, min(MOST, workers))
-        self.last_group = 1
+        self.queue = GroupQueue(max(1, min(MOST, workers)), GATHER_SECONDS)
 
     def transaction(self, part):
         """What the part's work returned, written with the others waiting; or its own outcome alone."""
         mine = _Member(part)
-        self.waiting.append(mine)
-        if self.leader is None:
-            self.leader = mine
-        else:
-            mine.woken.wait()
-        if mine.outcome is None:
-            self._lead(mine)
+        self.queue.join(mine, self._write, _alone)
         if mine.outcome == "alone":
             result, = self.write([part])
             self._count(1)
@@ -86,30 +136,6 @@ class GroupCommit:
         if mine.outcome == "failed":
             raise mine.failure
         return mine.result
-
-    def _lead(self, mine):
-        try:
-            while mine.outcome is None:
-                gather_until = time.monotonic() + GATHER_SECONDS
-                while (self.last_group > 1 and len(self.waiting) < self.most
-                       and time.monotonic() < gather_until):
-                    eventlet.sleep(0.001)
-                group = [self.waiting.popleft() for _ in range(min(self.most, len(self.waiting)))]
-                self.last_group = len(group)
-                try:
-                    self._write(group)
-                finally:
-                    for member in group:
-                        if member.outcome is None:  # not written: as if there were no group
-                            member.outcome = "alone"
-                        if member is not mine:
-                            member.woken.send("done")
-        finally:
-            if self.waiting:
-                self.leader = self.waiting[0]
-                self.leader.woken.send("lead")
-            else:
-                self.leader = None
 
     def _write(self, group):
         """The group in one transaction, or (any error) nothing of it and each member left alone;
@@ -129,3 +155,8 @@ class GroupCommit:
 
     def _count(self, size):
         counters.EVENT_GROUPS.labels(self.service_name).observe(size)
+
+
+def _alone(member):
+    """Not written with its group: as if there were no group."""
+    member.outcome = "alone"
