@@ -122,8 +122,10 @@ class GroupCommit:
     def __init__(self, write, workers, service_name):
         self.write = write
         self.service_name = service_name
-        # Every grouped transaction is a worker's: no more can wait than there are workers.
-        self.queue = GroupQueue(max(1, min(MOST, workers)), GATHER_SECONDS)
+        # At most half the workers in a group: the other half's events are delivered, looked up and
+        # gathered while it is written (with all of them in one group, nothing overlapped the
+        # commit, and the consumer alone took 870-930 events/s instead of 990-1,020).
+        self.queue = GroupQueue(max(1, min(MOST, workers // 2)), GATHER_SECONDS)
 
     def transaction(self, part):
         """What the part's work returned, written with the others waiting; or its own outcome alone."""
