@@ -10,6 +10,7 @@
 - `database`: the MongoDB dependency and the transaction that writes events with the change.
 - `outbox`: the relay that publishes the outbox with batched confirms.
 - `subscriber`: `@subscribe`: idempotent, retried with backoff, dead-lettered at the limit.
+- `grouped`: the handlers that ask for it share a transaction with the events that came with theirs.
 - `topology`: the exchange, each subscriber's durable queue (from its `@subscribe`s), delay queues.
 - `lease`, `timer`: work that runs once across replicas.
 - `logs`: JSON lines with the correlation id, personal data masked.

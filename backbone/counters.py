@@ -27,6 +27,10 @@ HANDLER_SECONDS = Histogram(
     "trainops_event_handler_seconds", "Time an event handler took, success or failure.",
     ["service", "event_type"], registry=REGISTRY,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+EVENT_GROUPS = Histogram(
+    "trainops_event_group_size", "Events written in one transaction by handlers that group "
+    "(`grouped=True`), per transaction; a group that failed is not counted (its events went alone).",
+    ["service"], registry=REGISTRY, buckets=(1, 2, 4, 8, 16, 32, 64))
 HTTP_REQUESTS = Counter(
     "trainops_http_requests", "HTTP requests the gateway answered, by route pattern and status.",
     ["service", "method", "route", "status"], registry=REGISTRY)

@@ -27,6 +27,8 @@ from backbone.clock import utcnow
 from backbone.config import database_name, events_setting, privacy_setting
 from backbone.errors import not_found
 from backbone.events import make_envelope
+from backbone.grouped import GroupCommit
+from backbone.logs import bind, current
 from backbone.migrate import migrate, plan
 from backbone.outbox import OutboxRelay, outbox_record
 from backbone.personal import handled_events_index
@@ -139,32 +141,27 @@ class WorkerDatabase:
     def transaction(self, work):
         """Run `work(tx)` in one MongoDB transaction together with its events and, inside an event
         handler, the record that this event was handled. Returns what `work` returns. Raises
-        AlreadyHandled (everything rolled back) when the event was handled before."""
-        provider = self._provider
-        correlation_id = self._worker_ctx.context_data.get("correlation_id") or "none"
-        handled = self._handled_event()
-        written = []
+        AlreadyHandled (everything rolled back) when the event was handled before. In a handler
+        that groups (`@subscribe(..., grouped=True)`) the transaction may be shared with the
+        handlers waiting beside it (`backbone/grouped.py`); the outcome is the same."""
+        part = _Part(work, self._worker_ctx.context_data.get("correlation_id") or "none",
+                     self._handled_event(), self._worker_ctx)
+        if getattr(self._worker_ctx.entrypoint, "grouped", False):
+            return self._provider.groups.transaction(part)
+        return self._provider.write([part])[0]
 
-        def attempt(session):
-            tx = Transaction(self.db, session, provider.container.service_name, correlation_id)
-            result = work(tx)
-            if handled:
-                try:
-                    self.db.handled_events.insert_one(handled_record(handled), session=session)
-                except DuplicateKeyError:
-                    raise AlreadyHandled(handled["event_id"])
-                # Tell the subscriber not to record it again after the handler returns.
-                self._worker_ctx.handled_recorded = True
-            if tx.events:
-                self.db.outbox.insert_many([outbox_record(e) for e in tx.events], session=session)
-            written[:] = tx.events
-            return result
 
-        with provider.client.start_session() as session:
-            result = session.with_transaction(attempt)
-        if written:
-            provider.relay.wake()
-        return result
+class _Part:
+    """One caller's share of a transaction: its work, the correlation id of what it emits, the event
+    it marks handled (or None) and its worker."""
+
+    __slots__ = ("work", "correlation_id", "handled", "worker_ctx")
+
+    def __init__(self, work, correlation_id, handled, worker_ctx):
+        self.work = work
+        self.correlation_id = correlation_id
+        self.handled = handled
+        self.worker_ctx = worker_ctx
 
 
 class Database(DependencyProvider):
@@ -190,6 +187,7 @@ class Database(DependencyProvider):
         # Before any entrypoint starts: the code that follows may rely on every migration.
         migrate(self.db, self.plan(), float(events_setting("lease_seconds", 10)))
         self.relay = OutboxRelay(self.db, self.container.service_name)
+        self.groups = GroupCommit(self.write, self.container.max_workers, self.container.service_name)
 
     def start(self):
         if self.run_relay:
@@ -200,6 +198,45 @@ class Database(DependencyProvider):
             self.relay.stop()
 
     kill = stop
+
+    def write(self, parts):
+        """Each part's work in turn, their handled-event records and their events, in one
+        transaction; returns what each work returned. One part whose event was handled before:
+        AlreadyHandled (several: the BulkWriteError; `backbone/grouped.py` then writes each alone)."""
+        results, written = [], []
+
+        def attempt(session):
+            results.clear()
+            written.clear()
+            leaders_id = current("correlation_id")
+            try:
+                for part in parts:
+                    bind(correlation_id=part.correlation_id)  # a grouped part's log lines say its own
+                    tx = Transaction(self.db, session, self.container.service_name, part.correlation_id)
+                    results.append(part.work(tx))
+                    written.extend(tx.events)
+            finally:
+                bind(correlation_id=leaders_id)
+            records = [handled_record(part.handled) for part in parts if part.handled]
+            if len(records) == 1:
+                try:
+                    self.db.handled_events.insert_one(records[0], session=session)
+                except DuplicateKeyError:
+                    raise AlreadyHandled(records[0]["_id"])
+            elif records:
+                self.db.handled_events.insert_many(records, session=session)
+            if written:
+                self.db.outbox.insert_many([outbox_record(e) for e in written], session=session)
+
+        with self.client.start_session() as session:
+            session.with_transaction(attempt)
+        for part in parts:
+            if part.handled:
+                # Tell the subscriber not to record it again after the handler returns.
+                part.worker_ctx.handled_recorded = True
+        if written:
+            self.relay.wake()
+        return results
 
     def get_dependency(self, worker_ctx):
         return WorkerDatabase(self, worker_ctx)

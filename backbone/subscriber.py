@@ -283,12 +283,20 @@ class Subscriber(Entrypoint):
     """`keyed=True`: the handler's writes are keyed by the event itself (a document whose _id is
     made from the event id, an update that only a newer event makes), so a repeat changes nothing
     by construction; the handled-event record and its look-up, a write and a read per event, are
-    then left out."""
+    then left out.
+
+    `grouped=True`: the handler's `self.db.transaction(work)` may share one transaction with the
+    other grouped handlers of the service whose events arrived with it (`backbone/grouped.py`): a
+    commit for several events, each with the outcome it would have had alone. Only for a handler
+    that holds no lock while it calls `transaction`: the group's leader runs the others' work, and
+    a work that needs a lock a waiting member holds would wait for it for ever (registration's
+    session locks)."""
     subscriptions = EventSubscriptions()
 
-    def __init__(self, event_type, keyed=False, **kwargs):
+    def __init__(self, event_type, keyed=False, grouped=False, **kwargs):
         self.event_type = event_type
         self.marks_handled = not keyed
+        self.grouped = grouped
         super().__init__(**kwargs)
 
     def setup(self):

@@ -252,3 +252,38 @@ def test_a_termination_dated_ahead_keeps_the_sessions_before_it(programme, app_c
     assert programme.scheduled(trainer="B", starts_at=at(9, "08:00"), ends_at=at(9, "12:00"))
     assert_error(programme.schedule(trainer="B", starts_at=at(10, "08:00"), ends_at=at(10, "12:00")),
                  422, "no_active_agreement")
+
+
+def test_a_partners_burst_of_offerings_and_withdrawals_taken_together_ends_as_if_handled_one_by_one(
+        container_factory, app_config, db):
+    """Scheduling's partner-event handlers group their transactions (backbone/grouped.py): a
+    withdrawal in the same transaction as its offering's publication still wins, each event is
+    handled once, and the burst takes fewer transactions than events."""
+    from backbone import counters, topology
+    from backbone.events import make_envelope
+    from backbone.outbox import ConfirmedPublisher, event_message
+    from services.scheduling.service import SchedulingService
+    container_factory(SchedulingService).start()
+    offerings = ["offering-burst-{:02d}".format(n) for n in range(12)]
+    burst = [make_envelope("offering_published", {
+        "offering_id": offering, "partner_id": "partner-burst", "title": "Kỹ năng số", "audience_groups": ["ward_commune"],
+        "starts_from": day(1).isoformat(), "ends_by": day(60).isoformat(), "revision": 1}, "partners", "c-" + offering)
+        for offering in offerings]
+    burst += [make_envelope("offering_withdrawn", {"offering_id": offering, "partner_id": "partner-burst"},
+                            "partners", "w-" + offering) for offering in offerings[::2]]
+    sample = counters.REGISTRY.get_sample_value
+    transactions = sample("trainops_event_group_size_count", {"service": "scheduling"}) or 0
+    publisher = ConfirmedPublisher(app_config["AMQP_URI"])
+    try:
+        publisher.publish_batch([event_message(e, topology.exchange_name()) for e in burst])
+    finally:
+        publisher.close()
+
+    handled_events = db("scheduling").handled_events
+    wait_for(lambda: handled_events.count_documents({}) == 18)
+    copies = {o["_id"]: o["status"] for o in db("scheduling").offerings.find()}
+    assert copies == {o: "withdrawn" if n % 2 == 0 else "published" for n, o in enumerate(offerings)}
+    assert {h["_id"]: h["correlation_id"] for h in handled_events.find()} == {
+        e["event_id"]: e["correlation_id"] for e in burst}
+    written = sample("trainops_event_group_size_count", {"service": "scheduling"}) - transactions
+    assert written < 18, "18 events in {} transactions".format(written)

@@ -24,7 +24,7 @@ taken from its front, so the waitlist grows in the order the queue did. With sev
 import contextlib
 import secrets
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from datetime import datetime, timezone
 
 import eventlet
@@ -35,6 +35,7 @@ from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from backbone.errors import DomainError, conflict, not_found
+from backbone.grouped import GroupQueue
 from backbone.clock import utcnow
 from services.registration import rules
 from services.registration.schemas import official_ref, session_ref
@@ -84,16 +85,13 @@ class Registration:
 
 
 class Seating(DependencyProvider):
-    """The queue of registrations waiting for the seat counters, one per container. The first
-    caller to find nobody writing leads: it writes batches from the front of the queue until its own
-    registration is written, then hands the lead to the oldest registration still waiting."""
+    """The queue of registrations waiting for the seat counters, one per container
+    (`backbone.grouped.GroupQueue`: the first caller to find nobody writing leads, writing batches
+    from the front of the queue until its own registration is written)."""
 
     def setup(self):
-        self.waiting = deque()
-        self.leader = None
         # Every registration in this container is a worker: no more can wait than there are workers.
-        self.most = min(BATCH, self.container.max_workers)
-        self.last_batch = 1
+        self.queue = GroupQueue(min(BATCH, self.container.max_workers), GATHER_SECONDS)
 
     def get_dependency(self, worker_ctx):
         return Desk(self, worker_ctx)
@@ -110,44 +108,17 @@ class Desk:
         """The registration document as written (status confirmed or waitlisted, with its waitlist
         position), or the DomainError that refused it: 404 unknown session, 422 `unknown_official`
         / `registration_closed` / `not_eligible`, 409 `already_registered`."""
-        seating = self._seating
         mine = Registration(session_id, official_id, after_cutoff, self._correlation_id)
-        seating.waiting.append(mine)
-        if seating.leader is None:
-            seating.leader = mine
-        else:
-            mine.woken.wait()
-        if not mine.done:
-            self._lead(db, mine)
+        self._seating.queue.join(mine, lambda batch: write_batch(db, batch), _interrupted)
         if mine.failure is not None:
             raise mine.failure
         return mine.answer
 
-    def _lead(self, db, mine):
-        seating = self._seating
-        try:
-            while not mine.done:
-                expected = seating.most if seating.last_batch > 1 else 1
-                gather_until = time.monotonic() + GATHER_SECONDS
-                while len(seating.waiting) < expected and time.monotonic() < gather_until:
-                    eventlet.sleep(0.001)
-                batch = [seating.waiting.popleft() for _ in range(min(BATCH, len(seating.waiting)))]
-                seating.last_batch = len(batch)
-                try:
-                    write_batch(db, batch)
-                finally:
-                    for registration in batch:
-                        if not registration.done:  # the leader died mid-batch (container killed)
-                            registration.finish(failure=DomainError(
-                                "service_unavailable", "Registration was interrupted; try again.", {}, 503))
-                        if registration is not mine:
-                            registration.woken.send("done")
-        finally:
-            if seating.waiting:
-                seating.leader = seating.waiting[0]
-                seating.leader.woken.send("lead")
-            else:
-                seating.leader = None
+
+def _interrupted(registration):
+    """The leader died mid-batch (container killed)."""
+    registration.finish(failure=DomainError(
+        "service_unavailable", "Registration was interrupted; try again.", {}, 503))
 
 
 def write_batch(db, batch):

@@ -47,18 +47,19 @@ class SchedulingService(erasure.KeepsNoOfficials, Operated):
     feeds = Feeds()
 
     # -- what partners tell us -----------------------------------------------------------------------
+    # Grouped (backbone/grouped.py): a partner's burst of events shares transactions; these hold no lock.
 
-    @subscribe("offering_published")
+    @subscribe("offering_published", grouped=True)
     def on_offering_published(self, event):
         """The offering may have sessions (a withdrawn one stays withdrawn)."""
         self.db.transaction(lambda tx: store.remember_offering(tx, event["payload"]))
 
-    @subscribe("offering_updated")
+    @subscribe("offering_updated", grouped=True)
     def on_offering_updated(self, event):
         """Its title, audiences and dates as they are now."""
         self.db.transaction(lambda tx: store.remember_offering(tx, event["payload"]))
 
-    @subscribe("offering_withdrawn")
+    @subscribe("offering_withdrawn", grouped=True)
     def on_offering_withdrawn(self, event):
         """No more sessions; those still to come are cancelled with the partner's reason."""
         payload = event["payload"]
@@ -66,17 +67,17 @@ class SchedulingService(erasure.KeepsNoOfficials, Operated):
         self.db.transaction(lambda tx: store.withdraw_offering(
             tx, payload["offering_id"], payload["partner_id"], reason, utcnow()))
 
-    @subscribe("agreement_signed")
+    @subscribe("agreement_signed", grouped=True)
     def on_agreement_signed(self, event):
         """Its dates: its last day is what the warnings count down to."""
         self.db.transaction(lambda tx: store.remember_agreement(tx, event["payload"], event["occurred_at"]))
 
-    @subscribe("agreement_amended")
+    @subscribe("agreement_amended", grouped=True)
     def on_agreement_amended(self, event):
         """Its new dates: an amended last day is warned of again. Its sessions stay until it ends."""
         self.db.transaction(lambda tx: store.remember_agreement(tx, event["payload"], event["occurred_at"]))
 
-    @subscribe("agreement_expired")
+    @subscribe("agreement_expired", grouped=True)
     def on_agreement_expired(self, event):
         """The offerings it still carried are covered through its last day; their later sessions are
         cancelled (an offering a renewal took on keeps its sessions)."""
@@ -90,7 +91,7 @@ class SchedulingService(erasure.KeepsNoOfficials, Operated):
 
         self.db.transaction(expire)
 
-    @subscribe("agreement_terminated")
+    @subscribe("agreement_terminated", grouped=True)
     def on_agreement_terminated(self, event):
         """The offerings it still carried are covered until its termination day begins; their later
         sessions are cancelled."""
