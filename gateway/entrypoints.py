@@ -125,8 +125,9 @@ class JsonWsgiApp(WsgiApp):
 class GatewayServer(WebServer):
     """nameko's web server with a listen backlog for bursts (eventlet's default of 50 overflows when a
     popular class opens, and the kernel then drops connections), a socket timeout (a client that
-    sends nothing does not hold a connection), a shorter wait for a connection's next request, a bound on the connections served at once, JSON for
-    unknown routes, and an accept() that fails (out of file descriptors) waits instead of ending."""
+    sends nothing does not hold a connection), a shorter wait for a connection's next request, a
+    bound on the connections served at once, JSON for unknown routes, and an accept() that fails
+    (out of file descriptors) waits instead of ending."""
 
     def start(self):
         if not self._starting:

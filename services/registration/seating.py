@@ -34,9 +34,9 @@ from nameko.extensions import DependencyProvider
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from backbone.clock import utcnow
 from backbone.errors import DomainError, conflict, not_found
 from backbone.grouped import GroupQueue
-from backbone.clock import utcnow
 from services.registration import rules
 from services.registration.schemas import official_ref, session_ref
 
