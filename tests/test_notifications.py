@@ -636,7 +636,10 @@ def test_two_replicas_share_the_due_notices_a_claimed_batch_at_a_time_and_send_e
         container_factory, notices, smtp_sink, db):
     """Due notices (retries, SMS held over quiet hours, what a dead sender left) are claimed a batch
     at a time by whichever replica sweeps: every one is sent once, and both replicas sent some."""
-    notices["NOTIFICATIONS"]["sweep_batch"] = 25
+    # Batches of 10, twenty in all: a sweep takes at most ten (100 notices), so the work spans several
+    # ticks of both replicas. With batches of 25, one replica's first sweep could take all 200 while a
+    # loaded machine held the other's tick back (seen once in a full run).
+    notices["NOTIFICATIONS"]["sweep_batch"] = 10
     replicas = [container_factory(NotificationsService) for _ in range(2)]
     for replica in replicas:
         replica.start()
