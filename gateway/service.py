@@ -363,7 +363,7 @@ class GatewayService(OperationsRoutes, AdministrationRoutes, SelfServiceRoutes, 
     def create_official(self, request):
         return 201, self.registration.create_official(self.actor(request), read_json(request))
 
-    @api("POST", "/officials/import", max_body="max_import_bytes",
+    @api("POST", "/officials/import", max_body="max_import_bytes", timeout="import",
          summary="A staff list as CSV (UTF-8, BOM accepted): {created, updated, unchanged, errors: [{row, fields}], "
                  "errors_total}; 413 past the size or row cap.")
     def import_officials(self, request):

@@ -9,8 +9,10 @@ import socket
 import time
 from urllib.parse import urlsplit
 
+import eventlet
 import pytest
 import requests
+from nameko.rpc import rpc
 from openpyxl import load_workbook
 
 from tests.helpers import SIU, assert_error, iso_day, offering, onboard, sign, wait_for
@@ -330,3 +332,36 @@ def test_the_import_tool_reads_its_token_from_the_environment(programme, app_con
         import_cli.main([str(path), "--url", app_config["GATEWAY_URL"], "--token", app_config["OPERATOR_TOKEN"]])
     monkeypatch.setenv("TRAINOPS_TOKEN", app_config["OPERATOR_TOKEN"])
     assert import_cli.main([str(path), "--url", app_config["GATEWAY_URL"]]) == 0
+
+
+class SlowRegistration:
+    """Registration taking 1.5 s over everything: the gateway's deadlines, against a service that is slow."""
+    name = "registration"
+
+    @rpc
+    def list_officials(self, actor, query):
+        eventlet.sleep(1.5)
+        return {"items": [], "next_cursor": None}
+
+    @rpc
+    def import_officials(self, actor, text):
+        eventlet.sleep(1.5)
+        return {"created": 0, "updated": 0, "unchanged": text.count("\n"), "errors": []}
+
+
+def test_a_staff_list_import_waits_longer_for_the_service_than_other_requests(container_factory, app_config,
+                                                                               monkeypatch):
+    """A service that does not answer in time gets the caller a 503; an import (up to 100,000 rows, about
+    30 s) has a deadline of its own, so a large list is not cut off at the deadline of a look-up."""
+    from gateway import entrypoints
+    from gateway.service import GatewayService
+    monkeypatch.setitem(entrypoints.TIMEOUTS, "rpc", 0.5)
+    monkeypatch.setitem(entrypoints.TIMEOUTS, "import", 10)
+    for cls in (SlowRegistration, GatewayService):
+        container_factory(cls).start()
+    base, auth = app_config["GATEWAY_URL"], {"Authorization": "Bearer " + app_config["OPERATOR_TOKEN"]}
+    assert_error(requests.get(base + "/officials", headers=auth, timeout=30), 503, "service_unavailable")
+    staff_list = "full_name,email,phone,unit_code,audience_group\nA,a@q1.gov.vn,0903000111,Q1,ward_commune\n"
+    imported = requests.post(base + "/officials/import", data=staff_list, timeout=30,
+                             headers=dict(auth, **{"Content-Type": "text/csv"}))
+    assert imported.status_code == 200 and imported.json()["unchanged"] == 2, imported.text
